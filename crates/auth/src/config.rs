@@ -1,0 +1,115 @@
+//! `[auth]` and `[[auth.keys]]` config sections.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// `[auth]`: who we are as an issuer, what we accept, how long tickets live.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `iss` of tickets we mint; also accepted when verifying.
+    pub issuer: String,
+    /// Further `iss` values accepted when verifying (e.g. the Django app's "your-service").
+    pub accepted_issuers: Vec<String>,
+    /// `aud` we mint and require.
+    pub audience: String,
+    /// Lifetime of a minted ticket when the caller asks for none.
+    #[serde(with = "crate::duration")]
+    pub token_ttl: Duration,
+    /// Upper bound on any minted ticket's lifetime; longer requests are refused with 400.
+    #[serde(with = "crate::duration")]
+    pub max_token_ttl: Duration,
+    /// Clock-skew tolerance applied to `exp` and `nbf`.
+    #[serde(with = "crate::duration")]
+    pub leeway: Duration,
+    /// Key ring. The first key signs; all keys verify (rotation: add the new key second, deploy,
+    /// move it first, deploy, drop the old one after `max_token_ttl`).
+    pub keys: Vec<KeyConfig>,
+    /// SQLite file with users, API keys and login sessions. ":memory:" keeps them in memory.
+    pub database: String,
+    /// Lifetime of a login session cookie.
+    #[serde(with = "crate::duration")]
+    pub session_ttl: Duration,
+    /// Mark the session cookie `Secure` (set when served over HTTPS).
+    pub cookie_secure: bool,
+    /// Let unauthenticated callers mint `webrtc`+`grpc` tickets for a random guest identity.
+    /// Only for `--dev` and demos; never enable on a public address.
+    pub allow_anonymous_tokens: bool,
+    /// Login attempts allowed per client IP per minute before 429.
+    pub login_attempts_per_ip_per_minute: u32,
+    /// Login attempts allowed per username per minute before 429.
+    pub login_attempts_per_user_per_minute: u32,
+    /// Upper bound on remembered `jti`s (entries expire with their ticket).
+    pub replay_max_entries: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            issuer: "switchboard".into(),
+            accepted_issuers: Vec::new(),
+            audience: "realtime-clients".into(),
+            token_ttl: Duration::from_secs(300),
+            max_token_ttl: Duration::from_secs(300),
+            leeway: Duration::from_secs(30),
+            keys: Vec::new(),
+            database: "switchboard.db".into(),
+            session_ttl: Duration::from_secs(12 * 3600),
+            cookie_secure: false,
+            allow_anonymous_tokens: false,
+            login_attempts_per_ip_per_minute: 20,
+            login_attempts_per_user_per_minute: 5,
+            replay_max_entries: 1_000_000,
+        }
+    }
+}
+
+/// `[[auth.keys]]`: one key of the ring. Exactly one source of key material is set.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Key id written to the JWT header `kid`.
+    pub kid: String,
+    /// "HS256" (default) or "EdDSA" (Ed25519).
+    pub algorithm: String,
+    /// HS256 shared secret, inline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// HS256 shared secret read from a file (trailing newline trimmed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<String>,
+    /// HS256 shared secret read from this environment variable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
+    /// EdDSA PKCS#8 PEM private key file (signs and verifies).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_key_file: Option<String>,
+    /// EdDSA PKCS#8 PEM private key, inline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    /// EdDSA SPKI PEM public key file (verifies only; cannot be the first key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key_file: Option<String>,
+    /// EdDSA SPKI PEM public key, inline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+}
+
+impl std::fmt::Debug for KeyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        f.debug_struct("KeyConfig")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("secret_file", &self.secret_file)
+            .field("secret_env", &self.secret_env)
+            .field("private_key_file", &self.private_key_file)
+            .field(
+                "private_key",
+                &self.private_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("public_key_file", &self.public_key_file)
+            .finish()
+    }
+}

@@ -1,0 +1,108 @@
+use thiserror::Error;
+
+/// Why a ticket was refused. Each variant has a stable [`AuthError::reason`] label used in
+/// metrics and in the JSON `error` field; messages never contain secrets or token contents.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("no token was presented")]
+    MissingToken,
+    #[error("token is larger than 8 KiB")]
+    Oversized,
+    #[error("token is not a well-formed JWT")]
+    Malformed,
+    #[error("alg \"none\" is not accepted")]
+    AlgNone,
+    #[error("token algorithm is not supported")]
+    UnsupportedAlg,
+    #[error("token names a key id that is not in the key ring")]
+    UnknownKid,
+    #[error("token signature does not verify")]
+    BadSignature,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is not valid yet")]
+    NotYetValid,
+    #[error("token issuer is not accepted")]
+    BadIssuer,
+    #[error("token audience does not include this service")]
+    BadAudience,
+    #[error("token lacks a required claim: {0}")]
+    MissingClaim(&'static str),
+    #[error("token lacks the required scope: {0}")]
+    MissingScope(&'static str),
+    #[error("token is not valid for this room")]
+    ForbiddenRoom,
+    #[error("token has already been used to open a session")]
+    Replayed,
+    #[error("too many live sessions to record another; try again shortly")]
+    ReplayGuardFull,
+    #[error("internal error while checking the token")]
+    Internal,
+}
+
+impl AuthError {
+    /// Stable label for metrics and API errors.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::MissingToken => "missing_token",
+            AuthError::Oversized => "oversized",
+            AuthError::Malformed => "malformed",
+            AuthError::AlgNone => "alg_none",
+            AuthError::UnsupportedAlg => "unsupported_alg",
+            AuthError::UnknownKid => "unknown_kid",
+            AuthError::BadSignature => "bad_signature",
+            AuthError::Expired => "expired",
+            AuthError::NotYetValid => "not_yet_valid",
+            AuthError::BadIssuer => "bad_issuer",
+            AuthError::BadAudience => "bad_audience",
+            AuthError::MissingClaim(_) => "missing_claim",
+            AuthError::MissingScope(_) => "missing_scope",
+            AuthError::ForbiddenRoom => "forbidden_room",
+            AuthError::Replayed => "replayed",
+            AuthError::ReplayGuardFull => "replay_guard_full",
+            AuthError::Internal => "internal",
+        }
+    }
+
+    /// HTTP status: 403 when the ticket is genuine but not enough, 401 otherwise.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            AuthError::MissingScope(_) | AuthError::ForbiddenRoom => 403,
+            AuthError::ReplayGuardFull => 503,
+            AuthError::Internal => 500,
+            _ => 401,
+        }
+    }
+
+    /// Every reason label, so metrics can pre-register each series at zero.
+    pub const ALL_REASONS: &'static [&'static str] = &[
+        "missing_token",
+        "oversized",
+        "malformed",
+        "alg_none",
+        "unsupported_alg",
+        "unknown_kid",
+        "bad_signature",
+        "expired",
+        "not_yet_valid",
+        "bad_issuer",
+        "bad_audience",
+        "missing_claim",
+        "missing_scope",
+        "forbidden_room",
+        "replayed",
+        "replay_guard_full",
+        "internal",
+    ];
+}
+
+/// A key ring or auth config that cannot be used; names the key and never its secret.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("auth.keys is empty: at least one signing key is required")]
+    NoKeys,
+    #[error("auth.keys[{kid}]: {message}")]
+    Key { kid: String, message: String },
+    #[error("auth.keys: kid {0:?} appears twice")]
+    DuplicateKid(String),
+}

@@ -1,0 +1,265 @@
+//! Ticket claims and their JSON form.
+
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+
+/// A permission a ticket carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Join signaling rooms, use TURN and the SFU.
+    Webrtc,
+    /// Call the gRPC stream gateway.
+    Grpc,
+    /// Administrative APIs.
+    Admin,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 3] = [Scope::Webrtc, Scope::Grpc, Scope::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Webrtc => "webrtc",
+            Scope::Grpc => "grpc",
+            Scope::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Scope> {
+        match s {
+            "webrtc" => Some(Scope::Webrtc),
+            "grpc" => Some(Scope::Grpc),
+            "admin" => Some(Scope::Admin),
+            _ => None,
+        }
+    }
+
+    fn bit(self) -> u8 {
+        match self {
+            Scope::Webrtc => 1,
+            Scope::Grpc => 2,
+            Scope::Admin => 4,
+        }
+    }
+}
+
+/// A set of scopes. Unknown scope strings in a verified token are ignored (they grant nothing).
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Scopes(u8);
+
+impl Scopes {
+    pub const NONE: Scopes = Scopes(0);
+
+    pub fn all() -> Scopes {
+        Scopes(7)
+    }
+
+    pub fn contains(self, s: Scope) -> bool {
+        self.0 & s.bit() != 0
+    }
+
+    pub fn insert(&mut self, s: Scope) {
+        self.0 |= s.bit();
+    }
+
+    pub fn is_subset_of(self, other: Scopes) -> bool {
+        self.0 & !other.0 == 0
+    }
+
+    pub fn without(self, s: Scope) -> Scopes {
+        Scopes(self.0 & !s.bit())
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Scope> {
+        Scope::ALL.into_iter().filter(move |s| self.contains(*s))
+    }
+
+    /// Parses "webrtc,grpc" (commas or spaces). Unknown names are an error, naming the culprit.
+    pub fn parse_list(s: &str) -> Result<Scopes, String> {
+        let mut out = Scopes::NONE;
+        for part in s.split([',', ' ']).filter(|p| !p.is_empty()) {
+            let scope = Scope::parse(part)
+                .ok_or_else(|| format!("unknown scope {part:?} (known: webrtc, grpc, admin)"))?;
+            out.insert(scope);
+        }
+        Ok(out)
+    }
+
+    /// "webrtc,grpc"
+    pub fn to_list(self) -> String {
+        self.iter().map(Scope::as_str).collect::<Vec<_>>().join(",")
+    }
+}
+
+impl FromIterator<Scope> for Scopes {
+    fn from_iter<T: IntoIterator<Item = Scope>>(iter: T) -> Self {
+        let mut s = Scopes::NONE;
+        for x in iter {
+            s.insert(x);
+        }
+        s
+    }
+}
+
+impl std::fmt::Debug for Scopes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.iter().map(Scope::as_str))
+            .finish()
+    }
+}
+
+impl Serialize for Scopes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter().map(Scope::as_str))
+    }
+}
+
+impl<'de> Deserialize<'de> for Scopes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // JSON array (the seed's form) or an OAuth-style space-separated string.
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = Scopes;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of scope names or a space-separated string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scopes, E> {
+                Ok(v.split(' ').filter_map(Scope::parse).collect())
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut a: A) -> Result<Scopes, A::Error> {
+                let mut out = Scopes::NONE;
+                while let Some(s) = a.next_element::<std::borrow::Cow<'de, str>>()? {
+                    if let Some(sc) = Scope::parse(&s) {
+                        out.insert(sc);
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `aud`: a string or an array of strings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Audience(pub Vec<String>);
+
+impl Audience {
+    pub fn contains(&self, a: &str) -> bool {
+        self.0.iter().any(|x| x == a)
+    }
+}
+
+impl Serialize for Audience {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0.len() == 1 {
+            s.serialize_str(&self.0[0])
+        } else {
+            self.0.serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Audience {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(String),
+            Many(Vec<String>),
+        }
+        Ok(match Raw::deserialize(d)? {
+            Raw::One(a) => Audience(vec![a]),
+            Raw::Many(v) => Audience(v),
+        })
+    }
+}
+
+/// The claims of a verified ticket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: Audience,
+    pub jti: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    #[serde(default)]
+    pub scope: Scopes,
+    /// Absent: any room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+}
+
+impl Claims {
+    /// 403 `missing_scope` unless the ticket carries `scope`.
+    pub fn require(&self, scope: Scope) -> Result<(), crate::AuthError> {
+        if self.scope.contains(scope) {
+            Ok(())
+        } else {
+            Err(crate::AuthError::MissingScope(scope.as_str()))
+        }
+    }
+
+    /// 403 `forbidden_room` when the ticket is bound to another room.
+    pub fn allows_room(&self, room: &str) -> Result<(), crate::AuthError> {
+        match &self.room {
+            Some(r) if r != room => Err(crate::AuthError::ForbiddenRoom),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What a caller asks the ticket office to mint.
+#[derive(Clone, Debug)]
+pub struct MintRequest {
+    pub identity: String,
+    pub room: Option<String>,
+    pub scope: Scopes,
+    /// None: the configured default TTL.
+    pub ttl: Option<std::time::Duration>,
+}
+
+// Claims are parsed on every verification; a compact borrowed parser shape keeps this cheap.
+#[derive(Deserialize)]
+pub(crate) struct Header<'a> {
+    #[serde(borrow)]
+    pub alg: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub kid: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub crit: Option<Vec<std::borrow::Cow<'a, str>>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_parse_array_and_string() {
+        let c: Scopes = serde_json::from_str(r#"["webrtc","grpc","other"]"#).unwrap();
+        assert!(c.contains(Scope::Webrtc) && c.contains(Scope::Grpc) && !c.contains(Scope::Admin));
+        let s: Scopes = serde_json::from_str(r#""grpc admin""#).unwrap();
+        assert!(s.contains(Scope::Admin) && !s.contains(Scope::Webrtc));
+        assert_eq!(
+            Scopes::parse_list("webrtc, grpc").unwrap().to_list(),
+            "webrtc,grpc"
+        );
+        assert!(Scopes::parse_list("webrtc,root").is_err());
+    }
+
+    #[test]
+    fn audience_string_or_array() {
+        let a: Audience = serde_json::from_str(r#""x""#).unwrap();
+        assert!(a.contains("x"));
+        let b: Audience = serde_json::from_str(r#"["y","x"]"#).unwrap();
+        assert!(b.contains("x") && b.contains("y"));
+    }
+}

@@ -1,0 +1,454 @@
+//! The ticket office over HTTP: login, token minting, ICE servers, health and metrics.
+//!
+//! | route | auth | what |
+//! |---|---|---|
+//! | `POST /v1/login` `{username,password}` | — | session cookie `sb_session` (HttpOnly, SameSite=Strict) |
+//! | `POST /v1/logout` | cookie | ends the session |
+//! | `POST /v1/token` `{room?,scope?,ttl?,identity?}` | API key (Basic `id:secret`) or cookie | `{token, expires_at, ...}` |
+//! | `GET /v1/ice-servers` | Bearer ticket (scope `webrtc`) | STUN + TURN with REST credentials |
+//! | `GET /healthz`, `/readyz`, `/metrics` | — | liveness, readiness (503 while draining), Prometheus text |
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+use switchboard_auth::{turn_rest, unix_now, AuthError, MintRequest, Scope, Scopes};
+
+pub const SESSION_COOKIE: &str = "sb_session";
+
+pub fn routes(state: AppState) -> Router {
+    let limit = state.config.limits.max_http_body_bytes;
+    Router::new()
+        .route("/v1/login", post(login))
+        .route("/v1/logout", post(logout))
+        .route("/v1/token", post(mint_token))
+        .route("/v1/ice-servers", get(ice_servers))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    if s.ready.load(Ordering::Acquire) && !s.shutdown.is_cancelled() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    s.office.replay_entries.set(s.gate.replay.len() as i64);
+    let mut out = String::with_capacity(16 * 1024);
+    if prometheus_client::encoding::text::encode(&mut out, &s.registry).is_err() {
+        return ApiError::internal().into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+/// Parses a JSON body, turning every failure into a 400 that says what was wrong.
+fn json_body<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// `Authorization: Bearer <jwt>`.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+fn basic(headers: &HeaderMap) -> Option<Result<(String, String), ApiError>> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = v.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let bad = || ApiError::unauthenticated("malformed Basic credentials");
+    Some((|| {
+        let raw = STANDARD.decode(rest.trim()).map_err(|_| bad())?;
+        let s = String::from_utf8(raw).map_err(|_| bad())?;
+        let (id, secret) = s.split_once(':').ok_or_else(bad)?;
+        Ok((id.to_string(), secret.to_string()))
+    })())
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ApiError::internal())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    username: String,
+    password: String,
+}
+
+async fn login(
+    State(s): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let b: LoginBody = json_body(&body)?;
+    let now = Instant::now();
+    let limited = s
+        .login_per_ip
+        .check(&remote.ip(), now)
+        .and_then(|_| s.login_per_user.check(&b.username, now));
+    if let Err(retry) = limited {
+        s.office
+            .logins
+            .get_or_create(&crate::metrics::ResultLabel {
+                result: "rate_limited",
+            })
+            .inc();
+        return Err(ApiError::rate_limited(retry));
+    }
+    if b.username.len() > 256 || b.password.len() > 1024 {
+        return Err(ApiError::unauthenticated("invalid username or password"));
+    }
+    let store = s.store.clone();
+    let (user, pass) = (b.username.clone(), b.password);
+    let user = blocking(move || store.verify_login(&user, &pass))
+        .await?
+        .map_err(|e| {
+            tracing::error!(error = %e, "login lookup failed");
+            ApiError::internal()
+        })?;
+    let Some(user) = user else {
+        s.office
+            .logins
+            .get_or_create(&crate::metrics::ResultLabel {
+                result: "bad_credentials",
+            })
+            .inc();
+        // Same answer whether the user exists or not.
+        return Err(ApiError::unauthenticated("invalid username or password"));
+    };
+    let ttl = s.config.auth.session_ttl.as_secs();
+    let store = s.store.clone();
+    let name = user.username.clone();
+    let cookie_value = blocking(move || store.create_session(&name, ttl, unix_now()))
+        .await?
+        .map_err(|_| ApiError::internal())?;
+    s.office
+        .logins
+        .get_or_create(&crate::metrics::ResultLabel { result: "ok" })
+        .inc();
+    let secure = if s.config.auth.cookie_secure {
+        "; Secure"
+    } else {
+        ""
+    };
+    let set = format!(
+        "{SESSION_COOKIE}={cookie_value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={ttl}{secure}"
+    );
+    let mut resp = Json(serde_json::json!({
+        "username": user.username,
+        "scope": user.scopes,
+    }))
+    .into_response();
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&set).map_err(|_| ApiError::internal())?,
+    );
+    Ok(resp)
+}
+
+async fn logout(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    if let Some(c) = cookie(&headers, SESSION_COOKIE).map(str::to_string) {
+        let store = s.store.clone();
+        blocking(move || store.delete_session(&c))
+            .await?
+            .map_err(|_| ApiError::internal())?;
+    }
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("sb_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
+    Ok(resp)
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ScopeField {
+    List(Vec<String>),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TtlField {
+    Secs(u64),
+    Text(String),
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    room: Option<String>,
+    scope: Option<ScopeField>,
+    ttl: Option<TtlField>,
+    /// API keys mint for any identity; a logged-in user only for itself.
+    identity: Option<String>,
+}
+
+/// Who is asking for a ticket, and what it may grant.
+struct Minter {
+    via: &'static str,
+    identity: Option<String>,
+    allowed: Scopes,
+}
+
+async fn authenticate_minter(s: &AppState, headers: &HeaderMap) -> Result<Minter, ApiError> {
+    if let Some(creds) = basic(headers) {
+        let (id, secret) = creds?;
+        let store = s.store.clone();
+        let key = blocking(move || store.verify_api_key(&id, &secret))
+            .await?
+            .map_err(|_| ApiError::internal())?;
+        return match key {
+            Some(k) => Ok(Minter {
+                via: "api_key",
+                identity: None,
+                allowed: k.scopes,
+            }),
+            None => {
+                s.gate.count_failure(&AuthError::BadSignature);
+                Err(ApiError::unauthenticated("invalid API key"))
+            }
+        };
+    }
+    if let Some(c) = cookie(headers, SESSION_COOKIE).map(str::to_string) {
+        let store = s.store.clone();
+        let user = blocking(move || store.session_user(&c, unix_now()))
+            .await?
+            .map_err(|_| ApiError::internal())?;
+        return match user {
+            Some(u) => Ok(Minter {
+                via: "session",
+                identity: Some(u.username),
+                allowed: u.scopes,
+            }),
+            None => Err(ApiError::unauthenticated(
+                "session expired or unknown; log in again",
+            )),
+        };
+    }
+    if s.config.auth.allow_anonymous_tokens {
+        return Ok(Minter {
+            via: "anonymous",
+            identity: Some(format!("guest-{}", &uuid_like()[..8])),
+            allowed: [Scope::Webrtc, Scope::Grpc].into_iter().collect(),
+        });
+    }
+    Err(ApiError::unauthenticated(
+        "authenticate with an API key (HTTP Basic id:secret) or log in at POST /v1/login",
+    ))
+}
+
+fn uuid_like() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+async fn mint_token(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let minter = authenticate_minter(&s, &headers).await?;
+    let b: TokenBody = json_body(&body)?;
+    let requested = match b.scope {
+        None => minter.allowed.without(Scope::Admin),
+        Some(ScopeField::List(v)) => {
+            Scopes::parse_list(&v.join(",")).map_err(ApiError::bad_request)?
+        }
+        Some(ScopeField::Text(t)) => Scopes::parse_list(&t).map_err(ApiError::bad_request)?,
+    };
+    if !requested.is_subset_of(minter.allowed) {
+        let missing: Vec<_> = requested
+            .iter()
+            .filter(|x| !minter.allowed.contains(*x))
+            .map(Scope::as_str)
+            .collect();
+        s.gate.count_failure(&AuthError::MissingScope("mint"));
+        return Err(ApiError::forbidden(format!(
+            "you may not grant scope {}",
+            missing.join(",")
+        )));
+    }
+    let identity = match (minter.identity, b.identity) {
+        (Some(own), Some(asked)) if own != asked && minter.via == "session" => {
+            return Err(ApiError::forbidden(
+                "a user may only mint tickets for itself",
+            ));
+        }
+        (Some(own), _) => own,
+        (None, Some(asked)) => asked,
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "identity is required when minting with an API key",
+            ))
+        }
+    };
+    let ttl = match b.ttl {
+        None => None,
+        Some(TtlField::Secs(n)) => Some(std::time::Duration::from_secs(n)),
+        Some(TtlField::Text(t)) => {
+            Some(switchboard_auth::duration::parse(&t).map_err(ApiError::bad_request)?)
+        }
+    };
+    if let Some(room) = &b.room {
+        if room.is_empty() || room.len() > 256 {
+            return Err(ApiError::bad_request("room must be 1 to 256 bytes"));
+        }
+    }
+    let req = MintRequest {
+        identity,
+        room: b.room,
+        scope: requested,
+        ttl,
+    };
+    let now = unix_now();
+    let (token, claims) = s
+        .gate
+        .keyring
+        .mint(&req, now)
+        .map_err(ApiError::bad_request)?;
+    s.office
+        .tokens_minted
+        .get_or_create(&crate::metrics::ViaLabel { via: minter.via })
+        .inc();
+    Ok(Json(serde_json::json!({
+        "token": token,
+        "identity": claims.sub,
+        "room": claims.room,
+        "scope": claims.scope,
+        "expires_at": claims.exp,
+        "expires_in": claims.exp - now,
+    }))
+    .into_response())
+}
+
+/// STUN/TURN URIs to advertise: `[turn] uris` if set, otherwise derived from where TURN
+/// listens (`external_ip` first; an unspecified listen address falls back to `host`).
+pub fn ice_uris(s: &AppState, host_header: Option<&str>) -> (Vec<String>, Vec<String>) {
+    let t = &s.config.turn;
+    if !t.uris.is_empty() {
+        let (stun, turn): (Vec<_>, Vec<_>) =
+            t.uris.iter().cloned().partition(|u| u.starts_with("stun"));
+        return (stun, turn);
+    }
+    if !t.enabled {
+        return (Vec::new(), Vec::new());
+    }
+    let listen: Option<SocketAddr> = s.bound.turn_udp.or_else(|| t.listen.parse().ok());
+    let Some(listen) = listen else {
+        return (Vec::new(), Vec::new());
+    };
+    let host = match &t.external_ip {
+        Some(ip) => ip.clone(),
+        None if !listen.ip().is_unspecified() => listen.ip().to_string(),
+        None => host_header
+            .and_then(|h| {
+                h.rsplit_once(':')
+                    .map(|(h, _)| h.to_string())
+                    .or(Some(h.to_string()))
+            })
+            .unwrap_or_else(|| "127.0.0.1".into()),
+    };
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    let port = listen.port();
+    let tcp_port = s.bound.turn_tcp.map(|a| a.port()).unwrap_or(port);
+    let stun = vec![format!("stun:{host}:{port}")];
+    let mut turn = vec![
+        format!("turn:{host}:{port}?transport=udp"),
+        format!("turn:{host}:{tcp_port}?transport=tcp"),
+    ];
+    if t.cert.is_some() && t.pkey.is_some() {
+        let tls_port = s
+            .bound
+            .turn_tls
+            .map(|a| a.port())
+            .or_else(|| t.tls_listen.parse::<SocketAddr>().ok().map(|a| a.port()))
+            .unwrap_or(5349);
+        turn.push(format!("turns:{host}:{tls_port}?transport=tcp"));
+    }
+    (stun, turn)
+}
+
+async fn ice_servers(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let token = bearer(&headers).ok_or_else(|| {
+        s.gate.count_failure(&AuthError::MissingToken);
+        ApiError::from(AuthError::MissingToken)
+    })?;
+    let now = unix_now();
+    let claims = s.gate.check(token, Scope::Webrtc, now)?;
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    Ok(Json(ice_servers_json(&s, &claims.sub, host, now)).into_response())
+}
+
+/// The `/v1/ice-servers` document for `identity` (also sent in signaling's `joined`).
+pub fn ice_servers_json(
+    s: &AppState,
+    identity: &str,
+    host: Option<&str>,
+    now: u64,
+) -> serde_json::Value {
+    let (stun, turn) = ice_uris(s, host);
+    let ttl = s.config.turn.credential_ttl.as_secs();
+    let mut servers = Vec::new();
+    if !stun.is_empty() {
+        servers.push(serde_json::json!({"urls": stun}));
+    }
+    let secret = &s.config.turn.static_auth_secret;
+    if !turn.is_empty() && !secret.is_empty() {
+        let c = turn_rest::mint(secret.as_bytes(), identity, ttl, now);
+        servers.push(
+            serde_json::json!({"urls": turn, "username": c.username, "credential": c.credential}),
+        );
+    }
+    serde_json::json!({"iceServers": servers, "ttl": ttl})
+}

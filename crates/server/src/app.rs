@@ -1,0 +1,224 @@
+//! Wiring: build every role from the config, mount routes, serve, shut down gracefully.
+
+use crate::config::Config;
+use crate::metrics::{new_registry, OfficeMetrics};
+use anyhow::Context;
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use switchboard_auth::store::Store;
+use switchboard_auth::{InMemoryReplayGuard, KeyRing, KeyedRateLimiter, ReplayGuard, TicketGate};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+/// Everything request handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub gate: Arc<TicketGate>,
+    pub store: Arc<Store>,
+    pub registry: Arc<Registry>,
+    pub office: OfficeMetrics,
+    pub login_per_ip: Arc<KeyedRateLimiter<std::net::IpAddr>>,
+    pub login_per_user: Arc<KeyedRateLimiter<String>>,
+    /// Cancelled when shutdown begins; long-lived sessions watch it to close cleanly.
+    pub shutdown: CancellationToken,
+    pub ready: Arc<AtomicBool>,
+    /// Addresses other roles actually bound (TURN, SFU), for derived URIs.
+    pub bound: Arc<BoundAddrs>,
+}
+
+/// Where each listener ended up (ports may be ephemeral in tests).
+#[derive(Debug, Default, Clone)]
+pub struct BoundAddrs {
+    pub http: Option<SocketAddr>,
+    pub turn_udp: Option<SocketAddr>,
+    pub turn_tcp: Option<SocketAddr>,
+    pub turn_tls: Option<SocketAddr>,
+}
+
+/// A started server. Dropping it does not stop it; call [`RunningServer::shutdown`].
+pub struct RunningServer {
+    pub http_addr: SocketAddr,
+    pub state: AppState,
+    join: tokio::task::JoinHandle<()>,
+    pub startup: Duration,
+}
+
+impl RunningServer {
+    /// Begins graceful shutdown and waits until in-flight work has finished or the grace
+    /// period (`http.shutdown_grace`) has passed.
+    pub async fn shutdown(self) {
+        self.state.shutdown.cancel();
+        let _ = self.join.await;
+    }
+
+    /// `switchboard listening http=ADDR [turn_udp=ADDR ...]`: printed once at startup.
+    pub fn listening_line(&self) -> String {
+        let b = &self.state.bound;
+        let mut line = format!("switchboard listening http={}", self.http_addr);
+        for (name, a) in [
+            ("turn_udp", b.turn_udp),
+            ("turn_tcp", b.turn_tcp),
+            ("turn_tls", b.turn_tls),
+        ] {
+            if let Some(a) = a {
+                line.push_str(&format!(" {name}={a}"));
+            }
+        }
+        line
+    }
+
+    /// Resolves when the server has stopped (after a shutdown began elsewhere).
+    pub async fn wait(self) {
+        let _ = self.join.await;
+    }
+}
+
+/// Builds and starts the server: binds every listener (failing clearly on a port in use),
+/// then serves until `state.shutdown` is cancelled.
+pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    let t0 = Instant::now();
+    let config = Arc::new(config);
+    let mut registry = new_registry();
+
+    let keyring = Arc::new(KeyRing::from_config(&config.auth).context("auth.keys")?);
+    let replay: Arc<dyn ReplayGuard> =
+        Arc::new(InMemoryReplayGuard::new(config.auth.replay_max_entries));
+    let gate = Arc::new(TicketGate::new(keyring, replay, &mut registry));
+    let store = Arc::new(
+        Store::open(&config.auth.database)
+            .with_context(|| format!("auth.database {:?}", config.auth.database))?,
+    );
+    let office = OfficeMetrics::register(&mut registry);
+
+    let listener = TcpListener::bind(&config.http.bind)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on http.bind {}: {e}", config.http.bind))?;
+    let http_addr = listener.local_addr()?;
+    let bound = BoundAddrs {
+        http: Some(http_addr),
+        ..Default::default()
+    };
+
+    let minute = Duration::from_secs(60);
+    let state = AppState {
+        login_per_ip: Arc::new(KeyedRateLimiter::new(
+            config.auth.login_attempts_per_ip_per_minute,
+            minute,
+            100_000,
+        )),
+        login_per_user: Arc::new(KeyedRateLimiter::new(
+            config.auth.login_attempts_per_user_per_minute,
+            minute,
+            100_000,
+        )),
+        config: config.clone(),
+        gate,
+        store,
+        registry: Arc::new(registry),
+        office,
+        shutdown: CancellationToken::new(),
+        ready: Arc::new(AtomicBool::new(false)),
+        bound: Arc::new(bound),
+    };
+
+    let router = routes(state.clone());
+    let join = tokio::spawn(serve(listener, router, state.clone()));
+    state.ready.store(true, Ordering::Release);
+    Ok(RunningServer {
+        http_addr,
+        state,
+        join,
+        startup: t0.elapsed(),
+    })
+}
+
+fn routes(state: AppState) -> Router {
+    crate::api::routes(state.clone()).merge(crate::web::routes(&state))
+}
+
+/// Accept loop: one hyper connection per TCP stream, HTTP/1.1 or HTTP/2 (prior knowledge)
+/// detected per connection, upgrades (WebSocket) allowed.
+async fn serve(listener: TcpListener, router: Router, state: AppState) {
+    let builder = {
+        let mut b = auto::Builder::new(TokioExecutor::new());
+        b.http2()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .max_concurrent_streams(1024)
+            .keep_alive_interval(Some(Duration::from_secs(20)))
+            .keep_alive_timeout(Duration::from_secs(20));
+        b.http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(15));
+        b
+    };
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, remote) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = state.shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let svc =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(remote));
+                router.clone().oneshot(req)
+            });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%remote, error = %e, "connection ended with error");
+            }
+        });
+    }
+    state.ready.store(false, Ordering::Release);
+    drop(listener);
+    let grace = state.config.http.shutdown_grace;
+    tracing::info!(grace = ?grace, "shutting down: no new connections; waiting for in-flight work");
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over; closing remaining connections");
+    }
+}
+
+/// Waits for SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,289 @@
+//! The whole configuration: one TOML file, every key overridable by an environment variable
+//! `SWITCHBOARD_<SECTION>_<KEY>` (e.g. `SWITCHBOARD_TURN_STATIC_AUTH_SECRET`). Each section's
+//! keys are documented on its struct, in the crate that owns it.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+pub use switchboard_auth::AuthConfig;
+pub use switchboard_cluster::ClusterConfig;
+pub use switchboard_sfu::SfuConfig;
+pub use switchboard_stream::StreamConfig;
+pub use switchboard_turn::TurnConfig;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub auth: AuthConfig,
+    pub turn: TurnConfig,
+    pub sfu: SfuConfig,
+    pub stream: StreamConfig,
+    pub cluster: ClusterConfig,
+    pub limits: LimitsConfig,
+    pub log: LogConfig,
+}
+
+/// The sections an environment override may name.
+const SECTIONS: &[&str] = &[
+    "http", "auth", "turn", "sfu", "stream", "cluster", "limits", "log",
+];
+
+/// `[http]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address for HTTP/1.1 and cleartext HTTP/2 (REST, WebSocket, gRPC, gRPC-Web, UI).
+    pub bind: String,
+    /// How long in-flight requests and sessions get to finish after SIGTERM/SIGINT.
+    #[serde(with = "switchboard_auth::duration")]
+    pub shutdown_grace: Duration,
+    /// Origins allowed for cross-origin browser calls (CORS); empty = same origin only,
+    /// ["*"] = any.
+    pub cors_origins: Vec<String>,
+    /// Serve the demo page and SDK at `/`.
+    pub web_ui: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            bind: "127.0.0.1:7880".into(),
+            shutdown_grace: Duration::from_secs(10),
+            cors_origins: Vec::new(),
+            web_ui: true,
+        }
+    }
+}
+
+/// `[limits]`: bounds on what one client may do. Each one, when hit, answers with a clear
+/// error and is counted in `/metrics`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest request body accepted by the REST API, in bytes.
+    pub max_http_body_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_http_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Filter in `RUST_LOG` syntax, e.g. "info" or "info,switchboard_turn=debug".
+    pub level: String,
+    /// "text" or "json".
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigLoadError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads `path` (if any), then applies `SWITCHBOARD_<SECTION>_<KEY>` overrides from `env`.
+    /// Errors name the file, line and key, or the environment variable.
+    pub fn load(
+        path: Option<&str>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigLoadError> {
+        let (text, label) = match path {
+            Some(p) => (
+                std::fs::read_to_string(p).map_err(|source| ConfigLoadError::Read {
+                    path: p.into(),
+                    source,
+                })?,
+                p.to_string(),
+            ),
+            None => (String::new(), "<defaults>".to_string()),
+        };
+        // First pass on the text itself, so that errors carry line and column.
+        let from_file: Config = toml::from_str(&text).map_err(|e| ConfigLoadError::Parse {
+            path: label.clone(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let overrides: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("SWITCHBOARD_"))
+            .collect();
+        if overrides.is_empty() {
+            return Ok(from_file);
+        }
+        let defaults = toml::Value::try_from(Config::default())
+            .map_err(|e| ConfigLoadError::Invalid(e.to_string()))?;
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigLoadError::Parse {
+            path: label,
+            message: e.to_string(),
+        })?;
+        for (var, raw) in overrides {
+            let rest = &var["SWITCHBOARD_".len()..];
+            let lower = rest.to_ascii_lowercase();
+            let Some((section, key)) = lower.split_once('_') else {
+                continue;
+            };
+            if !SECTIONS.contains(&section) {
+                continue; // e.g. SWITCHBOARD_CONFIG: not a config key
+            }
+            let default_kind = defaults.get(section).and_then(|s| s.get(key));
+            let value = match default_kind {
+                Some(toml::Value::String(_)) => toml::Value::String(raw.clone()),
+                _ => parse_env_value(&raw),
+            };
+            let sect = table
+                .entry(section.to_string())
+                .or_insert_with(|| toml::Value::Table(Default::default()));
+            let Some(sect) = sect.as_table_mut() else {
+                return Err(ConfigLoadError::Env {
+                    var,
+                    message: format!("[{section}] is not a table in the config file"),
+                });
+            };
+            sect.insert(key.to_string(), value);
+            // Check each override alone so the error names its variable.
+            Config::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
+                ConfigLoadError::Env {
+                    var: var.clone(),
+                    message: e.to_string().trim_end().to_string(),
+                }
+            })?;
+        }
+        Config::deserialize(toml::Value::Table(table))
+            .map_err(|e| ConfigLoadError::Invalid(e.to_string()))
+    }
+}
+
+/// An env value as a TOML value when it parses as one (numbers, booleans, arrays, inline
+/// tables), otherwise as a plain string.
+fn parse_env_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_match_the_brief() {
+        let c = Config::load(None, vec![]).unwrap();
+        assert_eq!(c.http.bind, "127.0.0.1:7880");
+        assert_eq!(c.auth.issuer, "switchboard");
+        assert_eq!(c.auth.audience, "realtime-clients");
+        assert_eq!(c.auth.token_ttl, Duration::from_secs(300));
+        assert_eq!(c.turn.listen, "0.0.0.0:3478");
+        assert_eq!(c.sfu.mode, "auto");
+        assert_eq!(c.sfu.mesh_max_peers, 4);
+        assert_eq!(c.sfu.udp_port, 7882);
+    }
+
+    #[test]
+    fn env_overrides_keys_with_types() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[turn]\nrealm = \"a\"\n[[auth.keys]]\nkid = \"k1\"\nsecret = \"s\"\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(p.to_str().unwrap()),
+            env(&[
+                ("SWITCHBOARD_TURN_REALM", "b"),
+                ("SWITCHBOARD_TURN_STATIC_AUTH_SECRET", "12345"),
+                ("SWITCHBOARD_TURN_ALLOW_LOOPBACK_PEERS", "true"),
+                ("SWITCHBOARD_SFU_MESH_MAX_PEERS", "8"),
+                ("SWITCHBOARD_AUTH_TOKEN_TTL", "2m"),
+                ("SWITCHBOARD_CONFIG", "ignored"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.turn.realm, "b");
+        assert_eq!(
+            c.turn.static_auth_secret, "12345",
+            "string keys stay strings"
+        );
+        assert!(c.turn.allow_loopback_peers);
+        assert_eq!(c.sfu.mesh_max_peers, 8);
+        assert_eq!(c.auth.token_ttl, Duration::from_secs(120));
+        assert_eq!(c.auth.keys[0].kid, "k1");
+    }
+
+    #[test]
+    fn bad_file_names_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bad.toml");
+        std::fs::write(
+            &p,
+            "[http]\nbind = \"127.0.0.1:1\"\n\n[turn]\nrelm = \"typo\"\n",
+        )
+        .unwrap();
+        let e = Config::load(Some(p.to_str().unwrap()), vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 5") && e.contains("relm"), "{e}");
+        std::fs::write(&p, "[sfu]\nmesh_max_peers = \"many\"\n").unwrap();
+        let e = Config::load(Some(p.to_str().unwrap()), vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2") && e.contains("mesh_max_peers"), "{e}");
+    }
+
+    #[test]
+    fn bad_env_names_the_variable() {
+        let e = Config::load(None, env(&[("SWITCHBOARD_SFU_MESH_MAX_PEERS", "lots")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("SWITCHBOARD_SFU_MESH_MAX_PEERS"), "{e}");
+        let e = Config::load(None, env(&[("SWITCHBOARD_TURN_NO_SUCH_KEY", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("SWITCHBOARD_TURN_NO_SUCH_KEY") && e.contains("no_such_key"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_file_is_a_clear_error() {
+        let e = Config::load(Some("/nonexistent/switchboard.toml"), vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/switchboard.toml"), "{e}");
+    }
+}

@@ -1,0 +1,17 @@
+//! The `switchboard` binary's library half: configuration, wiring and the HTTP edge.
+//!
+//! `server` only wires and configures: it loads [`config::Config`], builds each role (ticket
+//! office, signaling, TURN, stream gateway, SFU) from its crate, mounts their routes on one
+//! HTTP listener that speaks HTTP/1.1 and cleartext HTTP/2, and runs until SIGTERM/SIGINT.
+//! Integration tests start it in-process with [`app::start`] on ephemeral ports.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod dev;
+pub mod error;
+pub mod metrics;
+pub mod web;
+
+pub use app::{start, RunningServer};
+pub use config::Config;

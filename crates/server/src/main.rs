@@ -1,0 +1,402 @@
+//! `switchboard`: one binary for tickets, signaling, TURN, SFU and gRPC streaming.
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use std::io::BufRead;
+use switchboard::config::Config;
+use switchboard_auth::store::Store;
+use switchboard_auth::{turn_rest, unix_now, KeyRing, MintRequest, Scopes};
+
+#[derive(Parser)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "Real-time communication server: tickets, signaling, TURN, SFU, gRPC streaming"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct ConfigArg {
+    /// TOML config file; every key can also be set as SWITCHBOARD_<SECTION>_<KEY>.
+    #[arg(long, short = 'c', env = "SWITCHBOARD_CONFIG")]
+    config: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server.
+    Serve {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        /// Development mode: no config file needed; generates keys in memory, binds 127.0.0.1,
+        /// allows loopback TURN peers, and prints a demo URL with a token.
+        #[arg(long)]
+        dev: bool,
+    },
+    /// Check a config file and print the effective configuration (secrets redacted).
+    CheckConfig {
+        #[command(flatten)]
+        cfg: ConfigArg,
+    },
+    /// Tickets (JWT).
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
+    /// Print TURN REST credentials as JSON {username, credential, ttl, uris}.
+    TurnCredentials {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        /// User part of the TURN username.
+        #[arg(long)]
+        user: String,
+        /// Validity, e.g. "1h".
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
+    /// Users of the built-in store (who may log in and mint tickets).
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
+    },
+    /// API keys (for backends that mint tickets over HTTP Basic).
+    Apikey {
+        #[command(subcommand)]
+        cmd: ApikeyCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Mint a ticket with the first key of the ring and print it.
+    Create {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        #[arg(long)]
+        identity: String,
+        /// Bind the ticket to one room (default: any room).
+        #[arg(long)]
+        room: Option<String>,
+        /// Comma-separated: webrtc, grpc, admin.
+        #[arg(long, default_value = "webrtc,grpc")]
+        scope: String,
+        /// Lifetime, at most auth.max_token_ttl.
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// Verify a ticket against the key ring and print its claims.
+    Verify {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        token: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Add a user; the password is read from the first line of standard input.
+    Add {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        username: String,
+        /// Scopes the user may grant in tickets it mints.
+        #[arg(long, default_value = "webrtc,grpc")]
+        scopes: String,
+    },
+    /// Remove a user and their sessions.
+    Remove {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        username: String,
+    },
+    /// List users.
+    List {
+        #[command(flatten)]
+        cfg: ConfigArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApikeyCmd {
+    /// Create an API key; prints `id:secret` once (the secret is stored hashed).
+    Create {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        /// A label for the key, e.g. the backend that uses it.
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "webrtc,grpc")]
+        scopes: String,
+    },
+    /// Revoke an API key by id.
+    Revoke {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        id: String,
+    },
+    /// List API keys.
+    List {
+        #[command(flatten)]
+        cfg: ConfigArg,
+    },
+}
+
+fn load(cfg: &ConfigArg) -> anyhow::Result<Config> {
+    Ok(Config::load(cfg.config.as_deref(), std::env::vars())?)
+}
+
+fn open_store(cfg: &ConfigArg) -> anyhow::Result<Store> {
+    let c = load(cfg)?;
+    if c.auth.database == ":memory:" {
+        bail!("auth.database is \":memory:\"; users and API keys would be lost. Set auth.database to a file.");
+    }
+    Store::open(&c.auth.database).with_context(|| format!("auth.database {:?}", c.auth.database))
+}
+
+fn init_logging(c: &Config) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&c.log.level))
+        .with_context(|| format!("log.level {:?}", c.log.level))?;
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match c.log.format.as_str() {
+        "json" => b.json().init(),
+        "text" => b.init(),
+        other => bail!("log.format {other:?}: expected \"text\" or \"json\""),
+    }
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Cmd::Serve { cfg, dev } => {
+            let mut c = load(&cfg)?;
+            if dev {
+                switchboard::dev::apply_dev_defaults(&mut c, cfg.config.is_some());
+            }
+            init_logging(&c)?;
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(serve(c, dev))
+        }
+        Cmd::CheckConfig { cfg } => {
+            let c = load(&cfg)?;
+            KeyRing::from_config(&c.auth)?;
+            let mut shown = c.clone();
+            for k in &mut shown.auth.keys {
+                if k.secret.is_some() {
+                    k.secret = Some("<redacted>".into());
+                }
+                if k.private_key.is_some() {
+                    k.private_key = Some("<redacted>".into());
+                }
+            }
+            if !shown.turn.static_auth_secret.is_empty() {
+                shown.turn.static_auth_secret = "<redacted>".into();
+            }
+            shown.turn.previous_auth_secrets =
+                vec!["<redacted>".into(); shown.turn.previous_auth_secrets.len()];
+            println!("{}", toml::to_string_pretty(&shown)?);
+            Ok(())
+        }
+        Cmd::Token {
+            cmd:
+                TokenCmd::Create {
+                    cfg,
+                    identity,
+                    room,
+                    scope,
+                    ttl,
+                },
+        } => {
+            let c = load(&cfg)?;
+            let ring = KeyRing::from_config(&c.auth)?;
+            let ttl = ttl
+                .map(|t| switchboard_auth::duration::parse(&t))
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let req = MintRequest {
+                identity,
+                room,
+                scope: Scopes::parse_list(&scope).map_err(anyhow::Error::msg)?,
+                ttl,
+            };
+            let (token, _) = ring.mint(&req, unix_now()).map_err(anyhow::Error::msg)?;
+            println!("{token}");
+            Ok(())
+        }
+        Cmd::Token {
+            cmd: TokenCmd::Verify { cfg, token },
+        } => {
+            let c = load(&cfg)?;
+            let ring = KeyRing::from_config(&c.auth)?;
+            match ring.verify(token.trim(), unix_now()) {
+                Ok(claims) => {
+                    println!("{}", serde_json::to_string_pretty(&claims)?);
+                    Ok(())
+                }
+                Err(e) => bail!("{} ({})", e, e.reason()),
+            }
+        }
+        Cmd::TurnCredentials { cfg, user, ttl } => {
+            let c = load(&cfg)?;
+            if c.turn.static_auth_secret.is_empty() {
+                bail!("turn.static_auth_secret is not set");
+            }
+            let ttl = switchboard_auth::duration::parse(&ttl).map_err(anyhow::Error::msg)?;
+            let cred = turn_rest::mint(
+                c.turn.static_auth_secret.as_bytes(),
+                &user,
+                ttl.as_secs(),
+                unix_now(),
+            );
+            let uris = if c.turn.uris.is_empty() {
+                let host = c.turn.external_ip.clone().unwrap_or_else(|| {
+                    c.turn
+                        .listen
+                        .rsplit_once(':')
+                        .map(|(h, _)| h.to_string())
+                        .unwrap_or_default()
+                });
+                let port = c
+                    .turn
+                    .listen
+                    .rsplit_once(':')
+                    .map(|(_, p)| p.to_string())
+                    .unwrap_or_else(|| "3478".into());
+                vec![
+                    format!("turn:{host}:{port}?transport=udp"),
+                    format!("turn:{host}:{port}?transport=tcp"),
+                ]
+            } else {
+                c.turn.uris.clone()
+            };
+            println!(
+                "{}",
+                serde_json::json!({"username": cred.username, "credential": cred.credential, "ttl": cred.ttl, "uris": uris})
+            );
+            Ok(())
+        }
+        Cmd::User { cmd } => match cmd {
+            UserCmd::Add {
+                cfg,
+                username,
+                scopes,
+            } => {
+                let store = open_store(&cfg)?;
+                let mut line = String::new();
+                std::io::stdin().lock().read_line(&mut line)?;
+                let password = line.trim_end_matches(['\n', '\r']);
+                let scopes = Scopes::parse_list(&scopes).map_err(anyhow::Error::msg)?;
+                store.add_user(&username, password, scopes, unix_now())?;
+                println!("added user {username} (scopes: {})", scopes.to_list());
+                Ok(())
+            }
+            UserCmd::Remove { cfg, username } => {
+                if open_store(&cfg)?.remove_user(&username)? {
+                    println!("removed user {username}");
+                    Ok(())
+                } else {
+                    bail!("no user {username:?}")
+                }
+            }
+            UserCmd::List { cfg } => {
+                for u in open_store(&cfg)?.list_users()? {
+                    println!("{}\t{}", u.username, u.scopes.to_list());
+                }
+                Ok(())
+            }
+        },
+        Cmd::Apikey { cmd } => match cmd {
+            ApikeyCmd::Create { cfg, name, scopes } => {
+                let scopes = Scopes::parse_list(&scopes).map_err(anyhow::Error::msg)?;
+                let (id, secret) = open_store(&cfg)?.create_api_key(&name, scopes, unix_now())?;
+                println!("{id}:{secret}");
+                eprintln!(
+                    "API key {id} ({name}, scopes {}). The secret is shown only now.",
+                    scopes.to_list()
+                );
+                Ok(())
+            }
+            ApikeyCmd::Revoke { cfg, id } => {
+                if open_store(&cfg)?.revoke_api_key(&id, unix_now())? {
+                    println!("revoked {id}");
+                    Ok(())
+                } else {
+                    bail!("no live API key {id:?}")
+                }
+            }
+            ApikeyCmd::List { cfg } => {
+                for k in open_store(&cfg)?.list_api_keys()? {
+                    println!(
+                        "{}\t{}\t{}\t{}",
+                        k.id,
+                        k.name,
+                        k.scopes.to_list(),
+                        if k.revoked { "revoked" } else { "active" }
+                    );
+                }
+                Ok(())
+            }
+        },
+    }
+}
+
+async fn serve(c: Config, dev: bool) -> anyhow::Result<()> {
+    let server = switchboard::start(c).await?;
+    let addr = server.http_addr;
+    tracing::info!(%addr, startup_ms = server.startup.as_millis() as u64, "switchboard ready");
+    // One machine-readable line for scripts and tests that start the binary on ephemeral ports.
+    println!("{}", server.listening_line());
+    if dev {
+        let s = &server.state;
+        let req = MintRequest {
+            identity: "dev-user".into(),
+            room: None,
+            scope: [
+                switchboard_auth::Scope::Webrtc,
+                switchboard_auth::Scope::Grpc,
+            ]
+            .into_iter()
+            .collect(),
+            ttl: None,
+        };
+        let (token, _) = s
+            .gate
+            .keyring
+            .mint(&req, unix_now())
+            .map_err(anyhow::Error::msg)?;
+        println!(
+            "Switchboard dev server ready in {} ms",
+            server.startup.as_millis()
+        );
+        println!("  demo page:  http://{addr}/?token={token}");
+        println!("  token:      {token}");
+        println!(
+            "  (dev mode: keys are in memory; POST /v1/token mints guest tickets without login)"
+        );
+    }
+    let shutdown = server.state.shutdown.clone();
+    tokio::select! {
+        _ = switchboard::app::shutdown_signal() => {
+            tracing::info!("signal received");
+            shutdown.cancel();
+        }
+        _ = shutdown.cancelled() => {}
+    }
+    server.wait().await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,384 @@
+//! The ticket office over real HTTP on loopback.
+
+mod common;
+use common::*;
+use reqwest::StatusCode;
+use switchboard_auth::{unix_now, Claims, KeyRing, Scope};
+
+async fn metric(base: &str, needle: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(needle))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("metric {needle} not found in\n{text}"))
+}
+
+#[tokio::test]
+async fn health_ready_metrics_and_h2c() {
+    let s = start(test_config()).await;
+    let b = base(&s);
+    assert_eq!(
+        reqwest::get(format!("{b}/healthz")).await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        reqwest::get(format!("{b}/readyz")).await.unwrap().status(),
+        200
+    );
+    // Cleartext HTTP/2 with prior knowledge on the same port (what gRPC clients do).
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = h2.get(format!("{b}/healthz")).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    let m = reqwest::get(format!("{b}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("switchboard_auth_failures_total{reason=\"expired\"}"));
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn api_key_mints_and_scopes_are_enforced() {
+    let s = start(test_config()).await;
+    let b = base(&s);
+    let (id, secret) = s
+        .state
+        .store
+        .create_api_key("backend", [Scope::Webrtc].into_iter().collect(), unix_now())
+        .unwrap();
+    let c = client();
+    // No credentials.
+    let r = c.post(format!("{b}/v1/token")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "unauthenticated");
+    // Wrong secret.
+    let r = c
+        .post(format!("{b}/v1/token"))
+        .basic_auth(&id, Some("nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // Good key, identity required.
+    let r = c
+        .post(format!("{b}/v1/token"))
+        .basic_auth(&id, Some(&secret))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = c
+        .post(format!("{b}/v1/token"))
+        .basic_auth(&id, Some(&secret))
+        .json(&serde_json::json!({"identity": "u1", "room": "lobby", "ttl": "2m"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["expires_in"], 120);
+    let claims: Claims = s
+        .state
+        .gate
+        .keyring
+        .verify(body["token"].as_str().unwrap(), unix_now())
+        .unwrap();
+    assert_eq!(claims.sub, "u1");
+    assert_eq!(claims.room.as_deref(), Some("lobby"));
+    assert!(claims.scope.contains(Scope::Webrtc) && !claims.scope.contains(Scope::Grpc));
+    // A scope the key may not grant.
+    let r = c
+        .post(format!("{b}/v1/token"))
+        .basic_auth(&id, Some(&secret))
+        .json(&serde_json::json!({"identity": "u1", "scope": ["grpc"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // TTL above the cap.
+    let r = c
+        .post(format!("{b}/v1/token"))
+        .basic_auth(&id, Some(&secret))
+        .json(&serde_json::json!({"identity": "u1", "ttl": 3600}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // Garbage body.
+    let r = c
+        .post(format!("{b}/v1/token"))
+        .basic_auth(&id, Some(&secret))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // Revoked keys stop working.
+    s.state.store.revoke_api_key(&id, unix_now()).unwrap();
+    let r = c
+        .post(format!("{b}/v1/token"))
+        .basic_auth(&id, Some(&secret))
+        .json(&serde_json::json!({"identity": "u1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn login_cookie_mint_and_rate_limit() {
+    let mut cfg = test_config();
+    cfg.auth.login_attempts_per_user_per_minute = 3;
+    let s = start(cfg).await;
+    let b = base(&s);
+    s.state
+        .store
+        .add_user(
+            "alice",
+            "correct horse battery",
+            [Scope::Webrtc, Scope::Grpc].into_iter().collect(),
+            unix_now(),
+        )
+        .unwrap();
+    let c = client();
+    let r = c
+        .post(format!("{b}/v1/login"))
+        .json(&serde_json::json!({"username": "alice", "password": "wrong password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let wrong_pw: serde_json::Value = r.json().await.unwrap();
+    let r = c
+        .post(format!("{b}/v1/login"))
+        .json(&serde_json::json!({"username": "nobody", "password": "wrong password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let no_user: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        wrong_pw, no_user,
+        "an unknown user and a wrong password look the same"
+    );
+
+    let r = c
+        .post(format!("{b}/v1/login"))
+        .json(&serde_json::json!({"username": "alice", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let r = c
+        .post(format!("{b}/v1/token"))
+        .json(&serde_json::json!({"room": "r"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["identity"], "alice");
+    // A user cannot mint for someone else.
+    let r = c
+        .post(format!("{b}/v1/token"))
+        .json(&serde_json::json!({"identity": "bob"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+
+    // Third attempt for alice within the minute is the last allowed; the fourth is 429.
+    let r = c
+        .post(format!("{b}/v1/login"))
+        .json(&serde_json::json!({"username": "alice", "password": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = c
+        .post(format!("{b}/v1/login"))
+        .json(&serde_json::json!({"username": "alice", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key("retry-after"));
+    assert!(metric(&b, "switchboard_logins_total{result=\"rate_limited\"}").await >= 1.0);
+
+    // Logout ends the session.
+    c.post(format!("{b}/v1/logout")).send().await.unwrap();
+    let r = c.post(format!("{b}/v1/token")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn ice_servers_rejects_bad_tickets_with_reasons() {
+    let mut cfg = test_config();
+    cfg.turn.uris = vec![
+        "stun:127.0.0.1:3478".into(),
+        "turn:127.0.0.1:3478?transport=udp".into(),
+    ];
+    let s = start(cfg).await;
+    let b = base(&s);
+    let ring: &KeyRing = &s.state.gate.keyring;
+    let now = unix_now();
+    let (good, claims) = ring
+        .mint(
+            &switchboard_auth::MintRequest {
+                identity: "carol".into(),
+                room: None,
+                scope: [Scope::Webrtc].into_iter().collect(),
+                ttl: None,
+            },
+            now,
+        )
+        .unwrap();
+    let c = client();
+    let r = c
+        .get(format!("{b}/v1/ice-servers"))
+        .bearer_auth(&good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let ice: serde_json::Value = r.json().await.unwrap();
+    let turn = &ice["iceServers"][1];
+    let user = turn["username"].as_str().unwrap();
+    assert!(user.ends_with(":carol"), "{user}");
+    assert_eq!(
+        turn["credential"].as_str().unwrap(),
+        switchboard_auth::turn_rest::password(TURN_SECRET.as_bytes(), user)
+    );
+
+    let mut expired = claims.clone();
+    expired.exp = now - 3600;
+    let mut future = claims.clone();
+    future.nbf = Some(now + 3600);
+    let mut wrong_aud = claims.clone();
+    wrong_aud.aud = switchboard_auth_aud("someone-else");
+    let mut wrong_iss = claims.clone();
+    wrong_iss.iss = "mallory".into();
+    let mut no_scope = claims.clone();
+    no_scope.scope = [Scope::Grpc].into_iter().collect();
+    let parts: Vec<&str> = good.split('.').collect();
+    let b64 =
+        |s: &str| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, s);
+    let cases: Vec<(String, u16, &str)> = vec![
+        (ring.sign_claims(&expired), 401, "expired"),
+        (ring.sign_claims(&future), 401, "not_yet_valid"),
+        (ring.sign_claims(&wrong_aud), 401, "bad_audience"),
+        (ring.sign_claims(&wrong_iss), 401, "bad_issuer"),
+        (ring.sign_claims(&no_scope), 403, "missing_scope"),
+        (
+            format!("{}.{}.", b64(r#"{"alg":"none"}"#), parts[1]),
+            401,
+            "alg_none",
+        ),
+        (
+            format!(
+                "{}.{}.{}",
+                b64(r#"{"alg":"HS256","kid":"k0"}"#),
+                parts[1],
+                parts[2]
+            ),
+            401,
+            "unknown_kid",
+        ),
+        (
+            format!(
+                "{}.{}.{}{}",
+                parts[0],
+                parts[1],
+                flip(&parts[2][..1]),
+                &parts[2][1..]
+            ),
+            401,
+            "bad_signature",
+        ),
+        ("x".repeat(9000), 401, "oversized"),
+    ];
+    for (tok, status, reason) in cases {
+        let before = metric(
+            &b,
+            &format!("switchboard_auth_failures_total{{reason=\"{reason}\"}}"),
+        )
+        .await;
+        let r = c
+            .get(format!("{b}/v1/ice-servers"))
+            .bearer_auth(&tok)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{reason}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"], reason);
+        assert!(!body["message"].as_str().unwrap().contains(SECRET));
+        let after = metric(
+            &b,
+            &format!("switchboard_auth_failures_total{{reason=\"{reason}\"}}"),
+        )
+        .await;
+        assert_eq!(after, before + 1.0, "{reason} counted");
+    }
+    let r = c.get(format!("{b}/v1/ice-servers")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    s.shutdown().await;
+}
+
+fn flip(c: &str) -> &'static str {
+    if c == "A" {
+        "B"
+    } else {
+        "A"
+    }
+}
+
+fn switchboard_auth_aud(a: &str) -> switchboard_auth::jwt_audience::Audience {
+    switchboard_auth::jwt_audience::Audience(vec![a.into()])
+}
+
+#[tokio::test]
+async fn port_in_use_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut cfg = test_config();
+    cfg.http.bind = taken.local_addr().unwrap().to_string();
+    let err = switchboard::start(cfg)
+        .await
+        .err()
+        .expect("must fail")
+        .to_string();
+    assert!(err.contains("http.bind") && err.contains("in use"), "{err}");
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_and_refuses_new() {
+    let s = start(test_config()).await;
+    let addr = s.http_addr;
+    let state = s.state.clone();
+    s.shutdown().await;
+    assert!(state.shutdown.is_cancelled());
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "listener closed"
+    );
+}

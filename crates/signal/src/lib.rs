@@ -1,0 +1,1 @@
+//! Switchboard's signaling (rooms, sessions; WebSocket and gRPC transports). Work in progress.

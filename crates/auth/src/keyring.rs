@@ -639,6 +639,60 @@ mod tests {
         assert!(!e.contains("topsecretvalue"));
     }
 
+    #[test]
+    fn key_material_from_file_env_and_pem_files() {
+        let dir = std::env::temp_dir().join(format!("sb-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret_path = dir.join("k.secret");
+        std::fs::write(&secret_path, "file-secret-file-secret-file-secret\n").unwrap();
+        let pem_path = dir.join("ed.pem");
+        let pem = generate_ed25519_pem();
+        std::fs::write(&pem_path, &pem).unwrap();
+        std::env::set_var("SB_TEST_KEY_ENV", "env-secret-env-secret-env-secret!!");
+        let from_file = ring(vec![KeyConfig {
+            kid: "f".into(),
+            secret_file: Some(secret_path.to_string_lossy().into()),
+            ..Default::default()
+        }]);
+        // The trailing newline is trimmed: same as an inline secret.
+        let inline = ring(vec![hs("f", "file-secret-file-secret-file-secret")]);
+        let (tok, _) = from_file.mint(&req(), NOW).unwrap();
+        assert!(inline.verify(&tok, NOW).is_ok());
+        let from_env = ring(vec![KeyConfig {
+            kid: "e".into(),
+            secret_env: Some("SB_TEST_KEY_ENV".into()),
+            ..Default::default()
+        }]);
+        assert!(from_env
+            .verify(&from_env.mint(&req(), NOW).unwrap().0, NOW)
+            .is_ok());
+        // EdDSA: sign with the private key file, verify with a ring that holds only the public key.
+        let signer = ring(vec![KeyConfig {
+            kid: "ed".into(),
+            algorithm: "EdDSA".into(),
+            private_key_file: Some(pem_path.to_string_lossy().into()),
+            ..Default::default()
+        }]);
+        let (tok, _) = signer.mint(&req(), NOW).unwrap();
+        let sk = SigningKey::from_pkcs8_pem(&pem).unwrap();
+        use ed25519_dalek::pkcs8::EncodePublicKey;
+        let public_pem = sk
+            .verifying_key()
+            .to_public_key_pem(Default::default())
+            .unwrap();
+        let verifier = ring(vec![
+            hs("k1", "some-other-signing-secret-0123456789"),
+            KeyConfig {
+                kid: "ed".into(),
+                algorithm: "EdDSA".into(),
+                public_key: Some(public_pem),
+                ..Default::default()
+            },
+        ]);
+        assert!(verifier.verify(&tok, NOW).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     proptest::proptest! {
         #[test]
         fn verify_never_panics(s in ".{0,600}") {

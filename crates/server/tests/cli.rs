@@ -1,0 +1,298 @@
+//! The `switchboard` binary as a user runs it: exit codes, error messages, CLI tools, signals.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
+fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let p = dir.join("switchboard.toml");
+    let db = dir.join("data/switchboard.db");
+    std::fs::write(
+        &p,
+        format!(
+            "[http]\nbind = \"127.0.0.1:0\"\nshutdown_grace = \"2s\"\n[auth]\ndatabase = \"{}\"\n[[auth.keys]]\nkid = \"k1\"\nsecret = \"cli-test-secret-0123456789abcdef0123\"\n[turn]\nenabled = false\nstatic_auth_secret = \"turnsecret\"\nlisten = \"127.0.0.1:3478\"\n{extra}",
+            db.display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn run(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_remove("SWITCHBOARD_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(s) = stdin {
+        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    } else {
+        drop(child.stdin.take());
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn token_create_and_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "");
+    let c = cfg.to_str().unwrap();
+    let (code, tok, err) = run(
+        &[
+            "token",
+            "create",
+            "-c",
+            c,
+            "--identity",
+            "alice",
+            "--room",
+            "r1",
+            "--scope",
+            "webrtc",
+            "--ttl",
+            "2m",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, claims, err) = run(&["token", "verify", "-c", c, tok.trim()], None);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&claims).unwrap();
+    assert_eq!(v["sub"], "alice");
+    assert_eq!(v["room"], "r1");
+    assert_eq!(v["scope"], serde_json::json!(["webrtc"]));
+    // Over the cap and unknown scope: clear errors, non-zero exit.
+    let (code, _, err) = run(
+        &["token", "create", "-c", c, "--identity", "a", "--ttl", "2h"],
+        None,
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("max_token_ttl"), "{err}");
+    let (code, _, err) = run(
+        &[
+            "token",
+            "create",
+            "-c",
+            c,
+            "--identity",
+            "a",
+            "--scope",
+            "root",
+        ],
+        None,
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("root"), "{err}");
+    let (code, _, err) = run(&["token", "verify", "-c", c, "garbage"], None);
+    assert_ne!(code, 0);
+    assert!(err.contains("malformed"), "{err}");
+}
+
+#[test]
+fn turn_credentials_match_coturn_scheme() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "");
+    let (code, out, err) = run(
+        &[
+            "turn-credentials",
+            "-c",
+            cfg.to_str().unwrap(),
+            "--user",
+            "bob",
+            "--ttl",
+            "1h",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let user = v["username"].as_str().unwrap();
+    assert!(user.ends_with(":bob"));
+    assert_eq!(v["ttl"], 3600);
+    assert_eq!(
+        v["credential"].as_str().unwrap(),
+        switchboard_auth::turn_rest::password(b"turnsecret", user)
+    );
+    assert_eq!(v["uris"][0], "turn:127.0.0.1:3478?transport=udp");
+}
+
+#[test]
+fn users_and_api_keys_persist_in_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "");
+    let c = cfg.to_str().unwrap();
+    let (code, _, err) = run(
+        &["user", "add", "-c", c, "alice", "--scopes", "webrtc"],
+        Some("hunter2hunter2\n"),
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(&["user", "add", "-c", c, "alice"], Some("hunter2hunter2\n"));
+    assert_ne!(code, 0);
+    assert!(err.contains("already exists"), "{err}");
+    let (code, _, err) = run(&["user", "add", "-c", c, "bob"], Some("short\n"));
+    assert_ne!(code, 0);
+    assert!(err.contains("at least 8"), "{err}");
+    let (_, list, _) = run(&["user", "list", "-c", c], None);
+    assert_eq!(list.trim(), "alice\twebrtc");
+    let (code, key, err) = run(&["apikey", "create", "-c", c, "--name", "django"], None);
+    assert_eq!(code, 0, "{err}");
+    let (id, secret) = key.trim().split_once(':').unwrap();
+    assert!(id.starts_with("sbk_") && secret.len() >= 40);
+    let (_, list, _) = run(&["apikey", "list", "-c", c], None);
+    assert!(list.contains(id) && list.contains("active") && !list.contains(secret));
+    let (code, _, _) = run(&["apikey", "revoke", "-c", c, id], None);
+    assert_eq!(code, 0);
+    let (_, list, _) = run(&["apikey", "list", "-c", c], None);
+    assert!(list.contains("revoked"));
+    let (code, _, _) = run(&["user", "remove", "-c", c, "alice"], None);
+    assert_eq!(code, 0);
+    let (code, _, err) = run(&["user", "remove", "-c", c, "alice"], None);
+    assert_ne!(code, 0);
+    assert!(err.contains("no user"));
+    assert!(dir.path().join("data/switchboard.db").exists());
+}
+
+#[test]
+fn bad_config_unreadable_secret_and_port_in_use_exit_nonzero() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[http]\nbind = \"127.0.0.1:0\"\n[auth]\ntoken_ttl = \"forever\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(&["serve", "-c", bad.to_str().unwrap()], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("line 4") && err.contains("token_ttl"), "{err}");
+
+    let cfg = dir.path().join("secretfile.toml");
+    std::fs::write(
+        &cfg,
+        "[http]\nbind = \"127.0.0.1:0\"\n[auth]\ndatabase = \":memory:\"\n[[auth.keys]]\nkid = \"k7\"\nsecret_file = \"/nonexistent/k7.secret\"\n[turn]\nenabled = false\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(&["serve", "-c", cfg.to_str().unwrap()], None);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("k7") && err.contains("/nonexistent/k7.secret"),
+        "{err}"
+    );
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let cfg = write_config(dir.path(), "");
+    let mut child = Command::new(BIN)
+        .args(["serve", "-c", cfg.to_str().unwrap()])
+        .env("SWITCHBOARD_HTTP_BIND", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1));
+    assert!(err.contains("http.bind") && err.contains("in use"), "{err}");
+}
+
+/// Starts `serve`, returns the child and the HTTP address from the `listening` line.
+fn serve(args: &[&str], envs: &[(&str, &str)]) -> (std::process::Child, String, Duration) {
+    let t0 = Instant::now();
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("SWITCHBOARD_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut addr = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("switchboard listening http=") {
+            addr = Some(rest.split(' ').next().unwrap().to_string());
+            break;
+        }
+    }
+    let ready = t0.elapsed();
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr.expect("listening line"), ready)
+}
+
+#[test]
+fn dev_mode_is_ready_fast_prints_a_token_and_stops_on_sigterm() {
+    let (mut child, addr, ready) = serve(
+        &["serve", "--dev"],
+        &[
+            ("SWITCHBOARD_HTTP_BIND", "127.0.0.1:0"),
+            ("SWITCHBOARD_TURN_ENABLED", "false"),
+        ],
+    );
+    assert!(ready < Duration::from_secs(5), "startup took {ready:?}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let r = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+        assert_eq!(r.status(), 200);
+        // Dev mode mints guest tickets without login.
+        let r = reqwest::Client::new()
+            .post(format!("http://{addr}/v1/token"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    });
+    let pid = child.id() as i32;
+    libc_kill(pid, libc::SIGTERM);
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("stopped"), "{err}");
+}
+
+#[test]
+fn json_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "[log]\nformat = \"json\"\n");
+    let (mut child, _addr, _) = serve(&["serve", "-c", cfg.to_str().unwrap()], &[]);
+    libc_kill(child.id() as i32, libc::SIGINT);
+    child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let first = err.lines().next().expect("a log line");
+    let v: serde_json::Value =
+        serde_json::from_str(first).unwrap_or_else(|e| panic!("{e}: {first}"));
+    assert_eq!(v["level"], "INFO");
+    assert!(!err.contains("cli-test-secret"), "secrets never logged");
+}
+
+/// Sends `sig` to a child process this test started.
+fn libc_kill(pid: i32, sig: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}

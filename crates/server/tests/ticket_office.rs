@@ -232,6 +232,25 @@ async fn login_cookie_mint_and_rate_limit() {
 }
 
 #[tokio::test]
+async fn login_is_rate_limited_per_ip_across_usernames() {
+    let mut cfg = test_config();
+    cfg.auth.login_attempts_per_ip_per_minute = 2;
+    let s = start(cfg).await;
+    let b = base(&s);
+    let c = client();
+    for (i, expect) in [(0, 401), (1, 401), (2, 429)] {
+        let r = c
+            .post(format!("{b}/v1/login"))
+            .json(&serde_json::json!({"username": format!("user{i}"), "password": "whatever-password"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), expect, "attempt {i}");
+    }
+    s.shutdown().await;
+}
+
+#[tokio::test]
 async fn ice_servers_rejects_bad_tickets_with_reasons() {
     let mut cfg = test_config();
     cfg.turn.uris = vec![

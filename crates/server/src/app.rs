@@ -112,7 +112,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
 
     // --- TURN (issue 4): embedded STUN/TURN server on its own sockets ---
     if config.turn.enabled {
-        let turn = switchboard_turn::TurnServer::start(&config.turn, &mut registry, shutdown.clone())?;
+        let turn =
+            switchboard_turn::TurnServer::start(&config.turn, &mut registry, shutdown.clone())?;
         let a = turn.local_addrs();
         bound.turn_udp = Some(a.udp);
         bound.turn_tcp = Some(a.tcp);

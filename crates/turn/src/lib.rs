@@ -15,6 +15,8 @@
 
 pub mod core;
 pub mod driver;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 
 pub use driver::{TurnAddrs, TurnServer};

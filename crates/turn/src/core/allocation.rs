@@ -13,8 +13,7 @@ use super::auth::{
 };
 use super::policy::{canonical, PeerPolicy};
 use super::stun::{
-    attr, classify, decode_address, method, ChannelData, Class, Message, MessageWriter,
-    PacketKind,
+    attr, classify, decode_address, method, ChannelData, Class, Message, MessageWriter, PacketKind,
 };
 use crate::metrics::TurnMetrics;
 use std::collections::HashMap;
@@ -531,10 +530,21 @@ impl TurnCore {
         Output::ToClient
     }
 
-    fn challenge(&self, now: Instant, client: &ClientId, m: &Message<'_>, code: u16, out: &mut Vec<u8>) {
+    fn challenge(
+        &self,
+        now: Instant,
+        client: &ClientId,
+        m: &Message<'_>,
+        code: u16,
+        out: &mut Vec<u8>,
+    ) {
         out.clear();
         let nonce = self.nonces.issue(self.unix(now), client.remote.ip());
-        let reason = if code == 438 { "Stale Nonce" } else { "Unauthorized" };
+        let reason = if code == 438 {
+            "Stale Nonce"
+        } else {
+            "Unauthorized"
+        };
         MessageWriter::new(out, m.method, Class::Error, &m.transaction_id)
             .error(code, reason)
             .attr(attr::REALM, self.cfg.realm.as_bytes())
@@ -577,7 +587,8 @@ impl TurnCore {
             return Authed::Refused;
         }
         let fields = (
-            m.get(attr::USERNAME).and_then(|u| std::str::from_utf8(u).ok()),
+            m.get(attr::USERNAME)
+                .and_then(|u| std::str::from_utf8(u).ok()),
             m.get(attr::REALM),
             m.get(attr::NONCE),
         );
@@ -631,7 +642,11 @@ impl TurnCore {
         };
         // Fast path: the allocation's cached key (REST expiry is still enforced).
         if let Some(a) = self.allocations.get(client) {
-            let key_alg = if a.key.as_bytes().len() == 32 { ALG_SHA256 } else { ALG_MD5 };
+            let key_alg = if a.key.as_bytes().len() == 32 {
+                ALG_SHA256
+            } else {
+                ALG_MD5
+            };
             if &*a.username == username && key_alg == algorithm && verify(&a.key) {
                 if !self.creds.users.contains_key(username)
                     && switchboard_auth::turn_rest::check_username(username, unix).is_err()
@@ -718,9 +733,7 @@ impl TurnCore {
         };
         let even = m.get(attr::EVEN_PORT);
         let token = m.get(attr::RESERVATION_TOKEN);
-        if token.is_some()
-            && (even.is_some() || m.get(attr::REQUESTED_ADDRESS_FAMILY).is_some())
-        {
+        if token.is_some() && (even.is_some() || m.get(attr::REQUESTED_ADDRESS_FAMILY).is_some()) {
             return error(out, m, 400, "Bad Request", Some(&key));
         }
         let parity = match even {
@@ -764,7 +777,8 @@ impl TurnCore {
                 Ok((r, reserved)) => {
                     if let Some(next) = reserved {
                         let t: [u8; 8] = rand::random();
-                        self.reservations.insert(t, (next, now + RESERVATION_LIFETIME));
+                        self.reservations
+                            .insert(t, (next, now + RESERVATION_LIFETIME));
                         new_token = Some(t);
                     }
                     r
@@ -973,7 +987,7 @@ fn take_tokens(b: &mut Bucket, max_bps: u64, n: usize, now: Instant) -> bool {
         return true;
     }
     let elapsed = now.saturating_duration_since(b.last);
-    let refill = (elapsed.as_nanos().min(u64::MAX as u128 / 2) as u128 * max_bps as u128
+    let refill = (elapsed.as_nanos().min(u64::MAX as u128 / 2) * max_bps as u128
         / 1_000_000_000) as u64;
     if refill > 0 {
         b.tokens = (b.tokens + refill).min(max_bps);

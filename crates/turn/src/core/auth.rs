@@ -265,7 +265,12 @@ mod tests {
     #[test]
     fn md5_key_matches_rfc5769() {
         // RFC 5769 §2.4: username "マトリックス" (SASLprep'd), realm "example.org", password "TheMatrIX".
-        let k = derive_key(ALG_MD5, "\u{30DE}\u{30C8}\u{30EA}\u{30C3}\u{30AF}\u{30B9}", "example.org", "TheMatrIX");
+        let k = derive_key(
+            ALG_MD5,
+            "\u{30DE}\u{30C8}\u{30EA}\u{30C3}\u{30AF}\u{30B9}",
+            "example.org",
+            "TheMatrIX",
+        );
         assert_eq!(k.as_bytes().len(), 16);
     }
 }

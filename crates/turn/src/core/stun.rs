@@ -145,7 +145,7 @@ pub fn stream_frame_len(buf: &[u8]) -> Result<Option<usize>, DecodeError> {
                 return Ok(None);
             }
             let len = u16::from_be_bytes([buf[2], buf[3]]) as usize;
-            if len % 4 != 0 {
+            if !len.is_multiple_of(4) {
                 return Err(DecodeError::BadLength);
             }
             Ok(Some(HEADER_LEN + len).filter(|n| *n <= buf.len()))
@@ -228,13 +228,11 @@ impl<'a> Message<'a> {
             return Err(DecodeError::TooShort);
         }
         let typ = u16::from_be_bytes([buf[0], buf[1]]);
-        if typ >> 14 != 0
-            || u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]) != MAGIC_COOKIE
-        {
+        if typ >> 14 != 0 || u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]) != MAGIC_COOKIE {
             return Err(DecodeError::NotStun);
         }
         let len = u16::from_be_bytes([buf[2], buf[3]]) as usize;
-        if len % 4 != 0 || HEADER_LEN + len != buf.len() {
+        if !len.is_multiple_of(4) || HEADER_LEN + len != buf.len() {
             return Err(DecodeError::BadLength);
         }
         let (method, class) = split_type(typ);
@@ -372,7 +370,7 @@ impl<'a> Message<'a> {
         };
         let a = self.attrs[i];
         let v = self.value_of(a);
-        if v.len() < 16 || v.len() > 32 || v.len() % 4 != 0 {
+        if v.len() < 16 || v.len() > 32 || !v.len().is_multiple_of(4) {
             return false;
         }
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("any key length");
@@ -578,7 +576,11 @@ const CRC_TABLE: [u32; 256] = {
         let mut c = i as u32;
         let mut k = 0;
         while k < 8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
             k += 1;
         }
         t[i] = c;
@@ -622,7 +624,12 @@ mod tests {
     #[test]
     fn type_roundtrip() {
         for m in [method::BINDING, method::ALLOCATE, method::CHANNEL_BIND] {
-            for c in [Class::Request, Class::Indication, Class::Success, Class::Error] {
+            for c in [
+                Class::Request,
+                Class::Indication,
+                Class::Success,
+                Class::Error,
+            ] {
                 assert_eq!(split_type(message_type(m, c)), (m, c));
             }
         }
@@ -659,7 +666,10 @@ mod tests {
     #[test]
     fn stream_framing() {
         assert_eq!(stream_frame_len(&[0x40, 0x00, 0x00, 0x05]), Ok(None));
-        assert_eq!(stream_frame_len(&[0x40, 0x00, 0x00, 0x01, 9, 0, 0, 0]), Ok(Some(8)));
+        assert_eq!(
+            stream_frame_len(&[0x40, 0x00, 0x00, 0x01, 9, 0, 0, 0]),
+            Ok(Some(8))
+        );
         assert!(stream_frame_len(&[0xFF, 0, 0, 0]).is_err());
     }
 }

@@ -46,7 +46,9 @@ pub struct TurnServer {
 
 impl std::fmt::Debug for TurnServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TurnServer").field("addrs", &self.addrs).finish()
+        f.debug_struct("TurnServer")
+            .field("addrs", &self.addrs)
+            .finish()
     }
 }
 
@@ -228,7 +230,10 @@ fn primary_ip(v6: bool) -> Option<IpAddr> {
     };
     let s = StdUdpSocket::bind(bind).ok()?;
     s.connect(probe).ok()?;
-    s.local_addr().ok().map(|a| a.ip()).filter(|ip| !ip.is_unspecified())
+    s.local_addr()
+        .ok()
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_unspecified())
 }
 
 fn parse_ip(key: &str, v: &Option<String>) -> Result<Option<IpAddr>, TurnError> {
@@ -357,14 +362,18 @@ impl TurnServer {
             .into_iter()
             .map(|s| UdpSocket::from_std(s).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
-        let tcp = std::net::TcpListener::bind(listen).map_err(bind_err("turn.listen (tcp)", listen))?;
+        let tcp =
+            std::net::TcpListener::bind(listen).map_err(bind_err("turn.listen (tcp)", listen))?;
         tcp.set_nonblocking(true)?;
         let tcp = tokio::net::TcpListener::from_std(tcp)?;
         let tcp_addr = tcp.local_addr()?;
         let tls_listener = match &tls {
             Some(_) => {
                 let a: SocketAddr = cfg.tls_listen.parse().map_err(|_| {
-                    TurnError::Config(format!("turn.tls_listen {:?} is not IP:port", cfg.tls_listen))
+                    TurnError::Config(format!(
+                        "turn.tls_listen {:?} is not IP:port",
+                        cfg.tls_listen
+                    ))
                 })?;
                 let l = std::net::TcpListener::bind(a).map_err(bind_err("turn.tls_listen", a))?;
                 l.set_nonblocking(true)?;

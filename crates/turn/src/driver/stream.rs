@@ -76,7 +76,13 @@ pub(crate) async fn accept_tcp(shared: Arc<Shared>, l: TcpListener, limit: Arc<C
             continue;
         };
         let _ = s.set_nodelay(true);
-        tokio::spawn(serve_stream(shared.clone(), s, remote, Transport::Tcp, guard));
+        tokio::spawn(serve_stream(
+            shared.clone(),
+            s,
+            remote,
+            Transport::Tcp,
+            guard,
+        ));
     }
 }
 
@@ -120,14 +126,12 @@ fn read_tls(cert: &str, key: &str) -> Result<rustls::ServerConfig, TurnError> {
     }
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| TurnError::Tls(format!("turn.pkey {key}: {e}")))?;
-    rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| TurnError::Tls(e.to_string()))?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(|e| TurnError::Tls(e.to_string()))
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TurnError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| TurnError::Tls(e.to_string()))
 }
 
 pub(crate) async fn reload_on_sighup(tls: Arc<TlsReloader>, shutdown: CancellationToken) {
@@ -144,7 +148,9 @@ pub(crate) async fn reload_on_sighup(tls: Arc<TlsReloader>, shutdown: Cancellati
             }
             match tls.reload() {
                 Ok(()) => tracing::info!("turn tls certificate reloaded"),
-                Err(e) => tracing::warn!(error = %e, "turn tls reload failed; keeping the old certificate"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "turn tls reload failed; keeping the old certificate")
+                }
             }
         }
     }

@@ -88,7 +88,13 @@ pub(crate) async fn listener_loop(shared: Arc<Shared>, idx: usize) {
             if !replies.is_empty() {
                 let dropped = replies.flush(&*sock);
                 if dropped > 0 {
-                    shared.metrics.dropped.get_or_create(&crate::metrics::ReasonLabel { reason: "send_failed" }).inc_by(dropped as u64);
+                    shared
+                        .metrics
+                        .dropped
+                        .get_or_create(&crate::metrics::ReasonLabel {
+                            reason: "send_failed",
+                        })
+                        .inc_by(dropped as u64);
                 }
             }
             if n < BATCH {

@@ -987,8 +987,8 @@ fn take_tokens(b: &mut Bucket, max_bps: u64, n: usize, now: Instant) -> bool {
         return true;
     }
     let elapsed = now.saturating_duration_since(b.last);
-    let refill = (elapsed.as_nanos().min(u64::MAX as u128 / 2) * max_bps as u128
-        / 1_000_000_000) as u64;
+    let refill =
+        (elapsed.as_nanos().min(u64::MAX as u128 / 2) * max_bps as u128 / 1_000_000_000) as u64;
     if refill > 0 {
         b.tokens = (b.tokens + refill).min(max_bps);
         b.last = now;

@@ -9,8 +9,11 @@ SB_SECRET="switchboard-signing-secret-0123456789abcdef"
 TURN_SECRET="turn-e2e-$(date +%s)-$RANDOM"
 PEER_PORT=$(free_port)
 
+HAVE_V6=0
+python3 -c 'import socket; s=socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.bind(("::1", 0))' 2>/dev/null && HAVE_V6=1
 cfg="$WORK/sb.toml"
 sb_config "$cfg" "$SB_SECRET" "$TURN_SECRET"
+[ "$HAVE_V6" = 1 ] && sed -i 's/^\[turn\]$/[turn]\nrelay_ip6 = "::1"/' "$cfg"
 sb_start "$cfg"
 [ -n "$SB_TURN_UDP" ] && [ -n "$SB_TURN_TCP" ] || fail "listening line lacks turn_udp/turn_tcp"
 UDP_PORT=${SB_TURN_UDP##*:}
@@ -52,6 +55,19 @@ run_uclient udp-channels "$UDP_PORT"
 run_uclient udp-send "$UDP_PORT" -s
 run_uclient tcp-channels "$TCP_PORT" -t
 run_uclient tcp-send "$TCP_PORT" -t -s
+if [ "$HAVE_V6" = 1 ]; then
+  # RFC 6156: IPv4 client, IPv6 relay (-x), IPv6 echo peer on ::1.
+  PEER6_PORT=$(free_port)
+  turnutils_peer -L ::1 -p "$PEER6_PORT" >"$WORK/peer6.log" 2>&1 &
+  track_pid $!
+  sleep 0.3
+  timeout 60 turnutils_uclient -p "$UDP_PORT" -e ::1 -r "$PEER6_PORT" -u "$U" -w "$P" \
+    -x -m 2 -n 100 -l 170 -z 2 127.0.0.1 >"$WORK/uclient-v6.log" 2>&1 || { tail -20 "$WORK/uclient-v6.log"; fail "uclient IPv6 relay"; }
+  grep -q 'Total lost packets 0 (0.000000%)' "$WORK/uclient-v6.log" || { tail -20 "$WORK/uclient-v6.log"; fail "IPv6 relay lost packets"; }
+  pass "uclient IPv6 relay (RFC 6156) to [::1]: zero loss"
+else
+  echo "SKIP: no IPv6 loopback on this machine; IPv6 relay not exercised"
+fi
 after=$(metric 'switchboard_turn_relayed_packets_total{direction="to_peer"}')
 [ $(( ${after:-0} - ${before:-0} )) -ge 4000 ] || fail "relayed_packets_total grew by only $(( ${after:-0} - ${before:-0} ))"
 created=$(metric switchboard_turn_allocations_created_total)

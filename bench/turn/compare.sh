@@ -103,3 +103,6 @@ both tcp-chan-flood  -t -m 10 -n "$N" -l 170 -z 0 -c
 for m in 10 20 40 80; do
   both "udp-paced-m$m" -m "$m" -n 3000 -l 170 -z 1 -c
 done
+# Where Switchboard dropped anything (reasons), for the record.
+SB_HTTP=$(grep -ao 'http=[^ ]*' "$W/sb.log" | head -1 | cut -d= -f2)
+curl -sf "http://$SB_HTTP/metrics" | grep -E '^switchboard_turn_(dropped|quota|malformed)' || true

@@ -162,6 +162,37 @@ impl CoreConfig {
     }
 }
 
+/// A map for a handful of entries (bounded by `max_permissions`/`max_channels`): a linear scan
+/// over a `Vec` beats hashing at these sizes and an empty one costs no heap.
+struct SmallMap<K, V>(Vec<(K, V)>);
+
+impl<K: PartialEq + Copy, V> SmallMap<K, V> {
+    fn new() -> Self {
+        SmallMap(Vec::new())
+    }
+    fn get(&self, k: &K) -> Option<&V> {
+        self.0.iter().find(|(x, _)| x == k).map(|(_, v)| v)
+    }
+    fn contains_key(&self, k: &K) -> bool {
+        self.get(k).is_some()
+    }
+    fn insert(&mut self, k: K, v: V) {
+        match self.0.iter_mut().find(|(x, _)| *x == k) {
+            Some(e) => e.1 = v,
+            None => self.0.push((k, v)),
+        }
+    }
+    fn retain(&mut self, mut f: impl FnMut(&K, &mut V) -> bool) {
+        self.0.retain_mut(|(k, v)| f(k, v));
+        if self.0.capacity() > 8 && self.0.len() < self.0.capacity() / 4 {
+            self.0.shrink_to_fit();
+        }
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
 struct Bucket {
     tokens: u64,
     last: Instant,
@@ -175,9 +206,9 @@ struct Allocation {
     key: Key,
     /// Transaction that created it: a retransmitted Allocate gets the same answer.
     tid: [u8; 12],
-    permissions: HashMap<IpAddr, Instant>,
-    channels: HashMap<u16, (SocketAddr, Instant)>,
-    peer_channels: HashMap<SocketAddr, u16>,
+    permissions: SmallMap<IpAddr, Instant>,
+    channels: SmallMap<u16, (SocketAddr, Instant)>,
+    peer_channels: SmallMap<SocketAddr, u16>,
     bucket: Bucket,
 }
 
@@ -808,9 +839,9 @@ impl TurnCore {
                 username,
                 key,
                 tid: m.transaction_id,
-                permissions: HashMap::new(),
-                channels: HashMap::new(),
-                peer_channels: HashMap::new(),
+                permissions: SmallMap::new(),
+                channels: SmallMap::new(),
+                peer_channels: SmallMap::new(),
                 bucket: Bucket {
                     tokens: self.cfg.max_bps,
                     last: now,

@@ -61,7 +61,8 @@ pub(crate) struct State {
 
 pub(crate) struct Shared {
     pub state: Mutex<State>,
-    pub udp: Vec<Arc<UdpSocket>>,
+    /// Send handles of the UDP listener sockets (index = worker).
+    pub udp: Vec<Arc<StdUdpSocket>>,
     pub metrics: TurnMetrics,
     pub shutdown: CancellationToken,
 }
@@ -71,7 +72,8 @@ struct Reserved(#[allow(dead_code)] StdUdpSocket);
 
 struct RelaySocket {
     sock: Arc<UdpSocket>,
-    cancel: CancellationToken,
+    /// Aborted when the allocation ends (cheaper per allocation than a cancellation token).
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// Binds relay sockets in the port range and runs their reader tasks.
@@ -83,7 +85,6 @@ pub(crate) struct Relays {
     min_port: u16,
     max_port: u16,
     shared: Weak<Shared>,
-    shutdown: CancellationToken,
 }
 
 impl Relays {
@@ -128,15 +129,11 @@ impl Relays {
 
     fn activate(&mut self, std: StdUdpSocket) -> Result<SocketAddr, RelayError> {
         let addr = std.local_addr().map_err(|_| RelayError::Exhausted)?;
+        // Registered with (and read on) the runtime of the worker thread that handled the
+        // Allocate, so a relayed packet never crosses threads.
         let sock = Arc::new(UdpSocket::from_std(std).map_err(|_| RelayError::Exhausted)?);
-        let cancel = self.shutdown.child_token();
-        tokio::spawn(udp::relay_loop(
-            self.shared.clone(),
-            sock.clone(),
-            addr,
-            cancel.clone(),
-        ));
-        self.sockets.insert(addr, RelaySocket { sock, cancel });
+        let task = tokio::spawn(udp::relay_loop(self.shared.clone(), sock.clone(), addr));
+        self.sockets.insert(addr, RelaySocket { sock, task });
         Ok(addr)
     }
 }
@@ -171,7 +168,7 @@ impl RelayAllocator for Relays {
 
     fn release(&mut self, relay: SocketAddr) {
         if let Some(r) = self.sockets.remove(&relay) {
-            r.cancel.cancel();
+            r.task.abort();
         }
         self.reserved.remove(&relay);
     }
@@ -358,10 +355,13 @@ impl TurnServer {
                     .map_err(bind_err("turn.listen (udp)", udp_addr))?,
             );
         }
+        // Sending to UDP clients from any thread goes through plain std sockets (dup'ed fds
+        // of the listeners: same port, non-blocking); receiving is done by the workers.
         let udp_socks = std_socks
-            .into_iter()
-            .map(|s| UdpSocket::from_std(s).map(Arc::new))
+            .iter()
+            .map(|s| s.try_clone().map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut udp_std: std::collections::VecDeque<StdUdpSocket> = std_socks.into();
         let tcp =
             std::net::TcpListener::bind(listen).map_err(bind_err("turn.listen (tcp)", listen))?;
         tcp.set_nonblocking(true)?;
@@ -412,7 +412,6 @@ impl TurnServer {
                     min_port: cfg.min_port,
                     max_port: cfg.max_port,
                     shared: weak.clone(),
-                    shutdown: shutdown.clone(),
                 },
                 conns: HashMap::new(),
             }),
@@ -420,8 +419,27 @@ impl TurnServer {
             metrics,
             shutdown: shutdown.clone(),
         });
+        // One OS thread per UDP socket, each with its own single-threaded runtime (like
+        // coturn's relay threads): the listener and the relay sockets of allocations it
+        // created are polled by the same thread, with no cross-thread wakeups per packet.
         for i in 0..shared.udp.len() {
-            tokio::spawn(udp::listener_loop(shared.clone(), i));
+            let shared = shared.clone();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            // The listener socket must be registered with the runtime that polls it.
+            let std_sock = udp_std.pop_front().expect("one std socket per worker");
+            std::thread::Builder::new()
+                .name(format!("turn-udp-{i}"))
+                .spawn(move || {
+                    udp::WORKER.with(|w| w.set(i));
+                    rt.block_on(async move {
+                        match UdpSocket::from_std(std_sock) {
+                            Ok(sock) => udp::listener_loop(shared, i, Arc::new(sock)).await,
+                            Err(e) => tracing::error!(error = %e, "turn udp worker failed"),
+                        }
+                    });
+                })?;
         }
         let limits = Arc::new(stream::ConnLimit::new(cfg.max_tcp_connections));
         tokio::spawn(stream::accept_tcp(shared.clone(), tcp, limits.clone()));
@@ -485,7 +503,7 @@ pub(crate) fn send_to_client(
             }
         }
     } else if let Some(s) = shared.udp.first() {
-        if s.try_send_to(data, client.remote).is_err() {
+        if s.send_to(data, client.remote).is_err() {
             shared.metrics.dropped("send_failed");
         }
     }

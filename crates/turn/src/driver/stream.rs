@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Frames queued per connection before relayed data is dropped.
-const QUEUE: usize = 512;
+const QUEUE: usize = 2048;
 /// Largest frame: a STUN message with a 64 KiB body.
 const MAX_FRAME: usize = 20 + 65_535 + 3;
 /// A connection that has sent nothing for this long is closed.

@@ -10,7 +10,6 @@ use std::sync::{Arc, Weak};
 use std::time::Instant;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use tokio_util::sync::CancellationToken;
 
 struct PeerSend {
     sock: Arc<UdpSocket>,
@@ -20,9 +19,14 @@ struct PeerSend {
     end: usize,
 }
 
+thread_local! {
+    /// Index of the UDP worker running on this thread (its listener sends our replies).
+    pub(crate) static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// Serves one SO_REUSEPORT listener socket until shutdown.
-pub(crate) async fn listener_loop(shared: Arc<Shared>, idx: usize) {
-    let sock = shared.udp[idx].clone();
+pub(crate) async fn listener_loop(shared: Arc<Shared>, idx: usize, sock: Arc<UdpSocket>) {
+    let _ = idx;
     let mut rx = RecvBatch::new();
     let mut replies = SendBatch::default();
     let mut to_peers: Vec<PeerSend> = Vec::with_capacity(BATCH);
@@ -111,16 +115,10 @@ thread_local! {
 }
 
 /// Reads peer datagrams arriving on one relay socket until the allocation ends.
-pub(crate) async fn relay_loop(
-    shared: Weak<Shared>,
-    sock: Arc<UdpSocket>,
-    relay: SocketAddr,
-    cancel: CancellationToken,
-) {
+pub(crate) async fn relay_loop(shared: Weak<Shared>, sock: Arc<UdpSocket>, relay: SocketAddr) {
     loop {
-        tokio::select! {
-            r = sock.readable() => if r.is_err() { return },
-            _ = cancel.cancelled() => return,
+        if sock.readable().await.is_err() {
+            return;
         }
         let Some(shared) = shared.upgrade() else {
             return;
@@ -170,7 +168,8 @@ fn drain_relay(
         }
     }
     if !udp_out.is_empty() {
-        if let Some(s) = shared.udp.first() {
+        let w = WORKER.with(|w| w.get());
+        if let Some(s) = shared.udp.get(w).or(shared.udp.first()) {
             let dropped = udp_out.flush(&**s);
             if dropped > 0 {
                 shared

@@ -103,10 +103,23 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on http.bind {}: {e}", config.http.bind))?;
     let http_addr = listener.local_addr()?;
-    let bound = BoundAddrs {
+    let shutdown = CancellationToken::new();
+    #[allow(unused_mut)]
+    let mut bound = BoundAddrs {
         http: Some(http_addr),
         ..Default::default()
     };
+
+    // --- TURN (issue 4): embedded STUN/TURN server on its own sockets ---
+    if config.turn.enabled {
+        let turn =
+            switchboard_turn::TurnServer::start(&config.turn, &mut registry, shutdown.clone())?;
+        let a = turn.local_addrs();
+        bound.turn_udp = Some(a.udp);
+        bound.turn_tcp = Some(a.tcp);
+        bound.turn_tls = a.tls;
+    }
+    // --- end TURN ---
 
     let minute = Duration::from_secs(60);
     let state = AppState {
@@ -125,7 +138,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         store,
         registry: Arc::new(registry),
         office,
-        shutdown: CancellationToken::new(),
+        shutdown,
         ready: Arc::new(AtomicBool::new(false)),
         bound: Arc::new(bound),
     };

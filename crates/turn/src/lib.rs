@@ -1,8 +1,46 @@
-//! Switchboard's STUN/TURN server (RFC 8489, RFC 8656). Work in progress: today this crate
-//! holds the `[turn]` config section; the server itself lands with its issue.
+//! Switchboard's embedded STUN/TURN server (RFC 8489 STUN, RFC 8656/5766 TURN, RFC 6156 IPv6
+//! relays), compatible with coturn's TURN REST credentials and config key names.
+//!
+//! Two halves, like quinn-proto/quinn:
+//! - [`core`] is sans-IO: the STUN codec, long-term credentials (realm, stateless nonces, MD5
+//!   and SHA-256 keys, TURN REST usernames), the peer address policy and the allocation state
+//!   machine. Packets and instants go in; reply bytes and relay instructions come out.
+//! - [`driver`] owns sockets on tokio: batched UDP (`recvmmsg`/`sendmmsg`, one `SO_REUSEPORT`
+//!   socket per worker), TCP and TLS framing, and one relay socket per allocation in the port
+//!   range. [`TurnServer::start`] is what the `switchboard` binary calls.
+//!
+//! Data flow: client datagram → driver → `TurnCore::handle_client` → reply to client or
+//! payload to a peer through the allocation's relay socket; peer datagram on a relay socket →
+//! `TurnCore::handle_peer` → ChannelData or Data indication back to the client.
+
+pub mod core;
+pub mod driver;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod metrics;
+
+pub use driver::{TurnAddrs, TurnServer};
+pub use metrics::TurnMetrics;
 
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
+
+/// Everything that can go wrong starting or running the TURN server.
+#[derive(Debug, thiserror::Error)]
+pub enum TurnError {
+    #[error("turn config: {0}")]
+    Config(String),
+    #[error("turn: cannot listen on {what} {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("turn tls: {0}")]
+    Tls(String),
+    #[error("turn: {0}")]
+    Io(#[from] std::io::Error),
+}
 
 /// `[turn]`: key names follow coturn's where coturn has the key.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -49,6 +87,38 @@ pub struct TurnConfig {
     pub min_port: u16,
     /// Highest relay port.
     pub max_port: u16,
+    /// Local IPv6 address for IPv6 relays (RFC 6156). Unset: IPv6 allocations answer 440
+    /// unless `listen` is an IPv6 address.
+    pub relay_ip6: Option<String>,
+    /// Static long-term users, `"name:password"` each (coturn: user). Checked before REST.
+    pub user: Vec<String>,
+    /// Longest allocation lifetime a client may ask for (coturn: max-allocate-lifetime).
+    #[serde(with = "switchboard_auth::duration")]
+    pub max_allocate_lifetime: Duration,
+    /// Allocation lifetime when the client asks for less or nothing (RFC 8656: 10 minutes).
+    #[serde(with = "switchboard_auth::duration")]
+    pub default_allocate_lifetime: Duration,
+    /// Permission lifetime (coturn: permission-lifetime; RFC 8656: 5 minutes).
+    #[serde(with = "switchboard_auth::duration")]
+    pub permission_lifetime: Duration,
+    /// Channel binding lifetime (coturn: channel-lifetime; RFC 8656: 10 minutes).
+    #[serde(with = "switchboard_auth::duration")]
+    pub channel_lifetime: Duration,
+    /// How long a nonce stays valid before the client gets 438 Stale Nonce (coturn: stale-nonce).
+    #[serde(with = "switchboard_auth::duration")]
+    pub stale_nonce: Duration,
+    /// Permissions per allocation (CreatePermission beyond this answers 508).
+    pub max_permissions: usize,
+    /// Channel bindings per allocation (ChannelBind beyond this answers 508).
+    pub max_channels: usize,
+    /// Send a SOFTWARE attribute in Binding responses (off: do not advertise the version).
+    pub software_attribute: bool,
+    /// UDP listener sockets sharing the port with SO_REUSEPORT (0 = one per CPU core, max 8).
+    pub udp_workers: usize,
+    /// Receive/send buffer size in bytes asked for on UDP listener sockets.
+    pub socket_buffer: usize,
+    /// Concurrent TCP + TLS client connections; more are closed at accept.
+    pub max_tcp_connections: usize,
 }
 
 impl Default for TurnConfig {
@@ -74,6 +144,19 @@ impl Default for TurnConfig {
             external_ip: None,
             min_port: 49152,
             max_port: 65535,
+            relay_ip6: None,
+            user: Vec::new(),
+            max_allocate_lifetime: Duration::from_secs(3600),
+            default_allocate_lifetime: Duration::from_secs(600),
+            permission_lifetime: Duration::from_secs(300),
+            channel_lifetime: Duration::from_secs(600),
+            stale_nonce: Duration::from_secs(600),
+            max_permissions: 64,
+            max_channels: 64,
+            software_attribute: false,
+            udp_workers: 0,
+            socket_buffer: 4 << 20,
+            max_tcp_connections: 10_000,
         }
     }
 }

@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Memory per idle TURN allocation: opens N allocations (one UDP socket = one 5-tuple each,
+REST credentials), keeps them open, and reports the server's RSS growth per allocation.
+
+usage: alloc_mem.py HOST PORT SECRET SERVER_PID N
+"""
+import base64, hashlib, hmac, os, socket, struct, sys, time, zlib
+
+COOKIE = 0x2112A442
+
+
+def attr(t, v):
+    return struct.pack("!HH", t, len(v)) + v + b"\0" * ((4 - len(v) % 4) % 4)
+
+
+def msg(mtype, tid, attrs, key=None):
+    body = b"".join(attrs)
+    if key is not None:
+        hdr = struct.pack("!HHI", mtype, len(body) + 24, COOKIE) + tid
+        body += attr(0x0008, hmac.new(key, hdr + body, hashlib.sha1).digest())
+    hdr = struct.pack("!HHI", mtype, len(body) + 8, COOKIE) + tid
+    body += attr(0x8028, struct.pack("!I", (zlib.crc32(hdr + body) ^ 0x5354554E) & 0xFFFFFFFF))
+    return struct.pack("!HHI", mtype, len(body), COOKIE) + tid + body
+
+
+def parse(b):
+    length = struct.unpack("!H", b[2:4])[0]
+    attrs, i = {}, 20
+    while i + 4 <= 20 + length:
+        t, l = struct.unpack("!HH", b[i:i + 4])
+        attrs.setdefault(t, b[i + 4:i + 4 + l])
+        i += 4 + ((l + 3) & ~3)
+    code = attrs[0x0009][2] * 100 + attrs[0x0009][3] if 0x0009 in attrs else None
+    return code, attrs
+
+
+def rss_kb(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def main():
+    host, port, secret, pid, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    user = f"{int(time.time()) + 3600}:mem"
+    pw = base64.b64encode(hmac.new(secret.encode(), user.encode(), hashlib.sha1).digest()).decode()
+    rt = [attr(0x0019, bytes([17, 0, 0, 0])), attr(0x000D, struct.pack("!I", 3600))]
+    socks = []
+    # Warm up (first allocation pays for lazily created tables/buffers), then measure.
+    stale = []
+
+    def alloc():
+        while True:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.settimeout(3)
+            s.connect((host, port))
+            s.send(msg(0x0003, os.urandom(12), rt))
+            code, a = parse(s.recv(2000))
+            if code == 437:  # the kernel reused a source port the server still has an allocation for
+                stale.append(s)
+                continue
+            assert code == 401, code
+            break
+        realm, nonce = a[0x0014], a[0x0015]
+        key = hashlib.md5(f"{user}:{realm.decode()}:{pw}".encode()).digest()
+        auth = [attr(0x0006, user.encode()), attr(0x0014, realm), attr(0x0015, nonce)]
+        s.send(msg(0x0003, os.urandom(12), rt + auth, key))
+        code, a = parse(s.recv(2000))
+        assert code is None and 0x0016 in a, f"allocate failed: {code}"
+        socks.append(s)
+    for _ in range(50):
+        alloc()
+    time.sleep(0.5)
+    before = rss_kb(pid)
+    t0 = time.time()
+    for _ in range(n):
+        alloc()
+    time.sleep(1.0)
+    after = rss_kb(pid)
+    per = (after - before) * 1024 / n
+    print(f"allocations={n} rss_before_kb={before} rss_after_kb={after} bytes_per_allocation={per:.0f} setup_s={time.time()-t0:.1f}")
+
+
+if __name__ == "__main__":
+    main()

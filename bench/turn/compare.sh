@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# coturn vs Switchboard's TURN, same machine, same session, same load: coturn's own
+# turnutils_uclient (with turnutils_peer as the UDP echo peer) with identical flags against
+# both. Reports server CPU µs per echoed message (from /proc/PID/stat), echoed msgs/s, loss,
+# and memory per idle allocation (alloc_mem.py).
+#
+# usage: bench/turn/compare.sh [SWITCHBOARD_BIN]     (default: target/release/switchboard)
+#        QUICK=1 for a shorter run
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+SB_BIN=${1:-$ROOT/target/release/switchboard}
+[ -x "$SB_BIN" ] || { echo "build first: cargo build --release --bin switchboard"; exit 1; }
+W=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket
+while True:
+    t=socket.socket(); t.bind(("127.0.0.1",0)); p=t.getsockname()[1]
+    u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)
+    try: u.bind(("127.0.0.1",p)); print(p); break
+    except OSError: pass'; }
+SECRET="bench-$RANDOM$RANDOM"
+CO_PORT=$(free_port); SB_PORT=$(free_port); PEER_PORT=$(free_port)
+
+turnserver -n --listening-ip=127.0.0.1 --relay-ip=127.0.0.1 --listening-port="$CO_PORT" \
+  --min-port=49152 --max-port=57343 --use-auth-secret --static-auth-secret="$SECRET" \
+  --realm=bench --no-tls --no-dtls --no-cli --allow-loopback-peers --no-software-attribute \
+  --userdb="$W/turndb" --pidfile="$W/coturn.pid" --log-file="$W/coturn.log" --no-stdout-log \
+  >/dev/null 2>&1 &
+CO_PID=$!; PIDS+=("$CO_PID")
+cat >"$W/sb.toml" <<TOML
+[http]
+bind = "127.0.0.1:0"
+[auth]
+database = ":memory:"
+[[auth.keys]]
+kid = "k1"
+secret = "bench-signing-secret-0123456789abcdef"
+[turn]
+listen = "127.0.0.1:$SB_PORT"
+realm = "bench"
+static_auth_secret = "$SECRET"
+allow_loopback_peers = true
+min_port = 57344
+max_port = 65535
+[sfu]
+bind_ip = "127.0.0.1"
+udp_port = 0
+tcp_port = 0
+[log]
+level = "warn"
+TOML
+RUST_LOG=warn "$SB_BIN" serve --config "$W/sb.toml" >"$W/sb.log" 2>&1 &
+SB_PID=$!; PIDS+=("$SB_PID")
+turnutils_peer -L 127.0.0.1 -p "$PEER_PORT" >/dev/null 2>&1 &
+PIDS+=("$!")
+sleep 1.5
+kill -0 "$CO_PID" && kill -0 "$SB_PID" || { cat "$W/sb.log" "$W/coturn.log" | tail -20; exit 1; }
+
+U="$(( $(date +%s) + 7200 )):bench"
+P=$(python3 -c 'import base64,hashlib,hmac,sys; print(base64.b64encode(hmac.new(sys.argv[1].encode(), sys.argv[2].encode(), hashlib.sha1).digest()).decode())' "$SECRET" "$U")
+ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+HZ=$(getconf CLK_TCK)
+
+echo "server     scenario           flags                                  echoed    loss      msgs/s   server_cpu_s  us/echoed_msg"
+run() { # server pid port label flags...
+  local server=$1 pid=$2 port=$3 label=$4; shift 4
+  local log="$W/$server-$label.log" c0 c1 t0 t1
+  c0=$(ticks "$pid"); t0=$(date +%s.%N)
+  timeout 180 turnutils_uclient -p "$port" -e 127.0.0.1 -r "$PEER_PORT" -u "$U" -w "$P" -X "$@" 127.0.0.1 >"$log" 2>&1 || true
+  c1=$(ticks "$pid"); t1=$(date +%s.%N)
+  local recv loss tt
+  recv=$(grep -o 'tot_recv_msgs=[0-9]*' "$log" | tail -1 | cut -d= -f2)
+  loss=$(grep -o 'Total lost packets [0-9]* ([0-9.]*%' "$log" | sed 's/.*(//' | tail -1)
+  tt=$(grep -o 'Total transmit time is [0-9]*' "$log" | awk '{print $5}' | tail -1)
+  python3 - "$server" "$label" "$*" "${recv:-0}" "${loss:-NA}" "${tt:-0}" "$c0" "$c1" "$HZ" "$t0" "$t1" <<'PY'
+import sys
+server, label, flags, recv, loss, tt, c0, c1, hz, t0, t1 = sys.argv[1:]
+recv = int(recv); cpu = (int(c1) - int(c0)) / int(hz)
+wall = float(t1) - float(t0)
+rate = recv / float(tt) if float(tt) > 0 else recv / wall
+us = cpu * 1e6 / recv if recv else float("nan")
+print(f"{server:10} {label:18} {flags:38} {recv:8d} {loss:>8}  {rate:9.0f}  {cpu:12.2f}  {us:13.2f}")
+PY
+}
+both() { # label flags...  (switchboard first, then coturn, same flags)
+  run switchboard "$SB_PID" "$SB_PORT" "$@"
+  run coturn "$CO_PID" "$CO_PORT" "$@"
+}
+# Memory per idle allocation.
+for s in switchboard:$SB_PID:$SB_PORT coturn:$CO_PID:$CO_PORT; do
+  IFS=: read -r name pid port <<<"$s"
+  echo "$name $(python3 "$ROOT/bench/turn/alloc_mem.py" 127.0.0.1 "$port" "$SECRET" "$pid" "${ALLOCS:-2000}")"
+done
+N=${N:-20000}
+[ -n "${QUICK:-}" ] && N=5000
+# CPU per echoed message: flood (-z 0), 10 sessions, 170-byte messages, channels / Send / TCP.
+both udp-chan-flood  -m 10 -n "$N" -l 170 -z 0 -c
+both udp-send-flood  -m 10 -n "$N" -l 170 -z 0 -c -s
+both tcp-chan-flood  -t -m 10 -n "$N" -l 170 -z 0 -c
+# Loss-free ladder: M sessions each sending one 170-byte message per ms (offered ≈ M k msg/s).
+for m in 10 20 40 80; do
+  both "udp-paced-m$m" -m "$m" -n 3000 -l 170 -z 1 -c
+done
+# Where Switchboard dropped anything (reasons), for the record.
+SB_HTTP=$(grep -ao 'http=[^ ]*' "$W/sb.log" | head -1 | cut -d= -f2)
+curl -sf "http://$SB_HTTP/metrics" | grep -E '^switchboard_turn_(dropped|quota|malformed)' || true

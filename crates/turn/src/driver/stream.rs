@@ -1,0 +1,302 @@
+//! TURN over TCP and TLS (RFC 8656 §3.1, RFC 6062 is not implemented): the byte stream is cut
+//! into STUN messages and ChannelData frames (padded to four bytes), each handed to the core.
+//! Replies and relayed data go through a bounded queue to a writer task; when a slow client
+//! lets it fill, further relayed packets are dropped (as UDP would), never buffered without
+//! bound. TLS certificates are reloaded on SIGHUP.
+
+use super::{Shared, State};
+use crate::core::stun::stream_frame_len;
+use crate::core::{ClientId, Output, Transport};
+use crate::TurnError;
+use parking_lot::RwLock;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Frames queued per connection before relayed data is dropped.
+const QUEUE: usize = 2048;
+/// Largest frame: a STUN message with a 64 KiB body.
+const MAX_FRAME: usize = 20 + 65_535 + 3;
+/// A connection that has sent nothing for this long is closed.
+const IDLE: Duration = Duration::from_secs(600);
+const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// Counts open stream connections against `max_tcp_connections`.
+pub(crate) struct ConnLimit {
+    max: usize,
+    open: AtomicUsize,
+}
+
+impl ConnLimit {
+    pub fn new(max: usize) -> Self {
+        ConnLimit {
+            max,
+            open: AtomicUsize::new(0),
+        }
+    }
+    fn try_acquire(self: &Arc<Self>) -> Option<ConnGuard> {
+        let prev = self.open.fetch_add(1, Ordering::AcqRel);
+        if prev >= self.max {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(ConnGuard(self.clone()))
+    }
+}
+
+struct ConnGuard(Arc<ConnLimit>);
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+pub(crate) async fn accept_tcp(shared: Arc<Shared>, l: TcpListener, limit: Arc<ConnLimit>) {
+    loop {
+        let (s, remote) = tokio::select! {
+            r = l.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "turn tcp accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shared.shutdown.cancelled() => return,
+        };
+        let Some(guard) = limit.try_acquire() else {
+            shared.metrics.quota("tcp_connections");
+            continue;
+        };
+        let _ = s.set_nodelay(true);
+        tokio::spawn(serve_stream(
+            shared.clone(),
+            s,
+            remote,
+            Transport::Tcp,
+            guard,
+        ));
+    }
+}
+
+/// Holds the current TLS config; SIGHUP swaps in a freshly read certificate and key.
+pub(crate) struct TlsReloader {
+    cert: String,
+    key: String,
+    current: RwLock<Arc<rustls::ServerConfig>>,
+}
+
+impl TlsReloader {
+    pub fn load(cert: &str, key: &str) -> Result<Self, TurnError> {
+        let c = read_tls(cert, key)?;
+        Ok(TlsReloader {
+            cert: cert.into(),
+            key: key.into(),
+            current: RwLock::new(Arc::new(c)),
+        })
+    }
+
+    fn reload(&self) -> Result<(), TurnError> {
+        let c = read_tls(&self.cert, &self.key)?;
+        *self.current.write() = Arc::new(c);
+        Ok(())
+    }
+
+    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.current.read().clone())
+    }
+}
+
+fn read_tls(cert: &str, key: &str) -> Result<rustls::ServerConfig, TurnError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| TurnError::Tls(format!("turn.cert {cert}: {e}")))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| TurnError::Tls(format!("turn.cert {cert}: {e}")))?;
+    if certs.is_empty() {
+        return Err(TurnError::Tls(format!("turn.cert {cert}: no certificate")));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| TurnError::Tls(format!("turn.pkey {key}: {e}")))?;
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TurnError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| TurnError::Tls(e.to_string()))
+}
+
+pub(crate) async fn reload_on_sighup(tls: Arc<TlsReloader>, shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                r = hup.recv() => if r.is_none() { return },
+                _ = shutdown.cancelled() => return,
+            }
+            match tls.reload() {
+                Ok(()) => tracing::info!("turn tls certificate reloaded"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "turn tls reload failed; keeping the old certificate")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (tls, shutdown);
+    }
+}
+
+pub(crate) async fn accept_tls(
+    shared: Arc<Shared>,
+    l: TcpListener,
+    tls: Arc<TlsReloader>,
+    limit: Arc<ConnLimit>,
+) {
+    loop {
+        let (s, remote) = tokio::select! {
+            r = l.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "turn tls accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shared.shutdown.cancelled() => return,
+        };
+        let Some(guard) = limit.try_acquire() else {
+            shared.metrics.quota("tcp_connections");
+            continue;
+        };
+        let _ = s.set_nodelay(true);
+        let acceptor = tls.acceptor();
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(s)).await {
+                Ok(Ok(s)) => serve_stream(shared, s, remote, Transport::Tls, guard).await,
+                _ => shared.metrics.malformed("tls_handshake"),
+            }
+        });
+    }
+}
+
+async fn serve_stream<S>(
+    shared: Arc<Shared>,
+    stream: S,
+    remote: SocketAddr,
+    transport: Transport,
+    guard: ConnGuard,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let _guard = guard;
+    let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+    let client = ClientId {
+        transport,
+        conn,
+        remote,
+    };
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(QUEUE);
+    shared.state.lock().conns.insert(conn, tx.clone());
+    shared.metrics.tcp_connections.inc();
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let stop = shared.shutdown.child_token();
+    let writer_stop = stop.clone();
+    let writer = tokio::spawn(async move {
+        loop {
+            let b = tokio::select! {
+                b = rx.recv() => match b { Some(b) => b, None => break },
+                _ = writer_stop.cancelled() => break,
+            };
+            if wr.write_all(&b).await.is_err() {
+                break;
+            }
+        }
+        writer_stop.cancel();
+        let _ = wr.shutdown().await;
+    });
+
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut out = Vec::with_capacity(2048);
+    let mut chunk = vec![0u8; 16 * 1024];
+    'read: loop {
+        let n = tokio::select! {
+            r = tokio::time::timeout(IDLE, rd.read(&mut chunk)) => match r {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                Ok(Ok(n)) => n,
+            },
+            _ = stop.cancelled() => break,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        let mut at = 0;
+        loop {
+            let len = match stream_frame_len(&buf[at..]) {
+                Ok(Some(len)) => len,
+                Ok(None) => {
+                    if buf.len() - at > MAX_FRAME {
+                        shared.metrics.malformed("stream_frame");
+                        break 'read;
+                    }
+                    break;
+                }
+                Err(_) => {
+                    shared.metrics.malformed("stream_frame");
+                    break 'read;
+                }
+            };
+            let frame = &buf[at..at + len];
+            at += len;
+            let peer_send = {
+                let mut st = shared.state.lock();
+                let State { core, relays, .. } = &mut *st;
+                match core.handle_client(Instant::now(), &client, frame, relays, &mut out) {
+                    Output::None => None,
+                    Output::ToClient => {
+                        if tx.try_send(out.clone()).is_err() {
+                            shared.metrics.dropped("client_queue_full");
+                        }
+                        None
+                    }
+                    Output::ToPeer {
+                        relay,
+                        peer,
+                        start,
+                        end,
+                    } => relays.socket(relay).map(|s| (s, peer, start, end)),
+                }
+            };
+            if let Some((s, peer, start, end)) = peer_send {
+                if s.try_send_to(&frame[start..end], peer).is_err() {
+                    shared.metrics.dropped("send_failed");
+                }
+            }
+        }
+        buf.drain(..at);
+        if buf.capacity() > 256 * 1024 && buf.len() < 4096 {
+            buf.shrink_to(4096);
+        }
+    }
+    stop.cancel();
+    {
+        let mut st = shared.state.lock();
+        st.conns.remove(&conn);
+        let State { core, relays, .. } = &mut *st;
+        core.client_closed(&client, relays);
+    }
+    shared.metrics.tcp_connections.dec();
+    let _ = writer.await;
+}

@@ -1,0 +1,186 @@
+//! UDP client listener and relay socket loops, both batched.
+
+use super::batch::{RecvBatch, SendBatch, BATCH};
+use super::{Shared, State};
+use crate::core::{ClientId, Output};
+use std::cell::RefCell;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+struct PeerSend {
+    sock: Arc<UdpSocket>,
+    peer: SocketAddr,
+    slot: usize,
+    start: usize,
+    end: usize,
+}
+
+thread_local! {
+    /// Index of the UDP worker running on this thread (its listener sends our replies).
+    pub(crate) static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Serves one SO_REUSEPORT listener socket until shutdown.
+pub(crate) async fn listener_loop(shared: Arc<Shared>, idx: usize, sock: Arc<UdpSocket>) {
+    let _ = idx;
+    let mut rx = RecvBatch::new();
+    let mut replies = SendBatch::default();
+    let mut to_peers: Vec<PeerSend> = Vec::with_capacity(BATCH);
+    let mut out = Vec::with_capacity(2048);
+    loop {
+        tokio::select! {
+            r = sock.readable() => if let Err(e) = r {
+                tracing::warn!(error = %e, "turn udp socket failed");
+                return;
+            },
+            _ = shared.shutdown.cancelled() => return,
+        }
+        loop {
+            let n = match sock.try_io(Interest::READABLE, || rx.recv(&*sock)) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // ICMP errors surface here on some kernels; keep serving.
+                    tracing::debug!(error = %e, "turn udp recv");
+                    break;
+                }
+            };
+            let now = Instant::now();
+            {
+                let mut st = shared.state.lock();
+                let State { core, relays, .. } = &mut *st;
+                for i in 0..n {
+                    let (data, from, truncated) = rx.get(i);
+                    let Some(from) = from else { continue };
+                    if truncated {
+                        shared.metrics.malformed("oversized");
+                        continue;
+                    }
+                    let client = ClientId::udp(from);
+                    match core.handle_client(now, &client, data, relays, &mut out) {
+                        Output::None => {}
+                        Output::ToClient => replies.push(&out, from),
+                        Output::ToPeer {
+                            relay,
+                            peer,
+                            start,
+                            end,
+                        } => {
+                            if let Some(sock) = relays.socket(relay) {
+                                to_peers.push(PeerSend {
+                                    sock,
+                                    peer,
+                                    slot: i,
+                                    start,
+                                    end,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+            for p in to_peers.drain(..) {
+                let (data, _, _) = rx.get(p.slot);
+                if p.sock.try_send_to(&data[p.start..p.end], p.peer).is_err() {
+                    shared.metrics.dropped("send_failed");
+                }
+            }
+            if !replies.is_empty() {
+                let dropped = replies.flush(&*sock);
+                if dropped > 0 {
+                    shared
+                        .metrics
+                        .dropped
+                        .get_or_create(&crate::metrics::ReasonLabel {
+                            reason: "send_failed",
+                        })
+                        .inc_by(dropped as u64);
+                }
+            }
+            if n < BATCH {
+                break;
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Relay tasks share per-thread buffers so an idle allocation holds none.
+    static RELAY_IO: RefCell<(RecvBatch, SendBatch, Vec<u8>)> =
+        RefCell::new((RecvBatch::new(), SendBatch::default(), Vec::with_capacity(2048)));
+}
+
+/// Reads peer datagrams arriving on one relay socket until the allocation ends.
+pub(crate) async fn relay_loop(shared: Weak<Shared>, sock: Arc<UdpSocket>, relay: SocketAddr) {
+    loop {
+        if sock.readable().await.is_err() {
+            return;
+        }
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let more = RELAY_IO.with(|io| {
+            let mut io = io.borrow_mut();
+            let (rx, udp_out, out) = &mut *io;
+            drain_relay(&shared, &sock, relay, rx, udp_out, out)
+        });
+        if more {
+            // A full batch: let other tasks run before draining again.
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+fn drain_relay(
+    shared: &Shared,
+    sock: &UdpSocket,
+    relay: SocketAddr,
+    rx: &mut RecvBatch,
+    udp_out: &mut SendBatch,
+    out: &mut Vec<u8>,
+) -> bool {
+    let n = match sock.try_io(Interest::READABLE, || rx.recv(sock)) {
+        Ok(n) => n,
+        Err(_) => return false,
+    };
+    let now = Instant::now();
+    {
+        let mut st = shared.state.lock();
+        let State { core, conns, .. } = &mut *st;
+        for i in 0..n {
+            let (data, from, truncated) = rx.get(i);
+            let Some(from) = from else { continue };
+            if truncated {
+                shared.metrics.dropped("oversized");
+                continue;
+            }
+            if let Some(client) = core.handle_peer(now, relay, from, data, out) {
+                if client.transport.is_stream() {
+                    super::send_to_client(shared, conns, &client, out);
+                } else {
+                    udp_out.push(out, client.remote);
+                }
+            }
+        }
+    }
+    if !udp_out.is_empty() {
+        let w = WORKER.with(|w| w.get());
+        if let Some(s) = shared.udp.get(w).or(shared.udp.first()) {
+            let dropped = udp_out.flush(&**s);
+            if dropped > 0 {
+                shared
+                    .metrics
+                    .dropped
+                    .get_or_create(&crate::metrics::ReasonLabel {
+                        reason: "send_failed",
+                    })
+                    .inc_by(dropped as u64);
+            }
+        }
+    }
+    n == BATCH
+}

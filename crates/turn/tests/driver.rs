@@ -1,0 +1,161 @@
+//! The tokio driver over real loopback sockets: UDP relay through a channel to an echo peer,
+//! TCP framing with messages split across writes, and a hostile stream being cut off.
+
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::time::Duration;
+use switchboard_auth::turn_rest;
+use switchboard_turn::core::auth::{derive_key, ALG_MD5};
+use switchboard_turn::core::stun::{
+    attr, decode_address, method, ChannelData, Class, Message, MessageWriter,
+};
+use switchboard_turn::{TurnConfig, TurnServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio_util::sync::CancellationToken;
+
+fn config() -> TurnConfig {
+    TurnConfig {
+        listen: "127.0.0.1:0".into(),
+        static_auth_secret: "driver-secret".into(),
+        allow_loopback_peers: true,
+        udp_workers: 2,
+        ..TurnConfig::default()
+    }
+}
+
+async fn recv(sock: &UdpSocket) -> Vec<u8> {
+    let mut buf = vec![0u8; 2048];
+    let n = tokio::time::timeout(Duration::from_secs(5), sock.recv(&mut buf))
+        .await
+        .expect("reply within 5 s")
+        .unwrap();
+    buf.truncate(n);
+    buf
+}
+
+#[tokio::test]
+async fn udp_allocate_channel_bind_and_relay_to_echo_peer() {
+    let shutdown = CancellationToken::new();
+    let mut reg = Registry::default();
+    let server = TurnServer::start(&config(), &mut reg, shutdown.clone()).unwrap();
+    let addrs = server.local_addrs();
+
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = peer.recv_from(&mut buf).await {
+            let _ = peer.send_to(&buf[..n], from).await;
+        }
+    });
+
+    let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    c.connect(addrs.udp).await.unwrap();
+    let mut out = Vec::new();
+    MessageWriter::new(&mut out, method::ALLOCATE, Class::Request, &[1; 12])
+        .u32_attr(attr::REQUESTED_TRANSPORT, 17 << 24);
+    c.send(&out).await.unwrap();
+    let r = recv(&c).await;
+    let m = Message::decode(&r).unwrap();
+    let nonce = m.get(attr::NONCE).unwrap().to_vec();
+    let user = format!("{}:drv", switchboard_auth::unix_now() + 600);
+    let key = derive_key(
+        ALG_MD5,
+        &user,
+        "switchboard",
+        &turn_rest::password(b"driver-secret", &user),
+    );
+    let signed = |meth: u16, tid: [u8; 12], f: &dyn Fn(&mut MessageWriter<'_>)| {
+        let mut out = Vec::new();
+        let mut w = MessageWriter::new(&mut out, meth, Class::Request, &tid);
+        f(&mut w);
+        w.attr(attr::USERNAME, user.as_bytes())
+            .attr(attr::REALM, b"switchboard")
+            .attr(attr::NONCE, &nonce)
+            .integrity_sha1(key.as_bytes())
+            .fingerprint();
+        drop(w);
+        out
+    };
+    c.send(&signed(method::ALLOCATE, [2; 12], &|w| {
+        w.u32_attr(attr::REQUESTED_TRANSPORT, 17 << 24);
+    }))
+    .await
+    .unwrap();
+    let r = recv(&c).await;
+    let m = Message::decode(&r).unwrap();
+    assert_eq!(m.class, Class::Success, "{:?}", m.get(attr::ERROR_CODE));
+    let relay = decode_address(
+        m.get(attr::XOR_RELAYED_ADDRESS).unwrap(),
+        true,
+        &m.transaction_id,
+    )
+    .unwrap();
+    assert_eq!(relay.ip(), "127.0.0.1".parse::<std::net::IpAddr>().unwrap());
+    assert!(relay.port() >= 49152);
+    assert_eq!(server.allocations(), 1);
+
+    c.send(&signed(method::CHANNEL_BIND, [3; 12], &|w| {
+        w.u32_attr(attr::CHANNEL_NUMBER, 0x4000 << 16);
+        w.address(attr::XOR_PEER_ADDRESS, peer_addr, true);
+    }))
+    .await
+    .unwrap();
+    assert_eq!(
+        Message::decode(&recv(&c).await).unwrap().class,
+        Class::Success
+    );
+    for i in 0..100u32 {
+        let mut cd = Vec::new();
+        ChannelData::encode(0x4000, &i.to_be_bytes(), false, &mut cd);
+        c.send(&cd).await.unwrap();
+        let back = recv(&c).await;
+        let d = ChannelData::decode(&back).unwrap();
+        assert_eq!((d.channel, d.data), (0x4000, &i.to_be_bytes()[..]));
+    }
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn tcp_frames_split_across_writes_and_garbage_closes() {
+    let shutdown = CancellationToken::new();
+    let mut reg = Registry::default();
+    let server = TurnServer::start(&config(), &mut reg, shutdown.clone()).unwrap();
+    let tcp: SocketAddr = server.local_addrs().tcp;
+    let mut s = TcpStream::connect(tcp).await.unwrap();
+    let mut req = Vec::new();
+    for tid in [[5u8; 12], [6u8; 12]] {
+        MessageWriter::new(&mut req, method::BINDING, Class::Request, &tid).fingerprint();
+    }
+    // Two Binding requests delivered in three uneven pieces.
+    for chunk in [&req[..7], &req[7..30], &req[30..]] {
+        s.write_all(chunk).await.unwrap();
+        s.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for tid in [[5u8; 12], [6u8; 12]] {
+        let mut hdr = [0u8; 20];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut hdr))
+            .await
+            .unwrap()
+            .unwrap();
+        let len = u16::from_be_bytes([hdr[2], hdr[3]]) as usize;
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).await.unwrap();
+        let full = [&hdr[..], &body].concat();
+        let m = Message::decode(&full).unwrap();
+        assert_eq!((m.class, m.transaction_id), (Class::Success, tid));
+    }
+    // Bytes that are neither STUN nor ChannelData: the server hangs up.
+    s.write_all(&[0xff; 64]).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap();
+    assert!(
+        matches!(n, Ok(0) | Err(_)),
+        "connection should close, got {n:?}"
+    );
+    shutdown.cancel();
+}

@@ -668,6 +668,60 @@ mod tests {
     }
 
     #[test]
+    fn least_loaded_prefers_idle_endpoints_and_round_robin_rotates() {
+        let cfg = UpstreamConfig {
+            name: "ml".into(),
+            url: "http://127.0.0.1:1".into(),
+            urls: vec!["http://127.0.0.1:2".into(), "http://127.0.0.1:3".into()],
+            lb_policy: LbPolicy::LeastLoaded,
+            ..Default::default()
+        };
+        let p = UpstreamPool::new(&cfg, 1024, StreamMetrics::unregistered()).unwrap();
+        p.endpoints[0].active.store(5, Ordering::Relaxed);
+        p.endpoints[1].active.store(1, Ordering::Relaxed);
+        p.endpoints[2].active.store(3, Ordering::Relaxed);
+        for _ in 0..3 {
+            let o: Vec<_> = p.order().iter().map(|e| e.url.clone()).collect();
+            assert_eq!(
+                o,
+                [
+                    "http://127.0.0.1:2",
+                    "http://127.0.0.1:3",
+                    "http://127.0.0.1:1"
+                ]
+            );
+        }
+        let rr = UpstreamPool::new(
+            &UpstreamConfig {
+                lb_policy: LbPolicy::RoundRobin,
+                ..cfg.clone()
+            },
+            1024,
+            StreamMetrics::unregistered(),
+        )
+        .unwrap();
+        let firsts: Vec<_> = (0..3).map(|_| rr.order()[0].url.clone()).collect();
+        assert_eq!(
+            firsts,
+            [
+                "http://127.0.0.1:1",
+                "http://127.0.0.1:2",
+                "http://127.0.0.1:3"
+            ]
+        );
+        assert!(UpstreamPool::new(
+            &UpstreamConfig {
+                url: "ftp://x".into(),
+                urls: vec![],
+                ..cfg
+            },
+            1,
+            StreamMetrics::unregistered()
+        )
+        .is_err());
+    }
+
+    #[test]
     fn grpc_status_headers() {
         let mut h = HeaderMap::new();
         assert!(grpc_status_of(&h).is_none());

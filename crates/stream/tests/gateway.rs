@@ -513,8 +513,10 @@ async fn slow_client_keeps_upstream_and_memory_bounded() {
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
     let produced = mock.stats.produced.load(Ordering::SeqCst);
+    eprintln!("upstream produced {produced} of 2000 chunks while the client stalled");
     // Windows on the way (client, gateway→upstream stream window 256 KiB, kernel buffers)
-    // hold a few MiB at most; without backpressure all 2000 would be gone by now.
+    // hold a few MiB at most (39 chunks measured); without backpressure all 2000 would be
+    // gone by now.
     assert!(
         produced < 160,
         "upstream produced {produced} chunks for a stalled client"
@@ -652,4 +654,62 @@ async fn grpc_web_binary_and_text_over_http1_with_cors() {
         .await
         .unwrap();
     assert_eq!(r.headers()["grpc-status"], "3");
+}
+
+#[tokio::test]
+async fn full_upstream_is_resource_exhausted() {
+    let stop = CancellationToken::new();
+    let mock = Mock::default();
+    let url = start_mock(mock.clone(), stop.clone()).await;
+    let mut cfg = upstream_cfg(vec![url]);
+    cfg.upstreams[0].max_concurrent_streams = 1;
+    let h = Harness::start(cfg).await;
+    let t = h.token("pia", &[Scope::Grpc]);
+    let mut c = h.client().await;
+    let mut s = c
+        .stream_predict(request(Some(&t), "slow:20", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    s.message().await.unwrap().unwrap();
+    let e = c
+        .stream_predict(request(Some(&t), "ok:1", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    drop(s);
+    wait_until("slot freed", || h.gateway.active_streams() == 0).await;
+    let (chunks, err) = collect(
+        c.stream_predict(request(Some(&t), "ok:1", ""))
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
+    assert!(err.is_none() && chunks.len() == 2);
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn shutdown_ends_open_streams_with_unavailable() {
+    let h = Harness::start(StreamConfig::default()).await;
+    let t = h.token("quinn", &[Scope::Grpc]);
+    let mut c = h.client().await;
+    let mut s = c
+        .stream_predict(request(Some(&t), "j", r#"{"chunks":1000,"delay_ms":20}"#))
+        .await
+        .unwrap()
+        .into_inner();
+    s.message().await.unwrap().unwrap();
+    h.shutdown.cancel();
+    let t0 = Instant::now();
+    let err = loop {
+        match s.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("ended with OK"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(t0.elapsed() < Duration::from_millis(500));
 }

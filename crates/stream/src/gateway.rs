@@ -23,7 +23,7 @@ use axum::response::Response;
 use axum::routing::any;
 use axum::Router;
 use base64::Engine;
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 use http_body::Frame;
 use http_body_util::BodyExt;
@@ -593,6 +593,7 @@ async fn start_stream(
         backend: route.backend.name().to_string(),
         upstream: route.upstream,
         throttle,
+        pending_end: None,
         _admission: admission,
     })
 }
@@ -613,8 +614,13 @@ pub struct ResponseBody {
     backend: String,
     upstream: bool,
     throttle: ProgressThrottle,
+    /// The end of the stream, seen while coalescing; sent on the next poll.
+    pending_end: Option<Status>,
     _admission: Admission,
 }
+
+/// Messages already available are sent together up to this many bytes per DATA frame.
+const COALESCE_BYTES: usize = 32 * 1024;
 
 impl ResponseBody {
     fn progress(&self, state: ProgressState, code: Option<Code>) {
@@ -706,26 +712,62 @@ impl http_body::Body for ResponseBody {
                 this.finish(Status::unavailable("server is shutting down"))
             )));
         }
-        match this.stream.as_mut().poll_next(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(msg))) => {
-                let m = &this.inner.metrics;
-                if this.chunks == 0 {
-                    m.ttfc.observe(this.t0.elapsed().as_secs_f64());
-                }
-                this.chunks += 1;
-                this.bytes += msg.len() as u64;
-                m.chunks.inc();
-                m.bytes.inc_by(msg.len() as u64);
-                if this.throttle.due(Instant::now()) {
-                    this.progress(ProgressState::Running, None);
-                }
-                let framed = wire::encode_frame(0, &msg);
-                Poll::Ready(Some(Ok(Frame::data(this.encode(framed)))))
-            }
-            Poll::Ready(Some(Err(s))) => Poll::Ready(Some(Ok(this.finish(s)))),
-            Poll::Ready(None) => Poll::Ready(Some(Ok(this.finish(Status::ok())))),
+        if let Some(end) = this.pending_end.take() {
+            return Poll::Ready(Some(Ok(this.finish(end))));
         }
+        let first = match this.stream.as_mut().poll_next(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Ok(msg))) => msg,
+            Poll::Ready(Some(Err(s))) => return Poll::Ready(Some(Ok(this.finish(s)))),
+            Poll::Ready(None) => return Poll::Ready(Some(Ok(this.finish(Status::ok())))),
+        };
+        let is_first = this.chunks == 0;
+        if is_first {
+            this.inner
+                .metrics
+                .ttfc
+                .observe(this.t0.elapsed().as_secs_f64());
+        }
+        let mut out = BytesMut::with_capacity(5 + first.len());
+        let (mut n, mut nbytes) = (0u64, 0u64);
+        let mut push = |out: &mut BytesMut, msg: &Bytes| {
+            out.put_u8(0);
+            out.put_u32(msg.len() as u32);
+            out.put_slice(msg);
+            n += 1;
+            nbytes += msg.len() as u64;
+        };
+        push(&mut out, &first);
+        // Coalesce what is already available (never wait for more) into one DATA frame: an
+        // upstream DATA frame often carries many messages, and one downstream frame per
+        // message would multiply HTTP/2 framing work. The very first chunk goes alone, so
+        // time to first chunk does not wait on anything.
+        if !is_first {
+            while out.len() < COALESCE_BYTES {
+                match this.stream.as_mut().poll_next(cx) {
+                    Poll::Ready(Some(Ok(msg))) => push(&mut out, &msg),
+                    Poll::Ready(Some(Err(s))) => {
+                        this.pending_end = Some(s);
+                        break;
+                    }
+                    Poll::Ready(None) => {
+                        this.pending_end = Some(Status::ok());
+                        break;
+                    }
+                    Poll::Pending => break,
+                }
+            }
+        }
+        let m = &this.inner.metrics;
+        this.chunks += n;
+        this.bytes += nbytes;
+        m.chunks.inc_by(n);
+        m.bytes.inc_by(nbytes);
+        if this.throttle.due(Instant::now()) {
+            this.progress(ProgressState::Running, None);
+        }
+        let data = this.encode(out.freeze());
+        Poll::Ready(Some(Ok(Frame::data(data))))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -99,6 +99,16 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     );
     let office = OfficeMetrics::register(&mut registry);
 
+    // --- stream gateway (inference.Inference/StreamPredict over gRPC and gRPC-Web) ---
+    let stream_gateway = switchboard_stream::Gateway::new(
+        &config.stream,
+        &config.http.cors_origins,
+        gate.clone(),
+        &mut registry,
+    )
+    .context("stream")?;
+    // --- end stream gateway ---
+
     let listener = TcpListener::bind(&config.http.bind)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on http.bind {}: {e}", config.http.bind))?;
@@ -143,7 +153,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         bound: Arc::new(bound),
     };
 
-    let router = routes(state.clone());
+    let router = routes(state.clone())
+        // stream gateway: `/inference.Inference/{*rest}` (gRPC, gRPC-Web, CORS preflight).
+        // Progress events: `stream_gateway.set_progress_sink(..)` once signaling exists.
+        .merge(stream_gateway.router(state.shutdown.clone()));
     let join = tokio::spawn(serve(listener, router, state.clone()));
     state.ready.store(true, Ordering::Release);
     Ok(RunningServer {

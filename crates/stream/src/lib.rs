@@ -1,32 +1,27 @@
-//! Switchboard's gRPC server-streaming gateway. Work in progress: today this crate holds the
-//! `[stream]` config section; the gateway lands with its issue.
+//! Switchboard's gRPC server-streaming gateway: `inference.Inference/StreamPredict` (the seed's
+//! contract, byte-compatible) served on the main HTTP port as gRPC over cleartext HTTP/2 and as
+//! gRPC-Web (binary and text) for browsers, with the ticket check built in.
+//!
+//! Data flow: [`gateway`] (the edge: CORS, ticket with scope `grpc`, deadline, limits, routing)
+//! → a [`backend::Backend`] chosen by `[[stream.routes]]` — an [`upstream::UpstreamPool`] of gRPC
+//! servers over HTTP/2, or a [`backend::LocalBackend`] running an in-process
+//! [`backend::LocalWorker`] — → back out through a pull-based response body, one chunk at a
+//! time, so a slow client slows the producer (HTTP/2 flow control end to end) and a client that
+//! leaves cancels it. Progress for long streams goes to a [`progress::ProgressSink`] (signaling).
+//! Wire parsing is sans-IO in [`wire`]; every failure is a gRPC [`Status`].
 
-use serde::{Deserialize, Serialize};
+pub mod backend;
+pub mod config;
+pub mod gateway;
+pub mod metrics;
+pub mod progress;
+pub mod status;
+pub mod upstream;
+pub mod wire;
 
-/// `[stream]`
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StreamConfig {
-    /// Upstream gRPC servers.
-    pub upstreams: Vec<UpstreamConfig>,
-    /// Request → backend routing; first match wins.
-    pub routes: Vec<RouteConfig>,
-}
-
-/// `[[stream.upstreams]]`
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct UpstreamConfig {
-    pub name: String,
-    pub url: String,
-}
-
-/// `[[stream.routes]]`
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RouteConfig {
-    /// "" matches every task_id.
-    pub task_prefix: String,
-    /// An upstream's name, or "local:<worker>".
-    pub backend: String,
-}
+pub use backend::{Backend, BackendRequest, ChunkStream, DigestWorker, LocalWorker, WorkerJob};
+pub use config::{LbPolicy, RouteConfig, StreamConfig, UpstreamConfig};
+pub use gateway::{Gateway, StreamError};
+pub use metrics::StreamMetrics;
+pub use progress::{FnSink, ProgressEvent, ProgressSink, ProgressState, RecordingSink};
+pub use status::{Code, Status};

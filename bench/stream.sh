@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Stream gateway benchmark, one session, release builds:
+#   (a) the seed's Python grpcio servicer directly
+#   (b) Switchboard in front of that same Python server
+#   (c) Switchboard's local:digest worker
+#   (d) a bare tonic server with the same chunking and work
+#   (e) Switchboard in front of (d)  — the gateway's own cost against (d)
+# Every server computes the same SHA-256 counter-mode chunks. Load: crates/stream/examples/stream_load.rs.
+#
+#   cargo build --release -p switchboard -p switchboard-stream --bins --examples
+#   bench/stream.sh            # env: CONC, STREAMS_FAST, STREAMS_PY, CHUNKS, CHUNK_BYTES
+#
+# Server CPU is utime+stime of the server process(es) from /proc/PID/stat over the run.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+REL=$ROOT/target/release
+PY=${PY:-$ROOT/.venv/bin/python}
+CONC=${CONC:-32}
+STREAMS_FAST=${STREAMS_FAST:-1600}
+STREAMS_PY=${STREAMS_PY:-160}
+CHUNKS=${CHUNKS:-200}
+CHUNK_BYTES=${CHUNK_BYTES:-1024}
+PAYLOAD="{\"chunks\":$CHUNKS,\"chunk_bytes\":$CHUNK_BYTES}"
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_line() { for _ in $(seq 1 200); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done; cat "$1"; return 1; }
+ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
+HZ=$(getconf CLK_TCK)
+
+PY="$PY" "$ROOT/examples/python-ml-worker/generate.sh" "$WORK/gen" >/dev/null
+PY_PORT=$(port)
+INFERENCE_STUBS=$WORK/gen "$PY" "$ROOT/examples/python-ml-worker/server.py" --port "$PY_PORT" --workers 64 >"$WORK/py.log" 2>&1 &
+PY_PID=$!; PIDS+=($PY_PID)
+"$REL/examples/tonic_digest_server" 127.0.0.1:0 >"$WORK/tonic.log" 2>&1 &
+TONIC_PID=$!; PIDS+=($TONIC_PID)
+wait_line "$WORK/py.log" listening
+wait_line "$WORK/tonic.log" listening
+TONIC_ADDR=$(sed -n 's/.*listening //p' "$WORK/tonic.log")
+
+SECRET=bench-signing-secret-0123456789abcdef0123
+cat >"$WORK/sb.toml" <<TOML
+[http]
+bind = "127.0.0.1:0"
+[auth]
+database = ":memory:"
+max_token_ttl = "2h"
+[[auth.keys]]
+kid = "k1"
+secret = "$SECRET"
+[turn]
+enabled = false
+[log]
+level = "warn"
+[stream]
+max_streams_per_identity = 100000
+[[stream.upstreams]]
+name = "py"
+url = "http://127.0.0.1:$PY_PORT"
+[[stream.upstreams]]
+name = "tonic"
+url = "http://$TONIC_ADDR"
+[[stream.routes]]
+task_prefix = "py-"
+backend = "py"
+[[stream.routes]]
+task_prefix = "tonic-"
+backend = "tonic"
+[[stream.routes]]
+task_prefix = ""
+backend = "local:digest"
+TOML
+"$REL/switchboard" serve --config "$WORK/sb.toml" >"$WORK/sb.log" 2>&1 &
+SB_PID=$!; PIDS+=($SB_PID)
+wait_line "$WORK/sb.log" "^switchboard listening"
+SB=$(sed -n 's/.* http=\([^ ]*\).*/\1/p' "$WORK/sb.log" | head -1)
+TOKEN=$(SWITCHBOARD_CONFIG="$WORK/sb.toml" "$REL/switchboard" token create --identity bench --scope grpc --ttl 1h)
+
+run() { # label target task streams pids...
+  local label=$1 target=$2 task=$3 streams=$4; shift 4
+  local c0; c0=$(ticks "$@")
+  local out
+  out=$("$REL/examples/stream_load" --target "$target" --token "$TOKEN" --concurrency "$CONC" \
+    --streams "$streams" --task "$task" --payload "$PAYLOAD" --label "$label")
+  local c1; c1=$(ticks "$@")
+  python3 - "$out" "$((c1 - c0))" "$HZ" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1]); ticks = int(sys.argv[2]); hz = int(sys.argv[3])
+cpu_s = ticks / hz
+r["server_cpu_s"] = round(cpu_s, 2)
+r["server_cpu_us_per_chunk"] = round(cpu_s * 1e6 / max(1, r["chunks"]), 2)
+print(json.dumps(r))
+PY
+}
+
+echo "# $(date -u +%FT%TZ) $(nproc) cores; conc=$CONC chunks/stream=$CHUNKS chunk_bytes=$CHUNK_BYTES"
+# Warm-up (connections, Python imports).
+run warmup "http://127.0.0.1:$PY_PORT" w 8 "$PY_PID" >/dev/null
+run warmup "http://$SB" py-w 8 "$SB_PID" >/dev/null
+run warmup "http://$SB" tonic-w 32 "$SB_PID" >/dev/null
+run "a_python_direct" "http://127.0.0.1:$PY_PORT" py-a "$STREAMS_PY" "$PY_PID"
+run "b_switchboard_to_python" "http://$SB" py-b "$STREAMS_PY" "$SB_PID"
+run "b_python_side" "http://$SB" py-b2 "$STREAMS_PY" "$PY_PID"
+run "c_switchboard_local" "http://$SB" local-c "$STREAMS_FAST" "$SB_PID"
+run "d_tonic_direct" "http://$TONIC_ADDR" d "$STREAMS_FAST" "$TONIC_PID"
+run "e_switchboard_to_tonic" "http://$SB" tonic-e "$STREAMS_FAST" "$SB_PID"
+run "e_tonic_side" "http://$SB" tonic-e2 "$STREAMS_FAST" "$TONIC_PID"
+# Time to first chunk at low load (one stream at a time): the gateway's added latency.
+CONC=1 run "d_tonic_direct_c1" "http://$TONIC_ADDR" d 300 "$TONIC_PID"
+CONC=1 run "e_switchboard_to_tonic_c1" "http://$SB" tonic-e 300 "$SB_PID"
+CONC=1 run "a_python_direct_c1" "http://127.0.0.1:$PY_PORT" py-a 100 "$PY_PID"
+CONC=1 run "b_switchboard_to_python_c1" "http://$SB" py-b 100 "$SB_PID"
+CONC=1 run "c_switchboard_local_c1" "http://$SB" local-c 300 "$SB_PID"

@@ -118,12 +118,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let shutdown = CancellationToken::new();
     let signaling = {
         let ice_state = ice_state.clone();
-        let ice: switchboard_signal::IceServersProvider = Arc::new(move |identity: &str| {
-            match ice_state.get() {
-                Some(s) => crate::api::ice_servers_json(s, identity, None, switchboard_auth::unix_now()),
+        let ice: switchboard_signal::IceServersProvider =
+            Arc::new(move |identity: &str| match ice_state.get() {
+                Some(s) => {
+                    crate::api::ice_servers_json(s, identity, None, switchboard_auth::unix_now())
+                }
                 None => serde_json::json!({"iceServers": [], "ttl": 0}),
-            }
-        });
+            });
         switchboard_signal::Signaling::new(
             config.limits.signal_settings(&config.sfu),
             gate.clone(),

@@ -141,11 +141,18 @@ async fn join_relay_in_order_and_leave() {
 
     // The seed's join shape, with peer_id equal to the token's identity.
     let mut b = connect(&s, &token(&s, "bob")).await;
-    send(&mut b, json!({"type":"join","peer_id":"bob","room_id":"r1"})).await;
+    send(
+        &mut b,
+        json!({"type":"join","peer_id":"bob","room_id":"r1"}),
+    )
+    .await;
     assert_eq!(recv(&mut b).await["peers"], json!(["alice"]));
     assert_eq!(recv(&mut b).await["type"], "joined");
     let pj = recv(&mut a).await;
-    assert_eq!((pj["type"].as_str(), pj["peer_id"].as_str()), (Some("peer_joined"), Some("bob")));
+    assert_eq!(
+        (pj["type"].as_str(), pj["peer_id"].as_str()),
+        (Some("peer_joined"), Some("bob"))
+    );
 
     for i in 0..150 {
         send(&mut b, json!({"type":"offer","target":"alice","offer":{"type":"offer","sdp":format!("sdp-{i}")}})).await;
@@ -160,11 +167,22 @@ async fn join_relay_in_order_and_leave() {
         assert!(seq > last);
         last = seq;
     }
-    send(&mut a, json!({"type":"answer","target":"bob","answer":{"type":"answer","sdp":"x"}})).await;
+    send(
+        &mut a,
+        json!({"type":"answer","target":"bob","answer":{"type":"answer","sdp":"x"}}),
+    )
+    .await;
     send(&mut a, json!({"type":"ice_candidate","target":"bob","candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host","sdpMid":"0","sdpMLineIndex":0}})).await;
     send(&mut a, json!({"type":"bye","target":"bob"})).await;
     let m = recv(&mut b).await;
-    assert_eq!((m["type"].as_str(), m["from"].as_str(), m["answer"]["sdp"].as_str()), (Some("answer"), Some("alice"), Some("x")));
+    assert_eq!(
+        (
+            m["type"].as_str(),
+            m["from"].as_str(),
+            m["answer"]["sdp"].as_str()
+        ),
+        (Some("answer"), Some("alice"), Some("x"))
+    );
     let m = recv(&mut b).await;
     assert_eq!(m["candidate"]["sdpMid"], "0");
     assert_eq!(recv(&mut b).await["type"], "bye");
@@ -173,7 +191,10 @@ async fn join_relay_in_order_and_leave() {
 
     send(&mut a, json!({"type":"leave"})).await;
     let m = recv(&mut b).await;
-    assert_eq!((m["type"].as_str(), m["peer_id"].as_str()), (Some("peer_left"), Some("alice")));
+    assert_eq!(
+        (m["type"].as_str(), m["peer_id"].as_str()),
+        (Some("peer_left"), Some("alice"))
+    );
     // Closing the socket cleanly leaves at once too.
     b.close(None).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -192,7 +213,11 @@ async fn bad_inputs_get_errors_and_the_connection_stays() {
     send(&mut a, json!({"type":"offer","target":"x","offer":{}})).await;
     assert_eq!(recv(&mut a).await["code"], "not_joined");
     // Posing as someone else.
-    send(&mut a, json!({"type":"join","room_id":"r","peer_id":"mallory"})).await;
+    send(
+        &mut a,
+        json!({"type":"join","room_id":"r","peer_id":"mallory"}),
+    )
+    .await;
     assert_eq!(recv(&mut a).await["code"], "forbidden_peer_id");
     join(&mut a, "r").await;
     send(&mut a, json!({"type":"join","room_id":"r2"})).await;
@@ -207,7 +232,11 @@ async fn bad_inputs_get_errors_and_the_connection_stays() {
     assert_eq!(recv(&mut a).await["code"], "bad_message");
     a.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
     assert_eq!(recv(&mut a).await["code"], "binary_frame");
-    send(&mut a, json!({"type":"offer","target":"nobody","offer":{"type":"offer","sdp":""}})).await;
+    send(
+        &mut a,
+        json!({"type":"offer","target":"nobody","offer":{"type":"offer","sdp":""}}),
+    )
+    .await;
     assert_eq!(recv(&mut a).await["code"], "unknown_target");
     send(&mut a, json!({"type":"ping","ts":1})).await;
     assert_eq!(recv(&mut a).await["type"], "pong", "still connected");
@@ -217,12 +246,26 @@ async fn bad_inputs_get_errors_and_the_connection_stays() {
     a.send(Message::text(big)).await.unwrap();
     let (code, seen) = closed_with(&mut a).await;
     assert_eq!(code, Some(1009), "{seen:?}");
-    assert!(seen.iter().any(|m| m["code"] == "frame_too_large"), "{seen:?}");
+    assert!(
+        seen.iter().any(|m| m["code"] == "frame_too_large"),
+        "{seen:?}"
+    );
 
     let m = metrics(&s).await;
-    for code in ["malformed_json", "unknown_type", "binary_frame", "forbidden_peer_id", "unknown_target", "frame_too_large", "not_joined"] {
+    for code in [
+        "malformed_json",
+        "unknown_type",
+        "binary_frame",
+        "forbidden_peer_id",
+        "unknown_target",
+        "frame_too_large",
+        "not_joined",
+    ] {
         assert!(
-            metric(&m, &format!("switchboard_signal_errors_total{{code=\"{code}\"}}")) >= 1.0,
+            metric(
+                &m,
+                &format!("switchboard_signal_errors_total{{code=\"{code}\"}}")
+            ) >= 1.0,
             "{code}"
         );
     }
@@ -241,7 +284,12 @@ async fn tickets_are_checked_at_the_upgrade() {
     assert!(body.contains("expired"), "{body}");
     // Wrong scope.
     let grpc_only = token_at(&s, "alice", None, &[Scope::Grpc], unix_now());
-    assert_eq!(refused(url(&s, &format!("access_token={grpc_only}"))).await.0, 403);
+    assert_eq!(
+        refused(url(&s, &format!("access_token={grpc_only}")))
+            .await
+            .0,
+        403
+    );
     // A jti opens one session only.
     let t = token(&s, "alice");
     let _first = connect(&s, &t).await;
@@ -249,10 +297,9 @@ async fn tickets_are_checked_at_the_upgrade() {
     assert_eq!(st, 401);
     assert!(body.contains("replayed"), "{body}");
     // Authorization: Bearer works as well.
-    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
-        url(&s, ""),
-    )
-    .unwrap();
+    let mut req =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url(&s, ""))
+            .unwrap();
     req.headers_mut().insert(
         "authorization",
         format!("Bearer {}", token(&s, "carol")).parse().unwrap(),
@@ -286,11 +333,25 @@ async fn same_identity_twice_replaces_the_old_connection() {
     assert_eq!(code, Some(4001));
     assert!(seen.iter().any(|m| m["code"] == "replaced"), "{seen:?}");
     let m = recv(&mut b).await;
-    assert_eq!((m["type"].as_str(), m["peer_id"].as_str()), (Some("peer_left"), Some("alice")));
+    assert_eq!(
+        (m["type"].as_str(), m["peer_id"].as_str()),
+        (Some("peer_left"), Some("alice"))
+    );
     let m = recv(&mut b).await;
-    assert_eq!((m["type"].as_str(), m["peer_id"].as_str()), (Some("peer_joined"), Some("alice")));
-    send(&mut b, json!({"type":"offer","target":"alice","offer":{"type":"offer","sdp":"s"}})).await;
-    assert_eq!(recv(&mut a2).await["from"], "bob", "relay goes to the new connection");
+    assert_eq!(
+        (m["type"].as_str(), m["peer_id"].as_str()),
+        (Some("peer_joined"), Some("alice"))
+    );
+    send(
+        &mut b,
+        json!({"type":"offer","target":"alice","offer":{"type":"offer","sdp":"s"}}),
+    )
+    .await;
+    assert_eq!(
+        recv(&mut a2).await["from"],
+        "bob",
+        "relay goes to the new connection"
+    );
     s.shutdown().await;
 }
 
@@ -311,11 +372,17 @@ async fn slow_consumer_is_closed_alone_and_counted() {
     let sdp = "x".repeat(32 * 1024);
     let mut left = false;
     for i in 0..4000 {
-        send(&mut fast, json!({"type":"offer","target":"slow","offer":{"type":"offer","sdp":sdp}})).await;
+        send(
+            &mut fast,
+            json!({"type":"offer","target":"slow","offer":{"type":"offer","sdp":sdp}}),
+        )
+        .await;
         if i % 4 == 3 {
             // Drain what `fast` got (peer_left...); `fast` must keep reading or it would be a
             // slow consumer itself (its queue is small too).
-            while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(2), fast.next()).await {
+            while let Ok(Some(Ok(m))) =
+                tokio::time::timeout(Duration::from_millis(2), fast.next()).await
+            {
                 if let Message::Text(t) = m {
                     let v: Value = serde_json::from_str(t.as_str()).unwrap();
                     if v["type"] == "peer_left" && v["peer_id"] == "slow" {
@@ -330,7 +397,11 @@ async fn slow_consumer_is_closed_alone_and_counted() {
     }
     assert!(left, "the slow consumer was dropped");
     // The others are unaffected.
-    send(&mut other, json!({"type":"offer","target":"fast","offer":{"type":"offer","sdp":"hi"}})).await;
+    send(
+        &mut other,
+        json!({"type":"offer","target":"fast","offer":{"type":"offer","sdp":"hi"}}),
+    )
+    .await;
     loop {
         let m = recv(&mut fast).await;
         if m["type"] == "offer" {
@@ -339,7 +410,12 @@ async fn slow_consumer_is_closed_alone_and_counted() {
         }
     }
     let m = metrics(&s).await;
-    assert!(metric(&m, "switchboard_signal_closes_total{code=\"slow_consumer\"}") >= 1.0);
+    assert!(
+        metric(
+            &m,
+            "switchboard_signal_closes_total{code=\"slow_consumer\"}"
+        ) >= 1.0
+    );
     drop(slow);
     s.shutdown().await;
 }
@@ -406,17 +482,26 @@ async fn resume_after_a_cut_loses_nothing_and_duplicates_nothing() {
     assert_eq!(j["resumed"], true);
     assert_eq!(j["peer_id"], "alice");
     assert!(j["ice_servers"].as_array().is_some_and(|a| !a.is_empty()));
-    let mut prev = last_seq;
-    for n in 1..6 {
+    for n in 1..6u64 {
         let m = recv(&mut a2).await;
         assert_eq!(m["offer"]["sdp"], n.to_string());
-        assert_eq!(m["seq"].as_u64().unwrap(), prev + 1, "contiguous, no dup");
-        prev += 1;
+        assert_eq!(
+            m["seq"].as_u64().unwrap(),
+            last_seq + n,
+            "contiguous, no dup"
+        );
     }
     // No flap for bob: the next thing bob sees is alice's new message, not peer_left/joined.
-    send(&mut a2, json!({"type":"answer","target":"bob","answer":{"type":"answer","sdp":"ok"}})).await;
+    send(
+        &mut a2,
+        json!({"type":"answer","target":"bob","answer":{"type":"answer","sdp":"ok"}}),
+    )
+    .await;
     let m = recv(&mut b).await;
-    assert_eq!((m["type"].as_str(), m["from"].as_str()), (Some("answer"), Some("alice")));
+    assert_eq!(
+        (m["type"].as_str(), m["from"].as_str()),
+        (Some("answer"), Some("alice"))
+    );
     // The old resume token is spent.
     let (st, _) = refused_or_error(&s, &rt).await;
     assert!(st, "old resume token must not work again");
@@ -467,9 +552,19 @@ async fn limits_per_ip_and_per_connection() {
     }
     assert!(limited >= 8, "{limited}");
     let m = metrics(&s).await;
-    assert!(metric(&m, "switchboard_signal_errors_total{code=\"too_many_connections\"}") >= 1.0);
+    assert!(
+        metric(
+            &m,
+            "switchboard_signal_errors_total{code=\"too_many_connections\"}"
+        ) >= 1.0
+    );
     assert!(metric(&m, "switchboard_signal_errors_total{code=\"rate_limited\"}") >= 8.0);
-    assert!(metric(&m, "switchboard_signal_errors_total{code=\"join_rate_limited\"}") >= 1.0);
+    assert!(
+        metric(
+            &m,
+            "switchboard_signal_errors_total{code=\"join_rate_limited\"}"
+        ) >= 1.0
+    );
     s.shutdown().await;
 }
 
@@ -477,13 +572,26 @@ async fn limits_per_ip_and_per_connection() {
 async fn notify_pushes_to_live_sessions_and_rtt_reports_reach_metrics() {
     let s = start(cfg()).await;
     let h = s.state.signaling.handle();
-    assert_eq!(h.notify("alice", json!({"type":"stream_progress","i":0})), 0);
+    assert_eq!(
+        h.notify("alice", json!({"type":"stream_progress","i":0})),
+        0
+    );
     let mut a = connect(&s, &token(&s, "alice")).await;
     join(&mut a, "r").await;
-    assert_eq!(h.notify("alice", json!({"type":"stream_progress","task":"t","i":1})), 1);
+    assert_eq!(
+        h.notify("alice", json!({"type":"stream_progress","task":"t","i":1})),
+        1
+    );
     let m = recv(&mut a).await;
-    assert_eq!((m["type"].as_str(), m["i"].as_u64()), (Some("stream_progress"), Some(1)));
-    send(&mut a, json!({"type":"rtt_report","rtt_ms":[0.4, 1.5, 3.0]})).await;
+    assert_eq!(
+        (m["type"].as_str(), m["i"].as_u64()),
+        (Some("stream_progress"), Some(1))
+    );
+    send(
+        &mut a,
+        json!({"type":"rtt_report","rtt_ms":[0.4, 1.5, 3.0]}),
+    )
+    .await;
     send(&mut a, json!({"type":"ping","ts":0})).await;
     recv(&mut a).await;
     let m = metrics(&s).await;

@@ -83,8 +83,9 @@ fn to_client(req: SignalRequest) -> Result<(ClientMessage, Option<String>), Prot
         Some(Req::Bye(b)) => json!({"type":"bye","target":b.target}),
         Some(Req::Leave(_)) => json!({"type":"leave"}),
         Some(Req::Ping(p)) => json!({"type":"ping","ts":p.ts}),
-        Some(Req::Json(text)) => serde_json::from_str(&text)
-            .map_err(|e| ProtocolError::MalformedJson(e.to_string()))?,
+        Some(Req::Json(text)) => {
+            serde_json::from_str(&text).map_err(|e| ProtocolError::MalformedJson(e.to_string()))?
+        }
     };
     Ok((ClientMessage::from_value(v)?, None))
 }
@@ -174,7 +175,11 @@ impl Signal for SignalService {
             .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
             .map(|(_, t)| t.trim().to_string())
             .unwrap_or_default();
-        let claims = match inner.gate.open_session(&token, Scope::Webrtc, unix_now()).await {
+        let claims = match inner
+            .gate
+            .open_session(&token, Scope::Webrtc, unix_now())
+            .await
+        {
             Ok(c) => c,
             Err(e) => {
                 inner.metrics.error("unauthorized");
@@ -186,9 +191,9 @@ impl Signal for SignalService {
                 });
             }
         };
-        let (conn, mut rx) = inner
-            .open(ip, "grpc")
-            .map_err(|_| Status::resource_exhausted("too many signaling connections from your address"))?;
+        let (conn, mut rx) = inner.open(ip, "grpc").map_err(|_| {
+            Status::resource_exhausted("too many signaling connections from your address")
+        })?;
         let mut incoming = request.into_inner();
         let (out_tx, out_rx) = mpsc::channel::<Result<SignalResponse, Status>>(16);
         let caller = Caller {
@@ -241,7 +246,11 @@ impl Signal for SignalService {
                 let verdict = match to_client(req) {
                     Ok((m, None)) => inner.handle(&conn, &mut st, m),
                     Ok((_, Some(_))) => {
-                        inner.send_error(conn.id, "bad_message", "resume is not available over gRPC; join again".into());
+                        inner.send_error(
+                            conn.id,
+                            "bad_message",
+                            "resume is not available over gRPC; join again".into(),
+                        );
                         Verdict::Continue
                     }
                     Err(e) => {
@@ -255,12 +264,18 @@ impl Signal for SignalService {
                 }
             };
             // gRPC sessions cannot resume: a lost stream leaves at once.
-            let how = if how == Disconnect::Lost { Disconnect::Clean } else { how };
+            let how = if how == Disconnect::Lost {
+                Disconnect::Clean
+            } else {
+                how
+            };
             conn.kill.cancel();
             let _ = writer.await;
             drop(out_tx);
             inner.closed(&conn, how);
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx)) as RespStream))
+        Ok(Response::new(
+            Box::pin(ReceiverStream::new(out_rx)) as RespStream
+        ))
     }
 }

@@ -442,7 +442,8 @@ impl Hub {
         }
         let new_token = random_hex(16);
         self.resume_tokens.remove(resume_token);
-        self.resume_tokens.insert(new_token.clone(), identity.clone());
+        self.resume_tokens
+            .insert(new_token.clone(), identity.clone());
         let grace = self.cfg.resume_grace.as_secs();
         let Some(s) = self.sessions.get_mut(&identity) else {
             return Err(JoinError::UnknownResumeToken);
@@ -543,7 +544,7 @@ impl Hub {
             && self
                 .rooms
                 .get(&room_id)
-                .is_some_and(|r| r.members.iter().any(|m| *m == target));
+                .is_some_and(|r| r.members.contains(&target));
         if !in_room {
             self.reply(
                 conn,
@@ -601,7 +602,7 @@ impl Hub {
 
     /// Sends a server-originated message (from the SFU) to a peer of a room.
     pub fn send_to_peer(&mut self, room: &str, peer: &str, msg: ServerMessage) -> bool {
-        if !self.sessions.get(peer).is_some_and(|s| s.room == room) {
+        if self.sessions.get(peer).is_none_or(|s| s.room != room) {
             return false;
         }
         self.deliver(peer, Arc::new(msg))
@@ -657,10 +658,9 @@ mod tests {
         effects
             .iter()
             .filter_map(|e| match e {
-                Effect::Deliver { conn, msg, seq } => Some((
-                    *conn,
-                    serde_json::from_str(&msg.to_json(*seq)).unwrap(),
-                )),
+                Effect::Deliver { conn, msg, seq } => {
+                    Some((*conn, serde_json::from_str(&msg.to_json(*seq)).unwrap()))
+                }
                 _ => None,
             })
             .collect()
@@ -776,7 +776,10 @@ mod tests {
         }));
         let out = sent(&eff);
         assert_eq!(out[0].1["code"], "replaced");
-        assert_eq!(out[1], (2, json!({"type":"peer_left","peer_id":"a","seq":1})));
+        assert_eq!(
+            out[1],
+            (2, json!({"type":"peer_left","peer_id":"a","seq":1}))
+        );
         assert_eq!(
             out[2],
             (2, json!({"type":"peer_joined","peer_id":"a","seq":2}))
@@ -785,10 +788,7 @@ mod tests {
     }
 
     fn token_of(out: &[(ConnId, Value)]) -> String {
-        out.iter()
-            .find(|(_, v)| v["type"] == "joined")
-            .unwrap()
-            .1["resume_token"]
+        out.iter().find(|(_, v)| v["type"] == "joined").unwrap().1["resume_token"]
             .as_str()
             .unwrap()
             .to_string()

@@ -282,7 +282,12 @@ impl Inner {
                         };
                         if link.tx.try_send((msg, seq)).is_err() {
                             self.metrics.close("slow_consumer");
-                            self.kill(core, conn, hub::close::SLOW_CONSUMER, "slow consumer: send queue overflow");
+                            self.kill(
+                                core,
+                                conn,
+                                hub::close::SLOW_CONSUMER,
+                                "slow consumer: send queue overflow",
+                            );
                             core.hub.disconnect(conn, Disconnect::Fatal, Instant::now());
                         }
                     }
@@ -409,7 +414,13 @@ impl Inner {
     }
 
     /// Re-attaches a session with a resume token (the credential for a resumed connection).
-    pub(crate) fn resume(&self, conn: &Conn, st: &mut ConnState, token: &str, last_seq: u64) -> bool {
+    pub(crate) fn resume(
+        &self,
+        conn: &Conn,
+        st: &mut ConnState,
+        token: &str,
+        last_seq: u64,
+    ) -> bool {
         // ICE credentials are for the session's identity; look it up first.
         let info = match self.with_hub(|h| h.resume_identity(token)) {
             Some(id) => self.ice_info(&id),
@@ -450,12 +461,18 @@ impl Inner {
             st.violations += 1;
             if st.violations > 50 {
                 self.metrics.close("rate_limited");
-                return Verdict::Close(hub::close::RATE_LIMITED, "message rate limit exceeded repeatedly");
+                return Verdict::Close(
+                    hub::close::RATE_LIMITED,
+                    "message rate limit exceeded repeatedly",
+                );
             }
             self.send_error(
                 conn.id,
                 "rate_limited",
-                format!("more than {} messages per second; message dropped", rate as u32),
+                format!(
+                    "more than {} messages per second; message dropped",
+                    rate as u32
+                ),
             );
             return Verdict::Continue;
         }
@@ -467,11 +484,19 @@ impl Inner {
         match msg {
             ClientMessage::Join { room_id, peer_id } => {
                 let Some(identity) = st.caller.identity.clone() else {
-                    self.send_error(conn.id, "not_joined", "resumed connections cannot join".into());
+                    self.send_error(
+                        conn.id,
+                        "not_joined",
+                        "resumed connections cannot join".into(),
+                    );
                     return Verdict::Continue;
                 };
                 if self.joins_per_ip.check(&conn.ip, now).is_err() {
-                    self.send_error(conn.id, "join_rate_limited", "too many joins from your address; retry shortly".into());
+                    self.send_error(
+                        conn.id,
+                        "join_rate_limited",
+                        "too many joins from your address; retry shortly".into(),
+                    );
                     return Verdict::Continue;
                 }
                 let info = self.ice_info(&identity);

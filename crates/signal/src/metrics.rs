@@ -85,15 +85,14 @@ impl SignalMetrics {
             errors: Family::default(),
             closes: Family::default(),
             resumes: Family::default(),
-            client_rtt: Histogram::new(
-                [
-                    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0,
-                ]
-                .into_iter(),
-            ),
+            client_rtt: Histogram::new([
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0,
+            ]),
         };
         for t in ["websocket", "grpc"] {
-            let _ = m.connections.get_or_create(&TransportLabel { transport: t });
+            let _ = m
+                .connections
+                .get_or_create(&TransportLabel { transport: t });
         }
         for c in ERROR_CODES {
             let _ = m.errors.get_or_create(&CodeLabel { code: c });
@@ -116,7 +115,11 @@ impl SignalMetrics {
             "Sessions whose connection was lost and that may still resume",
             m.detached.clone(),
         );
-        r.register("signal_rooms", "Rooms with at least one peer", m.rooms.clone());
+        r.register(
+            "signal_rooms",
+            "Rooms with at least one peer",
+            m.rooms.clone(),
+        );
         r.register(
             "signal_messages",
             "Client messages accepted, by type",

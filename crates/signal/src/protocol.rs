@@ -330,7 +330,8 @@ mod tests {
 
     #[test]
     fn replay_corpus() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/signal_message");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fuzz/corpus/signal_message");
         let Ok(entries) = std::fs::read_dir(&dir) else {
             panic!("corpus missing at {}", dir.display());
         };

@@ -64,12 +64,16 @@ async fn upgrade(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     let q: SignalQuery = parts
         .uri
         .query()
-        .and_then(|q| serde_urlencoded_lite(q))
+        .and_then(serde_urlencoded_lite)
         .unwrap_or_default();
     let caller = if let Some(tok) = q.resume_token.as_deref() {
         if tok.is_empty() || tok.len() > 128 {
             inner.metrics.error("unknown_resume_token");
-            return refuse(StatusCode::UNAUTHORIZED, "unknown_resume_token", "bad resume token");
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "unknown_resume_token",
+                "bad resume token",
+            );
         }
         Caller {
             identity: None,
@@ -81,14 +85,19 @@ async fn upgrade(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             .as_deref()
             .or_else(|| bearer(&parts.headers))
             .unwrap_or("");
-        match inner.gate.open_session(token, Scope::Webrtc, unix_now()).await {
+        match inner
+            .gate
+            .open_session(token, Scope::Webrtc, unix_now())
+            .await
+        {
             Ok(c) => Caller {
                 identity: Some(c.sub),
                 room: c.room,
             },
             Err(e) => {
                 inner.metrics.error("unauthorized");
-                let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+                let status =
+                    StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
                 return refuse(status, e.reason(), &e.to_string());
             }
         }
@@ -214,7 +223,10 @@ async fn run(
                     inner.send_error(
                         conn.id,
                         "frame_too_large",
-                        format!("frames are limited to {} bytes", inner.settings.max_frame_bytes),
+                        format!(
+                            "frames are limited to {} bytes",
+                            inner.settings.max_frame_bytes
+                        ),
                     );
                     inner.metrics.close("frame_too_large");
                     *conn.close.lock() = Some((close::TOO_BIG, "frame too large"));
@@ -308,7 +320,11 @@ async fn writer(
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         while let Ok((msg, seq)) = rx.try_recv() {
-            if sink.send(Message::Text(msg.to_json(seq).into())).await.is_err() {
+            if sink
+                .send(Message::Text(msg.to_json(seq).into()))
+                .await
+                .is_err()
+            {
                 return;
             }
         }

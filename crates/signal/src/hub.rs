@@ -180,6 +180,9 @@ struct Session {
     ring: VecDeque<(u64, Arc<ServerMessage>)>,
     lost_since: Option<Instant>,
     resume_token: String,
+    /// Relay messages (offer/answer/ice_candidate/bye) accepted from this session, so a
+    /// resuming client knows which of its own sends never arrived and must be re-sent.
+    received: u64,
 }
 
 struct Room {
@@ -374,6 +377,7 @@ impl Hub {
             ring: VecDeque::new(),
             lost_since: None,
             resume_token: random_hex(16),
+            received: 0,
         };
         let joined = ServerMessage::Joined {
             peer_id: identity.to_string(),
@@ -385,6 +389,7 @@ impl Hub {
             mode: mode.as_str().into(),
             resumed: false,
             resume_grace: self.cfg.resume_grace.as_secs(),
+            received: 0,
         };
         self.resume_tokens
             .insert(session.resume_token.clone(), identity.to_string());
@@ -469,6 +474,7 @@ impl Hub {
             mode: mode.into(),
             resumed: true,
             resume_grace: grace,
+            received: s.received,
         };
         let replay: Vec<_> = s.ring.iter().cloned().collect();
         self.conns.insert(conn, identity.clone());
@@ -513,6 +519,9 @@ impl Hub {
                 msg,
             });
             return;
+        }
+        if let Some(s) = self.sessions.get_mut(&from) {
+            s.received += 1;
         }
         let (target, out) = match msg {
             ClientMessage::Offer { target, offer } => (

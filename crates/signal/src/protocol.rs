@@ -214,6 +214,9 @@ pub enum ServerMessage {
         resumed: bool,
         /// Seconds a lost connection may take to resume.
         resume_grace: u64,
+        /// Relay messages (offer/answer/ice_candidate/bye) the server has accepted from this
+        /// session; after a resume the client re-sends the ones beyond this count.
+        received: u64,
     },
     /// Any other server-originated message (e.g. `stream_progress` pushed via `notify`); must be
     /// a JSON object with a string `type`.

@@ -273,7 +273,7 @@ async fn main() -> anyhow::Result<()> {
                     break;
                 }
                 n += 1;
-                let m = if n % 5 == 0 {
+                let m = if n.is_multiple_of(5) {
                     json!({"type":"offer","target":target,"offer":{"type":"offer","sdp":pad,"t":now_us()}})
                 } else {
                     json!({"type":"ice_candidate","target":target,"candidate":{"candidate":"candidate:842163049 1 udp 1677729535 203.0.113.7 46154 typ srflx raddr 10.0.0.2 rport 46154 generation 0","sdpMid":"0","sdpMLineIndex":0,"t":now_us()}})

@@ -395,15 +395,22 @@ impl Hub {
             .insert(session.resume_token.clone(), identity.to_string());
         self.sessions.insert(identity.to_string(), session);
         self.conns.insert(conn, identity.to_string());
-        // The seed's order: others hear peer_joined, the joiner gets room_peers.
+        // The joiner's handshake first: anything that happens while the others are told
+        // (e.g. a detached peer's ring overflowing into `peer_left`) then reaches the joiner
+        // after `room_peers`, so its view stays consistent.
+        self.reply(
+            conn,
+            ServerMessage::RoomPeers {
+                peers: peers.clone(),
+            },
+        );
+        self.reply(conn, joined);
         let note = Arc::new(ServerMessage::PeerJoined {
             peer_id: identity.to_string(),
         });
         for p in &peers {
             self.deliver(p, note.clone());
         }
-        self.reply(conn, ServerMessage::RoomPeers { peers });
-        self.reply(conn, joined);
         Ok(())
     }
 
@@ -696,11 +703,11 @@ mod tests {
         assert_eq!(out[1].1["type"], "joined");
         assert_eq!(out[1].1["peer_id"], "a");
         let out = join(&mut h, 2, "b", "r");
+        assert_eq!(out[0], (2, json!({"type":"room_peers","peers":["a"]})));
         assert_eq!(
-            out[0],
+            out[2],
             (1, json!({"type":"peer_joined","peer_id":"b","seq":1}))
         );
-        assert_eq!(out[1], (2, json!({"type":"room_peers","peers":["a"]})));
         h.message(2, offer("a", 1));
         let out = sent(&h.drain());
         assert_eq!(
@@ -789,8 +796,10 @@ mod tests {
             out[1],
             (2, json!({"type":"peer_left","peer_id":"a","seq":1}))
         );
+        assert_eq!(out[2].1["type"], "room_peers");
+        assert_eq!(out[3].1["type"], "joined");
         assert_eq!(
-            out[2],
+            out[4],
             (2, json!({"type":"peer_joined","peer_id":"a","seq":2}))
         );
         assert_eq!(h.members("r"), vec!["b", "a"]);
@@ -898,5 +907,85 @@ mod tests {
             out,
             vec![(1, json!({"type":"stream_progress","i":1,"seq":1}))]
         );
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Join(u8, u8, u8),
+            Offer(u8, u8),
+            Leave(u8),
+            Lost(u8),
+            Resume(u8, u8),
+            Tick(u8),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                (0..6u8, 0..4u8, 0..2u8).prop_map(|(c, i, r)| Op::Join(c, i, r)),
+                (0..6u8, 0..4u8).prop_map(|(c, t)| Op::Offer(c, t)),
+                (0..6u8).prop_map(Op::Leave),
+                (0..6u8).prop_map(Op::Lost),
+                (0..6u8, 0..4u8).prop_map(|(c, i)| Op::Resume(c, i)),
+                (0..20u8).prop_map(Op::Tick),
+            ]
+        }
+
+        proptest! {
+            /// Any sequence of inputs: no panic, every connection sees strictly increasing
+            /// seqs, and rooms never list a peer twice.
+            #[test]
+            fn hub_invariants(ops in proptest::collection::vec(op(), 1..80)) {
+                let mut h = Hub::new(HubConfig { resume_buffer: 3, max_room_peers: 3, ..Default::default() });
+                let t0 = Instant::now();
+                let mut now = t0;
+                let mut tokens: HashMap<u8, String> = HashMap::new();
+                let mut last: HashMap<ConnId, u64> = HashMap::new();
+                let mut next_conn = 100u64;
+                for o in ops {
+                    match o {
+                        Op::Join(c, i, r) => {
+                            let _ = h.join(c as u64, &format!("id{i}"), &format!("r{r}"), None, None, JoinInfo::default());
+                        }
+                        Op::Offer(c, t) => h.message(c as u64, ClientMessage::Offer { target: format!("id{t}"), offer: Value::Null }),
+                        Op::Leave(c) => h.message(c as u64, ClientMessage::Leave),
+                        Op::Lost(c) => h.disconnect(c as u64, Disconnect::Lost, now),
+                        Op::Resume(_, i) => {
+                            if let Some(tok) = tokens.get(&i).cloned() {
+                                next_conn += 1;
+                                let _ = h.resume(next_conn, &tok, 0, JoinInfo::default());
+                            }
+                        }
+                        Op::Tick(s) => {
+                            now += Duration::from_secs(s as u64);
+                            h.tick(now);
+                        }
+                    }
+                    for e in h.drain() {
+                        if let Effect::Deliver { conn, msg, seq } = e {
+                            if let ServerMessage::Joined { peer_id, resume_token, .. } = &*msg {
+                                let i: u8 = peer_id[2..].parse().unwrap();
+                                tokens.insert(i, resume_token.clone());
+                                last.remove(&conn);
+                            }
+                            if let Some(q) = seq {
+                                let prev = last.insert(conn, q).unwrap_or(0);
+                                prop_assert!(q > prev, "seq went from {prev} to {q} on {conn}");
+                            }
+                        }
+                    }
+                    for r in ["r0", "r1"] {
+                        let m = h.members(r);
+                        let mut d = m.clone();
+                        d.sort();
+                        d.dedup();
+                        prop_assert_eq!(d.len(), m.len());
+                    }
+                }
+            }
+        }
     }
 }

@@ -33,6 +33,9 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// Addresses other roles actually bound (TURN, SFU), for derived URIs.
     pub bound: Arc<BoundAddrs>,
+    /// Signaling (rooms, sessions); `signaling.handle().notify(identity, json)` pushes a
+    /// server message to an identity's live session.
+    pub signaling: switchboard_signal::Signaling,
 }
 
 /// Where each listener ended up (ports may be ephemeral in tests).
@@ -131,6 +134,29 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     }
     // --- end TURN ---
 
+    // --- signaling: rooms and sessions on /v1/signal and gRPC Signal/Connect ---
+    // `joined` carries the same ICE servers as GET /v1/ice-servers; the provider reads the
+    // finished AppState, which exists only after the registry is frozen, hence the OnceLock.
+    let ice_state: Arc<std::sync::OnceLock<AppState>> = Arc::new(std::sync::OnceLock::new());
+    let signaling = {
+        let ice_state = ice_state.clone();
+        let ice: switchboard_signal::IceServersProvider =
+            Arc::new(move |identity: &str| match ice_state.get() {
+                Some(s) => {
+                    crate::api::ice_servers_json(s, identity, None, switchboard_auth::unix_now())
+                }
+                None => serde_json::json!({"iceServers": [], "ttl": 0}),
+            });
+        switchboard_signal::Signaling::new(
+            config.limits.signal_settings(&config.sfu),
+            gate.clone(),
+            ice,
+            &mut registry,
+            shutdown.clone(),
+        )
+    };
+    // --- end signaling ---
+
     let minute = Duration::from_secs(60);
     let state = AppState {
         login_per_ip: Arc::new(KeyedRateLimiter::new(
@@ -151,7 +177,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         shutdown,
         ready: Arc::new(AtomicBool::new(false)),
         bound: Arc::new(bound),
+        signaling,
     };
+    let _ = ice_state.set(state.clone());
 
     let router = routes(state.clone())
         // stream gateway: `/inference.Inference/{*rest}` (gRPC, gRPC-Web, CORS preflight).
@@ -168,7 +196,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
 }
 
 fn routes(state: AppState) -> Router {
-    crate::api::routes(state.clone()).merge(crate::web::routes(&state))
+    crate::api::routes(state.clone())
+        .merge(crate::web::routes(&state))
+        .merge(state.signaling.router())
 }
 
 /// Accept loop: one hyper connection per TCP stream, HTTP/1.1 or HTTP/2 (prior knowledge)

@@ -62,12 +62,74 @@ impl Default for HttpConfig {
 pub struct LimitsConfig {
     /// Largest request body accepted by the REST API, in bytes.
     pub max_http_body_bytes: usize,
+
+    // --- signaling (`GET /v1/signal`, gRPC `Signal/Connect`) ---
+    /// Largest signaling frame (WebSocket message or gRPC message), in bytes. Larger frames
+    /// get `error{code:"frame_too_large"}` and close 1009.
+    pub signal_max_frame_bytes: usize,
+    /// Sustained signaling messages per second per connection (bursts of twice this). Excess
+    /// messages are dropped with `error{code:"rate_limited"}`; a connection that keeps going is
+    /// closed (4029).
+    pub signal_messages_per_second: u32,
+    /// Open signaling connections per client IP; more are refused with HTTP 429.
+    pub signal_connections_per_ip: usize,
+    /// Joins per second per client IP (bursts of twice this); excess joins get
+    /// `error{code:"join_rate_limited"}`.
+    pub signal_joins_per_second_per_ip: u32,
+    /// Messages queued for one signaling connection; when a slow reader lets it overflow, that
+    /// connection alone is closed (4003, counted as `slow_consumer`).
+    pub signal_send_queue: usize,
+    /// Peers per room (`error{code:"room_full"}` beyond).
+    pub signal_max_room_peers: usize,
+    /// Interval of the server's WebSocket pings.
+    #[serde(with = "switchboard_auth::duration")]
+    pub signal_ping_interval: std::time::Duration,
+    /// A connection silent (no frame, no pong) this long is dead; its session then waits
+    /// `signal_resume_grace` for a resume before the room gets `peer_left`.
+    #[serde(with = "switchboard_auth::duration")]
+    pub signal_idle_timeout: std::time::Duration,
+    /// How long a session whose socket was lost stays in its room, resumable.
+    #[serde(with = "switchboard_auth::duration")]
+    pub signal_resume_grace: std::time::Duration,
+    /// Messages kept per session so a resumed connection misses none.
+    pub signal_resume_buffer: usize,
+}
+
+impl LimitsConfig {
+    /// The signaling bounds, with the room mode policy from `[sfu]`.
+    pub fn signal_settings(&self, sfu: &SfuConfig) -> switchboard_signal::SignalSettings {
+        switchboard_signal::SignalSettings {
+            max_frame_bytes: self.signal_max_frame_bytes,
+            messages_per_second: self.signal_messages_per_second,
+            connections_per_ip: self.signal_connections_per_ip,
+            joins_per_second_per_ip: self.signal_joins_per_second_per_ip,
+            send_queue: self.signal_send_queue,
+            max_room_peers: self.signal_max_room_peers,
+            ping_interval: self.signal_ping_interval,
+            idle_timeout: self.signal_idle_timeout,
+            resume_grace: self.signal_resume_grace,
+            resume_buffer: self.signal_resume_buffer,
+            mode: sfu.mode.clone(),
+            mesh_max_peers: sfu.mesh_max_peers,
+        }
+    }
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
+        let sig = switchboard_signal::SignalSettings::default();
         LimitsConfig {
             max_http_body_bytes: 64 * 1024,
+            signal_max_frame_bytes: sig.max_frame_bytes,
+            signal_messages_per_second: sig.messages_per_second,
+            signal_connections_per_ip: sig.connections_per_ip,
+            signal_joins_per_second_per_ip: sig.joins_per_second_per_ip,
+            signal_send_queue: sig.send_queue,
+            signal_max_room_peers: sig.max_room_peers,
+            signal_ping_interval: sig.ping_interval,
+            signal_idle_timeout: sig.idle_timeout,
+            signal_resume_grace: sig.resume_grace,
+            signal_resume_buffer: sig.resume_buffer,
         }
     }
 }

@@ -1,1 +1,535 @@
-//! Switchboard's signaling (rooms, sessions; WebSocket and gRPC transports). Work in progress.
+//! Switchboard's signaling: the seed's JSON dialect over WebSocket (`GET /v1/signal`) and the
+//! same messages over gRPC (`switchboard.signal.v1.Signal/Connect`), sharing one set of rooms.
+//!
+//! Data flow: a transport ([`ws`], [`grpc`]) authenticates the ticket at the edge
+//! (`TicketGate::open_session`, scope `webrtc`, `jti` consumed once), parses frames into
+//! [`protocol::ClientMessage`]s and feeds them, with the time, to the sans-IO [`hub::Hub`]
+//! behind one mutex. The hub answers with [`hub::Effect`]s; [`Signaling`] turns them into
+//! entries on bounded per-connection send queues (a full queue closes that connection alone,
+//! `slow_consumer`) or closes. Each transport's writer drains its queue to its socket.
+//!
+//! Limits (frame size, messages/s per connection, connections per IP, joins/s per IP, room
+//! size, send queue, resume buffer) come from [`SignalSettings`], filled from `[limits]` and
+//! `[sfu]` by the server.
+
+pub mod grpc;
+pub mod hub;
+pub mod metrics;
+pub mod protocol;
+pub mod sfu;
+pub mod ws;
+
+use hub::{ConnId, Disconnect, Effect, Hub, HubConfig, JoinError, JoinInfo, ModePolicy};
+use metrics::{SignalMetrics, TransportLabel};
+use parking_lot::Mutex;
+use prometheus_client::registry::Registry;
+use protocol::{ClientMessage, ServerMessage};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use switchboard_auth::{KeyedRateLimiter, TicketGate};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use hub::RoomMode;
+pub use sfu::{NoSfu, SfuBridge};
+
+/// Builds the `joined` message's ICE servers for an identity: the same document as
+/// `GET /v1/ice-servers` (`{"iceServers":[...],"ttl":N}`), supplied by the server.
+pub type IceServersProvider = Arc<dyn Fn(&str) -> Value + Send + Sync>;
+
+/// Every bound signaling enforces. The server fills it from `[limits]` and `[sfu]`.
+#[derive(Debug, Clone)]
+pub struct SignalSettings {
+    /// Largest WebSocket frame/message (and gRPC message) accepted, in bytes.
+    pub max_frame_bytes: usize,
+    /// Sustained client messages per second per connection (burst: twice this).
+    pub messages_per_second: u32,
+    /// Open signaling connections per client IP.
+    pub connections_per_ip: usize,
+    /// Joins per second per client IP (burst: twice this).
+    pub joins_per_second_per_ip: u32,
+    /// Messages queued for one connection before it is closed as a slow consumer.
+    pub send_queue: usize,
+    /// Peers per room.
+    pub max_room_peers: usize,
+    /// Server ping interval (WebSocket ping frames).
+    pub ping_interval: Duration,
+    /// A connection silent for this long is dead (its session then waits `resume_grace`).
+    pub idle_timeout: Duration,
+    /// How long a lost session stays in its room waiting for a resume.
+    pub resume_grace: Duration,
+    /// Messages kept per session for resume.
+    pub resume_buffer: usize,
+    /// `[sfu] mode`: "mesh", "sfu" or "auto".
+    pub mode: String,
+    /// `[sfu] mesh_max_peers`.
+    pub mesh_max_peers: usize,
+}
+
+impl Default for SignalSettings {
+    fn default() -> Self {
+        SignalSettings {
+            max_frame_bytes: 64 * 1024,
+            messages_per_second: 100,
+            connections_per_ip: 200,
+            joins_per_second_per_ip: 20,
+            send_queue: 256,
+            max_room_peers: 50,
+            ping_interval: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(15),
+            resume_grace: Duration::from_secs(15),
+            resume_buffer: 256,
+            mode: "auto".into(),
+            mesh_max_peers: 4,
+        }
+    }
+}
+
+/// An entry on a connection's send queue.
+pub(crate) type Outbound = (Arc<ServerMessage>, Option<u64>);
+
+/// The driver's side of one connection.
+struct ConnLink {
+    tx: mpsc::Sender<Outbound>,
+    kill: CancellationToken,
+    close: Arc<Mutex<Option<(u16, &'static str)>>>,
+}
+
+struct Core {
+    hub: Hub,
+    conns: HashMap<ConnId, ConnLink>,
+}
+
+pub(crate) struct Inner {
+    core: Mutex<Core>,
+    pub(crate) settings: SignalSettings,
+    pub(crate) gate: Arc<TicketGate>,
+    ice: IceServersProvider,
+    pub(crate) metrics: SignalMetrics,
+    pub(crate) shutdown: CancellationToken,
+    joins_per_ip: KeyedRateLimiter<IpAddr>,
+    conns_per_ip: Mutex<HashMap<IpAddr, usize>>,
+    next_conn: AtomicU64,
+    sfu: Arc<dyn SfuBridge>,
+}
+
+/// Signaling for one node: owns the rooms; mount [`Signaling::router`].
+#[derive(Clone)]
+pub struct Signaling {
+    inner: Arc<Inner>,
+}
+
+/// A cheap handle for other components to push messages to signaling sessions.
+#[derive(Clone)]
+pub struct SignalHandle {
+    inner: Arc<Inner>,
+}
+
+impl SignalHandle {
+    /// Pushes a server message (a JSON object with a string `type`, e.g.
+    /// `{"type":"stream_progress",...}`) to `identity`'s live session. Returns how many
+    /// sessions it reached (0 or 1; one session per identity).
+    pub fn notify(&self, identity: &str, message: Value) -> usize {
+        self.inner.with_hub(|h| h.notify(identity, message))
+    }
+
+    /// For the SFU: sends `msg` (e.g. an offer or candidate from the SFU) to `peer` in `room`.
+    pub fn send_to_peer(&self, room: &str, peer: &str, msg: Value) -> bool {
+        self.inner
+            .with_hub(|h| h.send_to_peer(room, peer, ServerMessage::Raw(msg)))
+    }
+
+    /// Current number of joined sessions.
+    pub fn sessions(&self) -> usize {
+        self.inner.with_hub(|h| h.stats().sessions)
+    }
+}
+
+impl Signaling {
+    /// Builds signaling and registers its metrics. Spawns a 1 s housekeeping task (resume
+    /// expiry, gauges) that stops when `shutdown` is cancelled; call from a tokio runtime.
+    pub fn new(
+        settings: SignalSettings,
+        gate: Arc<TicketGate>,
+        ice: IceServersProvider,
+        registry: &mut Registry,
+        shutdown: CancellationToken,
+    ) -> Signaling {
+        Self::with_sfu(settings, gate, ice, registry, shutdown, Arc::new(NoSfu))
+    }
+
+    /// Like [`Signaling::new`], with an SFU for SFU-mode rooms.
+    pub fn with_sfu(
+        settings: SignalSettings,
+        gate: Arc<TicketGate>,
+        ice: IceServersProvider,
+        registry: &mut Registry,
+        shutdown: CancellationToken,
+        sfu: Arc<dyn SfuBridge>,
+    ) -> Signaling {
+        let metrics = SignalMetrics::register(registry);
+        let hub = Hub::new(HubConfig {
+            max_room_peers: settings.max_room_peers.max(1),
+            resume_grace: settings.resume_grace,
+            resume_buffer: settings.resume_buffer.max(1),
+            mode: ModePolicy::parse(&settings.mode, settings.mesh_max_peers),
+            sfu_available: sfu.available(),
+        });
+        let jps = settings.joins_per_second_per_ip.max(1);
+        let inner = Arc::new(Inner {
+            core: Mutex::new(Core {
+                hub,
+                conns: HashMap::new(),
+            }),
+            joins_per_ip: KeyedRateLimiter::new(jps * 2, Duration::from_secs(2), 100_000),
+            settings,
+            gate,
+            ice,
+            metrics,
+            shutdown: shutdown.clone(),
+            conns_per_ip: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            sfu,
+        });
+        let weak = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {},
+                    _ = shutdown.cancelled() => break,
+                }
+                let Some(inner) = weak.upgrade() else { break };
+                inner.with_hub(|h| h.tick(Instant::now()));
+            }
+        });
+        Signaling { inner }
+    }
+
+    pub fn handle(&self) -> SignalHandle {
+        SignalHandle {
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// `GET /v1/signal` (WebSocket) and `/switchboard.signal.v1.Signal/*` (gRPC).
+    pub fn router(&self) -> axum::Router {
+        ws::routes(self.inner.clone()).merge(grpc::routes(self.inner.clone()))
+    }
+}
+
+/// A transport's view of its connection.
+pub(crate) struct Conn {
+    pub id: ConnId,
+    pub kill: CancellationToken,
+    pub close: Arc<Mutex<Option<(u16, &'static str)>>>,
+    ip: IpAddr,
+    transport: &'static str,
+}
+
+/// Who opened a connection: from the verified ticket, or from a resume token.
+#[derive(Clone, Debug)]
+pub(crate) struct Caller {
+    pub identity: Option<String>,
+    pub room: Option<String>,
+}
+
+/// Per-connection state the transports keep outside the hub.
+pub(crate) struct ConnState {
+    pub caller: Caller,
+    bucket: f64,
+    last: Instant,
+    pub violations: u32,
+}
+
+/// What a transport should do after handling one frame.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Continue,
+    Close(u16, &'static str),
+}
+
+impl Inner {
+    fn with_hub<T>(&self, f: impl FnOnce(&mut Hub) -> T) -> T {
+        let mut core = self.core.lock();
+        let r = f(&mut core.hub);
+        self.apply(&mut core);
+        r
+    }
+
+    /// Turns the hub's effects into queue entries and closes. A full queue closes that
+    /// connection alone; its session leaves, which may produce more effects.
+    fn apply(&self, core: &mut Core) {
+        loop {
+            let effects = core.hub.drain();
+            if effects.is_empty() {
+                break;
+            }
+            for e in effects {
+                match e {
+                    Effect::Deliver { conn, msg, seq } => {
+                        if let ServerMessage::Error { code, .. } = &*msg {
+                            if let Some(c) = metrics::ERROR_CODES.iter().find(|c| **c == code) {
+                                self.metrics.error(c);
+                            }
+                        }
+                        let Some(link) = core.conns.get(&conn) else {
+                            continue;
+                        };
+                        if link.tx.try_send((msg, seq)).is_err() {
+                            self.metrics.close("slow_consumer");
+                            self.kill(
+                                core,
+                                conn,
+                                hub::close::SLOW_CONSUMER,
+                                "slow consumer: send queue overflow",
+                            );
+                            core.hub.disconnect(conn, Disconnect::Fatal, Instant::now());
+                        }
+                    }
+                    Effect::Close { conn, code, reason } => {
+                        self.metrics.close(match code {
+                            hub::close::REPLACED => "replaced",
+                            _ => "resumed_elsewhere",
+                        });
+                        self.kill(core, conn, code, reason);
+                    }
+                    Effect::ToSfu { room, peer, msg } => self.sfu.handle(&room, &peer, msg),
+                    Effect::SfuLeave { room, peer } => self.sfu.leave(&room, &peer),
+                }
+            }
+        }
+        let s = core.hub.stats();
+        self.metrics.sessions.set(s.sessions as i64);
+        self.metrics.detached.set(s.detached as i64);
+        self.metrics.rooms.set(s.rooms as i64);
+    }
+
+    fn kill(&self, core: &mut Core, conn: ConnId, code: u16, reason: &'static str) {
+        if let Some(link) = core.conns.remove(&conn) {
+            *link.close.lock() = Some((code, reason));
+            link.kill.cancel();
+        }
+    }
+
+    /// Admits a new connection from `ip` (connections-per-IP bound).
+    pub(crate) fn open(
+        &self,
+        ip: IpAddr,
+        transport: &'static str,
+    ) -> Result<(Conn, mpsc::Receiver<Outbound>), &'static str> {
+        {
+            let mut per_ip = self.conns_per_ip.lock();
+            let n = per_ip.entry(ip).or_insert(0);
+            if *n >= self.settings.connections_per_ip {
+                self.metrics.error("too_many_connections");
+                return Err("too_many_connections");
+            }
+            *n += 1;
+        }
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(self.settings.send_queue.max(1));
+        let kill = self.shutdown.child_token();
+        let close = Arc::new(Mutex::new(None));
+        self.core.lock().conns.insert(
+            id,
+            ConnLink {
+                tx,
+                kill: kill.clone(),
+                close: close.clone(),
+            },
+        );
+        self.metrics
+            .connections
+            .get_or_create(&TransportLabel { transport })
+            .inc();
+        Ok((
+            Conn {
+                id,
+                kill,
+                close,
+                ip,
+                transport,
+            },
+            rx,
+        ))
+    }
+
+    /// The transport ended. `how` decides between leaving and waiting for a resume.
+    pub(crate) fn closed(&self, conn: &Conn, how: Disconnect) {
+        {
+            let mut core = self.core.lock();
+            core.conns.remove(&conn.id);
+            core.hub.disconnect(conn.id, how, Instant::now());
+            self.apply(&mut core);
+        }
+        let mut per_ip = self.conns_per_ip.lock();
+        if let Some(n) = per_ip.get_mut(&conn.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                per_ip.remove(&conn.ip);
+            }
+        }
+        self.metrics
+            .connections
+            .get_or_create(&TransportLabel {
+                transport: conn.transport,
+            })
+            .dec();
+    }
+
+    pub(crate) fn new_state(&self, caller: Caller) -> ConnState {
+        ConnState {
+            caller,
+            bucket: f64::from(self.settings.messages_per_second.max(1)) * 2.0,
+            last: Instant::now(),
+            violations: 0,
+        }
+    }
+
+    /// Queues an error for `conn` directly (outside the hub) and counts it.
+    pub(crate) fn send_error(&self, conn: ConnId, code: &'static str, message: String) {
+        self.metrics.error(code);
+        let core = self.core.lock();
+        if let Some(link) = core.conns.get(&conn) {
+            let _ = link
+                .tx
+                .try_send((Arc::new(ServerMessage::error(code, message)), None));
+        }
+    }
+
+    fn ice_info(&self, identity: &str) -> JoinInfo {
+        let doc = (self.ice)(identity);
+        JoinInfo {
+            ice_servers: doc
+                .get("iceServers")
+                .cloned()
+                .unwrap_or(Value::Array(vec![])),
+            ice_ttl: doc.get("ttl").and_then(Value::as_u64).unwrap_or(0),
+        }
+    }
+
+    /// Re-attaches a session with a resume token (the credential for a resumed connection).
+    pub(crate) fn resume(
+        &self,
+        conn: &Conn,
+        st: &mut ConnState,
+        token: &str,
+        last_seq: u64,
+    ) -> bool {
+        // ICE credentials are for the session's identity; look it up first.
+        let info = match self.with_hub(|h| h.resume_identity(token)) {
+            Some(id) => self.ice_info(&id),
+            None => JoinInfo::default(),
+        };
+        let mut core = self.core.lock();
+        let r = core.hub.resume(conn.id, token, last_seq, info);
+        match r {
+            Ok(identity) => {
+                self.metrics
+                    .resumes
+                    .get_or_create(&metrics::ResultLabel { result: "ok" })
+                    .inc();
+                st.caller.identity = Some(identity);
+                self.apply(&mut core);
+                true
+            }
+            Err(e) => {
+                self.metrics
+                    .resumes
+                    .get_or_create(&metrics::ResultLabel { result: e.code() })
+                    .inc();
+                self.apply(&mut core);
+                drop(core);
+                self.send_error(conn.id, e.code(), e.to_string());
+                false
+            }
+        }
+    }
+
+    /// Handles one parsed client message. Rate limits apply here, for every transport.
+    pub(crate) fn handle(&self, conn: &Conn, st: &mut ConnState, msg: ClientMessage) -> Verdict {
+        let now = Instant::now();
+        let rate = f64::from(self.settings.messages_per_second.max(1));
+        st.bucket = (st.bucket + now.duration_since(st.last).as_secs_f64() * rate).min(rate * 2.0);
+        st.last = now;
+        if st.bucket < 1.0 {
+            st.violations += 1;
+            if st.violations > 50 {
+                self.metrics.close("rate_limited");
+                return Verdict::Close(
+                    hub::close::RATE_LIMITED,
+                    "message rate limit exceeded repeatedly",
+                );
+            }
+            self.send_error(
+                conn.id,
+                "rate_limited",
+                format!(
+                    "more than {} messages per second; message dropped",
+                    rate as u32
+                ),
+            );
+            return Verdict::Continue;
+        }
+        st.bucket -= 1.0;
+        self.metrics
+            .messages
+            .get_or_create(&metrics::TypeLabel { r#type: msg.kind() })
+            .inc();
+        match msg {
+            ClientMessage::Join { room_id, peer_id } => {
+                let Some(identity) = st.caller.identity.clone() else {
+                    self.send_error(
+                        conn.id,
+                        "not_joined",
+                        "resumed connections cannot join".into(),
+                    );
+                    return Verdict::Continue;
+                };
+                if self.joins_per_ip.check(&conn.ip, now).is_err() {
+                    self.send_error(
+                        conn.id,
+                        "join_rate_limited",
+                        "too many joins from your address; retry shortly".into(),
+                    );
+                    return Verdict::Continue;
+                }
+                let info = self.ice_info(&identity);
+                let r = {
+                    let mut core = self.core.lock();
+                    let r = core.hub.join(
+                        conn.id,
+                        &identity,
+                        &room_id,
+                        peer_id.as_deref(),
+                        st.caller.room.as_deref(),
+                        info,
+                    );
+                    self.apply(&mut core);
+                    r
+                };
+                if let Err(e) = r {
+                    self.send_join_error(conn.id, e);
+                }
+            }
+            ClientMessage::RttReport { rtt_ms } => {
+                for ms in rtt_ms {
+                    if ms.is_finite() && (0.0..=60_000.0).contains(&ms) {
+                        self.metrics.client_rtt.observe(ms / 1000.0);
+                    }
+                }
+            }
+            other => self.with_hub(|h| h.message(conn.id, other)),
+        }
+        Verdict::Continue
+    }
+
+    fn send_join_error(&self, conn: ConnId, e: JoinError) {
+        self.send_error(conn, e.code(), e.to_string());
+    }
+}

@@ -1,0 +1,281 @@
+//! `switchboard.signal.v1.Signal/Connect`: the same messages as the WebSocket dialect, as
+//! protobuf oneofs, on a bidirectional stream. The Bearer ticket travels in the
+//! `authorization` metadata (scope `webrtc`, `jti` consumed). Sessions live in the same hub,
+//! so gRPC and WebSocket peers share rooms. Liveness comes from HTTP/2 keepalive pings
+//! (configured on the server's listener); a gRPC stream that ends without `leave` counts as a
+//! clean close (gRPC has no resume in this version).
+
+use crate::hub::Disconnect;
+use crate::protocol::{ClientMessage, ProtocolError, ServerMessage};
+use crate::{Caller, Inner, Verdict};
+use axum::extract::ConnectInfo;
+use axum::Router;
+use serde_json::{json, Value};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use switchboard_auth::{unix_now, Scope};
+use switchboard_proto::signal::signal_request::Msg as Req;
+use switchboard_proto::signal::signal_response::Msg as Resp;
+use switchboard_proto::signal::signal_server::{Signal, SignalServer};
+use switchboard_proto::signal::*;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+pub(crate) fn routes(inner: Arc<Inner>) -> Router {
+    let limit = inner.settings.max_frame_bytes;
+    let svc = SignalServer::new(SignalService { inner })
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(16 * 1024 * 1024);
+    Router::new().route_service("/switchboard.signal.v1.Signal/{*rest}", svc)
+}
+
+struct SignalService {
+    inner: Arc<Inner>,
+}
+
+fn desc(d: Option<SessionDescription>) -> Value {
+    match d {
+        Some(d) => json!({"type": d.r#type, "sdp": d.sdp}),
+        None => Value::Null,
+    }
+}
+
+fn bad(kind: &str, detail: &str) -> ProtocolError {
+    ProtocolError::BadMessage {
+        kind: kind.into(),
+        detail: detail.into(),
+    }
+}
+
+/// A gRPC request as a dialect message; the JSON checks (lengths, types) are the same.
+fn to_client(req: SignalRequest) -> Result<(ClientMessage, Option<String>), ProtocolError> {
+    let v = match req.msg {
+        None => return Err(ProtocolError::MissingType),
+        Some(Req::Join(j)) => {
+            let mut v = json!({"type":"join","room_id": j.room_id});
+            if !j.peer_id.is_empty() {
+                v["peer_id"] = json!(j.peer_id);
+            }
+            let m = ClientMessage::from_value(v)?;
+            let resume = (!j.resume_token.is_empty()).then_some(j.resume_token);
+            return Ok((m, resume));
+        }
+        Some(Req::Offer(o)) => {
+            if o.offer.is_none() {
+                return Err(bad("offer", "missing offer"));
+            }
+            json!({"type":"offer","target":o.target,"offer":desc(o.offer)})
+        }
+        Some(Req::Answer(a)) => {
+            if a.answer.is_none() {
+                return Err(bad("answer", "missing answer"));
+            }
+            json!({"type":"answer","target":a.target,"answer":desc(a.answer)})
+        }
+        Some(Req::IceCandidate(c)) => {
+            let cand: Value = serde_json::from_str(&c.candidate_json)
+                .map_err(|e| bad("ice_candidate", &format!("candidate_json: {e}")))?;
+            json!({"type":"ice_candidate","target":c.target,"candidate":cand})
+        }
+        Some(Req::Bye(b)) => json!({"type":"bye","target":b.target}),
+        Some(Req::Leave(_)) => json!({"type":"leave"}),
+        Some(Req::Ping(p)) => json!({"type":"ping","ts":p.ts}),
+        Some(Req::Json(text)) => {
+            serde_json::from_str(&text).map_err(|e| ProtocolError::MalformedJson(e.to_string()))?
+        }
+    };
+    Ok((ClientMessage::from_value(v)?, None))
+}
+
+fn sdp(v: &Value) -> SessionDescription {
+    SessionDescription {
+        r#type: v["type"].as_str().unwrap_or_default().to_string(),
+        sdp: v["sdp"].as_str().unwrap_or_default().to_string(),
+    }
+}
+
+/// A server message as a gRPC response.
+pub fn to_response(m: &ServerMessage) -> SignalResponse {
+    let msg = match m {
+        ServerMessage::RoomPeers { peers } => Resp::RoomPeers(RoomPeers {
+            peers: peers.clone(),
+        }),
+        ServerMessage::PeerJoined { peer_id } => Resp::PeerJoined(PeerJoined {
+            peer_id: peer_id.clone(),
+        }),
+        ServerMessage::PeerLeft { peer_id } => Resp::PeerLeft(PeerLeft {
+            peer_id: peer_id.clone(),
+        }),
+        ServerMessage::Offer { offer, from } => Resp::Offer(OfferFrom {
+            from: from.clone(),
+            offer: Some(sdp(offer)),
+        }),
+        ServerMessage::Answer { answer, from } => Resp::Answer(AnswerFrom {
+            from: from.clone(),
+            answer: Some(sdp(answer)),
+        }),
+        ServerMessage::IceCandidate { candidate, from } => Resp::IceCandidate(IceCandidateFrom {
+            from: from.clone(),
+            candidate_json: candidate.to_string(),
+        }),
+        ServerMessage::Bye { from } => Resp::Bye(ByeFrom { from: from.clone() }),
+        ServerMessage::Pong { ts } => Resp::Pong(Pong {
+            ts: ts.as_i64().unwrap_or(0),
+        }),
+        ServerMessage::Error { code, message } => Resp::Error(Error {
+            code: code.clone(),
+            message: message.clone(),
+        }),
+        ServerMessage::Joined {
+            peer_id,
+            room_id,
+            session_id,
+            resume_token,
+            ice_servers,
+            mode,
+            ..
+        } => Resp::Joined(Joined {
+            peer_id: peer_id.clone(),
+            room_id: room_id.clone(),
+            session_id: session_id.clone(),
+            resume_token: resume_token.clone(),
+            ice_servers_json: ice_servers.to_string(),
+            mode: mode.clone(),
+        }),
+        ServerMessage::Raw(v) => Resp::Json(v.to_string()),
+    };
+    SignalResponse { msg: Some(msg) }
+}
+
+type RespStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<SignalResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Signal for SignalService {
+    type ConnectStream = RespStream;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<SignalRequest>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        let inner = self.inner.clone();
+        let ip = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .or_else(|| request.remote_addr().map(|a| a.ip()))
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim().to_string())
+            .unwrap_or_default();
+        let claims = match inner
+            .gate
+            .open_session(&token, Scope::Webrtc, unix_now())
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                inner.metrics.error("unauthorized");
+                let msg = format!("{}: {e}", e.reason());
+                return Err(if e.http_status() == 403 {
+                    Status::permission_denied(msg)
+                } else {
+                    Status::unauthenticated(msg)
+                });
+            }
+        };
+        let (conn, mut rx) = inner.open(ip, "grpc").map_err(|_| {
+            Status::resource_exhausted("too many signaling connections from your address")
+        })?;
+        let mut incoming = request.into_inner();
+        let (out_tx, out_rx) = mpsc::channel::<Result<SignalResponse, Status>>(16);
+        let caller = Caller {
+            identity: Some(claims.sub),
+            room: claims.room,
+        };
+        // Writer: the hub's bounded queue → the response stream.
+        let kill = conn.kill.clone();
+        let close = conn.close.clone();
+        let wtx = out_tx.clone();
+        let writer = tokio::spawn(async move {
+            loop {
+                let m = tokio::select! {
+                    biased;
+                    _ = kill.cancelled() => break,
+                    m = rx.recv() => m,
+                };
+                let Some((msg, _seq)) = m else { break };
+                tokio::select! {
+                    r = wtx.send(Ok(to_response(&msg))) => if r.is_err() { return },
+                    _ = kill.cancelled() => break,
+                }
+            }
+            while let Ok((msg, _)) = rx.try_recv() {
+                if wtx.try_send(Ok(to_response(&msg))).is_err() {
+                    break;
+                }
+            }
+            let reason = *close.lock();
+            if let Some((code, why)) = reason {
+                if code != 0 {
+                    let _ = wtx
+                        .send(Err(Status::aborted(format!("{code}: {why}"))))
+                        .await;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            let mut st = inner.new_state(caller);
+            let how = loop {
+                let item = tokio::select! {
+                    _ = conn.kill.cancelled() => break Disconnect::Fatal,
+                    i = incoming.next() => i,
+                };
+                let req = match item {
+                    None => break Disconnect::Clean,
+                    Some(Err(_)) => break Disconnect::Lost,
+                    Some(Ok(r)) => r,
+                };
+                let verdict = match to_client(req) {
+                    Ok((m, None)) => inner.handle(&conn, &mut st, m),
+                    Ok((_, Some(_))) => {
+                        inner.send_error(
+                            conn.id,
+                            "bad_message",
+                            "resume is not available over gRPC; join again".into(),
+                        );
+                        Verdict::Continue
+                    }
+                    Err(e) => {
+                        inner.send_error(conn.id, e.code(), e.to_string());
+                        Verdict::Continue
+                    }
+                };
+                if let Verdict::Close(code, reason) = verdict {
+                    *conn.close.lock() = Some((code, reason));
+                    break Disconnect::Fatal;
+                }
+            };
+            // gRPC sessions cannot resume: a lost stream leaves at once.
+            let how = if how == Disconnect::Lost {
+                Disconnect::Clean
+            } else {
+                how
+            };
+            conn.kill.cancel();
+            let _ = writer.await;
+            drop(out_tx);
+            inner.closed(&conn, how);
+        });
+        Ok(Response::new(
+            Box::pin(ReceiverStream::new(out_rx)) as RespStream
+        ))
+    }
+}

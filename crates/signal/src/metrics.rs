@@ -1,0 +1,158 @@
+//! `/metrics` series for signaling (`switchboard_signal_*`, `switchboard_client_rtt_seconds`).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabel {
+    pub transport: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabel {
+    pub r#type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+#[derive(Clone)]
+pub struct SignalMetrics {
+    pub connections: Family<TransportLabel, Gauge>,
+    pub sessions: Gauge,
+    pub detached: Gauge,
+    pub rooms: Gauge,
+    pub messages: Family<TypeLabel, Counter>,
+    pub errors: Family<CodeLabel, Counter>,
+    pub closes: Family<CodeLabel, Counter>,
+    pub resumes: Family<ResultLabel, Counter>,
+    pub client_rtt: Histogram,
+}
+
+/// Error codes pre-registered at zero so dashboards see every series.
+pub const ERROR_CODES: &[&str] = &[
+    "malformed_json",
+    "missing_type",
+    "unknown_type",
+    "bad_message",
+    "binary_frame",
+    "frame_too_large",
+    "rate_limited",
+    "join_rate_limited",
+    "not_joined",
+    "unknown_target",
+    "already_joined",
+    "forbidden_peer_id",
+    "forbidden_room",
+    "room_full",
+    "sfu_unavailable",
+    "unknown_resume_token",
+    "resume_gap",
+    "too_many_connections",
+    "unauthorized",
+];
+
+/// Reasons a connection was closed by the server (or found dead).
+pub const CLOSE_REASONS: &[&str] = &[
+    "slow_consumer",
+    "dead",
+    "frame_too_large",
+    "rate_limited",
+    "replaced",
+    "resumed_elsewhere",
+    "shutdown",
+];
+
+impl SignalMetrics {
+    pub fn register(r: &mut Registry) -> Self {
+        let m = SignalMetrics {
+            connections: Family::default(),
+            sessions: Gauge::default(),
+            detached: Gauge::default(),
+            rooms: Gauge::default(),
+            messages: Family::default(),
+            errors: Family::default(),
+            closes: Family::default(),
+            resumes: Family::default(),
+            client_rtt: Histogram::new([
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0,
+            ]),
+        };
+        for t in ["websocket", "grpc"] {
+            let _ = m
+                .connections
+                .get_or_create(&TransportLabel { transport: t });
+        }
+        for c in ERROR_CODES {
+            let _ = m.errors.get_or_create(&CodeLabel { code: c });
+        }
+        for c in CLOSE_REASONS {
+            let _ = m.closes.get_or_create(&CodeLabel { code: c });
+        }
+        r.register(
+            "signal_connections",
+            "Open signaling connections, by transport",
+            m.connections.clone(),
+        );
+        r.register(
+            "signal_sessions",
+            "Joined signaling sessions (attached or awaiting resume)",
+            m.sessions.clone(),
+        );
+        r.register(
+            "signal_sessions_detached",
+            "Sessions whose connection was lost and that may still resume",
+            m.detached.clone(),
+        );
+        r.register(
+            "signal_rooms",
+            "Rooms with at least one peer",
+            m.rooms.clone(),
+        );
+        r.register(
+            "signal_messages",
+            "Client messages accepted, by type",
+            m.messages.clone(),
+        );
+        r.register(
+            "signal_errors",
+            "Error messages sent to clients, by code",
+            m.errors.clone(),
+        );
+        r.register(
+            "signal_closes",
+            "Connections closed by the server or found dead, by reason",
+            m.closes.clone(),
+        );
+        r.register(
+            "signal_resumes",
+            "Resume attempts, by result",
+            m.resumes.clone(),
+        );
+        r.register(
+            "client_rtt_seconds",
+            "DataChannel round-trip times reported by browser SDKs",
+            m.client_rtt.clone(),
+        );
+        m
+    }
+
+    pub fn error(&self, code: &'static str) {
+        self.errors.get_or_create(&CodeLabel { code }).inc();
+    }
+
+    pub fn close(&self, code: &'static str) {
+        self.closes.get_or_create(&CodeLabel { code }).inc();
+    }
+}

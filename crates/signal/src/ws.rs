@@ -1,0 +1,340 @@
+//! `GET /v1/signal`: the WebSocket transport. Authentication happens before the upgrade
+//! (401/403 with a JSON reason, so nothing is allocated for a bad ticket); then one reader
+//! loop parses text frames into the hub and one writer task drains the bounded send queue,
+//! pings every `ping_interval`, and declares the connection dead after `idle_timeout` of silence.
+//!
+//! Credentials: `?access_token=` or `Authorization: Bearer` (scope `webrtc`, `jti` consumed),
+//! or, to resume a lost session, `?resume_token=T&last_seq=N` (the resume token is the
+//! credential: it was handed out only over an authenticated session, rotates on every resume,
+//! and dies with the session).
+
+use crate::hub::{close, Disconnect};
+use crate::protocol::{ClientMessage, ProtocolError};
+use crate::{Caller, Conn, Inner, Outbound, Verdict};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use switchboard_auth::{unix_now, Scope};
+use tokio::sync::mpsc;
+
+pub(crate) fn routes(inner: Arc<Inner>) -> Router {
+    Router::new()
+        .route("/v1/signal", get(upgrade))
+        .with_state(inner)
+}
+
+#[derive(Deserialize, Default)]
+struct SignalQuery {
+    access_token: Option<String>,
+    resume_token: Option<String>,
+    last_seq: Option<u64>,
+}
+
+fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::json!({"error": code, "message": message}).to_string(),
+    )
+        .into_response()
+}
+
+pub(crate) fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+async fn upgrade(State(inner): State<Arc<Inner>>, req: Request) -> Response {
+    let (mut parts, _) = req.into_parts();
+    let ip = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let q: SignalQuery = parts
+        .uri
+        .query()
+        .and_then(serde_urlencoded_lite)
+        .unwrap_or_default();
+    let caller = if let Some(tok) = q.resume_token.as_deref() {
+        if tok.is_empty() || tok.len() > 128 {
+            inner.metrics.error("unknown_resume_token");
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "unknown_resume_token",
+                "bad resume token",
+            );
+        }
+        Caller {
+            identity: None,
+            room: None,
+        }
+    } else {
+        let token = q
+            .access_token
+            .as_deref()
+            .or_else(|| bearer(&parts.headers))
+            .unwrap_or("");
+        match inner
+            .gate
+            .open_session(token, Scope::Webrtc, unix_now())
+            .await
+        {
+            Ok(c) => Caller {
+                identity: Some(c.sub),
+                room: c.room,
+            },
+            Err(e) => {
+                inner.metrics.error("unauthorized");
+                let status =
+                    StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+                return refuse(status, e.reason(), &e.to_string());
+            }
+        }
+    };
+    let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(ws) => ws,
+        Err(e) => return e.into_response(),
+    };
+    let (conn, rx) = match inner.open(ip, "websocket") {
+        Ok(x) => x,
+        Err(code) => {
+            return refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                code,
+                "too many signaling connections from your address",
+            )
+        }
+    };
+    let limit = inner.settings.max_frame_bytes;
+    let resume = q.resume_token.map(|t| (t, q.last_seq.unwrap_or(0)));
+    ws.max_message_size(limit)
+        .max_frame_size(limit)
+        .on_failed_upgrade({
+            let inner = inner.clone();
+            let conn = Conn {
+                id: conn.id,
+                kill: conn.kill.clone(),
+                close: conn.close.clone(),
+                ip: conn.ip,
+                transport: conn.transport,
+            };
+            move |_| inner.closed(&conn, Disconnect::Fatal)
+        })
+        .on_upgrade(move |socket| run(inner, conn, rx, caller, resume, socket))
+}
+
+/// Minimal `application/x-www-form-urlencoded` query parsing for our three keys.
+fn serde_urlencoded_lite(q: &str) -> Option<SignalQuery> {
+    let mut out = SignalQuery::default();
+    for pair in q.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_decode(v)?;
+        match k {
+            "access_token" => out.access_token = Some(v),
+            "resume_token" => out.resume_token = Some(v),
+            "last_seq" => out.last_seq = v.parse().ok(),
+            _ => {}
+        }
+    }
+    Some(out)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let h = std::str::from_utf8(&b[i + 1..i + 3]).ok()?;
+                out.push(u8::from_str_radix(h, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+async fn run(
+    inner: Arc<Inner>,
+    conn: Conn,
+    rx: mpsc::Receiver<Outbound>,
+    caller: Caller,
+    resume: Option<(String, u64)>,
+    socket: WebSocket,
+) {
+    let (sink, mut stream) = socket.split();
+    let start = Instant::now();
+    let last_seen = Arc::new(AtomicU64::new(0));
+    let writer = tokio::spawn(writer(
+        sink,
+        rx,
+        conn.kill.clone(),
+        conn.close.clone(),
+        inner.settings.ping_interval,
+        inner.settings.idle_timeout,
+        last_seen.clone(),
+        start,
+        inner.shutdown.clone(),
+    ));
+    let mut st = inner.new_state(caller);
+    if let Some((tok, last_seq)) = resume {
+        if !inner.resume(&conn, &mut st, &tok, last_seq) {
+            *conn.close.lock() = Some((close::POLICY, "resume failed; join again"));
+            conn.kill.cancel();
+        }
+    }
+    let how = loop {
+        let frame = tokio::select! {
+            _ = conn.kill.cancelled() => {
+                let reason = *conn.close.lock();
+                break match reason {
+                    Some((_, "dead")) => Disconnect::Lost,
+                    _ => Disconnect::Fatal,
+                };
+            }
+            f = stream.next() => f,
+        };
+        last_seen.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let text = match frame {
+            None => break Disconnect::Lost,
+            Some(Err(e)) => {
+                let s = e.to_string();
+                if s.contains("too long") || s.contains("Space limit") || s.contains("too big") {
+                    inner.send_error(
+                        conn.id,
+                        "frame_too_large",
+                        format!(
+                            "frames are limited to {} bytes",
+                            inner.settings.max_frame_bytes
+                        ),
+                    );
+                    inner.metrics.close("frame_too_large");
+                    *conn.close.lock() = Some((close::TOO_BIG, "frame too large"));
+                    conn.kill.cancel();
+                    break Disconnect::Fatal;
+                }
+                break Disconnect::Lost;
+            }
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Binary(_))) => {
+                let e = ProtocolError::BinaryFrame;
+                inner.send_error(conn.id, e.code(), e.to_string());
+                continue;
+            }
+            Some(Ok(Message::Close(_))) => break Disconnect::Clean,
+            Some(Ok(_)) => continue, // ping/pong: liveness only
+        };
+        let verdict = match ClientMessage::parse(text.as_str()) {
+            Ok(m) => inner.handle(&conn, &mut st, m),
+            Err(e) => {
+                inner.send_error(conn.id, e.code(), e.to_string());
+                Verdict::Continue
+            }
+        };
+        if let Verdict::Close(code, reason) = verdict {
+            *conn.close.lock() = Some((code, reason));
+            conn.kill.cancel();
+            break Disconnect::Fatal;
+        }
+    };
+    if how == Disconnect::Lost && conn.close.lock().is_none() {
+        *conn.close.lock() = Some((0, "lost"));
+    }
+    conn.kill.cancel();
+    let _ = writer.await;
+    inner.closed(&conn, how);
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn writer(
+    mut sink: futures::stream::SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Outbound>,
+    kill: tokio_util::sync::CancellationToken,
+    close: Arc<parking_lot::Mutex<Option<(u16, &'static str)>>>,
+    ping_every: Duration,
+    idle: Duration,
+    last_seen: Arc<AtomicU64>,
+    start: Instant,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(ping_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stuck = false;
+    loop {
+        tokio::select! {
+            biased;
+            _ = kill.cancelled() => break,
+            m = rx.recv() => {
+                let Some((msg, seq)) = m else { break };
+                let text = msg.to_json(seq);
+                tokio::select! {
+                    r = sink.send(Message::Text(text.into())) => if r.is_err() { stuck = true; break },
+                    _ = kill.cancelled() => { stuck = true; break },
+                }
+            }
+            _ = tick.tick() => {
+                let seen = Duration::from_millis(last_seen.load(Ordering::Relaxed));
+                if start.elapsed().saturating_sub(seen) > idle {
+                    *close.lock() = Some((0, "dead"));
+                    kill.cancel();
+                    stuck = true;
+                    break;
+                }
+                tokio::select! {
+                    r = sink.send(Message::Ping(Vec::new().into())) => if r.is_err() { stuck = true; break },
+                    _ = kill.cancelled() => { stuck = true; break },
+                }
+            }
+        }
+    }
+    let reason = *close.lock();
+    let (code, why) = match reason {
+        Some((0, _)) => return, // lost or dead: nobody to say goodbye to
+        Some(r) => r,
+        None if shutdown.is_cancelled() => (close::GOING_AWAY, "server shutting down"),
+        None => return, // the client closed
+    };
+    if stuck {
+        let _ = tokio::time::timeout(Duration::from_millis(200), sink.close()).await;
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Ok((msg, seq)) = rx.try_recv() {
+            if sink
+                .send(Message::Text(msg.to_json(seq).into()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        let _ = sink
+            .send(Message::Close(Some(CloseFrame {
+                code,
+                reason: why.into(),
+            })))
+            .await;
+        let _ = sink.close().await;
+    })
+    .await;
+}

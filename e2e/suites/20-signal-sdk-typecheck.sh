@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Issue 3: the browser SDK (clients/js, plain ES modules with JSDoc types) type-checks
+# under `tsc --noEmit --checkJs --strict`.
+source "$(dirname "$0")/../lib.sh"
+cd "$ROOT/clients/js"
+if [ ! -x node_modules/.bin/tsc ]; then
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+node_modules/.bin/tsc -p jsconfig.json || fail "SDK type check"
+pass "SDK type check (tsc --checkJs --strict)"

@@ -30,6 +30,9 @@ const RECV_BUF: usize = 2048;
 /// queue instead (backpressure towards senders).
 const CHANNEL_HIGH_WATER: usize = 256 * 1024;
 const CHANNEL_LOW_WATER: usize = 64 * 1024;
+/// Source addresses remembered per session (ICE candidate pairs); bounds what a flood of
+/// STUN messages carrying a known ufrag can make us store.
+const MAX_ADDRS: usize = 8;
 /// How often the room logic's timers (keyframe retries, layer gauges) run.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -182,7 +185,7 @@ impl Sfu {
             ));
         }
         let addr = SocketAddr::new(bind_ip, cfg.udp_port);
-        let socket = UdpSocket::bind(addr).await.map_err(|source| SfuError::Bind {
+        let socket = bind_udp(addr).map_err(|source| SfuError::Bind {
             addr: addr.to_string(),
             source,
         })?;
@@ -437,6 +440,19 @@ struct Engine {
     last_stats: crate::core::CoreStats,
 }
 
+/// Binds the shared media socket with large kernel buffers: every session's media crosses it,
+/// and bursts (keyframes fanned out to many subscribers) must not overflow the default ~200 kB.
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
+    // Best effort: the kernel caps these at net.core.{r,w}mem_max.
+    let _ = sock.set_recv_buffer_size(8 << 20);
+    let _ = sock.set_send_buffer_size(8 << 20);
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    UdpSocket::from_std(sock.into())
+}
+
 fn default_route_ip() -> Option<IpAddr> {
     // Connecting a UDP socket sends nothing; it only asks the kernel for the source address.
     let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
@@ -561,9 +577,10 @@ impl Engine {
             tracing::debug!(error = %e, "sfu input rejected");
             drop_reason(&self.metrics, "rtc_error");
         }
-        // Learn the address only from input str0m accepted (a valid check carries our ufrag and
-        // integrity); an address already owned by another session is not taken over.
-        if kind == DatagramKind::Stun && !self.by_addr.contains_key(&src) {
+        // Learn the source address from STUN carrying this session's ufrag that str0m accepted.
+        // An address owned by another session is never taken over, and a session keeps at most
+        // MAX_ADDRS addresses, so spoofed checks cannot grow the table or steal routes.
+        if kind == DatagramKind::Stun && !self.by_addr.contains_key(&src) && s.addrs.len() < MAX_ADDRS {
             self.by_addr.insert(src, id);
             s.addrs.push(src);
         }

@@ -820,6 +820,43 @@ impl Rooms {
         )
     }
 
+    /// Bitrates the path to `subscriber` should sustain: `(minimum, desired)` in bit/s. The
+    /// minimum is what the layers forwarded now need; the desired rate is what the best layers
+    /// the subscriber may get (its caps) would need. The driver hands both to the bandwidth
+    /// estimator so it probes towards upgrades.
+    pub fn bitrate_targets(&self, subscriber: ParticipantId, now: Instant) -> (u64, u64) {
+        let window = self.tuning.rate_window;
+        let Some(part) = self.participants.get(&subscriber) else {
+            return (0, 0);
+        };
+        let (mut min, mut desired) = (0u64, 0u64);
+        for (key, sub) in &part.subscriptions {
+            let Some(track) = self.tracks.get(key) else {
+                continue;
+            };
+            if sub.paused || track.muted {
+                continue;
+            }
+            let rate = |l: Layer| {
+                track
+                    .rates
+                    .get(&l)
+                    .map_or(0, |r| effective_bps(r, now, window))
+            };
+            let cur = sub.current.unwrap_or(sub.target);
+            min += rate(cur);
+            let best = track
+                .rates
+                .keys()
+                .rev()
+                .find(|l| **l <= sub.max_layer)
+                .copied()
+                .unwrap_or(cur);
+            desired += rate(best).max(rate(cur));
+        }
+        (min, desired)
+    }
+
     /// Count of subscriptions per forwarded layer (for the layer gauge).
     pub fn layer_histogram(&self) -> [u64; 3] {
         let mut h = [0u64; 3];

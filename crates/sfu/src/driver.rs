@@ -619,6 +619,19 @@ impl Engine {
             let actions = self.rooms.tick(now);
             self.apply(actions, now);
             self.sync_gauges();
+            if self.cfg.bwe_initial_kbps > 0 {
+                let floor = self.cfg.bwe_initial_kbps * 1000 / 4;
+                for (id, s) in self.sessions.iter_mut() {
+                    if !s.connected || s.down.is_empty() {
+                        continue;
+                    }
+                    let (min, desired) = self.rooms.bitrate_targets(*id, now);
+                    s.rtc.bwe().set_bitrate(
+                        str0m::bwe::Bitrate::bps(min.max(floor)),
+                        str0m::bwe::Bitrate::bps(desired.max(min).max(floor)),
+                    );
+                }
+            }
         }
     }
 
@@ -779,9 +792,11 @@ impl Engine {
         if self.sessions.len() >= self.cfg.max_sessions {
             return Err(SfuError::Full(self.cfg.max_sessions));
         }
+        let bwe = (self.cfg.bwe_initial_kbps > 0)
+            .then(|| str0m::bwe::Bitrate::kbps(self.cfg.bwe_initial_kbps));
         let mut rtc = Rtc::builder()
             .set_ice_lite(true)
-            .enable_bwe(Some(str0m::bwe::Bitrate::kbps(300)))
+            .enable_bwe(bwe)
             .set_stats_interval(Some(Duration::from_secs(1)))
             .set_sctp_max_message_size(
                 u32::try_from(self.cfg.max_data_message_bytes)

@@ -107,6 +107,11 @@ pub struct SfuConfig {
     /// Capacity of each participant's event stream (server offers, data for the server...).
     /// A consumer that falls this far behind is disconnected.
     pub event_queue: usize,
+    /// Starting send-bandwidth estimate per subscriber, kbit/s. The estimate then follows
+    /// TWCC feedback (probing towards what the subscriber's layers need) and paces sending;
+    /// simulcast layers are picked from it. 0 disables estimation and pacing (layers then stay
+    /// at the subscriber's cap).
+    pub bwe_initial_kbps: u64,
 }
 
 impl Default for SfuConfig {
@@ -122,6 +127,7 @@ impl Default for SfuConfig {
             data_queue_bytes: 1 << 20,
             max_data_message_bytes: 64 * 1024,
             event_queue: 256,
+            bwe_initial_kbps: 1000,
         }
     }
 }

@@ -34,6 +34,8 @@ pub struct Received {
     pub bytes: u64,
     /// RTP packets that made up the units.
     pub packets: u64,
+    /// The m-line carries VP8 video.
+    pub video: bool,
 }
 
 /// Client-side peer.
@@ -219,7 +221,11 @@ impl Peer {
 
     /// Total video frames received over all m-lines.
     pub fn video_frames(&self) -> u64 {
-        self.received.values().map(|r| r.units).sum()
+        self.received
+            .values()
+            .filter(|r| r.video)
+            .map(|r| r.units)
+            .sum()
     }
 
     /// Drives I/O and timers for `dur`.
@@ -290,6 +296,7 @@ impl Peer {
             }
             Event::MediaData(d) => {
                 let r = self.received.entry(d.mid).or_default();
+                r.video = d.params.spec().codec == Codec::Vp8;
                 r.units += 1;
                 r.bytes += d.data.len() as u64;
                 r.packets +=

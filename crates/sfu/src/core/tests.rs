@@ -333,3 +333,24 @@ fn layer_from_rid() {
     assert_eq!(Layer::from_rid(Some("f")), Layer(2));
     assert_eq!(Layer(2).label(), "high");
 }
+
+#[test]
+fn bitrate_targets_follow_layers_and_caps() {
+    let start = t0();
+    let mut r = Rooms::default();
+    r.join("r", A);
+    r.join("r", B);
+    r.publish(A, 0, TrackKind::Video);
+    let key = video(A);
+    r.down_track_ready(B, key, start);
+    let now = feed_layers(&mut r, key, start, 2);
+    let (min, desired) = r.bitrate_targets(B, now);
+    // On the low layer (~150k), wanting the high one (~1.5M).
+    assert!((100_000..250_000).contains(&min), "min {min}");
+    assert!((1_200_000..1_800_000).contains(&desired), "desired {desired}");
+    r.set_max_layer(B, key, Layer(1), now);
+    let (_, desired) = r.bitrate_targets(B, now);
+    assert!((400_000..600_000).contains(&desired), "capped desired {desired}");
+    r.set_paused(B, key, true, now);
+    assert_eq!(r.bitrate_targets(B, now), (0, 0));
+}

@@ -120,7 +120,12 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn connect(sfu: &Sfu, room: &str, name: &str, publish: bool) -> anyhow::Result<(Peer, ParticipantHandle)> {
+async fn connect(
+    sfu: &Sfu,
+    room: &str,
+    name: &str,
+    publish: bool,
+) -> anyhow::Result<(Peer, ParticipantHandle)> {
     let handle = sfu.join(room, name).await?;
     let mut peer = Peer::bind(IpAddr::V4(Ipv4Addr::LOCALHOST)).await?;
     let offer = peer.offer(publish, publish);
@@ -158,7 +163,7 @@ async fn participant(
             base_packets = peer.received.values().map(|r| r.packets).sum();
         }
         if publish && now >= next_frame {
-            let kf = frame % 60 == 0 || peer.keyframe_requests > kf_seen;
+            let kf = frame.is_multiple_of(60) || peer.keyframe_requests > kf_seen;
             kf_seen = peer.keyframe_requests;
             let size = if kf { frame_bytes * 4 } else { frame_bytes };
             if peer.send_video(kf, size) && measuring {
@@ -172,9 +177,14 @@ async fn participant(
             frame += 1;
             next_frame += Duration::from_micros(33_333);
         }
-        let wait = next_frame.min(end).saturating_duration_since(Instant::now());
-        peer.run_for(wait.max(Duration::from_micros(200)).min(Duration::from_millis(20)))
-            .await;
+        let wait = next_frame
+            .min(end)
+            .saturating_duration_since(Instant::now());
+        peer.run_for(
+            wait.max(Duration::from_micros(200))
+                .min(Duration::from_millis(20)),
+        )
+        .await;
         while let Some(ev) = handle.try_next_event() {
             if let SfuEvent::Offer(sdp) = ev {
                 if let Ok(answer) = peer.accept_offer(&sdp) {
@@ -184,9 +194,10 @@ async fn participant(
         }
     }
     // Count only frames of tracks that carry video (keyframes seen).
-    shared
-        .frames_received
-        .fetch_add(peer.video_frames().saturating_sub(base_frames), Ordering::Relaxed);
+    shared.frames_received.fetch_add(
+        peer.video_frames().saturating_sub(base_frames),
+        Ordering::Relaxed,
+    );
     let packets: u64 = peer.received.values().map(|r| r.packets).sum();
     shared
         .packets_received
@@ -207,9 +218,15 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 fn histogram_quantile(text: &str, q: f64) -> Option<f64> {
     let mut buckets: Vec<(f64, f64)> = Vec::new();
     for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("switchboard_sfu_forwarding_latency_seconds_bucket{le=\"") {
+        if let Some(rest) =
+            line.strip_prefix("switchboard_sfu_forwarding_latency_seconds_bucket{le=\"")
+        {
             let (le, v) = rest.split_once("\"} ")?;
-            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
             buckets.push((le, v.trim().parse().ok()?));
         }
     }
@@ -237,7 +254,10 @@ async fn run(
             peers.push((connect(&sfu, &room, &format!("pub{p}"), true).await?, true));
         }
         for s in 0..args.subscribers {
-            peers.push((connect(&sfu, &room, &format!("sub{s}"), false).await?, false));
+            peers.push((
+                connect(&sfu, &room, &format!("sub{s}"), false).await?,
+                false,
+            ));
         }
     }
     let start = Instant::now();
@@ -284,7 +304,11 @@ async fn run(
     let receivers_per_frame = (args.subscribers + args.publishers - 1) as f64;
     let expected = shared.frames_sent.load(Ordering::Relaxed) as f64 * receivers_per_frame;
     let got = shared.frames_received.load(Ordering::Relaxed) as f64;
-    let loss = if expected > 0.0 { (1.0 - got / expected).max(0.0) } else { 0.0 };
+    let loss = if expected > 0.0 {
+        (1.0 - got / expected).max(0.0)
+    } else {
+        0.0
+    };
     Ok(format!(
         "rooms={} publishers/room={} subscribers/room={} video_kbps={} bwe_initial_kbps={} window={:.1}s\n\
          sfu outbound datagrams/s: {:.0}   inbound datagrams/s: {:.0}\n\

@@ -300,14 +300,25 @@ impl Rooms {
         }
         let mut actions = Vec::new();
         for index in part.published {
-            self.unpublish_inner(TrackKey { publisher: p, index }, &mut actions);
+            self.unpublish_inner(
+                TrackKey {
+                    publisher: p,
+                    index,
+                },
+                &mut actions,
+            );
         }
         actions
     }
 
     /// `publisher` started sending a track; everyone else in the room with automatic
     /// subscription gets a down-track.
-    pub fn publish(&mut self, publisher: ParticipantId, index: u32, kind: TrackKind) -> Vec<Action> {
+    pub fn publish(
+        &mut self,
+        publisher: ParticipantId,
+        index: u32,
+        kind: TrackKind,
+    ) -> Vec<Action> {
         let mut actions = Vec::new();
         let Some(part) = self.participants.get_mut(&publisher) else {
             return actions;
@@ -541,7 +552,12 @@ impl Rooms {
     }
 
     /// New bandwidth estimate (from TWCC/REMB) for the path to `subscriber`.
-    pub fn set_bandwidth(&mut self, subscriber: ParticipantId, bps: u64, now: Instant) -> Vec<Action> {
+    pub fn set_bandwidth(
+        &mut self,
+        subscriber: ParticipantId,
+        bps: u64,
+        now: Instant,
+    ) -> Vec<Action> {
         if let Some(p) = self.participants.get_mut(&subscriber) {
             p.bandwidth_bps = Some(bps);
         }
@@ -661,7 +677,13 @@ impl Rooms {
         }
     }
 
-    fn request_keyframe(&mut self, key: TrackKey, layer: Layer, now: Instant, out: &mut Vec<Action>) {
+    fn request_keyframe(
+        &mut self,
+        key: TrackKey,
+        layer: Layer,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
         let throttle = self.tuning.keyframe_throttle;
         let Some(track) = self.tracks.get_mut(&key) else {
             return;
@@ -727,7 +749,10 @@ impl Rooms {
             bps: 0,
         });
         if now.duration_since(rate.window_start) >= window {
-            let secs = now.duration_since(rate.window_start).as_secs_f64().max(1e-3);
+            let secs = now
+                .duration_since(rate.window_start)
+                .as_secs_f64()
+                .max(1e-3);
             rate.bps = (rate.bytes_in_window as f64 * 8.0 / secs) as u64;
             rate.bytes_in_window = 0;
             rate.window_start = now;

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
 use str0m::bwe::BweKind;
-use str0m::channel::ChannelId;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::ChannelId;
 use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
@@ -580,7 +580,10 @@ impl Engine {
         // Learn the source address from STUN carrying this session's ufrag that str0m accepted.
         // An address owned by another session is never taken over, and a session keeps at most
         // MAX_ADDRS addresses, so spoofed checks cannot grow the table or steal routes.
-        if kind == DatagramKind::Stun && !self.by_addr.contains_key(&src) && s.addrs.len() < MAX_ADDRS {
+        if kind == DatagramKind::Stun
+            && !self.by_addr.contains_key(&src)
+            && s.addrs.len() < MAX_ADDRS
+        {
             self.by_addr.insert(src, id);
             s.addrs.push(src);
         }
@@ -862,7 +865,12 @@ impl Engine {
         Ok(answer.to_sdp_string())
     }
 
-    fn accept_answer(&mut self, id: ParticipantId, sdp: &str, now: Instant) -> Result<(), SfuError> {
+    fn accept_answer(
+        &mut self,
+        id: ParticipantId,
+        sdp: &str,
+        now: Instant,
+    ) -> Result<(), SfuError> {
         let s = self
             .sessions
             .get_mut(&id)
@@ -928,8 +936,8 @@ impl Engine {
             .get_mut(&id)
             .ok_or(SfuError::UnknownParticipant)?;
         let line = if candidate.trim_start().starts_with('{') {
-            let v: serde_json::Value = serde_json::from_str(candidate)
-                .map_err(|e| SfuError::Candidate(e.to_string()))?;
+            let v: serde_json::Value =
+                serde_json::from_str(candidate).map_err(|e| SfuError::Candidate(e.to_string()))?;
             v.get("candidate")
                 .and_then(|c| c.as_str())
                 .unwrap_or_default()
@@ -992,7 +1000,10 @@ impl Engine {
         }
         if let Some((offer, pending)) = applied {
             s.pending = Some(pending);
-            if s.events.try_send(SfuEvent::Offer(offer.to_sdp_string())).is_err() {
+            if s.events
+                .try_send(SfuEvent::Offer(offer.to_sdp_string()))
+                .is_err()
+            {
                 self.metrics
                     .session_errors
                     .get_or_create(&ReasonLabel {
@@ -1327,7 +1338,10 @@ impl Engine {
                     track,
                     kind,
                 } => {
-                    let Some(publisher) = self.sessions.get(&track.publisher).map(|p| p.identity.clone())
+                    let Some(publisher) = self
+                        .sessions
+                        .get(&track.publisher)
+                        .map(|p| p.identity.clone())
                     else {
                         continue;
                     };

@@ -94,9 +94,17 @@ impl SfuMetrics {
     /// Registers everything under `sfu_` in `registry` (which carries the `switchboard` prefix).
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("sfu");
-        r.register("sessions", "Live SFU WebRTC sessions", self.sessions.clone());
+        r.register(
+            "sessions",
+            "Live SFU WebRTC sessions",
+            self.sessions.clone(),
+        );
         r.register("tracks", "Published tracks", self.tracks.clone());
-        r.register("subscriptions", "Down-tracks (subscriptions)", self.subscriptions.clone());
+        r.register(
+            "subscriptions",
+            "Down-tracks (subscriptions)",
+            self.subscriptions.clone(),
+        );
         r.register(
             "packets_forwarded",
             "RTP packets forwarded to subscribers",
@@ -107,7 +115,11 @@ impl SfuMetrics {
             "Media payload bytes forwarded to subscribers",
             self.bytes_forwarded.clone(),
         );
-        r.register("datagrams_sent", "UDP datagrams sent", self.datagrams_sent.clone());
+        r.register(
+            "datagrams_sent",
+            "UDP datagrams sent",
+            self.datagrams_sent.clone(),
+        );
         r.register(
             "datagrams_received",
             "UDP datagrams received",
@@ -118,8 +130,16 @@ impl SfuMetrics {
             "Datagrams dropped before a session saw them",
             self.datagrams_dropped.clone(),
         );
-        r.register("nacks", "NACKs received from subscribers", self.nacks.clone());
-        r.register("plis", "Keyframe requests sent to publishers", self.plis.clone());
+        r.register(
+            "nacks",
+            "NACKs received from subscribers",
+            self.nacks.clone(),
+        );
+        r.register(
+            "plis",
+            "Keyframe requests sent to publishers",
+            self.plis.clone(),
+        );
         r.register(
             "keyframe_waits",
             "Subscriber waits for a keyframe",
@@ -135,8 +155,16 @@ impl SfuMetrics {
             "Video subscriptions per forwarded simulcast layer",
             self.subscriber_layers.clone(),
         );
-        r.register("data_relayed", "DataChannel messages relayed", self.data_relayed.clone());
-        r.register("data_dropped", "DataChannel messages dropped", self.data_dropped.clone());
+        r.register(
+            "data_relayed",
+            "DataChannel messages relayed",
+            self.data_relayed.clone(),
+        );
+        r.register(
+            "data_dropped",
+            "DataChannel messages dropped",
+            self.data_dropped.clone(),
+        );
         r.register(
             "session_errors",
             "Sessions closed because of an error",

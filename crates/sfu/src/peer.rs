@@ -77,8 +77,8 @@ impl Peer {
         let now = Instant::now();
         let _ = epoch();
         let mut rtc = Rtc::builder().build(now);
-        let cand = Candidate::host(local, "udp")
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let cand =
+            Candidate::host(local, "udp").map_err(|e| std::io::Error::other(e.to_string()))?;
         rtc.add_local_candidate(cand);
         Ok(Peer {
             rtc,
@@ -299,8 +299,7 @@ impl Peer {
                 r.video = d.params.spec().codec == Codec::Vp8;
                 r.units += 1;
                 r.bytes += d.data.len() as u64;
-                r.packets +=
-                    (**d.seq_range.end()).wrapping_sub(**d.seq_range.start()) + 1;
+                r.packets += (**d.seq_range.end()).wrapping_sub(**d.seq_range.start()) + 1;
                 if d.is_keyframe() {
                     r.keyframes += 1;
                 }

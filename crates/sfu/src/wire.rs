@@ -202,8 +202,9 @@ mod tests {
     #[test]
     fn replay_corpus() {
         for target in ["stun_username", "data_envelope"] {
-            let dir =
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus").join(target);
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../fuzz/corpus")
+                .join(target);
             let entries = std::fs::read_dir(&dir).expect("corpus dir exists");
             let mut n = 0;
             for e in entries {

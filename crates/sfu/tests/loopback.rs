@@ -85,7 +85,7 @@ async fn publish(clients: &mut [Client], idx: usize, dur: Duration) {
     let mut kf_seen = clients[idx].peer.keyframe_requests;
     while Instant::now() < end {
         let p = &mut clients[idx].peer;
-        let kf = frame % 30 == 0 || p.keyframe_requests > kf_seen;
+        let kf = frame.is_multiple_of(30) || p.keyframe_requests > kf_seen;
         kf_seen = p.keyframe_requests;
         p.send_video(kf, if kf { 6000 } else { 1500 });
         p.send_audio(120);
@@ -97,7 +97,10 @@ async fn publish(clients: &mut [Client], idx: usize, dur: Duration) {
 
 async fn wait_connected(clients: &mut [Client]) {
     for _ in 0..200 {
-        if clients.iter().all(|c| c.peer.connected && c.peer.reliable.is_some()) {
+        if clients
+            .iter()
+            .all(|c| c.peer.connected && c.peer.reliable.is_some())
+        {
             return;
         }
         pump(clients, Duration::from_millis(20)).await;
@@ -135,13 +138,25 @@ async fn publisher_reaches_two_subscribers_and_a_late_joiner() {
             .sum();
         let total: u64 = c.peer.received.values().map(|r| r.units).sum();
         assert!(video >= 20, "{} got {video} video frames", c.name);
-        assert!(total - video >= 40, "{} got {} audio packets", c.name, total - video);
+        assert!(
+            total - video >= 40,
+            "{} got {} audio packets",
+            c.name,
+            total - video
+        );
         assert_eq!(c.tracks_added.len(), 2, "{}: {:?}", c.name, c.tracks_added);
         assert!(c.tracks_added.iter().all(|p| p == "alice"));
     }
-    assert_eq!(clients[2].peer.video_frames(), 0, "publisher gets nothing back");
+    assert_eq!(
+        clients[2].peer.video_frames(),
+        0,
+        "publisher gets nothing back"
+    );
     assert_eq!(clients[3].peer.video_frames(), 0, "other room gets nothing");
-    assert!(clients[2].peer.keyframe_requests > 0, "SFU asked for keyframes");
+    assert!(
+        clients[2].peer.keyframe_requests > 0,
+        "SFU asked for keyframes"
+    );
 
     // Late joiner: first decodable frame fast.
     let joined = Instant::now();
@@ -179,7 +194,13 @@ async fn publisher_reaches_two_subscribers_and_a_late_joiner() {
     alice.handle.leave().await;
     pump(&mut clients, Duration::from_millis(300)).await;
     for c in &clients[..2] {
-        assert_eq!(c.tracks_ended.len(), 2, "{} saw {:?}", c.name, c.tracks_ended);
+        assert_eq!(
+            c.tracks_ended.len(),
+            2,
+            "{} saw {:?}",
+            c.name,
+            c.tracks_ended
+        );
     }
     let counts = sfu.counts().await.expect("counts");
     assert_eq!(counts.tracks, 0);
@@ -197,9 +218,15 @@ async fn data_is_relayed_targeted_and_pushed() {
         join(&sfu, "d", "carol", false, false).await,
     ];
     wait_connected(&mut clients).await;
-    assert!(clients[0].peer.send_text(false, r#"{"data":{"hello":"all"}}"#));
-    assert!(clients[0].peer.send_text(false, r#"{"to":"bob","data":"just bob"}"#));
-    assert!(clients[0].peer.send_text(false, r#"{"to":"$server","data":{"q":1}}"#));
+    assert!(clients[0]
+        .peer
+        .send_text(false, r#"{"data":{"hello":"all"}}"#));
+    assert!(clients[0]
+        .peer
+        .send_text(false, r#"{"to":"bob","data":"just bob"}"#));
+    assert!(clients[0]
+        .peer
+        .send_text(false, r#"{"to":"$server","data":{"q":1}}"#));
     assert!(clients[0].peer.send_text(false, "not an envelope"));
     assert!(clients[2].peer.send_text(true, r#"{"data":"lossy hi"}"#));
     clients[1]
@@ -216,18 +243,31 @@ async fn data_is_relayed_targeted_and_pushed() {
     let bob = &clients[1].peer.data;
     let carol = &clients[2].peer.data;
     let alice = &clients[0].peer.data;
-    assert!(bob.contains(&r#"{"from":"alice","data":{"hello":"all"}}"#.to_string()), "{bob:?}");
+    assert!(
+        bob.contains(&r#"{"from":"alice","data":{"hello":"all"}}"#.to_string()),
+        "{bob:?}"
+    );
     assert!(carol.contains(&r#"{"from":"alice","data":{"hello":"all"}}"#.to_string()));
     assert!(bob.contains(&r#"{"from":"alice","data":"just bob"}"#.to_string()));
     assert!(!carol.iter().any(|m| m.contains("just bob")));
-    assert!(bob.contains(&r#"{"from":"$server","topic":"stream.progress","data":{"pct":50}}"#.to_string()));
-    assert!(alice.contains(&r#"{"from":"carol","data":"lossy hi"}"#.to_string()), "{alice:?}");
-    assert!(!alice.iter().any(|m| m.contains("hello")), "no echo to sender");
+    assert!(bob.contains(
+        &r#"{"from":"$server","topic":"stream.progress","data":{"pct":50}}"#.to_string()
+    ));
+    assert!(
+        alice.contains(&r#"{"from":"carol","data":"lossy hi"}"#.to_string()),
+        "{alice:?}"
+    );
+    assert!(
+        !alice.iter().any(|m| m.contains("hello")),
+        "no echo to sender"
+    );
     assert_eq!(clients[0].server_data, vec![r#"{"q":1}"#.to_string()]);
     let m = sfu.metrics();
     assert_eq!(
         m.data_dropped
-            .get_or_create(&ReasonLabel { reason: "malformed" })
+            .get_or_create(&ReasonLabel {
+                reason: "malformed"
+            })
             .get(),
         1
     );
@@ -245,7 +285,9 @@ async fn push_backpressure_is_bounded() {
     };
     let token = CancellationToken::new();
     let mut reg = Registry::default();
-    let sfu = Sfu::start(cfg, &mut reg, token.clone()).await.expect("start");
+    let sfu = Sfu::start(cfg, &mut reg, token.clone())
+        .await
+        .expect("start");
     // Never connects: nothing can drain, so the queue fills and pushes are refused.
     let h = sfu.join("b", "slow").await.expect("join");
     let payload = format!("\"{}\"", "x".repeat(1000));
@@ -258,7 +300,7 @@ async fn push_backpressure_is_bounded() {
             Err(e) => panic!("unexpected {e}"),
         }
     }
-    assert!(accepted >= 3 && accepted <= 4, "accepted {accepted}");
+    assert!((3..=4).contains(&accepted), "accepted {accepted}");
     assert_eq!(accepted + refused, 20);
     assert!(sfu.counts().await.expect("counts").queued_bytes <= 4096);
     h.leave().await;
@@ -276,7 +318,10 @@ async fn join_leave_loop_returns_every_count_to_zero() {
         ];
         wait_connected(&mut clients).await;
         publish(&mut clients, 0, Duration::from_millis(200)).await;
-        assert!(clients[1].peer.video_frames() > 0, "round {i}: nothing forwarded");
+        assert!(
+            clients[1].peer.video_frames() > 0,
+            "round {i}: nothing forwarded"
+        );
         clients[0]
             .handle
             .send_data("t", "1", true)
@@ -297,7 +342,10 @@ async fn join_leave_loop_returns_every_count_to_zero() {
     for i in 0..50 {
         let h = sfu.join("loop2", &format!("p{i}")).await.expect("join");
         let mut peer = Peer::bind(LO).await.expect("bind");
-        let _ = h.accept_offer(&peer.offer(true, false)).await.expect("answer");
+        let _ = h
+            .accept_offer(&peer.offer(true, false))
+            .await
+            .expect("answer");
         h.leave().await;
     }
     let mut counts = SfuCounts::default();
@@ -326,7 +374,9 @@ async fn hostile_datagrams_are_dropped_and_counted() {
         join(&sfu, "h", "b", false, false).await,
     ];
     wait_connected(&mut clients).await;
-    let evil = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let evil = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let mut stun = vec![0x00, 0x01, 0x00, 0x0c, 0x21, 0x12, 0xA4, 0x42];
     stun.extend_from_slice(&[9; 12]);
     stun.extend_from_slice(&[0x00, 0x06, 0x00, 0x08]);
@@ -358,7 +408,7 @@ async fn hostile_datagrams_are_dropped_and_counted() {
             b.push(x as u8);
         }
         evil.send_to(&b, target).await.expect("send");
-        if len % 8 == 0 {
+        if len.is_multiple_of(8) {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }

@@ -71,7 +71,10 @@ fn video_waits_for_keyframe_then_forwards() {
     );
     let mut out = Vec::new();
     r.route_media(video(A), Layer(0), false, 1000, ms(now, 10), &mut out);
-    assert!(out.is_empty(), "delta frame before keyframe must not be forwarded");
+    assert!(
+        out.is_empty(),
+        "delta frame before keyframe must not be forwarded"
+    );
     assert_eq!(r.stats().dropped_waiting_keyframe, 1);
     r.route_media(video(A), Layer(0), true, 1000, ms(now, 20), &mut out);
     assert_eq!(out, vec![B]);
@@ -140,7 +143,9 @@ fn subscriber_loss_asks_publisher_for_keyframe() {
             layer: Layer(0)
         }]
     );
-    assert!(r.publisher_loss(video(A), Layer(0), ms(now, 1100)).is_empty());
+    assert!(r
+        .publisher_loss(video(A), Layer(0), ms(now, 1100))
+        .is_empty());
     assert_eq!(r.publisher_loss(video(A), Layer(0), ms(now, 1400)).len(), 1);
 }
 
@@ -304,11 +309,17 @@ fn data_queue_is_bounded_and_ordered() {
         ..CoreTuning::default()
     });
     r.join("r", A);
-    assert_eq!(r.enqueue_data(B, true, vec![1]), Err(DataDrop::UnknownTarget));
+    assert_eq!(
+        r.enqueue_data(B, true, vec![1]),
+        Err(DataDrop::UnknownTarget)
+    );
     for i in 0..10u8 {
         assert_eq!(r.enqueue_data(A, i % 2 == 0, vec![i; 10]), Ok(()));
     }
-    assert_eq!(r.enqueue_data(A, true, vec![0; 1]), Err(DataDrop::QueueFull));
+    assert_eq!(
+        r.enqueue_data(A, true, vec![0; 1]),
+        Err(DataDrop::QueueFull)
+    );
     assert_eq!(r.stats().data_dropped_queue_full, 1);
     let mut got = Vec::new();
     r.drain_data(A, |m| {
@@ -347,10 +358,16 @@ fn bitrate_targets_follow_layers_and_caps() {
     let (min, desired) = r.bitrate_targets(B, now);
     // On the low layer (~150k), wanting the high one (~1.5M).
     assert!((100_000..250_000).contains(&min), "min {min}");
-    assert!((1_200_000..1_800_000).contains(&desired), "desired {desired}");
+    assert!(
+        (1_200_000..1_800_000).contains(&desired),
+        "desired {desired}"
+    );
     r.set_max_layer(B, key, Layer(1), now);
     let (_, desired) = r.bitrate_targets(B, now);
-    assert!((400_000..600_000).contains(&desired), "capped desired {desired}");
+    assert!(
+        (400_000..600_000).contains(&desired),
+        "capped desired {desired}"
+    );
     r.set_paused(B, key, true, now);
     assert_eq!(r.bitrate_targets(B, now), (0, 0));
 }

@@ -878,7 +878,9 @@ impl Engine {
         let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::Sdp(e.to_string()))?;
         let pending = s.pending.take().ok_or(SfuError::NoPendingOffer)?;
         if let Err(e) = s.rtc.sdp_api().accept_answer(pending, answer) {
+            // The offer is void; queue its changes again and offer afresh.
             rollback_offered(s);
+            self.renegotiate.insert(id);
             return Err(SfuError::Sdp(e.to_string()));
         }
         let mut ready = Vec::new();

@@ -172,3 +172,33 @@ impl SfuMetrics {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_the_sfu_prefix() {
+        let m = SfuMetrics::default();
+        let mut reg = Registry::with_prefix("switchboard");
+        m.register(&mut reg);
+        m.plis.inc();
+        m.forwarding_latency.observe(0.0002);
+        m.packets_forwarded
+            .get_or_create(&KindLabel { kind: "video" })
+            .inc();
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &reg).expect("encode");
+        for name in [
+            "switchboard_sfu_sessions",
+            "switchboard_sfu_tracks",
+            "switchboard_sfu_packets_forwarded_total{kind=\"video\"} 1",
+            "switchboard_sfu_plis_total 1",
+            "switchboard_sfu_forwarding_latency_seconds_bucket",
+            "switchboard_sfu_nacks_total",
+            "switchboard_sfu_keyframe_waits_total",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+    }
+}

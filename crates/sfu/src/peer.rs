@@ -104,6 +104,11 @@ impl Peer {
     /// Creates the initial offer: optional send-only video/audio, plus a reliable channel and a
     /// lossy "updates" channel.
     pub fn offer(&mut self, video: bool, audio: bool) -> String {
+        self.offer_with(video, audio, true)
+    }
+
+    /// Like [`Peer::offer`]; `channels: false` for a renegotiation that only adds media.
+    pub fn offer_with(&mut self, video: bool, audio: bool, channels: bool) -> String {
         let mut api = self.rtc.sdp_api();
         if video {
             self.video_mid = Some(api.add_media(
@@ -123,13 +128,15 @@ impl Peer {
                 None,
             ));
         }
-        api.add_channel("reliable".into());
-        api.add_channel_with_config(ChannelConfig {
-            label: "updates".into(),
-            ordered: false,
-            reliability: Reliability::MaxRetransmits { retransmits: 0 },
-            ..ChannelConfig::default()
-        });
+        if channels {
+            api.add_channel("reliable".into());
+            api.add_channel_with_config(ChannelConfig {
+                label: "updates".into(),
+                ordered: false,
+                reliability: Reliability::MaxRetransmits { retransmits: 0 },
+                ..ChannelConfig::default()
+            });
+        }
         let (offer, pending) = api.apply().expect("offer has changes");
         self.pending = Some(pending);
         offer.to_sdp_string()

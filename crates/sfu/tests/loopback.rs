@@ -426,3 +426,52 @@ async fn hostile_datagrams_are_dropped_and_counted() {
     token.cancel();
     sfu.stopped().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn glare_browser_offer_wins_and_server_reoffers() {
+    let (sfu, token) = start().await;
+    let mut clients = vec![join(&sfu, "g", "bob", false, false).await];
+    wait_connected(&mut clients).await;
+    clients.push(join(&sfu, "g", "alice", true, false).await);
+    // Alice's track makes the SFU offer to Bob; Bob ignores that offer and sends his own
+    // (he starts publishing), exactly the glare case.
+    let mut server_offer = None;
+    for _ in 0..100 {
+        futures::future::join_all(
+            clients
+                .iter_mut()
+                .map(|c| c.peer.run_for(Duration::from_millis(5))),
+        )
+        .await;
+        if let Some(SfuEvent::Offer(sdp)) = clients[0].handle.try_next_event() {
+            server_offer = Some(sdp);
+            break;
+        }
+    }
+    assert!(server_offer.is_some(), "server offered alice's track to bob");
+    let bob_offer = clients[0].peer.offer_with(true, false, false);
+    let answer = clients[0]
+        .handle
+        .accept_offer(&bob_offer)
+        .await
+        .expect("browser offer wins");
+    clients[0].peer.accept_answer(&answer).expect("bob applies answer");
+    // The server re-offers alice's track; both now receive each other's video.
+    let end = Instant::now() + Duration::from_secs(2);
+    let mut frame = 0u64;
+    while Instant::now() < end {
+        for i in 0..2 {
+            let p = &mut clients[i].peer;
+            let kf = frame.is_multiple_of(15) || std::mem::take(&mut p.keyframe_requests) > 0;
+            p.send_video(kf, 1200);
+        }
+        frame += 1;
+        pump(&mut clients, Duration::from_millis(33)).await;
+    }
+    assert!(clients[0].peer.video_frames() > 10, "bob sees alice");
+    assert!(clients[1].peer.video_frames() > 10, "alice sees bob");
+    assert_eq!(clients[0].tracks_added, vec!["alice".to_string()]);
+    assert_eq!(clients[1].tracks_added, vec!["bob".to_string()]);
+    token.cancel();
+    sfu.stopped().await;
+}

@@ -39,7 +39,7 @@ struct Args {
     #[arg(long, default_value_t = 10)]
     seconds: u64,
     /// `[sfu] bwe_initial_kbps` for the SFU under test (0: no estimation/pacing).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 0)]
     bwe_initial_kbps: u64,
     /// Client runtime worker threads.
     #[arg(long, default_value_t = 2)]

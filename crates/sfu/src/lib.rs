@@ -107,10 +107,13 @@ pub struct SfuConfig {
     /// Capacity of each participant's event stream (server offers, data for the server...).
     /// A consumer that falls this far behind is disconnected.
     pub event_queue: usize,
-    /// Starting send-bandwidth estimate per subscriber, kbit/s. The estimate then follows
-    /// TWCC feedback (probing towards what the subscriber's layers need) and paces sending;
-    /// simulcast layers are picked from it. 0 disables estimation and pacing (layers then stay
-    /// at the subscriber's cap).
+    /// Starting send-bandwidth estimate per subscriber, kbit/s; 0 (default) disables
+    /// estimation and pacing. When set, the estimate follows TWCC feedback (probing towards what
+    /// the subscriber's layers need), str0m paces sending at 1.1x the estimate, and simulcast
+    /// layers are picked from it. Off by default in phase 1: on the contended benchmark host it
+    /// halved engine throughput, a low start (1000) left a ~1 s standing queue, and an
+    /// overloaded run collapsed (bench/RESULTS.md "## SFU"). Without it, layers follow the
+    /// subscriber's requested size. 10000 is the value to try.
     pub bwe_initial_kbps: u64,
 }
 
@@ -127,7 +130,7 @@ impl Default for SfuConfig {
             data_queue_bytes: 1 << 20,
             max_data_message_bytes: 64 * 1024,
             event_queue: 256,
-            bwe_initial_kbps: 1000,
+            bwe_initial_kbps: 0,
         }
     }
 }

@@ -448,14 +448,20 @@ async fn glare_browser_offer_wins_and_server_reoffers() {
             break;
         }
     }
-    assert!(server_offer.is_some(), "server offered alice's track to bob");
+    assert!(
+        server_offer.is_some(),
+        "server offered alice's track to bob"
+    );
     let bob_offer = clients[0].peer.offer_with(true, false, false);
     let answer = clients[0]
         .handle
         .accept_offer(&bob_offer)
         .await
         .expect("browser offer wins");
-    clients[0].peer.accept_answer(&answer).expect("bob applies answer");
+    clients[0]
+        .peer
+        .accept_answer(&answer)
+        .expect("bob applies answer");
     // The server re-offers alice's track; both now receive each other's video.
     let end = Instant::now() + Duration::from_secs(2);
     let mut frame = 0u64;

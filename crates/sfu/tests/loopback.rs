@@ -466,8 +466,8 @@ async fn glare_browser_offer_wins_and_server_reoffers() {
     let end = Instant::now() + Duration::from_secs(2);
     let mut frame = 0u64;
     while Instant::now() < end {
-        for i in 0..2 {
-            let p = &mut clients[i].peer;
+        for c in clients.iter_mut() {
+            let p = &mut c.peer;
             let kf = frame.is_multiple_of(15) || std::mem::take(&mut p.keyframe_requests) > 0;
             p.send_video(kf, 1200);
         }

@@ -1,7 +1,82 @@
-//! Switchboard's SFU (server-side WebRTC). Work in progress: today this crate holds the `[sfu]`
-//! config section; forwarding lands with its issue.
+//! Switchboard's SFU: server-side WebRTC (str0m) that forwards media and relays data.
+//!
+//! Data flow: every participant has one str0m `Rtc` inside a single engine task ([`driver`]).
+//! All sessions share one UDP socket; a datagram is routed to its session by the ICE ufrag in a
+//! STUN USERNAME ([`wire`]) and afterwards by its source address. Media and data events from a
+//! session go through the sans-IO room logic ([`core`]), which decides who receives what (layer,
+//! keyframe waits, mute, bounded data queues); the engine then writes into the subscribers'
+//! `Rtc`s and sends their datagrams.
+//!
+//! Signaling talks to the SFU only through [`Sfu::join`] and the returned [`ParticipantHandle`]
+//! (offer/answer/candidates in, [`SfuEvent`]s out).
+
+pub mod core;
+pub mod driver;
+pub mod metrics;
+pub mod peer;
+pub mod wire;
 
 use serde::{Deserialize, Serialize};
+
+pub use driver::{ParticipantHandle, Sfu, SfuCounts, SfuEvent};
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum SfuError {
+    /// Binding the media socket failed.
+    #[error("cannot bind SFU socket {addr}: {source}")]
+    Bind {
+        /// Address we tried.
+        addr: String,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// A config value is unusable.
+    #[error("invalid [sfu] config: {0}")]
+    Config(String),
+    /// The SFU engine stopped (shutdown).
+    #[error("SFU is not running")]
+    Stopped,
+    /// `max_sessions` reached.
+    #[error("SFU is full ({0} sessions)")]
+    Full(usize),
+    /// The participant already left (or never joined).
+    #[error("unknown participant")]
+    UnknownParticipant,
+    /// The SDP could not be parsed or applied.
+    #[error("bad SDP: {0}")]
+    Sdp(String),
+    /// An answer arrived while no server offer was pending.
+    #[error("no offer pending")]
+    NoPendingOffer,
+    /// A remote ICE candidate could not be parsed or applied.
+    #[error("bad ICE candidate: {0}")]
+    Candidate(String),
+    /// The participant's send queue is full (backpressure); retry later or drop.
+    #[error("participant send queue full")]
+    Backpressure,
+    /// Data to push is not valid JSON.
+    #[error("data is not valid JSON")]
+    BadData,
+}
+
+impl SfuError {
+    /// Short label for metrics and signaling error codes.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SfuError::Bind { .. } => "bind",
+            SfuError::Config(_) => "config",
+            SfuError::Stopped => "stopped",
+            SfuError::Full(_) => "full",
+            SfuError::UnknownParticipant => "unknown_participant",
+            SfuError::Sdp(_) => "bad_sdp",
+            SfuError::NoPendingOffer => "no_pending_offer",
+            SfuError::Candidate(_) => "bad_candidate",
+            SfuError::Backpressure => "backpressure",
+            SfuError::BadData => "bad_data",
+        }
+    }
+}
 
 /// `[sfu]`
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -11,14 +86,35 @@ pub struct SfuConfig {
     pub mode: String,
     /// Largest room kept in mesh mode under "auto".
     pub mesh_max_peers: usize,
-    /// UDP port shared by all SFU sessions.
+    /// UDP port shared by all SFU sessions (0: ephemeral, for tests).
     pub udp_port: u16,
-    /// ICE-TCP fallback port.
+    /// ICE-TCP fallback port. Reserved: ICE-TCP is not served yet (see
+    /// docs/decisions/0040-sfu-webrtc-library.md); the key is accepted so configs stay valid.
     pub tcp_port: u16,
     /// Address the SFU binds media sockets to.
     pub bind_ip: String,
-    /// Public address advertised in ICE candidates (default: `bind_ip`).
+    /// Public address advertised in ICE candidates. Default: `bind_ip` if it is a specific
+    /// address, else the address of the default route, else 127.0.0.1.
     pub public_ip: Option<String>,
+    /// Most concurrent SFU sessions (participants) in this process; `join` fails beyond it.
+    pub max_sessions: usize,
+    /// Bound of one participant's queued outgoing DataChannel bytes (relayed messages and
+    /// server pushes). Lossy messages beyond it are dropped; reliable ones are refused
+    /// (the sender's push returns `Backpressure`).
+    pub data_queue_bytes: usize,
+    /// Largest DataChannel message the SFU relays; larger ones are dropped and counted.
+    pub max_data_message_bytes: usize,
+    /// Capacity of each participant's event stream (server offers, data for the server...).
+    /// A consumer that falls this far behind is disconnected.
+    pub event_queue: usize,
+    /// Starting send-bandwidth estimate per subscriber, kbit/s; 0 (default) disables
+    /// estimation and pacing. When set, the estimate follows TWCC feedback (probing towards what
+    /// the subscriber's layers need), str0m paces sending at 1.1x the estimate, and simulcast
+    /// layers are picked from it. Off by default in phase 1: on the contended benchmark host it
+    /// halved engine throughput, a low start (1000) left a ~1 s standing queue, and an
+    /// overloaded run collapsed (bench/RESULTS.md "## SFU"). Without it, layers follow the
+    /// subscriber's requested size. 10000 is the value to try.
+    pub bwe_initial_kbps: u64,
 }
 
 impl Default for SfuConfig {
@@ -30,6 +126,11 @@ impl Default for SfuConfig {
             tcp_port: 7881,
             bind_ip: "0.0.0.0".into(),
             public_ip: None,
+            max_sessions: 1000,
+            data_queue_bytes: 1 << 20,
+            max_data_message_bytes: 64 * 1024,
+            event_queue: 256,
+            bwe_initial_kbps: 0,
         }
     }
 }

@@ -1,0 +1,343 @@
+//! SFU load tool: many simulated str0m participants in one process publish synthetic VP8/Opus at
+//! realistic bitrates through one `switchboard-sfu` instance on loopback, and report outbound
+//! packets per second per core of the SFU engine thread, forwarding latency and loss.
+//!
+//! The SFU engine runs alone on its own thread (a current-thread tokio runtime named
+//! `sfu-engine`), so its CPU time — read from /proc/self/task/*/stat — is the SFU's cost; the
+//! simulated clients run on a separate runtime.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use prometheus_client::registry::Registry;
+use switchboard_sfu::peer::Peer;
+use switchboard_sfu::{ParticipantHandle, Sfu, SfuConfig, SfuEvent};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "Load test for the Switchboard SFU")]
+struct Args {
+    /// Rooms.
+    #[arg(long, default_value_t = 1)]
+    rooms: usize,
+    /// Publishers per room (each sends one video and one audio track).
+    #[arg(long, default_value_t = 2)]
+    publishers: usize,
+    /// Receive-only subscribers per room (publishers also receive each other).
+    #[arg(long, default_value_t = 10)]
+    subscribers: usize,
+    /// Video bitrate per publisher, kbit/s (30 fps; keyframe every 2 s at 4x size).
+    #[arg(long, default_value_t = 1200)]
+    video_kbps: u64,
+    /// Warm-up seconds (connect, first keyframes) before measuring.
+    #[arg(long, default_value_t = 4)]
+    warmup: u64,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// `[sfu] bwe_initial_kbps` for the SFU under test (0: no estimation/pacing).
+    #[arg(long, default_value_t = 0)]
+    bwe_initial_kbps: u64,
+    /// Client runtime worker threads.
+    #[arg(long, default_value_t = 2)]
+    client_threads: usize,
+}
+
+#[derive(Default)]
+struct Shared {
+    frames_sent: AtomicU64,
+    frames_received: AtomicU64,
+    packets_received: AtomicU64,
+}
+
+fn thread_cpu_seconds(name: &str) -> Option<f64> {
+    let tck = 100.0; // USER_HZ on Linux
+    for e in std::fs::read_dir("/proc/self/task").ok()? {
+        let p = e.ok()?.path();
+        let comm = std::fs::read_to_string(p.join("comm")).ok()?;
+        if comm.trim() == name {
+            let stat = std::fs::read_to_string(p.join("stat")).ok()?;
+            // Fields after the ")" that closes comm: state is field 3; utime 14, stime 15.
+            let rest = stat.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ut: f64 = f.get(11)?.parse().ok()?;
+            let st: f64 = f.get(12)?.parse().ok()?;
+            return Some((ut + st) / tck);
+        }
+    }
+    None
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let token = CancellationToken::new();
+    let metrics = switchboard_sfu::metrics::SfuMetrics::default();
+    let mut registry = Registry::with_prefix("switchboard");
+    metrics.register(&mut registry);
+
+    // SFU engine on its own thread.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t2 = token.clone();
+    let m2 = metrics.clone();
+    let bwe_kbps = args.bwe_initial_kbps;
+    let engine = std::thread::Builder::new()
+        .name("sfu-engine".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let cfg = SfuConfig {
+                    udp_port: 0,
+                    bind_ip: "127.0.0.1".into(),
+                    max_sessions: 100_000,
+                    bwe_initial_kbps: bwe_kbps,
+                    ..SfuConfig::default()
+                };
+                let sfu = Sfu::start_with_metrics(cfg, m2, t2.clone())
+                    .await
+                    .expect("sfu starts");
+                let sfu = Arc::new(sfu);
+                tx.send(sfu.clone()).expect("hand out sfu");
+                sfu.stopped().await;
+            });
+        })?;
+    let sfu = rx.recv()?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.client_threads)
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(run(args.clone(), sfu.clone(), metrics.clone(), registry))?;
+    token.cancel();
+    drop(rt);
+    let _ = engine.join();
+    println!("{report}");
+    Ok(())
+}
+
+async fn connect(
+    sfu: &Sfu,
+    room: &str,
+    name: &str,
+    publish: bool,
+) -> anyhow::Result<(Peer, ParticipantHandle)> {
+    let handle = sfu.join(room, name).await?;
+    let mut peer = Peer::bind(IpAddr::V4(Ipv4Addr::LOCALHOST)).await?;
+    let offer = peer.offer(publish, publish);
+    let answer = handle.accept_offer(&offer).await?;
+    peer.accept_answer(&answer).map_err(anyhow::Error::msg)?;
+    Ok((peer, handle))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn participant(
+    mut peer: Peer,
+    mut handle: ParticipantHandle,
+    publish: bool,
+    video_kbps: u64,
+    measure_from: Instant,
+    end: Instant,
+    shared: Arc<Shared>,
+) -> Vec<u64> {
+    let frame_bytes = (video_kbps * 1000 / 8 / 30) as usize;
+    let mut next_frame = Instant::now();
+    let mut frame = 0u64;
+    let mut measuring = false;
+    let mut base_frames = 0u64;
+    let mut base_packets = 0u64;
+    let mut kf_seen = 0u64;
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        if !measuring && now >= measure_from {
+            measuring = true;
+            peer.latencies_us.clear();
+            base_frames = peer.video_frames();
+            base_packets = peer.received.values().map(|r| r.packets).sum();
+        }
+        if publish && now >= next_frame {
+            let kf = frame.is_multiple_of(60) || peer.keyframe_requests > kf_seen;
+            kf_seen = peer.keyframe_requests;
+            let size = if kf { frame_bytes * 4 } else { frame_bytes };
+            if peer.send_video(kf, size) && measuring {
+                shared.frames_sent.fetch_add(1, Ordering::Relaxed);
+            }
+            peer.send_audio(100);
+            if frame % 3 == 1 {
+                // 50 audio packets/s on a 30 fps timeline: 1 + 2/3 per frame.
+                peer.send_audio(100);
+            }
+            frame += 1;
+            next_frame += Duration::from_micros(33_333);
+        }
+        let wait = next_frame
+            .min(end)
+            .saturating_duration_since(Instant::now());
+        peer.run_for(
+            wait.max(Duration::from_micros(200))
+                .min(Duration::from_millis(20)),
+        )
+        .await;
+        while let Some(ev) = handle.try_next_event() {
+            if let SfuEvent::Offer(sdp) = ev {
+                if let Ok(answer) = peer.accept_offer(&sdp) {
+                    let _ = handle.accept_answer(&answer).await;
+                }
+            }
+        }
+    }
+    // Count only frames of tracks that carry video (keyframes seen).
+    shared.frames_received.fetch_add(
+        peer.video_frames().saturating_sub(base_frames),
+        Ordering::Relaxed,
+    );
+    let packets: u64 = peer.received.values().map(|r| r.packets).sum();
+    shared
+        .packets_received
+        .fetch_add(packets.saturating_sub(base_packets), Ordering::Relaxed);
+    handle.leave().await;
+    std::mem::take(&mut peer.latencies_us)
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Approximate quantile from the forwarding-latency histogram (upper bucket bound).
+fn histogram_quantile(text: &str, q: f64) -> Option<f64> {
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) =
+            line.strip_prefix("switchboard_sfu_forwarding_latency_seconds_bucket{le=\"")
+        {
+            let (le, v) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            buckets.push((le, v.trim().parse().ok()?));
+        }
+    }
+    let total = buckets.last()?.1;
+    if total == 0.0 {
+        return None;
+    }
+    buckets
+        .iter()
+        .find(|(_, c)| *c >= total * q)
+        .map(|(le, _)| *le)
+}
+
+async fn run(
+    args: Args,
+    sfu: Arc<Sfu>,
+    metrics: switchboard_sfu::metrics::SfuMetrics,
+    registry: Registry,
+) -> anyhow::Result<String> {
+    let shared = Arc::new(Shared::default());
+    let mut peers = Vec::new();
+    for r in 0..args.rooms {
+        let room = format!("room{r}");
+        for p in 0..args.publishers {
+            peers.push((connect(&sfu, &room, &format!("pub{p}"), true).await?, true));
+        }
+        for s in 0..args.subscribers {
+            peers.push((
+                connect(&sfu, &room, &format!("sub{s}"), false).await?,
+                false,
+            ));
+        }
+    }
+    let start = Instant::now();
+    let measure_from = start + Duration::from_secs(args.warmup);
+    let end = measure_from + Duration::from_secs(args.seconds);
+    let mut tasks = Vec::new();
+    for ((peer, handle), publish) in peers {
+        tasks.push(tokio::spawn(participant(
+            peer,
+            handle,
+            publish,
+            args.video_kbps,
+            measure_from,
+            end,
+            shared.clone(),
+        )));
+    }
+    tokio::time::sleep_until(measure_from.into()).await;
+    let cpu0 = thread_cpu_seconds("sfu-engine").unwrap_or(0.0);
+    let sent0 = metrics.datagrams_sent.get();
+    let recv0 = metrics.datagrams_received.get();
+    let t0 = Instant::now();
+    tokio::time::sleep_until(end.into()).await;
+    let cpu1 = thread_cpu_seconds("sfu-engine").unwrap_or(0.0);
+    let sent1 = metrics.datagrams_sent.get();
+    let recv1 = metrics.datagrams_received.get();
+    let wall = t0.elapsed().as_secs_f64();
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await?);
+    }
+    lat.sort_unstable();
+
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry)?;
+    let fwd_p50 = histogram_quantile(&text, 0.5);
+    let fwd_p99 = histogram_quantile(&text, 0.99);
+
+    let cpu = (cpu1 - cpu0).max(1e-9);
+    let out_pps = (sent1 - sent0) as f64 / wall;
+    let in_pps = (recv1 - recv0) as f64 / wall;
+    let per_core = (sent1 - sent0) as f64 / cpu;
+    // Every subscriber (and every other publisher) of a room should get every frame.
+    let receivers_per_frame = (args.subscribers + args.publishers - 1) as f64;
+    let expected = shared.frames_sent.load(Ordering::Relaxed) as f64 * receivers_per_frame;
+    let got = shared.frames_received.load(Ordering::Relaxed) as f64;
+    let loss = if expected > 0.0 {
+        (1.0 - got / expected).max(0.0)
+    } else {
+        0.0
+    };
+    Ok(format!(
+        "rooms={} publishers/room={} subscribers/room={} video_kbps={} bwe_initial_kbps={} window={:.1}s\n\
+         sfu outbound datagrams/s: {:.0}   inbound datagrams/s: {:.0}\n\
+         sfu engine CPU: {:.2} core-seconds over {:.1}s ({:.0}% of one core)\n\
+         outbound datagrams per engine core-second: {:.0}\n\
+         forwarding latency inside the SFU (histogram bucket bound): p50 <= {} p99 <= {}\n\
+         end-to-end client->SFU->client latency over {} frames: p50 {} us, p99 {} us\n\
+         video frames expected {:.0}, received {:.0}, loss {:.2}%\n\
+         RTP packets received by clients in window: {}",
+        args.rooms,
+        args.publishers,
+        args.subscribers,
+        args.video_kbps,
+        args.bwe_initial_kbps,
+        wall,
+        out_pps,
+        in_pps,
+        cpu,
+        wall,
+        100.0 * cpu / wall,
+        per_core,
+        fwd_p50.map_or("n/a".into(), |v| format!("{:.0} us", v * 1e6)),
+        fwd_p99.map_or("n/a".into(), |v| format!("{:.0} us", v * 1e6)),
+        lat.len(),
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        expected,
+        got,
+        loss * 100.0,
+        shared.packets_received.load(Ordering::Relaxed),
+    ))
+}

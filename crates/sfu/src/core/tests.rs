@@ -1,0 +1,373 @@
+use super::*;
+
+const A: ParticipantId = ParticipantId(1);
+const B: ParticipantId = ParticipantId(2);
+const C: ParticipantId = ParticipantId(3);
+
+fn t0() -> Instant {
+    Instant::now()
+}
+
+fn ms(t: Instant, n: u64) -> Instant {
+    t + Duration::from_millis(n)
+}
+
+fn video(publisher: ParticipantId) -> TrackKey {
+    TrackKey {
+        publisher,
+        index: 0,
+    }
+}
+
+/// Feeds `secs` seconds of three simulcast layers at 150k/500k/1.5M bit/s, 30 fps, starting at `t`.
+fn feed_layers(rooms: &mut Rooms, key: TrackKey, t: Instant, secs: u64) -> Instant {
+    let mut out = Vec::new();
+    let mut now = t;
+    for frame in 0..secs * 30 {
+        now = t + Duration::from_micros(frame * 33_333);
+        for (l, bps) in [(0u8, 150_000u64), (1, 500_000), (2, 1_500_000)] {
+            let bytes = (bps / 8 / 30) as usize;
+            rooms.route_media(key, Layer(l), frame % 30 == 0, bytes, now, &mut out);
+        }
+    }
+    now
+}
+
+#[test]
+fn auto_subscription_on_publish_and_join() {
+    let mut r = Rooms::default();
+    assert!(r.join("r", A).is_empty());
+    assert!(r.join("r", B).is_empty());
+    let acts = r.publish(A, 0, TrackKind::Video);
+    assert_eq!(
+        acts,
+        vec![Action::AddDownTrack {
+            subscriber: B,
+            track: video(A),
+            kind: TrackKind::Video
+        }]
+    );
+    // Late joiner gets the existing track; other rooms do not.
+    let acts = r.join("r", C);
+    assert_eq!(acts.len(), 1);
+    assert!(r.join("other", ParticipantId(9)).is_empty());
+    assert_eq!(r.subscription_count(), 2);
+}
+
+#[test]
+fn video_waits_for_keyframe_then_forwards() {
+    let now = t0();
+    let mut r = Rooms::default();
+    r.join("r", A);
+    r.join("r", B);
+    r.publish(A, 0, TrackKind::Video);
+    let acts = r.down_track_ready(B, video(A), now);
+    assert_eq!(
+        acts,
+        vec![Action::RequestKeyframe {
+            track: video(A),
+            layer: Layer(0)
+        }]
+    );
+    let mut out = Vec::new();
+    r.route_media(video(A), Layer(0), false, 1000, ms(now, 10), &mut out);
+    assert!(
+        out.is_empty(),
+        "delta frame before keyframe must not be forwarded"
+    );
+    assert_eq!(r.stats().dropped_waiting_keyframe, 1);
+    r.route_media(video(A), Layer(0), true, 1000, ms(now, 20), &mut out);
+    assert_eq!(out, vec![B]);
+    r.route_media(video(A), Layer(0), false, 1000, ms(now, 30), &mut out);
+    assert_eq!(out, vec![B]);
+    // The publisher never receives its own media.
+    assert!(!out.contains(&A));
+}
+
+#[test]
+fn audio_forwards_immediately_and_never_asks_keyframes() {
+    let now = t0();
+    let mut r = Rooms::default();
+    r.join("r", A);
+    r.join("r", B);
+    let key = TrackKey {
+        publisher: A,
+        index: 1,
+    };
+    r.publish(A, 1, TrackKind::Audio);
+    let mut out = Vec::new();
+    r.route_media(key, Layer(0), false, 100, now, &mut out);
+    assert!(out.is_empty(), "not ready yet");
+    assert!(r.down_track_ready(B, key, now).is_empty());
+    r.route_media(key, Layer(0), false, 100, now, &mut out);
+    assert_eq!(out, vec![B]);
+}
+
+#[test]
+fn keyframe_requests_are_throttled_and_retried() {
+    let now = t0();
+    let mut r = Rooms::default();
+    r.join("r", A);
+    r.join("r", B);
+    r.join("r", C);
+    r.publish(A, 0, TrackKind::Video);
+    assert_eq!(r.down_track_ready(B, video(A), now).len(), 1);
+    // Second subscriber within the throttle window: no second PLI.
+    assert!(r.down_track_ready(C, video(A), ms(now, 100)).is_empty());
+    assert!(r.tick(ms(now, 200)).is_empty());
+    // Still waiting after the retry interval: one request for the layer.
+    let acts = r.tick(ms(now, 600));
+    assert_eq!(acts.len(), 1);
+    let mut out = Vec::new();
+    r.route_media(video(A), Layer(0), true, 10, ms(now, 610), &mut out);
+    assert_eq!(out.len(), 2);
+    assert!(r.tick(ms(now, 2000)).is_empty(), "nobody waits any more");
+    assert_eq!(r.stats().keyframe_waits, 2);
+}
+
+#[test]
+fn subscriber_loss_asks_publisher_for_keyframe() {
+    let now = t0();
+    let mut r = Rooms::default();
+    r.join("r", A);
+    r.join("r", B);
+    r.publish(A, 0, TrackKind::Video);
+    r.down_track_ready(B, video(A), now);
+    let mut out = Vec::new();
+    r.route_media(video(A), Layer(0), true, 10, ms(now, 5), &mut out);
+    let acts = r.subscriber_keyframe_request(B, video(A), ms(now, 1000));
+    assert_eq!(
+        acts,
+        vec![Action::RequestKeyframe {
+            track: video(A),
+            layer: Layer(0)
+        }]
+    );
+    assert!(r
+        .publisher_loss(video(A), Layer(0), ms(now, 1100))
+        .is_empty());
+    assert_eq!(r.publisher_loss(video(A), Layer(0), ms(now, 1400)).len(), 1);
+}
+
+#[test]
+fn simulcast_layer_follows_bandwidth_with_hysteresis() {
+    let start = t0();
+    let mut r = Rooms::default();
+    r.join("r", A);
+    r.join("r", B);
+    r.publish(A, 0, TrackKind::Video);
+    let key = video(A);
+    r.down_track_ready(B, key, start);
+    let now = feed_layers(&mut r, key, start, 2);
+    // No estimate: lowest layer.
+    assert_eq!(r.current_layer(B, key), Some(Layer(0)));
+    // Plenty of bandwidth: the upgrade waits for the hold time.
+    let acts = r.set_bandwidth(B, 5_000_000, now);
+    assert!(acts.is_empty());
+    assert_eq!(r.target_layer(B, key), Some(Layer(0)));
+    let later = now + Duration::from_millis(2100);
+    let acts = r.set_bandwidth(B, 5_000_000, later);
+    assert_eq!(
+        acts,
+        vec![Action::RequestKeyframe {
+            track: key,
+            layer: Layer(2)
+        }]
+    );
+    assert_eq!(r.target_layer(B, key), Some(Layer(2)));
+    // Until a high-layer keyframe arrives, the low layer keeps flowing.
+    let mut out = Vec::new();
+    r.route_media(key, Layer(2), false, 100, later, &mut out);
+    assert!(out.is_empty());
+    r.route_media(key, Layer(0), false, 100, later, &mut out);
+    assert_eq!(out, vec![B]);
+    r.route_media(key, Layer(2), true, 100, later, &mut out);
+    assert_eq!(out, vec![B]);
+    assert_eq!(r.current_layer(B, key), Some(Layer(2)));
+    r.route_media(key, Layer(0), false, 100, later, &mut out);
+    assert!(out.is_empty(), "old layer no longer forwarded");
+    // Bandwidth collapses: downgrade at once (to the layer that fits: 500k*1 <= 0.9*700k).
+    let t2 = feed_layers(&mut r, key, later, 2) + Duration::from_millis(1);
+    assert_eq!(r.current_layer(B, key), Some(Layer(2)));
+    let acts = r.set_bandwidth(B, 700_000, t2);
+    assert_eq!(
+        acts,
+        vec![Action::RequestKeyframe {
+            track: key,
+            layer: Layer(1)
+        }]
+    );
+    // A brief recovery does not upgrade immediately (hysteresis).
+    let t3 = t2 + Duration::from_millis(500);
+    assert!(r.set_bandwidth(B, 5_000_000, t3).is_empty());
+    assert_eq!(r.target_layer(B, key), Some(Layer(1)));
+    r.set_bandwidth(B, 700_000, t3 + Duration::from_millis(100));
+    assert!(r
+        .set_bandwidth(B, 5_000_000, t3 + Duration::from_millis(2200))
+        .is_empty());
+    assert_eq!(r.layer_histogram(), [0, 0, 1]);
+}
+
+#[test]
+fn requested_size_caps_the_layer() {
+    let start = t0();
+    let mut r = Rooms::default();
+    r.join("r", A);
+    r.join("r", B);
+    r.publish(A, 0, TrackKind::Video);
+    let key = video(A);
+    r.down_track_ready(B, key, start);
+    let now = feed_layers(&mut r, key, start, 2);
+    r.set_max_layer(B, key, Layer(1), now);
+    r.set_bandwidth(B, 50_000_000, now);
+    r.set_bandwidth(B, 50_000_000, now + Duration::from_secs(3));
+    assert_eq!(r.target_layer(B, key), Some(Layer(1)));
+}
+
+#[test]
+fn mute_stops_forwarding_and_unmute_requests_keyframe() {
+    let now = t0();
+    let mut r = Rooms::default();
+    r.join("r", A);
+    r.join("r", B);
+    r.publish(A, 0, TrackKind::Video);
+    r.down_track_ready(B, video(A), now);
+    let mut out = Vec::new();
+    r.route_media(video(A), Layer(0), true, 10, now, &mut out);
+    assert_eq!(out, vec![B]);
+    assert!(r.set_muted(video(A), true, ms(now, 10)).is_empty());
+    r.route_media(video(A), Layer(0), true, 10, ms(now, 20), &mut out);
+    assert!(out.is_empty());
+    let acts = r.set_muted(video(A), false, ms(now, 1000));
+    assert_eq!(acts.len(), 1);
+    r.route_media(video(A), Layer(0), false, 10, ms(now, 1010), &mut out);
+    assert!(out.is_empty(), "after unmute wait for keyframe");
+    r.route_media(video(A), Layer(0), true, 10, ms(now, 1020), &mut out);
+    assert_eq!(out, vec![B]);
+}
+
+#[test]
+fn pause_and_unsubscribe() {
+    let now = t0();
+    let mut r = Rooms::default();
+    r.join("r", A);
+    r.join("r", B);
+    r.publish(A, 0, TrackKind::Video);
+    r.down_track_ready(B, video(A), now);
+    let mut out = Vec::new();
+    r.route_media(video(A), Layer(0), true, 10, now, &mut out);
+    r.set_paused(B, video(A), true, now);
+    r.route_media(video(A), Layer(0), true, 10, now, &mut out);
+    assert!(out.is_empty());
+    assert_eq!(r.set_paused(B, video(A), false, ms(now, 500)).len(), 1);
+    assert_eq!(
+        r.unsubscribe(B, video(A)),
+        vec![Action::RemoveDownTrack {
+            subscriber: B,
+            track: video(A)
+        }]
+    );
+    r.route_media(video(A), Layer(0), true, 10, now, &mut out);
+    assert!(out.is_empty());
+    // Explicit subscription with auto-subscribe off.
+    r.set_auto_subscribe(C, false);
+    r.join("r", C);
+    assert_eq!(r.subscribe_to(B, video(A)).len(), 1);
+}
+
+#[test]
+fn leave_removes_tracks_and_subscriptions() {
+    let mut r = Rooms::default();
+    for i in 0..50u64 {
+        let p = ParticipantId(i);
+        r.join("r", p);
+        r.publish(p, 0, TrackKind::Video);
+        r.publish(p, 1, TrackKind::Audio);
+    }
+    assert_eq!(r.track_count(), 100);
+    assert_eq!(r.subscription_count(), 50 * 49 * 2);
+    let acts = r.leave(ParticipantId(0));
+    assert_eq!(acts.len(), 49 * 2);
+    assert!(acts
+        .iter()
+        .all(|a| matches!(a, Action::RemoveDownTrack { .. })));
+    for i in 1..50u64 {
+        r.enqueue_data(ParticipantId(i), true, vec![0; 10]).ok();
+        r.leave(ParticipantId(i));
+    }
+    assert_eq!(r.participant_count(), 0);
+    assert_eq!(r.track_count(), 0);
+    assert_eq!(r.subscription_count(), 0);
+    assert_eq!(r.room_count(), 0);
+    assert_eq!(r.queued_bytes(), 0);
+}
+
+#[test]
+fn data_queue_is_bounded_and_ordered() {
+    let mut r = Rooms::new(CoreTuning {
+        data_queue_bytes: 100,
+        ..CoreTuning::default()
+    });
+    r.join("r", A);
+    assert_eq!(
+        r.enqueue_data(B, true, vec![1]),
+        Err(DataDrop::UnknownTarget)
+    );
+    for i in 0..10u8 {
+        assert_eq!(r.enqueue_data(A, i % 2 == 0, vec![i; 10]), Ok(()));
+    }
+    assert_eq!(
+        r.enqueue_data(A, true, vec![0; 1]),
+        Err(DataDrop::QueueFull)
+    );
+    assert_eq!(r.stats().data_dropped_queue_full, 1);
+    let mut got = Vec::new();
+    r.drain_data(A, |m| {
+        if got.len() < 3 {
+            got.push(m.bytes[0]);
+            true
+        } else {
+            false
+        }
+    });
+    assert_eq!(got, vec![0, 1, 2]);
+    assert_eq!(r.queued_bytes_of(A), 70);
+    r.drain_data(A, |_| true);
+    assert_eq!(r.queued_bytes_of(A), 0);
+}
+
+#[test]
+fn layer_from_rid() {
+    assert_eq!(Layer::from_rid(None), Layer(0));
+    assert_eq!(Layer::from_rid(Some("q")), Layer(0));
+    assert_eq!(Layer::from_rid(Some("h")), Layer(1));
+    assert_eq!(Layer::from_rid(Some("f")), Layer(2));
+    assert_eq!(Layer(2).label(), "high");
+}
+
+#[test]
+fn bitrate_targets_follow_layers_and_caps() {
+    let start = t0();
+    let mut r = Rooms::default();
+    r.join("r", A);
+    r.join("r", B);
+    r.publish(A, 0, TrackKind::Video);
+    let key = video(A);
+    r.down_track_ready(B, key, start);
+    let now = feed_layers(&mut r, key, start, 2);
+    let (min, desired) = r.bitrate_targets(B, now);
+    // On the low layer (~150k), wanting the high one (~1.5M).
+    assert!((100_000..250_000).contains(&min), "min {min}");
+    assert!(
+        (1_200_000..1_800_000).contains(&desired),
+        "desired {desired}"
+    );
+    r.set_max_layer(B, key, Layer(1), now);
+    let (_, desired) = r.bitrate_targets(B, now);
+    assert!(
+        (400_000..600_000).contains(&desired),
+        "capped desired {desired}"
+    );
+    r.set_paused(B, key, true, now);
+    assert_eq!(r.bitrate_targets(B, now), (0, 0));
+}

@@ -1,0 +1,1470 @@
+//! The I/O side: one UDP socket, one engine task that owns every `Rtc`, and the handles
+//! signaling uses. The engine loop waits on (socket readable | command | earliest str0m timeout |
+//! shutdown), feeds str0m, polls it, runs the room logic in [`crate::core`] on the events and
+//! executes its actions.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use prometheus_client::registry::Registry;
+use str0m::bwe::BweKind;
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::ChannelId;
+use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::core::{Action, CoreTuning, Layer, ParticipantId, Rooms, TrackKey, TrackKind};
+use crate::metrics::{KindLabel, LayerLabel, ReasonLabel, SfuMetrics};
+use crate::wire::{self, DatagramKind};
+use crate::{SfuConfig, SfuError};
+
+/// Largest datagram we accept; anything that fills the buffer is treated as oversized.
+const RECV_BUF: usize = 2048;
+/// Above this many bytes buffered in a DataChannel, queued messages wait in the core's bounded
+/// queue instead (backpressure towards senders).
+const CHANNEL_HIGH_WATER: usize = 256 * 1024;
+const CHANNEL_LOW_WATER: usize = 64 * 1024;
+/// Source addresses remembered per session (ICE candidate pairs); bounds what a flood of
+/// STUN messages carrying a known ufrag can make us store.
+const MAX_ADDRS: usize = 8;
+/// How often the room logic's timers (keyframe retries, layer gauges) run.
+const TICK: Duration = Duration::from_millis(100);
+
+/// What a participant's signaling connection receives from the SFU.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SfuEvent {
+    /// Server-originated offer (tracks came or went); answer with
+    /// [`ParticipantHandle::accept_answer`].
+    Offer(String),
+    /// ICE + DTLS are up.
+    Connected,
+    /// A down-track for `publisher`'s track is now in the session (m-line `mid`).
+    TrackAdded {
+        /// Publisher identity (also the MSID stream id in the SDP).
+        publisher: String,
+        /// Track id (also the MSID track id).
+        track: String,
+        /// m-line in this participant's session.
+        mid: String,
+        /// "audio" / "video".
+        kind: &'static str,
+    },
+    /// The down-track on m-line `mid` ended (publisher left or stopped it).
+    TrackEnded {
+        /// Publisher identity.
+        publisher: String,
+        /// Track id.
+        track: String,
+        /// m-line in this participant's session.
+        mid: String,
+    },
+    /// A DataChannel message the participant addressed to the server (`"to": "$server"`).
+    Data {
+        /// The sender (this participant).
+        from: String,
+        /// Its JSON payload, verbatim.
+        data: String,
+    },
+    /// The session ended (ICE failure, error, shutdown); the handle is dead.
+    Closed {
+        /// Why.
+        reason: &'static str,
+    },
+}
+
+/// Resource counts, for tests and the leave/cleanup proof.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SfuCounts {
+    /// Live sessions (= live `Rtc`s = armed str0m timers).
+    pub sessions: usize,
+    /// Rooms with members.
+    pub rooms: usize,
+    /// Published tracks.
+    pub tracks: usize,
+    /// Subscriptions.
+    pub subscriptions: usize,
+    /// ufrag routes.
+    pub ufrag_routes: usize,
+    /// Source-address routes.
+    pub addr_routes: usize,
+    /// Identity index entries.
+    pub identities: usize,
+    /// Queued data bytes across participants.
+    pub queued_bytes: usize,
+}
+
+enum Command {
+    Join {
+        id: ParticipantId,
+        room: String,
+        identity: String,
+        events: mpsc::Sender<SfuEvent>,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    Offer {
+        id: ParticipantId,
+        sdp: String,
+        reply: oneshot::Sender<Result<String, SfuError>>,
+    },
+    Answer {
+        id: ParticipantId,
+        sdp: String,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    Candidate {
+        id: ParticipantId,
+        candidate: String,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    Push {
+        id: ParticipantId,
+        topic: String,
+        data: String,
+        reliable: bool,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    Leave {
+        id: ParticipantId,
+    },
+    Counts {
+        reply: oneshot::Sender<SfuCounts>,
+    },
+}
+
+/// A running SFU. Cheap to share behind an `Arc`; dropping it does not stop the engine
+/// (cancel the token given to [`Sfu::start`]).
+pub struct Sfu {
+    cmd: mpsc::Sender<Command>,
+    local: SocketAddr,
+    next_id: AtomicU64,
+    event_queue: usize,
+    metrics: SfuMetrics,
+    task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Sfu {
+    /// Binds `[sfu] bind_ip:udp_port`, registers `switchboard_sfu_*` metrics and starts the engine
+    /// task. The engine stops when `shutdown` is cancelled; every session then gets
+    /// [`SfuEvent::Closed`].
+    pub async fn start(
+        cfg: SfuConfig,
+        registry: &mut Registry,
+        shutdown: CancellationToken,
+    ) -> Result<Sfu, SfuError> {
+        let metrics = SfuMetrics::default();
+        metrics.register(registry);
+        Sfu::start_with_metrics(cfg, metrics, shutdown).await
+    }
+
+    /// [`Sfu::start`] without a registry (benchmarks, tests); metrics are still counted.
+    pub async fn start_with_metrics(
+        cfg: SfuConfig,
+        metrics: SfuMetrics,
+        shutdown: CancellationToken,
+    ) -> Result<Sfu, SfuError> {
+        let bind_ip: IpAddr = cfg
+            .bind_ip
+            .parse()
+            .map_err(|_| SfuError::Config(format!("bind_ip {:?}", cfg.bind_ip)))?;
+        let public_ip: IpAddr = match &cfg.public_ip {
+            Some(p) => p
+                .parse()
+                .map_err(|_| SfuError::Config(format!("public_ip {p:?}")))?,
+            None if !bind_ip.is_unspecified() => bind_ip,
+            None => default_route_ip().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        };
+        if cfg.max_sessions == 0 || cfg.event_queue == 0 {
+            return Err(SfuError::Config(
+                "max_sessions and event_queue must be > 0".into(),
+            ));
+        }
+        let addr = SocketAddr::new(bind_ip, cfg.udp_port);
+        let socket = bind_udp(addr).map_err(|source| SfuError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
+        let bound = socket.local_addr().map_err(|source| SfuError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
+        let local = SocketAddr::new(public_ip, bound.port());
+        let (tx, rx) = mpsc::channel(1024);
+        let engine = Engine {
+            socket,
+            local,
+            cfg: cfg.clone(),
+            rooms: Rooms::new(CoreTuning {
+                data_queue_bytes: cfg.data_queue_bytes,
+                ..CoreTuning::default()
+            }),
+            sessions: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            by_identity: HashMap::new(),
+            metrics: metrics.clone(),
+            dirty: Vec::new(),
+            renegotiate: HashSet::new(),
+            route_buf: Vec::new(),
+            last_tick: Instant::now(),
+            last_stats: crate::core::CoreStats::default(),
+        };
+        let task = tokio::spawn(engine.run(rx, shutdown));
+        Ok(Sfu {
+            cmd: tx,
+            local: bound,
+            next_id: AtomicU64::new(1),
+            event_queue: cfg.event_queue,
+            metrics,
+            task: parking_lot::Mutex::new(Some(task)),
+        })
+    }
+
+    /// The bound UDP address (for the `sfu_udp=` part of the listening line).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Metrics handles (same objects as registered).
+    pub fn metrics(&self) -> &SfuMetrics {
+        &self.metrics
+    }
+
+    /// Adds `identity` to `room`. A second join with the same identity in the same room replaces
+    /// the first session (reconnect).
+    pub async fn join(&self, room: &str, identity: &str) -> Result<ParticipantHandle, SfuError> {
+        let id = ParticipantId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let (etx, erx) = mpsc::channel(self.event_queue);
+        let (reply, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::Join {
+                id,
+                room: room.to_owned(),
+                identity: identity.to_owned(),
+                events: etx,
+                reply,
+            })
+            .await
+            .map_err(|_| SfuError::Stopped)?;
+        rx.await.map_err(|_| SfuError::Stopped)??;
+        Ok(ParticipantHandle {
+            id,
+            cmd: self.cmd.clone(),
+            events: erx,
+            left: false,
+        })
+    }
+
+    /// Current resource counts.
+    pub async fn counts(&self) -> Result<SfuCounts, SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::Counts { reply })
+            .await
+            .map_err(|_| SfuError::Stopped)?;
+        rx.await.map_err(|_| SfuError::Stopped)
+    }
+
+    /// Waits for the engine task to finish (after the shutdown token was cancelled).
+    pub async fn stopped(&self) {
+        let task = self.task.lock().take();
+        if let Some(t) = task {
+            let _ = t.await;
+        }
+    }
+}
+
+/// One participant's end of the SFU, held by its signaling connection. Dropping it leaves.
+pub struct ParticipantHandle {
+    id: ParticipantId,
+    cmd: mpsc::Sender<Command>,
+    events: mpsc::Receiver<SfuEvent>,
+    left: bool,
+}
+
+impl ParticipantHandle {
+    /// Applies the browser's offer (initial, renegotiation or ICE restart) and returns the answer
+    /// SDP. If a server offer was outstanding, the server yields (it is the polite side) and
+    /// re-offers its changes afterwards.
+    pub async fn accept_offer(&self, sdp: &str) -> Result<String, SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Offer {
+            id: self.id,
+            sdp: sdp.to_owned(),
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| SfuError::Stopped)?
+    }
+
+    /// Applies the browser's answer to the last [`SfuEvent::Offer`].
+    pub async fn accept_answer(&self, sdp: &str) -> Result<(), SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Answer {
+            id: self.id,
+            sdp: sdp.to_owned(),
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| SfuError::Stopped)?
+    }
+
+    /// Adds a trickled remote candidate: either the SDP attribute value (`candidate:...`) or the
+    /// browser's `RTCIceCandidateInit` JSON (`{"candidate": "candidate:...", ...}`). An empty
+    /// candidate (end of candidates) is accepted and ignored.
+    pub async fn add_remote_candidate(&self, candidate: &str) -> Result<(), SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Candidate {
+            id: self.id,
+            candidate: candidate.to_owned(),
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| SfuError::Stopped)?
+    }
+
+    /// Pushes a server message to this participant's DataChannel as
+    /// `{"from":"$server","topic":topic,"data":data}`. `data` must be JSON text. Fails with
+    /// [`SfuError::Backpressure`] when the participant's bounded queue is full.
+    pub async fn send_data(&self, topic: &str, data: &str, reliable: bool) -> Result<(), SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Push {
+            id: self.id,
+            topic: topic.to_owned(),
+            data: data.to_owned(),
+            reliable,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| SfuError::Stopped)?
+    }
+
+    /// Next event; `None` once the session is gone.
+    pub async fn next_event(&mut self) -> Option<SfuEvent> {
+        self.events.recv().await
+    }
+
+    /// Non-blocking variant of [`ParticipantHandle::next_event`].
+    pub fn try_next_event(&mut self) -> Option<SfuEvent> {
+        self.events.try_recv().ok()
+    }
+
+    /// Leaves the room and frees the session, its tracks, subscriptions and queues.
+    pub async fn leave(mut self) {
+        self.left = true;
+        let _ = self.cmd.send(Command::Leave { id: self.id }).await;
+    }
+
+    async fn send(&self, c: Command) -> Result<(), SfuError> {
+        self.cmd.send(c).await.map_err(|_| SfuError::Stopped)
+    }
+}
+
+impl Drop for ParticipantHandle {
+    fn drop(&mut self) {
+        if !self.left {
+            // Best effort: if the command queue is full the engine is overloaded; the session
+            // still dies on its ICE timeout.
+            let _ = self.cmd.try_send(Command::Leave { id: self.id });
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DownState {
+    ToAdd,
+    Offered,
+    Open,
+    ToRemove,
+    RemoveOffered,
+}
+
+#[derive(Debug)]
+struct DownTrack {
+    kind: TrackKind,
+    publisher: String,
+    track_id: String,
+    mid: Option<Mid>,
+    state: DownState,
+}
+
+#[derive(Debug)]
+struct UpTrack {
+    index: u32,
+    kind: TrackKind,
+    published: bool,
+    rids: [Option<Rid>; 3],
+}
+
+struct Session {
+    identity: String,
+    room: String,
+    rtc: Rtc,
+    ufrag: String,
+    events: mpsc::Sender<SfuEvent>,
+    addrs: Vec<SocketAddr>,
+    up: HashMap<Mid, UpTrack>,
+    next_up_index: u32,
+    down: HashMap<TrackKey, DownTrack>,
+    down_by_mid: HashMap<Mid, TrackKey>,
+    pending: Option<SdpPendingOffer>,
+    negotiated: bool,
+    reliable_ch: Option<ChannelId>,
+    lossy_ch: Option<ChannelId>,
+    channels: HashMap<ChannelId, bool>,
+    nacks_seen: HashMap<(Mid, Option<Rid>), u64>,
+    next_timeout: Instant,
+    dirty: bool,
+    connected: bool,
+}
+
+struct Engine {
+    socket: UdpSocket,
+    local: SocketAddr,
+    cfg: SfuConfig,
+    rooms: Rooms,
+    sessions: HashMap<ParticipantId, Session>,
+    by_ufrag: HashMap<String, ParticipantId>,
+    by_addr: HashMap<SocketAddr, ParticipantId>,
+    by_identity: HashMap<(String, String), ParticipantId>,
+    metrics: SfuMetrics,
+    dirty: Vec<ParticipantId>,
+    renegotiate: HashSet<ParticipantId>,
+    route_buf: Vec<ParticipantId>,
+    last_tick: Instant,
+    last_stats: crate::core::CoreStats,
+}
+
+/// Binds the shared media socket with large kernel buffers: every session's media crosses it,
+/// and bursts (keyframes fanned out to many subscribers) must not overflow the default ~200 kB.
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
+    // Best effort: the kernel caps these at net.core.{r,w}mem_max.
+    let _ = sock.set_recv_buffer_size(8 << 20);
+    let _ = sock.set_send_buffer_size(8 << 20);
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    UdpSocket::from_std(sock.into())
+}
+
+fn default_route_ip() -> Option<IpAddr> {
+    // Connecting a UDP socket sends nothing; it only asks the kernel for the source address.
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
+}
+
+fn kind_label(k: TrackKind) -> &'static str {
+    match k {
+        TrackKind::Audio => "audio",
+        TrackKind::Video => "video",
+    }
+}
+
+fn drop_reason(m: &SfuMetrics, reason: &'static str) {
+    m.datagrams_dropped
+        .get_or_create(&ReasonLabel { reason })
+        .inc();
+}
+
+impl Engine {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+        let mut buf = vec![0u8; RECV_BUF];
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                r = self.socket.readable() => {
+                    if r.is_err() {
+                        break;
+                    }
+                    self.drain_socket(&mut buf);
+                }
+                c = rx.recv() => match c {
+                    Some(c) => self.command(c),
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(deadline.into()) => {}
+            }
+            self.timeouts(Instant::now());
+            self.settle();
+        }
+        let ids: Vec<ParticipantId> = self.sessions.keys().copied().collect();
+        for id in ids {
+            self.close(id, "shutdown");
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let tick = self.last_tick + TICK;
+        self.sessions
+            .values()
+            .map(|s| s.next_timeout)
+            .min()
+            .map_or(tick, |t| t.min(tick))
+    }
+
+    fn drain_socket(&mut self, buf: &mut [u8]) {
+        // Bounded batch so commands and timers are not starved under flood.
+        for _ in 0..256 {
+            match self.socket.try_recv_from(buf) {
+                Ok((n, src)) => {
+                    self.metrics.datagrams_received.inc();
+                    let now = Instant::now();
+                    self.datagram(now, src, &buf[..n], n >= buf.len());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    // ICMP errors surface as recv errors on some platforms; keep going.
+                    drop_reason(&self.metrics, "recv_error");
+                    break;
+                }
+            }
+        }
+    }
+
+    fn datagram(&mut self, now: Instant, src: SocketAddr, data: &[u8], truncated: bool) {
+        if truncated {
+            drop_reason(&self.metrics, "oversized");
+            return;
+        }
+        let kind = wire::classify(data);
+        let id = match kind {
+            DatagramKind::Unknown => {
+                drop_reason(&self.metrics, "unknown_kind");
+                return;
+            }
+            DatagramKind::Stun => {
+                let Some(ufrag) = wire::stun_local_ufrag(data) else {
+                    drop_reason(&self.metrics, "stun_without_username");
+                    return;
+                };
+                let Some(id) = self.by_ufrag.get(ufrag).copied() else {
+                    drop_reason(&self.metrics, "unknown_ufrag");
+                    return;
+                };
+                id
+            }
+            DatagramKind::Dtls | DatagramKind::Rtp => match self.by_addr.get(&src) {
+                Some(id) => *id,
+                None => {
+                    drop_reason(&self.metrics, "unknown_source");
+                    return;
+                }
+            },
+        };
+        let Ok(recv) = Receive::new(Protocol::Udp, src, self.local, data) else {
+            drop_reason(&self.metrics, "malformed");
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let input = Input::Receive(now, recv);
+        if !s.rtc.accepts(&input) {
+            drop_reason(&self.metrics, "not_accepted");
+            return;
+        }
+        if let Err(e) = s.rtc.handle_input(input) {
+            tracing::debug!(error = %e, "sfu input rejected");
+            drop_reason(&self.metrics, "rtc_error");
+        }
+        // Learn the source address from STUN carrying this session's ufrag that str0m accepted.
+        // An address owned by another session is never taken over, and a session keeps at most
+        // MAX_ADDRS addresses, so spoofed checks cannot grow the table or steal routes.
+        if kind == DatagramKind::Stun
+            && !self.by_addr.contains_key(&src)
+            && s.addrs.len() < MAX_ADDRS
+        {
+            self.by_addr.insert(src, id);
+            s.addrs.push(src);
+        }
+        if !s.dirty {
+            s.dirty = true;
+            self.dirty.push(id);
+        }
+    }
+
+    fn mark(&mut self, id: ParticipantId) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            if !s.dirty {
+                s.dirty = true;
+                self.dirty.push(id);
+            }
+        }
+    }
+
+    fn timeouts(&mut self, now: Instant) {
+        let due: Vec<ParticipantId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.next_timeout <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some(s) = self.sessions.get_mut(&id) {
+                if s.rtc.handle_input(Input::Timeout(now)).is_err() {
+                    s.rtc.disconnect();
+                }
+            }
+            self.mark(id);
+        }
+        if now.duration_since(self.last_tick) >= TICK {
+            self.last_tick = now;
+            let actions = self.rooms.tick(now);
+            self.apply(actions, now);
+            self.sync_gauges();
+            if self.cfg.bwe_initial_kbps > 0 {
+                let floor = self.cfg.bwe_initial_kbps * 1000 / 4;
+                for (id, s) in self.sessions.iter_mut() {
+                    if !s.connected || s.down.is_empty() {
+                        continue;
+                    }
+                    let (min, desired) = self.rooms.bitrate_targets(*id, now);
+                    s.rtc.bwe().set_bitrate(
+                        str0m::bwe::Bitrate::bps(min.max(floor)),
+                        str0m::bwe::Bitrate::bps(desired.max(min).max(floor)),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Polls dirty sessions until none has output left, handling events as they come.
+    fn settle(&mut self) {
+        let mut rounds = 0;
+        while !self.dirty.is_empty() || !self.renegotiate.is_empty() {
+            rounds += 1;
+            if rounds > 64 {
+                // Events keep re-dirtying sessions; the rest is picked up next loop turn.
+                break;
+            }
+            let ids = std::mem::take(&mut self.dirty);
+            for id in ids {
+                let events = self.poll(id);
+                for ev in events {
+                    self.event(id, ev);
+                }
+            }
+            let ids: Vec<ParticipantId> = self.renegotiate.drain().collect();
+            for id in ids {
+                self.negotiate(id);
+            }
+        }
+        let dead: Vec<ParticipantId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| !s.rtc.is_alive())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in dead {
+            self.close(id, "disconnected");
+        }
+    }
+
+    fn poll(&mut self, id: ParticipantId) -> Vec<Event> {
+        let mut events = Vec::new();
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return events;
+        };
+        s.dirty = false;
+        loop {
+            match s.rtc.poll_output() {
+                Ok(Output::Transmit(t)) => {
+                    match self.socket.try_send_to(&t.contents, t.destination) {
+                        Ok(_) => {
+                            self.metrics.datagrams_sent.inc();
+                        }
+                        Err(_) => drop_reason(&self.metrics, "send_failed"),
+                    };
+                }
+                Ok(Output::Timeout(t)) => {
+                    s.next_timeout = t;
+                    break;
+                }
+                Ok(Output::Event(e)) => events.push(e),
+                Err(e) => {
+                    tracing::debug!(error = %e, "sfu session failed");
+                    self.metrics
+                        .session_errors
+                        .get_or_create(&ReasonLabel { reason: "rtc" })
+                        .inc();
+                    s.rtc.disconnect();
+                    break;
+                }
+            }
+        }
+        events
+    }
+
+    fn command(&mut self, c: Command) {
+        let now = Instant::now();
+        match c {
+            Command::Join {
+                id,
+                room,
+                identity,
+                events,
+                reply,
+            } => {
+                let _ = reply.send(self.join(id, room, identity, events, now));
+            }
+            Command::Offer { id, sdp, reply } => {
+                let _ = reply.send(self.accept_offer(id, &sdp));
+            }
+            Command::Answer { id, sdp, reply } => {
+                let _ = reply.send(self.accept_answer(id, &sdp, now));
+            }
+            Command::Candidate {
+                id,
+                candidate,
+                reply,
+            } => {
+                let _ = reply.send(self.add_candidate(id, &candidate));
+            }
+            Command::Push {
+                id,
+                topic,
+                data,
+                reliable,
+                reply,
+            } => {
+                let r = match wire::encode_envelope(wire::SERVER_ID, Some(&topic), &data) {
+                    None => Err(SfuError::BadData),
+                    Some(bytes) if !self.sessions.contains_key(&id) => {
+                        drop(bytes);
+                        Err(SfuError::UnknownParticipant)
+                    }
+                    Some(bytes) => match self.rooms.enqueue_data(id, reliable, bytes) {
+                        Ok(()) => {
+                            self.flush_data(id);
+                            Ok(())
+                        }
+                        Err(_) => {
+                            self.metrics
+                                .data_dropped
+                                .get_or_create(&ReasonLabel {
+                                    reason: "queue_full",
+                                })
+                                .inc();
+                            Err(SfuError::Backpressure)
+                        }
+                    },
+                };
+                let _ = reply.send(r);
+            }
+            Command::Leave { id } => self.close(id, "left"),
+            Command::Counts { reply } => {
+                let _ = reply.send(SfuCounts {
+                    sessions: self.sessions.len(),
+                    rooms: self.rooms.room_count(),
+                    tracks: self.rooms.track_count(),
+                    subscriptions: self.rooms.subscription_count(),
+                    ufrag_routes: self.by_ufrag.len(),
+                    addr_routes: self.by_addr.len(),
+                    identities: self.by_identity.len(),
+                    queued_bytes: self.rooms.queued_bytes(),
+                });
+            }
+        }
+    }
+
+    fn join(
+        &mut self,
+        id: ParticipantId,
+        room: String,
+        identity: String,
+        events: mpsc::Sender<SfuEvent>,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        if let Some(old) = self
+            .by_identity
+            .get(&(room.clone(), identity.clone()))
+            .copied()
+        {
+            self.close(old, "replaced");
+        }
+        if self.sessions.len() >= self.cfg.max_sessions {
+            return Err(SfuError::Full(self.cfg.max_sessions));
+        }
+        let bwe = (self.cfg.bwe_initial_kbps > 0)
+            .then(|| str0m::bwe::Bitrate::kbps(self.cfg.bwe_initial_kbps));
+        let mut rtc = Rtc::builder()
+            .set_ice_lite(true)
+            .enable_bwe(bwe)
+            .set_stats_interval(Some(Duration::from_secs(1)))
+            .set_sctp_max_message_size(
+                u32::try_from(self.cfg.max_data_message_bytes)
+                    .unwrap_or(u32::MAX)
+                    .max(1024),
+            )
+            .build(now);
+        let cand = Candidate::host(self.local, "udp")
+            .map_err(|e| SfuError::Config(format!("host candidate {}: {e}", self.local)))?;
+        rtc.add_local_candidate(cand);
+        let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+        self.by_ufrag.insert(ufrag.clone(), id);
+        self.by_identity
+            .insert((room.clone(), identity.clone()), id);
+        self.sessions.insert(
+            id,
+            Session {
+                identity,
+                room: room.clone(),
+                rtc,
+                ufrag,
+                events,
+                addrs: Vec::new(),
+                up: HashMap::new(),
+                next_up_index: 0,
+                down: HashMap::new(),
+                down_by_mid: HashMap::new(),
+                pending: None,
+                negotiated: false,
+                reliable_ch: None,
+                lossy_ch: None,
+                channels: HashMap::new(),
+                nacks_seen: HashMap::new(),
+                next_timeout: now,
+                dirty: false,
+                connected: false,
+            },
+        );
+        self.metrics.sessions.set(self.sessions.len() as i64);
+        let actions = self.rooms.join(&room, id);
+        self.apply(actions, now);
+        Ok(())
+    }
+
+    fn accept_offer(&mut self, id: ParticipantId, sdp: &str) -> Result<String, SfuError> {
+        let s = self
+            .sessions
+            .get_mut(&id)
+            .ok_or(SfuError::UnknownParticipant)?;
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::Sdp(e.to_string()))?;
+        if s.pending.take().is_some() {
+            // Glare: the browser's offer wins; our changes are re-offered after this answer.
+            rollback_offered(s);
+        }
+        let answer = s
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SfuError::Sdp(e.to_string()))?;
+        s.negotiated = true;
+        self.renegotiate.insert(id);
+        self.mark(id);
+        Ok(answer.to_sdp_string())
+    }
+
+    fn accept_answer(
+        &mut self,
+        id: ParticipantId,
+        sdp: &str,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        let s = self
+            .sessions
+            .get_mut(&id)
+            .ok_or(SfuError::UnknownParticipant)?;
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::Sdp(e.to_string()))?;
+        let pending = s.pending.take().ok_or(SfuError::NoPendingOffer)?;
+        if let Err(e) = s.rtc.sdp_api().accept_answer(pending, answer) {
+            // The offer is void; queue its changes again and offer afresh.
+            rollback_offered(s);
+            self.renegotiate.insert(id);
+            return Err(SfuError::Sdp(e.to_string()));
+        }
+        let mut ready = Vec::new();
+        let mut ended = Vec::new();
+        for (key, d) in s.down.iter_mut() {
+            match d.state {
+                DownState::Offered => {
+                    d.state = DownState::Open;
+                    ready.push(*key);
+                }
+                DownState::RemoveOffered => ended.push(*key),
+                _ => {}
+            }
+        }
+        for key in &ready {
+            if let Some(d) = s.down.get(key) {
+                let _ = s.events.try_send(SfuEvent::TrackAdded {
+                    publisher: d.publisher.clone(),
+                    track: d.track_id.clone(),
+                    mid: d.mid.map(|m| m.to_string()).unwrap_or_default(),
+                    kind: kind_label(d.kind),
+                });
+            }
+        }
+        for key in ended {
+            if let Some(d) = s.down.remove(&key) {
+                if let Some(mid) = d.mid {
+                    s.down_by_mid.remove(&mid);
+                }
+                let _ = s.events.try_send(SfuEvent::TrackEnded {
+                    publisher: d.publisher,
+                    track: d.track_id,
+                    mid: d.mid.map(|m| m.to_string()).unwrap_or_default(),
+                });
+            }
+        }
+        let more = s
+            .down
+            .values()
+            .any(|d| matches!(d.state, DownState::ToAdd | DownState::ToRemove));
+        if more {
+            self.renegotiate.insert(id);
+        }
+        self.mark(id);
+        for key in ready {
+            let actions = self.rooms.down_track_ready(id, key, now);
+            self.apply(actions, now);
+        }
+        Ok(())
+    }
+
+    fn add_candidate(&mut self, id: ParticipantId, candidate: &str) -> Result<(), SfuError> {
+        let s = self
+            .sessions
+            .get_mut(&id)
+            .ok_or(SfuError::UnknownParticipant)?;
+        let line = if candidate.trim_start().starts_with('{') {
+            let v: serde_json::Value =
+                serde_json::from_str(candidate).map_err(|e| SfuError::Candidate(e.to_string()))?;
+            v.get("candidate")
+                .and_then(|c| c.as_str())
+                .unwrap_or_default()
+                .to_owned()
+        } else {
+            candidate.to_owned()
+        };
+        let line = line.trim();
+        if line.is_empty() {
+            return Ok(());
+        }
+        let line = line.strip_prefix("a=").unwrap_or(line);
+        let c = Candidate::from_sdp_string(line).map_err(|e| SfuError::Candidate(e.to_string()))?;
+        s.rtc.add_remote_candidate(c);
+        self.mark(id);
+        Ok(())
+    }
+
+    /// Emits a server offer for queued down-track changes, unless one is outstanding.
+    fn negotiate(&mut self, id: ParticipantId) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if !s.negotiated || s.pending.is_some() {
+            return;
+        }
+        let mut api = s.rtc.sdp_api();
+        let mut drop_now = Vec::new();
+        for (key, d) in s.down.iter_mut() {
+            match d.state {
+                DownState::ToAdd => {
+                    let kind = match d.kind {
+                        TrackKind::Audio => MediaKind::Audio,
+                        TrackKind::Video => MediaKind::Video,
+                    };
+                    let mid = api.add_media(
+                        kind,
+                        Direction::SendOnly,
+                        Some(d.publisher.clone()),
+                        Some(d.track_id.clone()),
+                        None,
+                    );
+                    d.mid = Some(mid);
+                    d.state = DownState::Offered;
+                    s.down_by_mid.insert(mid, *key);
+                }
+                DownState::ToRemove => match d.mid {
+                    Some(mid) => {
+                        api.stop_media(mid);
+                        d.state = DownState::RemoveOffered;
+                    }
+                    None => drop_now.push(*key),
+                },
+                _ => {}
+            }
+        }
+        let applied = if api.has_changes() { api.apply() } else { None };
+        for key in drop_now {
+            s.down.remove(&key);
+        }
+        if let Some((offer, pending)) = applied {
+            s.pending = Some(pending);
+            if s.events
+                .try_send(SfuEvent::Offer(offer.to_sdp_string()))
+                .is_err()
+            {
+                self.metrics
+                    .session_errors
+                    .get_or_create(&ReasonLabel {
+                        reason: "event_queue_full",
+                    })
+                    .inc();
+                s.rtc.disconnect();
+            }
+        }
+        self.mark(id);
+    }
+
+    fn event(&mut self, id: ParticipantId, ev: Event) {
+        let now = Instant::now();
+        match ev {
+            Event::Connected => {
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    s.connected = true;
+                    let _ = s.events.try_send(SfuEvent::Connected);
+                }
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    s.rtc.disconnect();
+                }
+            }
+            Event::MediaAdded(m) => {
+                let receiving = matches!(m.direction, Direction::RecvOnly | Direction::SendRecv);
+                let Some(s) = self.sessions.get_mut(&id) else {
+                    return;
+                };
+                if s.down_by_mid.contains_key(&m.mid) || s.up.contains_key(&m.mid) {
+                    return;
+                }
+                let kind = match m.kind {
+                    MediaKind::Audio => TrackKind::Audio,
+                    MediaKind::Video => TrackKind::Video,
+                };
+                let index = s.next_up_index;
+                s.next_up_index += 1;
+                s.up.insert(
+                    m.mid,
+                    UpTrack {
+                        index,
+                        kind,
+                        published: receiving,
+                        rids: [None, None, None],
+                    },
+                );
+                if receiving {
+                    let actions = self.rooms.publish(id, index, kind);
+                    self.sync_gauges();
+                    self.apply(actions, now);
+                }
+            }
+            Event::MediaChanged(m) => {
+                let receiving = matches!(m.direction, Direction::RecvOnly | Direction::SendRecv);
+                let Some(s) = self.sessions.get_mut(&id) else {
+                    return;
+                };
+                let Some(up) = s.up.get_mut(&m.mid) else {
+                    return;
+                };
+                let key = TrackKey {
+                    publisher: id,
+                    index: up.index,
+                };
+                let actions = if receiving && !up.published {
+                    up.published = true;
+                    let kind = up.kind;
+                    self.rooms.publish(id, key.index, kind)
+                } else if !receiving && up.published {
+                    up.published = false;
+                    self.rooms.unpublish(key)
+                } else {
+                    Vec::new()
+                };
+                self.sync_gauges();
+                self.apply(actions, now);
+            }
+            Event::MediaData(d) => self.media(id, d, now),
+            Event::KeyframeRequest(r) => {
+                let key = self
+                    .sessions
+                    .get(&id)
+                    .and_then(|s| s.down_by_mid.get(&r.mid).copied());
+                if let Some(key) = key {
+                    let actions = self.rooms.subscriber_keyframe_request(id, key, now);
+                    self.apply(actions, now);
+                }
+            }
+            Event::EgressBitrateEstimate(b) => {
+                let bps = match b {
+                    BweKind::Twcc { estimate, .. } | BweKind::Remb { estimate, .. } => {
+                        estimate.as_u64()
+                    }
+                    _ => return,
+                };
+                let actions = self.rooms.set_bandwidth(id, bps, now);
+                self.apply(actions, now);
+            }
+            Event::MediaEgressStats(st) => {
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    let seen = s.nacks_seen.entry((st.mid, st.rid)).or_insert(0);
+                    if st.nacks > *seen {
+                        self.metrics.nacks.inc_by(st.nacks - *seen);
+                        *seen = st.nacks;
+                    }
+                }
+            }
+            Event::ChannelOpen(cid, label) => {
+                let Some(s) = self.sessions.get_mut(&id) else {
+                    return;
+                };
+                let lossy = label == "updates" || label.contains("lossy");
+                s.channels.insert(cid, !lossy);
+                if lossy {
+                    s.lossy_ch.get_or_insert(cid);
+                } else {
+                    s.reliable_ch.get_or_insert(cid);
+                }
+                if let Some(mut ch) = s.rtc.channel(cid) {
+                    ch.set_buffered_amount_low_threshold(CHANNEL_LOW_WATER);
+                }
+                self.flush_data(id);
+            }
+            Event::ChannelClose(cid) => {
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    s.channels.remove(&cid);
+                    if s.reliable_ch == Some(cid) {
+                        s.reliable_ch = None;
+                    }
+                    if s.lossy_ch == Some(cid) {
+                        s.lossy_ch = None;
+                    }
+                }
+            }
+            Event::ChannelBufferedAmountLow(_) => self.flush_data(id),
+            Event::ChannelData(d) => self.channel_data(id, d),
+            _ => {}
+        }
+    }
+
+    fn media(&mut self, id: ParticipantId, d: MediaData, now: Instant) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let Some(up) = s.up.get_mut(&d.mid) else {
+            return;
+        };
+        let key = TrackKey {
+            publisher: id,
+            index: up.index,
+        };
+        let kind = up.kind;
+        let layer = Layer::from_rid(d.rid.as_deref());
+        up.rids[usize::from(layer.0.min(2))] = d.rid;
+        let keyframe = kind == TrackKind::Video && d.is_keyframe();
+        let mut actions = Vec::new();
+        if !d.contiguous && kind == TrackKind::Video {
+            actions = self.rooms.publisher_loss(key, layer, now);
+        }
+        let mut out = std::mem::take(&mut self.route_buf);
+        let more = self
+            .rooms
+            .route_media(key, layer, keyframe, d.data.len(), now, &mut out);
+        actions.extend(more);
+        let packets = (**d.seq_range.end()).wrapping_sub(**d.seq_range.start()) + 1;
+        let label = KindLabel {
+            kind: kind_label(kind),
+        };
+        let mut forwarded = 0u64;
+        for sub in &out {
+            let Some(s2) = self.sessions.get_mut(sub) else {
+                continue;
+            };
+            let Some(mid) = s2
+                .down
+                .get(&key)
+                .filter(|t| t.state == DownState::Open)
+                .and_then(|t| t.mid)
+            else {
+                continue;
+            };
+            let Some(w) = s2.rtc.writer(mid) else {
+                continue;
+            };
+            let Some(pt) = w.match_params(d.params) else {
+                continue;
+            };
+            if w.write(pt, d.network_time, d.time, d.data.clone()).is_ok() {
+                forwarded += 1;
+                if !s2.dirty {
+                    s2.dirty = true;
+                    self.dirty.push(*sub);
+                }
+            }
+        }
+        self.route_buf = out;
+        if forwarded > 0 {
+            self.metrics
+                .packets_forwarded
+                .get_or_create(&label)
+                .inc_by(forwarded * packets.min(1024));
+            self.metrics
+                .bytes_forwarded
+                .get_or_create(&label)
+                .inc_by(forwarded * d.data.len() as u64);
+            self.metrics
+                .forwarding_latency
+                .observe(Instant::now().duration_since(d.network_time).as_secs_f64());
+        }
+        self.apply(actions, now);
+    }
+
+    fn channel_data(&mut self, id: ParticipantId, d: str0m::channel::ChannelData) {
+        let max = self.cfg.max_data_message_bytes;
+        let Some(s) = self.sessions.get(&id) else {
+            return;
+        };
+        let reliable = s.channels.get(&d.id).copied().unwrap_or(true);
+        let msg = match wire::parse_envelope(&d.data, d.binary, max) {
+            Ok(m) => m,
+            Err(e) => {
+                self.metrics
+                    .data_dropped
+                    .get_or_create(&ReasonLabel { reason: e.reason() })
+                    .inc();
+                return;
+            }
+        };
+        let from = s.identity.clone();
+        let room = s.room.clone();
+        let targets: Vec<ParticipantId> = match msg.to {
+            Some(wire::SERVER_ID) => {
+                let ev = SfuEvent::Data {
+                    from,
+                    data: msg.data.to_owned(),
+                };
+                if s.events.try_send(ev).is_err() {
+                    self.metrics
+                        .data_dropped
+                        .get_or_create(&ReasonLabel {
+                            reason: "event_queue_full",
+                        })
+                        .inc();
+                }
+                return;
+            }
+            Some(to) => match self.by_identity.get(&(room.clone(), to.to_owned())) {
+                Some(t) => vec![*t],
+                None => {
+                    self.metrics
+                        .data_dropped
+                        .get_or_create(&ReasonLabel {
+                            reason: "unknown_target",
+                        })
+                        .inc();
+                    return;
+                }
+            },
+            None => self
+                .rooms
+                .members(&room)
+                .iter()
+                .copied()
+                .filter(|p| *p != id)
+                .collect(),
+        };
+        let Some(bytes) = wire::encode_envelope(&from, None, msg.data) else {
+            return;
+        };
+        for t in targets {
+            match self.rooms.enqueue_data(t, reliable, bytes.clone()) {
+                Ok(()) => {
+                    self.metrics.data_relayed.inc();
+                    self.flush_data(t);
+                }
+                Err(_) => {
+                    self.metrics
+                        .data_dropped
+                        .get_or_create(&ReasonLabel {
+                            reason: "queue_full",
+                        })
+                        .inc();
+                }
+            }
+        }
+    }
+
+    fn flush_data(&mut self, id: ParticipantId) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let mut wrote = false;
+        let reliable_ch = s.reliable_ch;
+        let lossy_ch = s.lossy_ch;
+        let rtc = &mut s.rtc;
+        self.rooms.drain_data(id, |m| {
+            let cid = if m.reliable {
+                reliable_ch.or(lossy_ch)
+            } else {
+                lossy_ch.or(reliable_ch)
+            };
+            let Some(mut ch) = cid.and_then(|c| rtc.channel(c)) else {
+                return false;
+            };
+            if ch.buffered_amount() > CHANNEL_HIGH_WATER {
+                return false;
+            }
+            match ch.write(false, &m.bytes) {
+                Ok(true) => {
+                    wrote = true;
+                    true
+                }
+                Ok(false) => false,
+                // The channel cannot take it (closed, too large): drop it rather than wedge
+                // the queue.
+                Err(_) => true,
+            }
+        });
+        if wrote {
+            self.mark(id);
+        }
+    }
+
+    fn apply(&mut self, actions: Vec<Action>, now: Instant) {
+        for a in actions {
+            match a {
+                Action::AddDownTrack {
+                    subscriber,
+                    track,
+                    kind,
+                } => {
+                    let Some(publisher) = self
+                        .sessions
+                        .get(&track.publisher)
+                        .map(|p| p.identity.clone())
+                    else {
+                        continue;
+                    };
+                    let Some(s) = self.sessions.get_mut(&subscriber) else {
+                        continue;
+                    };
+                    s.down.insert(
+                        track,
+                        DownTrack {
+                            kind,
+                            track_id: format!("{publisher}-{}", track.index),
+                            publisher,
+                            mid: None,
+                            state: DownState::ToAdd,
+                        },
+                    );
+                    self.renegotiate.insert(subscriber);
+                }
+                Action::RemoveDownTrack { subscriber, track } => {
+                    let Some(s) = self.sessions.get_mut(&subscriber) else {
+                        continue;
+                    };
+                    if let Some(d) = s.down.get_mut(&track) {
+                        d.state = DownState::ToRemove;
+                        self.renegotiate.insert(subscriber);
+                    }
+                }
+                Action::RequestKeyframe { track, layer } => {
+                    let Some(s) = self.sessions.get_mut(&track.publisher) else {
+                        continue;
+                    };
+                    let Some((mid, up)) = s.up.iter().find(|(_, u)| u.index == track.index) else {
+                        continue;
+                    };
+                    let rid = up.rids[usize::from(layer.0.min(2))];
+                    let mid = *mid;
+                    if let Some(mut w) = s.rtc.writer(mid) {
+                        if w.request_keyframe(rid, KeyframeRequestKind::Pli).is_ok() {
+                            self.metrics.plis.inc();
+                        }
+                    }
+                    self.mark(track.publisher);
+                }
+            }
+        }
+        let _ = now;
+        let st = self.rooms.stats();
+        if st.keyframe_waits > self.last_stats.keyframe_waits {
+            self.metrics
+                .keyframe_waits
+                .inc_by(st.keyframe_waits - self.last_stats.keyframe_waits);
+        }
+        self.last_stats = st;
+    }
+
+    fn sync_gauges(&self) {
+        self.metrics.sessions.set(self.sessions.len() as i64);
+        self.metrics.tracks.set(self.rooms.track_count() as i64);
+        self.metrics
+            .subscriptions
+            .set(self.rooms.subscription_count() as i64);
+        let h = self.rooms.layer_histogram();
+        for (i, n) in h.iter().enumerate() {
+            self.metrics
+                .subscriber_layers
+                .get_or_create(&LayerLabel {
+                    layer: Layer(i as u8).label(),
+                })
+                .set(*n as i64);
+        }
+    }
+
+    /// Frees everything that belongs to `id` and tells its handle why.
+    fn close(&mut self, id: ParticipantId, reason: &'static str) {
+        let Some(mut s) = self.sessions.remove(&id) else {
+            return;
+        };
+        s.rtc.disconnect();
+        // Flush what disconnect produced (DTLS close) so the peer learns quickly.
+        while let Ok(out) = s.rtc.poll_output() {
+            match out {
+                Output::Transmit(t) => {
+                    let _ = self.socket.try_send_to(&t.contents, t.destination);
+                }
+                Output::Timeout(_) => break,
+                Output::Event(_) => {}
+            }
+        }
+        self.by_ufrag.remove(&s.ufrag);
+        for a in &s.addrs {
+            if self.by_addr.get(a) == Some(&id) {
+                self.by_addr.remove(a);
+            }
+        }
+        let ik = (s.room.clone(), s.identity.clone());
+        if self.by_identity.get(&ik) == Some(&id) {
+            self.by_identity.remove(&ik);
+        }
+        if reason != "left" {
+            let _ = s.events.try_send(SfuEvent::Closed { reason });
+        }
+        self.dirty.retain(|d| *d != id);
+        self.renegotiate.remove(&id);
+        let actions = self.rooms.leave(id);
+        self.apply(actions, Instant::now());
+        self.sync_gauges();
+    }
+}
+
+/// Puts offered-but-unanswered down-track changes back in the queue.
+fn rollback_offered(s: &mut Session) {
+    for d in s.down.values_mut() {
+        match d.state {
+            DownState::Offered => {
+                if let Some(mid) = d.mid.take() {
+                    s.down_by_mid.remove(&mid);
+                }
+                d.state = DownState::ToAdd;
+            }
+            DownState::RemoveOffered => d.state = DownState::ToRemove,
+            _ => {}
+        }
+    }
+}

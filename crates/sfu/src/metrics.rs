@@ -1,0 +1,204 @@
+//! `switchboard_sfu_*` metrics. The driver owns one [`SfuMetrics`] and updates it inline; all
+//! handles are cheap atomics so the forwarding path pays a few relaxed increments.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Label set with one `reason`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Why (bounded set of static strings).
+    pub reason: &'static str,
+}
+
+/// Label set with one `kind` (audio/video).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// "audio" or "video".
+    pub kind: &'static str,
+}
+
+/// Label set with one simulcast `layer`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LayerLabel {
+    /// "low", "mid", "high".
+    pub layer: &'static str,
+}
+
+/// Every SFU metric.
+#[derive(Clone, Debug)]
+pub struct SfuMetrics {
+    /// Live WebRTC sessions (one per participant).
+    pub sessions: Gauge,
+    /// Published tracks.
+    pub tracks: Gauge,
+    /// Subscriptions (down-tracks).
+    pub subscriptions: Gauge,
+    /// RTP packets forwarded to subscribers, by kind.
+    pub packets_forwarded: Family<KindLabel, Counter>,
+    /// Payload bytes forwarded to subscribers, by kind.
+    pub bytes_forwarded: Family<KindLabel, Counter>,
+    /// UDP datagrams sent / received on the shared socket.
+    pub datagrams_sent: Counter,
+    /// UDP datagrams received.
+    pub datagrams_received: Counter,
+    /// Datagrams dropped before reaching a session, by reason.
+    pub datagrams_dropped: Family<ReasonLabel, Counter>,
+    /// NACKs received from subscribers (str0m retransmits from its send buffer).
+    pub nacks: Counter,
+    /// Keyframe requests (PLI) sent to publishers.
+    pub plis: Counter,
+    /// Times a subscriber had to wait for a keyframe (subscribe, layer switch, unmute, loss).
+    pub keyframe_waits: Counter,
+    /// Time from a media unit's arrival to its hand-off to every subscriber's sender.
+    pub forwarding_latency: Histogram,
+    /// Video subscriptions per forwarded simulcast layer.
+    pub subscriber_layers: Family<LayerLabel, Gauge>,
+    /// DataChannel messages relayed (delivered into a participant's queue).
+    pub data_relayed: Counter,
+    /// DataChannel messages dropped, by reason.
+    pub data_dropped: Family<ReasonLabel, Counter>,
+    /// Sessions closed because of an error, by reason.
+    pub session_errors: Family<ReasonLabel, Counter>,
+}
+
+impl Default for SfuMetrics {
+    fn default() -> Self {
+        SfuMetrics {
+            sessions: Gauge::default(),
+            tracks: Gauge::default(),
+            subscriptions: Gauge::default(),
+            packets_forwarded: Family::default(),
+            bytes_forwarded: Family::default(),
+            datagrams_sent: Counter::default(),
+            datagrams_received: Counter::default(),
+            datagrams_dropped: Family::default(),
+            nacks: Counter::default(),
+            plis: Counter::default(),
+            keyframe_waits: Counter::default(),
+            // 5 µs .. ~80 ms
+            forwarding_latency: Histogram::new(exponential_buckets(0.000_005, 2.0, 15)),
+            subscriber_layers: Family::default(),
+            data_relayed: Counter::default(),
+            data_dropped: Family::default(),
+            session_errors: Family::default(),
+        }
+    }
+}
+
+impl SfuMetrics {
+    /// Registers everything under `sfu_` in `registry` (which carries the `switchboard` prefix).
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("sfu");
+        r.register(
+            "sessions",
+            "Live SFU WebRTC sessions",
+            self.sessions.clone(),
+        );
+        r.register("tracks", "Published tracks", self.tracks.clone());
+        r.register(
+            "subscriptions",
+            "Down-tracks (subscriptions)",
+            self.subscriptions.clone(),
+        );
+        r.register(
+            "packets_forwarded",
+            "RTP packets forwarded to subscribers",
+            self.packets_forwarded.clone(),
+        );
+        r.register(
+            "bytes_forwarded",
+            "Media payload bytes forwarded to subscribers",
+            self.bytes_forwarded.clone(),
+        );
+        r.register(
+            "datagrams_sent",
+            "UDP datagrams sent",
+            self.datagrams_sent.clone(),
+        );
+        r.register(
+            "datagrams_received",
+            "UDP datagrams received",
+            self.datagrams_received.clone(),
+        );
+        r.register(
+            "datagrams_dropped",
+            "Datagrams dropped before a session saw them",
+            self.datagrams_dropped.clone(),
+        );
+        r.register(
+            "nacks",
+            "NACKs received from subscribers",
+            self.nacks.clone(),
+        );
+        r.register(
+            "plis",
+            "Keyframe requests sent to publishers",
+            self.plis.clone(),
+        );
+        r.register(
+            "keyframe_waits",
+            "Subscriber waits for a keyframe",
+            self.keyframe_waits.clone(),
+        );
+        r.register(
+            "forwarding_latency_seconds",
+            "Arrival of a media unit to hand-off to all subscribers",
+            self.forwarding_latency.clone(),
+        );
+        r.register(
+            "subscriber_layers",
+            "Video subscriptions per forwarded simulcast layer",
+            self.subscriber_layers.clone(),
+        );
+        r.register(
+            "data_relayed",
+            "DataChannel messages relayed",
+            self.data_relayed.clone(),
+        );
+        r.register(
+            "data_dropped",
+            "DataChannel messages dropped",
+            self.data_dropped.clone(),
+        );
+        r.register(
+            "session_errors",
+            "Sessions closed because of an error",
+            self.session_errors.clone(),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_the_sfu_prefix() {
+        let m = SfuMetrics::default();
+        let mut reg = Registry::with_prefix("switchboard");
+        m.register(&mut reg);
+        m.plis.inc();
+        m.forwarding_latency.observe(0.0002);
+        m.packets_forwarded
+            .get_or_create(&KindLabel { kind: "video" })
+            .inc();
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &reg).expect("encode");
+        for name in [
+            "switchboard_sfu_sessions",
+            "switchboard_sfu_tracks",
+            "switchboard_sfu_packets_forwarded_total{kind=\"video\"} 1",
+            "switchboard_sfu_plis_total 1",
+            "switchboard_sfu_forwarding_latency_seconds_bucket",
+            "switchboard_sfu_nacks_total",
+            "switchboard_sfu_keyframe_waits_total",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! A small str0m client that plays the browser side: it offers, publishes synthetic VP8/Opus,
+//! receives forwarded media, and talks over DataChannels. Used by the integration tests and by
+//! the `sfu-load` benchmark; it is not part of the server.
+//!
+//! Synthetic VP8 frames carry the send time (nanoseconds since a process-wide epoch) right after
+//! a minimal VP8 frame header, so a receiver in the same process measures end-to-end latency.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::{ChannelConfig, ChannelId, Reliability};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// What one received m-line delivered.
+#[derive(Clone, Debug, Default)]
+pub struct Received {
+    /// Frames (video) or packets (audio).
+    pub units: u64,
+    /// Video keyframes.
+    pub keyframes: u64,
+    /// Payload bytes.
+    pub bytes: u64,
+    /// RTP packets that made up the units.
+    pub packets: u64,
+    /// The m-line carries VP8 video.
+    pub video: bool,
+}
+
+/// Client-side peer.
+pub struct Peer {
+    /// The client's `Rtc` (public so tests can poke at it).
+    pub rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
+    pending: Option<SdpPendingOffer>,
+    /// Published video m-line.
+    pub video_mid: Option<Mid>,
+    /// Published audio m-line.
+    pub audio_mid: Option<Mid>,
+    /// Reliable channel, once open.
+    pub reliable: Option<ChannelId>,
+    /// Lossy ("updates") channel, once open.
+    pub lossy: Option<ChannelId>,
+    /// ICE+DTLS connected.
+    pub connected: bool,
+    /// Per received m-line.
+    pub received: HashMap<Mid, Received>,
+    /// Text messages received on any channel.
+    pub data: Vec<String>,
+    /// End-to-end latencies of received synthetic VP8 frames, microseconds.
+    pub latencies_us: Vec<u64>,
+    /// Keyframe requests (PLI/FIR) received from the SFU.
+    pub keyframe_requests: u64,
+    next_timeout: Instant,
+    video_time: u64,
+    audio_time: u64,
+    buf: Vec<u8>,
+}
+
+impl Peer {
+    /// Binds a UDP socket on `ip:0` and creates the client `Rtc`.
+    pub async fn bind(ip: std::net::IpAddr) -> std::io::Result<Peer> {
+        let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
+        let local = socket.local_addr()?;
+        let now = Instant::now();
+        let _ = epoch();
+        let mut rtc = Rtc::builder().build(now);
+        let cand =
+            Candidate::host(local, "udp").map_err(|e| std::io::Error::other(e.to_string()))?;
+        rtc.add_local_candidate(cand);
+        Ok(Peer {
+            rtc,
+            socket,
+            local,
+            pending: None,
+            video_mid: None,
+            audio_mid: None,
+            reliable: None,
+            lossy: None,
+            connected: false,
+            received: HashMap::new(),
+            data: Vec::new(),
+            latencies_us: Vec::new(),
+            keyframe_requests: 0,
+            next_timeout: now,
+            video_time: 0,
+            audio_time: 0,
+            buf: vec![0; 2048],
+        })
+    }
+
+    /// Creates the initial offer: optional send-only video/audio, plus a reliable channel and a
+    /// lossy "updates" channel.
+    pub fn offer(&mut self, video: bool, audio: bool) -> String {
+        self.offer_with(video, audio, true)
+    }
+
+    /// Like [`Peer::offer`]; `channels: false` for a renegotiation that only adds media.
+    pub fn offer_with(&mut self, video: bool, audio: bool, channels: bool) -> String {
+        let mut api = self.rtc.sdp_api();
+        if video {
+            self.video_mid = Some(api.add_media(
+                MediaKind::Video,
+                Direction::SendOnly,
+                Some("cam".into()),
+                Some("cam-v".into()),
+                None,
+            ));
+        }
+        if audio {
+            self.audio_mid = Some(api.add_media(
+                MediaKind::Audio,
+                Direction::SendOnly,
+                Some("cam".into()),
+                Some("cam-a".into()),
+                None,
+            ));
+        }
+        if channels {
+            api.add_channel("reliable".into());
+            api.add_channel_with_config(ChannelConfig {
+                label: "updates".into(),
+                ordered: false,
+                reliability: Reliability::MaxRetransmits { retransmits: 0 },
+                ..ChannelConfig::default()
+            });
+        }
+        let (offer, pending) = api.apply().expect("offer has changes");
+        self.pending = Some(pending);
+        offer.to_sdp_string()
+    }
+
+    /// Applies the SFU's answer to [`Peer::offer`].
+    pub fn accept_answer(&mut self, sdp: &str) -> Result<(), String> {
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| e.to_string())?;
+        let pending = self.pending.take().ok_or("no pending offer")?;
+        self.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Answers a server offer (renegotiation).
+    pub fn accept_offer(&mut self, sdp: &str) -> Result<String, String> {
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| e.to_string())?;
+        let answer = self
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| e.to_string())?;
+        Ok(answer.to_sdp_string())
+    }
+
+    /// Sends one synthetic VP8 frame of about `size` bytes (30 fps timeline).
+    pub fn send_video(&mut self, keyframe: bool, size: usize) -> bool {
+        let Some(mid) = self.video_mid else {
+            return false;
+        };
+        let Some(w) = self.rtc.writer(mid) else {
+            return false;
+        };
+        let Some(pt) = w
+            .payload_params()
+            .find(|p| p.spec().codec == Codec::Vp8)
+            .map(|p| p.pt())
+        else {
+            return false;
+        };
+        let mut frame = Vec::with_capacity(size.max(24));
+        // VP8 frame tag: bit0 = 0 for keyframes; show_frame set; then the keyframe start code.
+        frame.extend_from_slice(&[if keyframe { 0x10 } else { 0x11 }, 0x02, 0x00]);
+        frame.extend_from_slice(&[0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01]);
+        let sent = Instant::now().duration_since(epoch()).as_nanos() as u64;
+        frame.extend_from_slice(&sent.to_be_bytes());
+        frame.resize(size.max(frame.len()), 0xAB);
+        self.video_time += 3000;
+        let now = Instant::now();
+        w.write(pt, now, MediaTime::from_90khz(self.video_time), frame)
+            .is_ok()
+    }
+
+    /// Sends one synthetic 20 ms Opus packet of `size` bytes.
+    pub fn send_audio(&mut self, size: usize) -> bool {
+        let Some(mid) = self.audio_mid else {
+            return false;
+        };
+        let Some(w) = self.rtc.writer(mid) else {
+            return false;
+        };
+        let Some(pt) = w
+            .payload_params()
+            .find(|p| p.spec().codec == Codec::Opus)
+            .map(|p| p.pt())
+        else {
+            return false;
+        };
+        self.audio_time += 960;
+        let now = Instant::now();
+        w.write(
+            pt,
+            now,
+            MediaTime::new(self.audio_time, str0m::media::Frequency::FORTY_EIGHT_KHZ),
+            vec![0xFC; size.max(1)],
+        )
+        .is_ok()
+    }
+
+    /// Writes a text message on the reliable (or lossy) channel.
+    pub fn send_text(&mut self, lossy: bool, text: &str) -> bool {
+        let cid = if lossy { self.lossy } else { self.reliable };
+        let Some(mut ch) = cid.and_then(|c| self.rtc.channel(c)) else {
+            return false;
+        };
+        matches!(ch.write(false, text.as_bytes()), Ok(true))
+    }
+
+    /// Total video frames received over all m-lines.
+    pub fn video_frames(&self) -> u64 {
+        self.received
+            .values()
+            .filter(|r| r.video)
+            .map(|r| r.units)
+            .sum()
+    }
+
+    /// Drives I/O and timers for `dur`.
+    pub async fn run_for(&mut self, dur: Duration) {
+        let deadline = Instant::now() + dur;
+        loop {
+            self.poll();
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            let wake = self.next_timeout.min(deadline).max(now);
+            tokio::select! {
+                r = self.socket.recv_from(&mut self.buf) => {
+                    if let Ok((n, src)) = r {
+                        self.input(src, n);
+                        // Drain whatever else is queued without waiting.
+                        while let Ok((n, src)) = self.socket.try_recv_from(&mut self.buf) {
+                            self.input(src, n);
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(wake.into()) => {
+                    let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
+                }
+            }
+        }
+    }
+
+    fn input(&mut self, src: SocketAddr, n: usize) {
+        let Ok(recv) = Receive::new(Protocol::Udp, src, self.local, &self.buf[..n]) else {
+            return;
+        };
+        let _ = self.rtc.handle_input(Input::Receive(Instant::now(), recv));
+    }
+
+    /// Flushes transmits and handles events.
+    pub fn poll(&mut self) {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Transmit(t)) => {
+                    let _ = self.socket.try_send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Timeout(t)) => {
+                    self.next_timeout = t;
+                    return;
+                }
+                Ok(Output::Event(e)) => self.event(e),
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn event(&mut self, e: Event) {
+        match e {
+            Event::Connected => self.connected = true,
+            Event::ChannelOpen(id, label) => {
+                if label == "updates" {
+                    self.lossy = Some(id);
+                } else {
+                    self.reliable = Some(id);
+                }
+            }
+            Event::ChannelData(d) => {
+                if let Ok(s) = String::from_utf8(d.data) {
+                    self.data.push(s);
+                }
+            }
+            Event::MediaData(d) => {
+                let r = self.received.entry(d.mid).or_default();
+                r.video = d.params.spec().codec == Codec::Vp8;
+                r.units += 1;
+                r.bytes += d.data.len() as u64;
+                r.packets += (**d.seq_range.end()).wrapping_sub(**d.seq_range.start()) + 1;
+                if d.is_keyframe() {
+                    r.keyframes += 1;
+                }
+                if d.data.len() >= 18 && d.data[3..6] == [0x9d, 0x01, 0x2a] {
+                    let mut ts = [0u8; 8];
+                    ts.copy_from_slice(&d.data[10..18]);
+                    let sent = u64::from_be_bytes(ts);
+                    let now = Instant::now().duration_since(epoch()).as_nanos() as u64;
+                    if now >= sent && self.latencies_us.len() < 1_000_000 {
+                        self.latencies_us.push((now - sent) / 1000);
+                    }
+                }
+            }
+            Event::KeyframeRequest(_) => self.keyframe_requests += 1,
+            _ => {}
+        }
+    }
+
+    /// The peer's UDP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+}

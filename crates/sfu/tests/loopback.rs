@@ -1,0 +1,483 @@
+//! The SFU over real loopback UDP with in-process str0m client peers playing the browsers.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use prometheus_client::registry::Registry;
+use switchboard_sfu::metrics::ReasonLabel;
+use switchboard_sfu::peer::Peer;
+use switchboard_sfu::{ParticipantHandle, Sfu, SfuConfig, SfuCounts, SfuEvent};
+use tokio_util::sync::CancellationToken;
+
+const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+struct Client {
+    name: String,
+    peer: Peer,
+    handle: ParticipantHandle,
+    server_data: Vec<String>,
+    tracks_added: Vec<String>,
+    tracks_ended: Vec<String>,
+}
+
+async fn start() -> (Sfu, CancellationToken) {
+    let cfg = SfuConfig {
+        udp_port: 0,
+        bind_ip: "127.0.0.1".into(),
+        ..SfuConfig::default()
+    };
+    let token = CancellationToken::new();
+    let mut reg = Registry::with_prefix("switchboard");
+    let sfu = Sfu::start(cfg, &mut reg, token.clone())
+        .await
+        .expect("sfu starts");
+    (sfu, token)
+}
+
+async fn join(sfu: &Sfu, room: &str, name: &str, video: bool, audio: bool) -> Client {
+    let handle = sfu.join(room, name).await.expect("join");
+    let mut peer = Peer::bind(LO).await.expect("bind peer");
+    let offer = peer.offer(video, audio);
+    let answer = handle.accept_offer(&offer).await.expect("answer");
+    peer.accept_answer(&answer).expect("client accepts answer");
+    Client {
+        name: name.into(),
+        peer,
+        handle,
+        server_data: Vec::new(),
+        tracks_added: Vec::new(),
+        tracks_ended: Vec::new(),
+    }
+}
+
+/// Runs every client's I/O concurrently for `dur`, answering server offers as they come.
+async fn pump(clients: &mut [Client], dur: Duration) {
+    let end = Instant::now() + dur;
+    while Instant::now() < end {
+        futures::future::join_all(
+            clients
+                .iter_mut()
+                .map(|c| c.peer.run_for(Duration::from_millis(5))),
+        )
+        .await;
+        for c in clients.iter_mut() {
+            while let Some(ev) = c.handle.try_next_event() {
+                match ev {
+                    SfuEvent::Offer(sdp) => {
+                        let answer = c.peer.accept_offer(&sdp).expect("client answers");
+                        c.handle.accept_answer(&answer).await.expect("sfu accepts");
+                    }
+                    SfuEvent::Data { data, .. } => c.server_data.push(data),
+                    SfuEvent::TrackAdded { publisher, .. } => c.tracks_added.push(publisher),
+                    SfuEvent::TrackEnded { publisher, .. } => c.tracks_ended.push(publisher),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// Publishes 30 fps video (+50 pps audio) from clients[idx] for `dur`, keyframe every second and
+/// whenever the SFU asks for one.
+async fn publish(clients: &mut [Client], idx: usize, dur: Duration) {
+    let end = Instant::now() + dur;
+    let mut frame = 0u64;
+    let mut kf_seen = clients[idx].peer.keyframe_requests;
+    while Instant::now() < end {
+        let p = &mut clients[idx].peer;
+        let kf = frame.is_multiple_of(30) || p.keyframe_requests > kf_seen;
+        kf_seen = p.keyframe_requests;
+        p.send_video(kf, if kf { 6000 } else { 1500 });
+        p.send_audio(120);
+        p.send_audio(120);
+        frame += 1;
+        pump(clients, Duration::from_millis(33)).await;
+    }
+}
+
+async fn wait_connected(clients: &mut [Client]) {
+    for _ in 0..200 {
+        if clients
+            .iter()
+            .all(|c| c.peer.connected && c.peer.reliable.is_some())
+        {
+            return;
+        }
+        pump(clients, Duration::from_millis(20)).await;
+    }
+    panic!("peers did not connect");
+}
+
+fn dropped(sfu: &Sfu, reason: &'static str) -> u64 {
+    sfu.metrics()
+        .datagrams_dropped
+        .get_or_create(&ReasonLabel { reason })
+        .get()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_reaches_two_subscribers_and_a_late_joiner() {
+    let (sfu, token) = start().await;
+    let mut clients = vec![
+        join(&sfu, "r1", "bob", false, false).await,
+        join(&sfu, "r1", "carol", false, false).await,
+        join(&sfu, "r1", "alice", true, true).await,
+    ];
+    // Someone in another room must see nothing.
+    clients.push(join(&sfu, "r2", "mallory", false, false).await);
+    wait_connected(&mut clients).await;
+    publish(&mut clients, 2, Duration::from_secs(2)).await;
+
+    for c in &clients[..2] {
+        let video: u64 = c
+            .peer
+            .received
+            .values()
+            .filter(|r| r.keyframes > 0)
+            .map(|r| r.units)
+            .sum();
+        let total: u64 = c.peer.received.values().map(|r| r.units).sum();
+        assert!(video >= 20, "{} got {video} video frames", c.name);
+        assert!(
+            total - video >= 40,
+            "{} got {} audio packets",
+            c.name,
+            total - video
+        );
+        assert_eq!(c.tracks_added.len(), 2, "{}: {:?}", c.name, c.tracks_added);
+        assert!(c.tracks_added.iter().all(|p| p == "alice"));
+    }
+    assert_eq!(
+        clients[2].peer.video_frames(),
+        0,
+        "publisher gets nothing back"
+    );
+    assert_eq!(clients[3].peer.video_frames(), 0, "other room gets nothing");
+    assert!(
+        clients[2].peer.keyframe_requests > 0,
+        "SFU asked for keyframes"
+    );
+
+    // Late joiner: first decodable frame fast.
+    let joined = Instant::now();
+    clients.push(join(&sfu, "r1", "dave", false, false).await);
+    let mut first_keyframe = None;
+    let end = Instant::now() + Duration::from_secs(3);
+    let mut frame = 1u64;
+    while Instant::now() < end {
+        let p = &mut clients[2].peer;
+        // Only send a keyframe when asked (not on the 1 s cadence) to prove PLI works.
+        let kf = std::mem::take(&mut p.keyframe_requests) > 0;
+        p.send_video(kf, if kf { 6000 } else { 1500 });
+        frame += 1;
+        pump(&mut clients, Duration::from_millis(33)).await;
+        let d = &clients[4].peer;
+        if first_keyframe.is_none() && d.received.values().any(|r| r.keyframes > 0) {
+            first_keyframe = Some(joined.elapsed());
+        }
+    }
+    let t = first_keyframe.expect("late joiner decoded a keyframe");
+    assert!(t < Duration::from_secs(2), "late joiner waited {t:?}");
+    assert!(frame > 10);
+
+    let m = sfu.metrics();
+    let pf = m
+        .packets_forwarded
+        .get_or_create(&switchboard_sfu::metrics::KindLabel { kind: "video" })
+        .get();
+    assert!(pf > 100, "packets forwarded {pf}");
+    assert!(m.plis.get() > 0);
+    assert!(m.keyframe_waits.get() >= 3);
+
+    // Publisher leaves: everyone sees its tracks end, counts drop.
+    let alice = clients.remove(2);
+    alice.handle.leave().await;
+    pump(&mut clients, Duration::from_millis(300)).await;
+    for c in &clients[..2] {
+        assert_eq!(
+            c.tracks_ended.len(),
+            2,
+            "{} saw {:?}",
+            c.name,
+            c.tracks_ended
+        );
+    }
+    let counts = sfu.counts().await.expect("counts");
+    assert_eq!(counts.tracks, 0);
+    assert_eq!(counts.sessions, 4);
+    token.cancel();
+    sfu.stopped().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_is_relayed_targeted_and_pushed() {
+    let (sfu, token) = start().await;
+    let mut clients = vec![
+        join(&sfu, "d", "alice", false, false).await,
+        join(&sfu, "d", "bob", false, false).await,
+        join(&sfu, "d", "carol", false, false).await,
+    ];
+    wait_connected(&mut clients).await;
+    assert!(clients[0]
+        .peer
+        .send_text(false, r#"{"data":{"hello":"all"}}"#));
+    assert!(clients[0]
+        .peer
+        .send_text(false, r#"{"to":"bob","data":"just bob"}"#));
+    assert!(clients[0]
+        .peer
+        .send_text(false, r#"{"to":"$server","data":{"q":1}}"#));
+    assert!(clients[0].peer.send_text(false, "not an envelope"));
+    assert!(clients[2].peer.send_text(true, r#"{"data":"lossy hi"}"#));
+    clients[1]
+        .handle
+        .send_data("stream.progress", r#"{"pct":50}"#, true)
+        .await
+        .expect("push");
+    assert!(matches!(
+        clients[1].handle.send_data("x", "not json", true).await,
+        Err(switchboard_sfu::SfuError::BadData)
+    ));
+    pump(&mut clients, Duration::from_millis(500)).await;
+
+    let bob = &clients[1].peer.data;
+    let carol = &clients[2].peer.data;
+    let alice = &clients[0].peer.data;
+    assert!(
+        bob.contains(&r#"{"from":"alice","data":{"hello":"all"}}"#.to_string()),
+        "{bob:?}"
+    );
+    assert!(carol.contains(&r#"{"from":"alice","data":{"hello":"all"}}"#.to_string()));
+    assert!(bob.contains(&r#"{"from":"alice","data":"just bob"}"#.to_string()));
+    assert!(!carol.iter().any(|m| m.contains("just bob")));
+    assert!(bob.contains(
+        &r#"{"from":"$server","topic":"stream.progress","data":{"pct":50}}"#.to_string()
+    ));
+    assert!(
+        alice.contains(&r#"{"from":"carol","data":"lossy hi"}"#.to_string()),
+        "{alice:?}"
+    );
+    assert!(
+        !alice.iter().any(|m| m.contains("hello")),
+        "no echo to sender"
+    );
+    assert_eq!(clients[0].server_data, vec![r#"{"q":1}"#.to_string()]);
+    let m = sfu.metrics();
+    assert_eq!(
+        m.data_dropped
+            .get_or_create(&ReasonLabel {
+                reason: "malformed"
+            })
+            .get(),
+        1
+    );
+    token.cancel();
+    sfu.stopped().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_backpressure_is_bounded() {
+    let cfg = SfuConfig {
+        udp_port: 0,
+        bind_ip: "127.0.0.1".into(),
+        data_queue_bytes: 4096,
+        ..SfuConfig::default()
+    };
+    let token = CancellationToken::new();
+    let mut reg = Registry::default();
+    let sfu = Sfu::start(cfg, &mut reg, token.clone())
+        .await
+        .expect("start");
+    // Never connects: nothing can drain, so the queue fills and pushes are refused.
+    let h = sfu.join("b", "slow").await.expect("join");
+    let payload = format!("\"{}\"", "x".repeat(1000));
+    let mut accepted = 0;
+    let mut refused = 0;
+    for _ in 0..20 {
+        match h.send_data("t", &payload, true).await {
+            Ok(()) => accepted += 1,
+            Err(switchboard_sfu::SfuError::Backpressure) => refused += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!((3..=4).contains(&accepted), "accepted {accepted}");
+    assert_eq!(accepted + refused, 20);
+    assert!(sfu.counts().await.expect("counts").queued_bytes <= 4096);
+    h.leave().await;
+    assert_eq!(sfu.counts().await.expect("counts").queued_bytes, 0);
+    token.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_leave_loop_returns_every_count_to_zero() {
+    let (sfu, token) = start().await;
+    for i in 0..8 {
+        let mut clients = vec![
+            join(&sfu, "loop", "pub", true, true).await,
+            join(&sfu, "loop", "sub", false, false).await,
+        ];
+        wait_connected(&mut clients).await;
+        publish(&mut clients, 0, Duration::from_millis(200)).await;
+        assert!(
+            clients[1].peer.video_frames() > 0,
+            "round {i}: nothing forwarded"
+        );
+        clients[0]
+            .handle
+            .send_data("t", "1", true)
+            .await
+            .expect("push");
+        let mut it = clients.into_iter();
+        let a = it.next().expect("a");
+        let b = it.next().expect("b");
+        if i % 2 == 0 {
+            a.handle.leave().await;
+            b.handle.leave().await;
+        } else {
+            drop(a);
+            drop(b);
+        }
+    }
+    // Joins that never connect (signaling gave up mid-way) must be freed too.
+    for i in 0..50 {
+        let h = sfu.join("loop2", &format!("p{i}")).await.expect("join");
+        let mut peer = Peer::bind(LO).await.expect("bind");
+        let _ = h
+            .accept_offer(&peer.offer(true, false))
+            .await
+            .expect("answer");
+        h.leave().await;
+    }
+    let mut counts = SfuCounts::default();
+    for _ in 0..50 {
+        counts = sfu.counts().await.expect("counts");
+        if counts == SfuCounts::default() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(counts, SfuCounts::default());
+    let m = sfu.metrics();
+    assert_eq!(m.sessions.get(), 0);
+    assert_eq!(m.tracks.get(), 0);
+    assert_eq!(m.subscriptions.get(), 0);
+    token.cancel();
+    sfu.stopped().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_datagrams_are_dropped_and_counted() {
+    let (sfu, token) = start().await;
+    let target = sfu.local_addr();
+    let mut clients = vec![
+        join(&sfu, "h", "a", true, false).await,
+        join(&sfu, "h", "b", false, false).await,
+    ];
+    wait_connected(&mut clients).await;
+    let evil = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let mut stun = vec![0x00, 0x01, 0x00, 0x0c, 0x21, 0x12, 0xA4, 0x42];
+    stun.extend_from_slice(&[9; 12]);
+    stun.extend_from_slice(&[0x00, 0x06, 0x00, 0x08]);
+    stun.extend_from_slice(b"nope:bad");
+    let mut srtp = vec![0x80, 0x60];
+    srtp.extend_from_slice(&[0u8; 100]);
+    let mut no_user = stun[..20].to_vec();
+    no_user[2] = 0;
+    no_user[3] = 0;
+    for _ in 0..20 {
+        evil.send_to(b"\xffgarbage", target).await.expect("send");
+        evil.send_to(&stun, target).await.expect("send");
+        evil.send_to(&no_user, target).await.expect("send");
+        evil.send_to(&srtp, target).await.expect("send");
+        evil.send_to(&[0x80u8; 4000], target).await.expect("send");
+        evil.send_to(&[], target).await.expect("send");
+        // Pace so the kernel's receive buffer never overflows: every datagram must be counted.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // Random bytes too.
+    let mut x: u32 = 12345;
+    for _ in 0..500 {
+        let len = (x % 1400) as usize + 1;
+        let mut b = Vec::with_capacity(len);
+        for _ in 0..len {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            b.push(x as u8);
+        }
+        evil.send_to(&b, target).await.expect("send");
+        if len.is_multiple_of(8) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    // The media path still works afterwards.
+    publish(&mut clients, 0, Duration::from_millis(800)).await;
+    assert!(clients[1].peer.video_frames() > 5, "forwarding survived");
+    assert!(dropped(&sfu, "unknown_kind") >= 20);
+    assert!(dropped(&sfu, "unknown_ufrag") >= 20);
+    assert!(dropped(&sfu, "stun_without_username") >= 20);
+    assert!(dropped(&sfu, "unknown_source") >= 20);
+    assert!(dropped(&sfu, "oversized") >= 20);
+    let c = sfu.counts().await.expect("counts");
+    assert_eq!(c.sessions, 2);
+    assert!(c.addr_routes <= 2, "attacker address never routed: {c:?}");
+    token.cancel();
+    sfu.stopped().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn glare_browser_offer_wins_and_server_reoffers() {
+    let (sfu, token) = start().await;
+    let mut clients = vec![join(&sfu, "g", "bob", false, false).await];
+    wait_connected(&mut clients).await;
+    clients.push(join(&sfu, "g", "alice", true, false).await);
+    // Alice's track makes the SFU offer to Bob; Bob ignores that offer and sends his own
+    // (he starts publishing), exactly the glare case.
+    let mut server_offer = None;
+    for _ in 0..100 {
+        futures::future::join_all(
+            clients
+                .iter_mut()
+                .map(|c| c.peer.run_for(Duration::from_millis(5))),
+        )
+        .await;
+        if let Some(SfuEvent::Offer(sdp)) = clients[0].handle.try_next_event() {
+            server_offer = Some(sdp);
+            break;
+        }
+    }
+    assert!(
+        server_offer.is_some(),
+        "server offered alice's track to bob"
+    );
+    let bob_offer = clients[0].peer.offer_with(true, false, false);
+    let answer = clients[0]
+        .handle
+        .accept_offer(&bob_offer)
+        .await
+        .expect("browser offer wins");
+    clients[0]
+        .peer
+        .accept_answer(&answer)
+        .expect("bob applies answer");
+    // The server re-offers alice's track; both now receive each other's video.
+    let end = Instant::now() + Duration::from_secs(2);
+    let mut frame = 0u64;
+    while Instant::now() < end {
+        for c in clients.iter_mut() {
+            let p = &mut c.peer;
+            let kf = frame.is_multiple_of(15) || std::mem::take(&mut p.keyframe_requests) > 0;
+            p.send_video(kf, 1200);
+        }
+        frame += 1;
+        pump(&mut clients, Duration::from_millis(33)).await;
+    }
+    assert!(clients[0].peer.video_frames() > 10, "bob sees alice");
+    assert!(clients[1].peer.video_frames() > 10, "alice sees bob");
+    assert_eq!(clients[0].tracks_added, vec!["alice".to_string()]);
+    assert_eq!(clients[1].tracks_added, vec!["bob".to_string()]);
+    token.cancel();
+    sfu.stopped().await;
+}

@@ -129,6 +129,12 @@ enum Command {
         reliable: bool,
         reply: oneshot::Sender<Result<(), SfuError>>,
     },
+    Cap {
+        id: ParticipantId,
+        publisher: String,
+        max_layer: u8,
+        paused: bool,
+    },
     Leave {
         id: ParticipantId,
     },
@@ -342,6 +348,23 @@ impl ParticipantHandle {
         })
         .await?;
         rx.await.map_err(|_| SfuError::Stopped)?
+    }
+
+    /// Limits the simulcast layer this participant receives from `publisher`'s video tracks
+    /// (0 = lowest; derive it from the rendered size) and pauses/resumes them (off-screen).
+    pub async fn set_video_preference(
+        &self,
+        publisher: &str,
+        max_layer: u8,
+        paused: bool,
+    ) -> Result<(), SfuError> {
+        self.send(Command::Cap {
+            id: self.id,
+            publisher: publisher.to_owned(),
+            max_layer,
+            paused,
+        })
+        .await
     }
 
     /// Next event; `None` once the session is gone.
@@ -760,6 +783,39 @@ impl Engine {
                     },
                 };
                 let _ = reply.send(r);
+            }
+            Command::Cap {
+                id,
+                publisher,
+                max_layer,
+                paused,
+            } => {
+                let Some(room) = self.sessions.get(&id).map(|s| s.room.clone()) else {
+                    return;
+                };
+                let Some(pubid) = self.by_identity.get(&(room, publisher)).copied() else {
+                    return;
+                };
+                let keys: Vec<TrackKey> = self
+                    .sessions
+                    .get(&pubid)
+                    .map(|p| {
+                        p.up.values()
+                            .filter(|u| u.kind == TrackKind::Video)
+                            .map(|u| TrackKey {
+                                publisher: pubid,
+                                index: u.index,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for key in keys {
+                    let mut actions =
+                        self.rooms
+                            .set_max_layer(id, key, Layer(max_layer.min(2)), now);
+                    actions.extend(self.rooms.set_paused(id, key, paused, now));
+                    self.apply(actions, now);
+                }
             }
             Command::Leave { id } => self.close(id, "left"),
             Command::Counts { reply } => {

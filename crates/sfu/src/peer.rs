@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::{ChannelConfig, ChannelId, Reliability};
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, MediaTime, Mid};
+use str0m::media::{Direction, MediaKind, MediaTime, Mid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
@@ -142,6 +142,32 @@ impl Peer {
         offer.to_sdp_string()
     }
 
+    /// Initial offer publishing one simulcast video track with the given RIDs (lowest first)
+    /// plus the two channels.
+    pub fn offer_simulcast(&mut self, rids: &[&str]) -> String {
+        let mut sim = Simulcast::new();
+        for r in rids {
+            sim.add_send_layer(SimulcastLayer::new(r));
+        }
+        let mut api = self.rtc.sdp_api();
+        self.video_mid = Some(api.add_media(
+            MediaKind::Video,
+            Direction::SendOnly,
+            Some("cam".into()),
+            Some("cam-v".into()),
+            Some(sim),
+        ));
+        api.add_channel("reliable".into());
+        let (offer, pending) = api.apply().expect("offer has changes");
+        self.pending = Some(pending);
+        offer.to_sdp_string()
+    }
+
+    /// Sends one synthetic VP8 frame on simulcast layer `rid`.
+    pub fn send_video_layer(&mut self, rid: &str, keyframe: bool, size: usize) -> bool {
+        self.send_video_inner(Some(rid), keyframe, size)
+    }
+
     /// Applies the SFU's answer to [`Peer::offer`].
     pub fn accept_answer(&mut self, sdp: &str) -> Result<(), String> {
         let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| e.to_string())?;
@@ -165,6 +191,10 @@ impl Peer {
 
     /// Sends one synthetic VP8 frame of about `size` bytes (30 fps timeline).
     pub fn send_video(&mut self, keyframe: bool, size: usize) -> bool {
+        self.send_video_inner(None, keyframe, size)
+    }
+
+    fn send_video_inner(&mut self, rid: Option<&str>, keyframe: bool, size: usize) -> bool {
         let Some(mid) = self.video_mid else {
             return false;
         };
@@ -185,8 +215,15 @@ impl Peer {
         let sent = Instant::now().duration_since(epoch()).as_nanos() as u64;
         frame.extend_from_slice(&sent.to_be_bytes());
         frame.resize(size.max(frame.len()), 0xAB);
-        self.video_time += 3000;
+        // Layers of one frame share its timestamp; advance once per frame (on the lowest/only).
+        if rid.is_none_or(|r| r == "q") {
+            self.video_time += 3000;
+        }
         let now = Instant::now();
+        let w = match rid {
+            Some(r) => w.rid(r.into()),
+            None => w,
+        };
         w.write(pt, now, MediaTime::from_90khz(self.video_time), frame)
             .is_ok()
     }

@@ -481,3 +481,75 @@ async fn glare_browser_offer_wins_and_server_reoffers() {
     token.cancel();
     sfu.stopped().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulcast_layer_follows_subscriber_preference() {
+    let (sfu, token) = start().await;
+    let mut clients = vec![
+        join(&sfu, "s", "bob", false, false).await,
+        join(&sfu, "s", "carol", false, false).await,
+    ];
+    let handle = sfu.join("s", "alice").await.expect("join");
+    let mut peer = Peer::bind(LO).await.expect("bind");
+    let offer = peer.offer_simulcast(&["q", "h", "f"]);
+    let answer = handle.accept_offer(&offer).await.expect("answer");
+    peer.accept_answer(&answer).expect("accept");
+    clients.push(Client {
+        name: "alice".into(),
+        peer,
+        handle,
+        server_data: Vec::new(),
+        tracks_added: Vec::new(),
+        tracks_ended: Vec::new(),
+    });
+    wait_connected(&mut clients).await;
+    // Carol renders alice small: lowest layer only.
+    clients[1]
+        .handle
+        .set_video_preference("alice", 0, false)
+        .await
+        .expect("cap");
+    // Frame sizes tell the layers apart at the receiver.
+    let sizes = [("q", 300usize), ("h", 1100), ("f", 3000)];
+    let end = Instant::now() + Duration::from_secs(3);
+    let mut frame = 0u64;
+    let mut measured_from = None;
+    while Instant::now() < end {
+        let p = &mut clients[2].peer;
+        let kf = frame.is_multiple_of(10) || std::mem::take(&mut p.keyframe_requests) > 0;
+        for (rid, size) in sizes {
+            p.send_video_layer(rid, kf, size);
+        }
+        frame += 1;
+        pump(&mut clients, Duration::from_millis(33)).await;
+        if measured_from.is_none() && frame == 45 {
+            // After the switch settles, measure only what arrives from now on.
+            for c in clients.iter_mut() {
+                c.peer.received.clear();
+            }
+            measured_from = Some(frame);
+        }
+    }
+    let avg = |c: &Client| {
+        let (b, n) = c
+            .peer
+            .received
+            .values()
+            .filter(|r| r.video)
+            .fold((0, 0), |(b, n), r| (b + r.bytes, n + r.units));
+        assert!(n > 10, "{} got {n} frames", c.name);
+        b / n
+    };
+    let bob = avg(&clients[0]);
+    let carol = avg(&clients[1]);
+    assert!(
+        bob >= 2900,
+        "bob should get the full layer, avg frame {bob} B"
+    );
+    assert!(
+        carol <= 400,
+        "carol should get the low layer, avg frame {carol} B"
+    );
+    token.cancel();
+    sfu.stopped().await;
+}

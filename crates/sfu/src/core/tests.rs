@@ -371,3 +371,34 @@ fn bitrate_targets_follow_layers_and_caps() {
     r.set_paused(B, key, true, now);
     assert_eq!(r.bitrate_targets(B, now), (0, 0));
 }
+
+#[test]
+fn without_estimate_the_cap_decides() {
+    let start = t0();
+    let mut r = Rooms::default();
+    r.join("r", A);
+    r.join("r", B);
+    r.join("r", C);
+    r.publish(A, 0, TrackKind::Video);
+    let key = video(A);
+    r.down_track_ready(B, key, start);
+    r.down_track_ready(C, key, start);
+    r.set_max_layer(C, key, Layer(0), start);
+    let now = feed_layers(&mut r, key, start, 2);
+    assert_eq!(
+        r.current_layer(B, key),
+        Some(Layer(0)),
+        "first frame from what exists"
+    );
+    let acts = r.tick(now);
+    assert!(acts.contains(&Action::RequestKeyframe {
+        track: key,
+        layer: Layer(2)
+    }));
+    assert_eq!(r.target_layer(B, key), Some(Layer(2)));
+    assert_eq!(r.target_layer(C, key), Some(Layer(0)));
+    let mut out = Vec::new();
+    r.route_media(key, Layer(2), true, 100, now, &mut out);
+    assert_eq!(out, vec![B]);
+    assert_eq!(r.layer_histogram(), [1, 0, 1]);
+}

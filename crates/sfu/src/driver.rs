@@ -429,6 +429,7 @@ struct Session {
     room: String,
     rtc: Rtc,
     ufrag: String,
+    old_ufrag: Option<String>,
     events: mpsc::Sender<SfuEvent>,
     addrs: Vec<SocketAddr>,
     up: HashMap<Mid, UpTrack>,
@@ -877,6 +878,7 @@ impl Engine {
                 room: room.clone(),
                 rtc,
                 ufrag,
+                old_ufrag: None,
                 events,
                 addrs: Vec::new(),
                 up: HashMap::new(),
@@ -916,6 +918,16 @@ impl Engine {
             .accept_offer(offer)
             .map_err(|e| SfuError::Sdp(e.to_string()))?;
         s.negotiated = true;
+        // An ICE restart in the offer gives us new local credentials: route the new ufrag and
+        // keep the previous one until the next restart (checks in flight still carry it).
+        let ufrag = s.rtc.direct_api().local_ice_credentials().ufrag;
+        if ufrag != s.ufrag {
+            let previous = std::mem::replace(&mut s.ufrag, ufrag.clone());
+            if let Some(older) = s.old_ufrag.replace(previous) {
+                self.by_ufrag.remove(&older);
+            }
+            self.by_ufrag.insert(ufrag, id);
+        }
         self.renegotiate.insert(id);
         self.mark(id);
         Ok(answer.to_sdp_string())
@@ -1489,6 +1501,9 @@ impl Engine {
             }
         }
         self.by_ufrag.remove(&s.ufrag);
+        if let Some(old) = &s.old_ufrag {
+            self.by_ufrag.remove(old);
+        }
         for a in &s.addrs {
             if self.by_addr.get(a) == Some(&id) {
                 self.by_addr.remove(a);

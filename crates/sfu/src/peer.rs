@@ -168,6 +168,15 @@ impl Peer {
         self.send_video_inner(Some(rid), keyframe, size)
     }
 
+    /// Offer that restarts ICE (new credentials, same media), e.g. after a network change.
+    pub fn offer_ice_restart(&mut self) -> String {
+        let mut api = self.rtc.sdp_api();
+        api.ice_restart(true);
+        let (offer, pending) = api.apply().expect("ice restart is a change");
+        self.pending = Some(pending);
+        offer.to_sdp_string()
+    }
+
     /// Applies the SFU's answer to [`Peer::offer`].
     pub fn accept_answer(&mut self, sdp: &str) -> Result<(), String> {
         let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| e.to_string())?;

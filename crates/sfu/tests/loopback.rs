@@ -553,3 +553,49 @@ async fn simulcast_layer_follows_subscriber_preference() {
     token.cancel();
     sfu.stopped().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_restart_keeps_media_flowing() {
+    let (sfu, token) = start().await;
+    let mut clients = vec![
+        join(&sfu, "i", "bob", false, false).await,
+        join(&sfu, "i", "alice", true, false).await,
+    ];
+    wait_connected(&mut clients).await;
+    publish(&mut clients, 1, Duration::from_millis(500)).await;
+    let before = clients[0].peer.video_frames();
+    assert!(before > 5);
+    // Bob restarts ICE: new ufrag on both sides; the SFU must route the new checks.
+    let offer = clients[0].peer.offer_ice_restart();
+    assert!(!offer.is_empty());
+    let answer = clients[0]
+        .handle
+        .accept_offer(&offer)
+        .await
+        .expect("restart offer");
+    clients[0]
+        .peer
+        .accept_answer(&answer)
+        .expect("restart answer");
+    let c = sfu.counts().await.expect("counts");
+    assert_eq!(c.ufrag_routes, 3, "old + new ufrag for bob, one for alice");
+    publish(&mut clients, 1, Duration::from_millis(1500)).await;
+    let after = clients[0].peer.video_frames();
+    assert!(
+        after > before + 20,
+        "media after restart: {before} -> {after}"
+    );
+    assert_eq!(
+        dropped(&sfu, "unknown_ufrag"),
+        0,
+        "new-ufrag checks were routed"
+    );
+    assert_eq!(dropped(&sfu, "not_accepted"), 0);
+    // Leaving frees both ufrag routes.
+    let bob = clients.remove(0);
+    bob.handle.leave().await;
+    let c = sfu.counts().await.expect("counts");
+    assert_eq!(c.ufrag_routes, 1);
+    token.cancel();
+    sfu.stopped().await;
+}

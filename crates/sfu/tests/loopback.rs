@@ -23,6 +23,7 @@ struct Client {
 async fn start() -> (Sfu, CancellationToken) {
     let cfg = SfuConfig {
         udp_port: 0,
+        tcp_port: 0,
         bind_ip: "127.0.0.1".into(),
         ..SfuConfig::default()
     };
@@ -279,6 +280,7 @@ async fn data_is_relayed_targeted_and_pushed() {
 async fn push_backpressure_is_bounded() {
     let cfg = SfuConfig {
         udp_port: 0,
+        tcp_port: 0,
         bind_ip: "127.0.0.1".into(),
         data_queue_bytes: 4096,
         ..SfuConfig::default()
@@ -596,6 +598,95 @@ async fn ice_restart_keeps_media_flowing() {
     bob.handle.leave().await;
     let c = sfu.counts().await.expect("counts");
     assert_eq!(c.ufrag_routes, 1);
+    token.cancel();
+    sfu.stopped().await;
+}
+
+async fn join_tcp(sfu: &Sfu, room: &str, name: &str, video: bool) -> Client {
+    let handle = sfu.join(room, name).await.expect("join");
+    let server = sfu.local_tcp_addr().expect("ice-tcp enabled");
+    let mut peer = Peer::connect_tcp(server).await.expect("tcp connect");
+    let offer = peer.offer(video, false);
+    let answer = handle.accept_offer(&offer).await.expect("answer");
+    assert!(
+        answer.contains("tcptype passive"),
+        "answer has the TCP candidate"
+    );
+    peer.accept_answer(&answer).expect("client accepts answer");
+    Client {
+        name: name.into(),
+        peer,
+        handle,
+        server_data: Vec::new(),
+        tracks_added: Vec::new(),
+        tracks_ended: Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_tcp_peers_publish_and_receive() {
+    let (sfu, token) = start().await;
+    let mut clients = vec![
+        join(&sfu, "t", "udp-bob", true, false).await,
+        join_tcp(&sfu, "t", "tcp-alice", true).await,
+    ];
+    wait_connected(&mut clients).await;
+    assert_eq!(sfu.tcp_connections(), 1);
+    let end = Instant::now() + Duration::from_secs(2);
+    let mut frame = 0u64;
+    while Instant::now() < end {
+        for c in clients.iter_mut() {
+            let p = &mut c.peer;
+            let kf = frame.is_multiple_of(15) || std::mem::take(&mut p.keyframe_requests) > 0;
+            p.send_video(kf, 2500);
+        }
+        frame += 1;
+        pump(&mut clients, Duration::from_millis(33)).await;
+    }
+    assert!(
+        clients[0].peer.video_frames() > 20,
+        "udp peer got tcp peer's video"
+    );
+    assert!(
+        clients[1].peer.video_frames() > 20,
+        "tcp peer got udp peer's video"
+    );
+    assert!(clients[1].peer.send_text(false, r#"{"data":"over tcp"}"#));
+    pump(&mut clients, Duration::from_millis(300)).await;
+    assert!(clients[0]
+        .peer
+        .data
+        .contains(&r#"{"from":"tcp-alice","data":"over tcp"}"#.to_string()));
+    // Leaving closes the TCP connection and frees its routes.
+    let alice = clients.remove(1);
+    alice.handle.leave().await;
+    let mut c = sfu.counts().await.expect("counts");
+    for _ in 0..50 {
+        if sfu.tcp_connections() == 0 && c.tcp_conns == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        c = sfu.counts().await.expect("counts");
+    }
+    assert_eq!(sfu.tcp_connections(), 0);
+    assert_eq!(c.tcp_conns, 0);
+    // A TCP connection that speaks garbage is closed, never bound.
+    let mut s = tokio::net::TcpStream::connect(sfu.local_tcp_addr().expect("tcp"))
+        .await
+        .expect("connect");
+    use tokio::io::AsyncWriteExt;
+    s.write_all(&[0xff, 0xff, 1, 2, 3]).await.expect("write");
+    for _ in 0..50 {
+        if sfu.tcp_connections() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        sfu.tcp_connections(),
+        0,
+        "oversized frame closes the connection"
+    );
     token.cancel();
     sfu.stopped().await;
 }

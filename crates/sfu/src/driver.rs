@@ -309,7 +309,7 @@ impl Sfu {
         Ok(ParticipantHandle {
             id,
             cmd: self.cmd.clone(),
-            events: erx,
+            events: Some(erx),
             left: false,
         })
     }
@@ -337,7 +337,7 @@ impl Sfu {
 pub struct ParticipantHandle {
     id: ParticipantId,
     cmd: mpsc::Sender<Command>,
-    events: mpsc::Receiver<SfuEvent>,
+    events: Option<mpsc::Receiver<SfuEvent>>,
     left: bool,
 }
 
@@ -415,14 +415,20 @@ impl ParticipantHandle {
         .await
     }
 
-    /// Next event; `None` once the session is gone.
+    /// Next event; `None` once the session is gone (or the stream was taken).
     pub async fn next_event(&mut self) -> Option<SfuEvent> {
-        self.events.recv().await
+        self.events.as_mut()?.recv().await
     }
 
     /// Non-blocking variant of [`ParticipantHandle::next_event`].
     pub fn try_next_event(&mut self) -> Option<SfuEvent> {
-        self.events.try_recv().ok()
+        self.events.as_mut()?.try_recv().ok()
+    }
+
+    /// Takes the event stream so a separate task can forward it (e.g. to the signaling socket)
+    /// while the handle stays with the room; later `next_event` calls return `None`.
+    pub fn take_events(&mut self) -> Option<mpsc::Receiver<SfuEvent>> {
+        self.events.take()
     }
 
     /// Leaves the room and frees the session, its tracks, subscriptions and queues.

@@ -1,8 +1,9 @@
 //! Switchboard's SFU: server-side WebRTC (str0m) that forwards media and relays data.
 //!
 //! Data flow: every participant has one str0m `Rtc` inside a single engine task ([`driver`]).
-//! All sessions share one UDP socket; a datagram is routed to its session by the ICE ufrag in a
-//! STUN USERNAME ([`wire`]) and afterwards by its source address. Media and data events from a
+//! All sessions share one UDP socket (and one ICE-TCP listener, [`tcp`]); a datagram is routed
+//! to its session by the ICE ufrag in a STUN USERNAME ([`wire`]) and afterwards by its source
+//! address (or TCP connection). Media and data events from a
 //! session go through the sans-IO room logic ([`core`]), which decides who receives what (layer,
 //! keyframe waits, mute, bounded data queues); the engine then writes into the subscribers'
 //! `Rtc`s and sends their datagrams.

@@ -93,6 +93,7 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(async move {
                 let cfg = SfuConfig {
                     udp_port: 0,
+                    ice_tcp: false,
                     bind_ip: "127.0.0.1".into(),
                     max_sessions: 100_000,
                     bwe_initial_kbps: bwe_kbps,

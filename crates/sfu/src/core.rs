@@ -636,8 +636,9 @@ impl Rooms {
             return lowest;
         }
         let Some(budget) = budget else {
-            // No estimate yet: start low, fast first frame.
-            return allowed[0].0;
+            // No estimate (estimation off): the subscriber's cap decides.
+            sub.upgrade_candidate_since = None;
+            return allowed[allowed.len() - 1].0;
         };
         let budget = budget as f64 * tuning.headroom;
         let fits = |bps: u64, margin: f64| bps as f64 * margin <= budget;
@@ -804,8 +805,14 @@ impl Rooms {
         Vec::new()
     }
 
-    /// Periodic work: re-requests keyframes for subscribers that waited too long.
+    /// Periodic work: re-runs layer selection (layers appear as a publisher starts sending them)
+    /// and re-requests keyframes for subscribers that waited too long.
     pub fn tick(&mut self, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let ids: Vec<ParticipantId> = self.participants.keys().copied().collect();
+        for id in ids {
+            actions.extend(self.reselect(id, now));
+        }
         let retry = self.tuning.keyframe_retry;
         let mut want: Vec<(TrackKey, Layer)> = Vec::new();
         for part in self.participants.values() {
@@ -818,7 +825,6 @@ impl Rooms {
             }
         }
         want.sort();
-        let mut actions = Vec::new();
         for (key, layer) in want {
             self.request_keyframe(key, layer, now, &mut actions);
         }

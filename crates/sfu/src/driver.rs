@@ -5,7 +5,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
@@ -13,7 +14,7 @@ use str0m::bwe::BweKind;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::core::{Action, CoreTuning, Layer, ParticipantId, Rooms, TrackKey, TrackKind};
 use crate::metrics::{KindLabel, LayerLabel, ReasonLabel, SfuMetrics};
+use crate::tcp::TcpIn;
 use crate::wire::{self, DatagramKind};
 use crate::{SfuConfig, SfuError};
 
@@ -97,6 +99,8 @@ pub struct SfuCounts {
     pub identities: usize,
     /// Queued data bytes across participants.
     pub queued_bytes: usize,
+    /// ICE-TCP connections the engine tracks.
+    pub tcp_conns: usize,
 }
 
 enum Command {
@@ -129,6 +133,12 @@ enum Command {
         reliable: bool,
         reply: oneshot::Sender<Result<(), SfuError>>,
     },
+    Cap {
+        id: ParticipantId,
+        publisher: String,
+        max_layer: u8,
+        paused: bool,
+    },
     Leave {
         id: ParticipantId,
     },
@@ -142,6 +152,8 @@ enum Command {
 pub struct Sfu {
     cmd: mpsc::Sender<Command>,
     local: SocketAddr,
+    local_tcp: Option<SocketAddr>,
+    tcp_live: Arc<AtomicUsize>,
     next_id: AtomicU64,
     event_queue: usize,
     metrics: SfuMetrics,
@@ -194,10 +206,40 @@ impl Sfu {
             source,
         })?;
         let local = SocketAddr::new(public_ip, bound.port());
+        let (tcp_tx, tcp_rx) = mpsc::channel(1024);
+        let tcp_live = Arc::new(AtomicUsize::new(0));
+        let mut local_tcp = None;
+        let mut bound_tcp = None;
+        if cfg.ice_tcp {
+            let taddr = SocketAddr::new(bind_ip, cfg.tcp_port);
+            let listener = tokio::net::TcpListener::bind(taddr)
+                .await
+                .map_err(|source| SfuError::Bind {
+                    addr: taddr.to_string(),
+                    source,
+                })?;
+            let b = listener.local_addr().map_err(|source| SfuError::Bind {
+                addr: taddr.to_string(),
+                source,
+            })?;
+            bound_tcp = Some(b);
+            local_tcp = Some(SocketAddr::new(public_ip, b.port()));
+            tokio::spawn(crate::tcp::accept_loop(
+                listener,
+                tcp_tx.clone(),
+                shutdown.clone(),
+                cfg.max_sessions.saturating_mul(2),
+                tcp_live.clone(),
+            ));
+        }
+        drop(tcp_tx);
         let (tx, rx) = mpsc::channel(1024);
         let engine = Engine {
             socket,
             local,
+            local_tcp,
+            tcp_conns: HashMap::new(),
+            tcp_by_remote: HashMap::new(),
             cfg: cfg.clone(),
             rooms: Rooms::new(CoreTuning {
                 data_queue_bytes: cfg.data_queue_bytes,
@@ -214,10 +256,12 @@ impl Sfu {
             last_tick: Instant::now(),
             last_stats: crate::core::CoreStats::default(),
         };
-        let task = tokio::spawn(engine.run(rx, shutdown));
+        let task = tokio::spawn(engine.run(rx, tcp_rx, shutdown));
         Ok(Sfu {
             cmd: tx,
             local: bound,
+            local_tcp: bound_tcp,
+            tcp_live,
             next_id: AtomicU64::new(1),
             event_queue: cfg.event_queue,
             metrics,
@@ -228,6 +272,16 @@ impl Sfu {
     /// The bound UDP address (for the `sfu_udp=` part of the listening line).
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// The bound ICE-TCP address (for the `sfu_tcp=` part of the listening line), if enabled.
+    pub fn local_tcp_addr(&self) -> Option<SocketAddr> {
+        self.local_tcp
+    }
+
+    /// Open ICE-TCP connections (for tests and the cleanup proof).
+    pub fn tcp_connections(&self) -> usize {
+        self.tcp_live.load(Ordering::Relaxed)
     }
 
     /// Metrics handles (same objects as registered).
@@ -255,7 +309,7 @@ impl Sfu {
         Ok(ParticipantHandle {
             id,
             cmd: self.cmd.clone(),
-            events: erx,
+            events: Some(erx),
             left: false,
         })
     }
@@ -283,7 +337,7 @@ impl Sfu {
 pub struct ParticipantHandle {
     id: ParticipantId,
     cmd: mpsc::Sender<Command>,
-    events: mpsc::Receiver<SfuEvent>,
+    events: Option<mpsc::Receiver<SfuEvent>>,
     left: bool,
 }
 
@@ -344,14 +398,37 @@ impl ParticipantHandle {
         rx.await.map_err(|_| SfuError::Stopped)?
     }
 
-    /// Next event; `None` once the session is gone.
+    /// Limits the simulcast layer this participant receives from `publisher`'s video tracks
+    /// (0 = lowest; derive it from the rendered size) and pauses/resumes them (off-screen).
+    pub async fn set_video_preference(
+        &self,
+        publisher: &str,
+        max_layer: u8,
+        paused: bool,
+    ) -> Result<(), SfuError> {
+        self.send(Command::Cap {
+            id: self.id,
+            publisher: publisher.to_owned(),
+            max_layer,
+            paused,
+        })
+        .await
+    }
+
+    /// Next event; `None` once the session is gone (or the stream was taken).
     pub async fn next_event(&mut self) -> Option<SfuEvent> {
-        self.events.recv().await
+        self.events.as_mut()?.recv().await
     }
 
     /// Non-blocking variant of [`ParticipantHandle::next_event`].
     pub fn try_next_event(&mut self) -> Option<SfuEvent> {
-        self.events.try_recv().ok()
+        self.events.as_mut()?.try_recv().ok()
+    }
+
+    /// Takes the event stream so a separate task can forward it (e.g. to the signaling socket)
+    /// while the handle stays with the room; later `next_event` calls return `None`.
+    pub fn take_events(&mut self) -> Option<mpsc::Receiver<SfuEvent>> {
+        self.events.take()
     }
 
     /// Leaves the room and frees the session, its tracks, subscriptions and queues.
@@ -406,6 +483,7 @@ struct Session {
     room: String,
     rtc: Rtc,
     ufrag: String,
+    old_ufrag: Option<String>,
     events: mpsc::Sender<SfuEvent>,
     addrs: Vec<SocketAddr>,
     up: HashMap<Mid, UpTrack>,
@@ -423,9 +501,23 @@ struct Session {
     connected: bool,
 }
 
+struct TcpConn {
+    remote: SocketAddr,
+    tx: mpsc::Sender<Vec<u8>>,
+    cancel: CancellationToken,
+    session: Option<ParticipantId>,
+    opened: Instant,
+}
+
+/// A TCP connection that has not carried a valid check for a session by then is closed.
+const TCP_UNBOUND_TIMEOUT: Duration = Duration::from_secs(10);
+
 struct Engine {
     socket: UdpSocket,
     local: SocketAddr,
+    local_tcp: Option<SocketAddr>,
+    tcp_conns: HashMap<u64, TcpConn>,
+    tcp_by_remote: HashMap<SocketAddr, u64>,
     cfg: SfuConfig,
     rooms: Rooms,
     sessions: HashMap<ParticipantId, Session>,
@@ -475,8 +567,14 @@ fn drop_reason(m: &SfuMetrics, reason: &'static str) {
 }
 
 impl Engine {
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Command>,
+        mut tcp_rx: mpsc::Receiver<TcpIn>,
+        shutdown: CancellationToken,
+    ) {
         let mut buf = vec![0u8; RECV_BUF];
+        let mut tcp_open = self.local_tcp.is_some();
         loop {
             let deadline = self.next_deadline();
             tokio::select! {
@@ -492,6 +590,10 @@ impl Engine {
                     Some(c) => self.command(c),
                     None => break,
                 },
+                t = tcp_rx.recv(), if tcp_open => match t {
+                    Some(t) => self.tcp_input(t),
+                    None => tcp_open = false,
+                },
                 _ = tokio::time::sleep_until(deadline.into()) => {}
             }
             self.timeouts(Instant::now());
@@ -500,6 +602,94 @@ impl Engine {
         let ids: Vec<ParticipantId> = self.sessions.keys().copied().collect();
         for id in ids {
             self.close(id, "shutdown");
+        }
+        for (_, c) in self.tcp_conns.drain() {
+            c.cancel.cancel();
+        }
+    }
+
+    fn tcp_input(&mut self, t: TcpIn) {
+        match t {
+            TcpIn::Open {
+                conn,
+                remote,
+                tx,
+                cancel,
+            } => {
+                self.tcp_by_remote.insert(remote, conn);
+                self.tcp_conns.insert(
+                    conn,
+                    TcpConn {
+                        remote,
+                        tx,
+                        cancel,
+                        session: None,
+                        opened: Instant::now(),
+                    },
+                );
+            }
+            TcpIn::Closed { conn } => {
+                if let Some(c) = self.tcp_conns.remove(&conn) {
+                    if self.tcp_by_remote.get(&c.remote) == Some(&conn) {
+                        self.tcp_by_remote.remove(&c.remote);
+                    }
+                }
+            }
+            TcpIn::Frame { conn, data } => self.tcp_frame(conn, &data),
+        }
+    }
+
+    fn tcp_frame(&mut self, conn: u64, data: &[u8]) {
+        let Some(local) = self.local_tcp else {
+            return;
+        };
+        let Some(c) = self.tcp_conns.get_mut(&conn) else {
+            return;
+        };
+        let kind = wire::classify(data);
+        let id = match (kind, c.session) {
+            (DatagramKind::Unknown, _) => {
+                drop_reason(&self.metrics, "unknown_kind");
+                return;
+            }
+            (DatagramKind::Stun, bound) => {
+                let Some(id) = wire::stun_local_ufrag(data).and_then(|u| self.by_ufrag.get(u))
+                else {
+                    drop_reason(&self.metrics, "unknown_ufrag");
+                    return;
+                };
+                if bound.is_some_and(|b| b != *id) {
+                    drop_reason(&self.metrics, "tcp_session_mismatch");
+                    return;
+                }
+                *id
+            }
+            (_, Some(id)) => id,
+            (_, None) => {
+                drop_reason(&self.metrics, "unknown_source");
+                return;
+            }
+        };
+        let remote = c.remote;
+        let Ok(recv) = Receive::new(Protocol::Tcp, remote, local, data) else {
+            drop_reason(&self.metrics, "malformed");
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let input = Input::Receive(Instant::now(), recv);
+        if !s.rtc.accepts(&input) {
+            drop_reason(&self.metrics, "not_accepted");
+            return;
+        }
+        if s.rtc.handle_input(input).is_err() {
+            drop_reason(&self.metrics, "rtc_error");
+        }
+        c.session = Some(id);
+        if !s.dirty {
+            s.dirty = true;
+            self.dirty.push(id);
         }
     }
 
@@ -619,6 +809,11 @@ impl Engine {
         }
         if now.duration_since(self.last_tick) >= TICK {
             self.last_tick = now;
+            for c in self.tcp_conns.values() {
+                if c.session.is_none() && now.duration_since(c.opened) >= TCP_UNBOUND_TIMEOUT {
+                    c.cancel.cancel();
+                }
+            }
             let actions = self.rooms.tick(now);
             self.apply(actions, now);
             self.sync_gauges();
@@ -678,6 +873,16 @@ impl Engine {
         s.dirty = false;
         loop {
             match s.rtc.poll_output() {
+                Ok(Output::Transmit(t)) if t.proto == Protocol::Tcp => {
+                    let sent = self
+                        .tcp_by_remote
+                        .get(&t.destination)
+                        .and_then(|c| self.tcp_conns.get(c))
+                        .is_some_and(|c| c.tx.try_send(t.contents.to_vec()).is_ok());
+                    if !sent {
+                        drop_reason(&self.metrics, "tcp_send_failed");
+                    }
+                }
                 Ok(Output::Transmit(t)) => {
                     match self.socket.try_send_to(&t.contents, t.destination) {
                         Ok(_) => {
@@ -761,6 +966,39 @@ impl Engine {
                 };
                 let _ = reply.send(r);
             }
+            Command::Cap {
+                id,
+                publisher,
+                max_layer,
+                paused,
+            } => {
+                let Some(room) = self.sessions.get(&id).map(|s| s.room.clone()) else {
+                    return;
+                };
+                let Some(pubid) = self.by_identity.get(&(room, publisher)).copied() else {
+                    return;
+                };
+                let keys: Vec<TrackKey> = self
+                    .sessions
+                    .get(&pubid)
+                    .map(|p| {
+                        p.up.values()
+                            .filter(|u| u.kind == TrackKind::Video)
+                            .map(|u| TrackKey {
+                                publisher: pubid,
+                                index: u.index,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for key in keys {
+                    let mut actions =
+                        self.rooms
+                            .set_max_layer(id, key, Layer(max_layer.min(2)), now);
+                    actions.extend(self.rooms.set_paused(id, key, paused, now));
+                    self.apply(actions, now);
+                }
+            }
             Command::Leave { id } => self.close(id, "left"),
             Command::Counts { reply } => {
                 let _ = reply.send(SfuCounts {
@@ -772,6 +1010,7 @@ impl Engine {
                     addr_routes: self.by_addr.len(),
                     identities: self.by_identity.len(),
                     queued_bytes: self.rooms.queued_bytes(),
+                    tcp_conns: self.tcp_conns.len(),
                 });
             }
         }
@@ -810,6 +1049,15 @@ impl Engine {
         let cand = Candidate::host(self.local, "udp")
             .map_err(|e| SfuError::Config(format!("host candidate {}: {e}", self.local)))?;
         rtc.add_local_candidate(cand);
+        if let Some(tcp) = self.local_tcp {
+            let cand = Candidate::builder()
+                .tcp()
+                .host(tcp)
+                .tcptype(TcpType::Passive)
+                .build()
+                .map_err(|e| SfuError::Config(format!("tcp candidate {tcp}: {e}")))?;
+            rtc.add_local_candidate(cand);
+        }
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
         self.by_ufrag.insert(ufrag.clone(), id);
         self.by_identity
@@ -821,6 +1069,7 @@ impl Engine {
                 room: room.clone(),
                 rtc,
                 ufrag,
+                old_ufrag: None,
                 events,
                 addrs: Vec::new(),
                 up: HashMap::new(),
@@ -860,6 +1109,16 @@ impl Engine {
             .accept_offer(offer)
             .map_err(|e| SfuError::Sdp(e.to_string()))?;
         s.negotiated = true;
+        // An ICE restart in the offer gives us new local credentials: route the new ufrag and
+        // keep the previous one until the next restart (checks in flight still carry it).
+        let ufrag = s.rtc.direct_api().local_ice_credentials().ufrag;
+        if ufrag != s.ufrag {
+            let previous = std::mem::replace(&mut s.ufrag, ufrag.clone());
+            if let Some(older) = s.old_ufrag.replace(previous) {
+                self.by_ufrag.remove(&older);
+            }
+            self.by_ufrag.insert(ufrag, id);
+        }
         self.renegotiate.insert(id);
         self.mark(id);
         Ok(answer.to_sdp_string())
@@ -1433,6 +1692,9 @@ impl Engine {
             }
         }
         self.by_ufrag.remove(&s.ufrag);
+        if let Some(old) = &s.old_ufrag {
+            self.by_ufrag.remove(old);
+        }
         for a in &s.addrs {
             if self.by_addr.get(a) == Some(&id) {
                 self.by_addr.remove(a);
@@ -1447,6 +1709,20 @@ impl Engine {
         }
         self.dirty.retain(|d| *d != id);
         self.renegotiate.remove(&id);
+        let conns: Vec<u64> = self
+            .tcp_conns
+            .iter()
+            .filter(|(_, c)| c.session == Some(id))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in conns {
+            if let Some(c) = self.tcp_conns.remove(&k) {
+                c.cancel.cancel();
+                if self.tcp_by_remote.get(&c.remote) == Some(&k) {
+                    self.tcp_by_remote.remove(&c.remote);
+                }
+            }
+        }
         let actions = self.rooms.leave(id);
         self.apply(actions, Instant::now());
         self.sync_gauges();

@@ -1,8 +1,9 @@
 //! Switchboard's SFU: server-side WebRTC (str0m) that forwards media and relays data.
 //!
 //! Data flow: every participant has one str0m `Rtc` inside a single engine task ([`driver`]).
-//! All sessions share one UDP socket; a datagram is routed to its session by the ICE ufrag in a
-//! STUN USERNAME ([`wire`]) and afterwards by its source address. Media and data events from a
+//! All sessions share one UDP socket (and one ICE-TCP listener, [`tcp`]); a datagram is routed
+//! to its session by the ICE ufrag in a STUN USERNAME ([`wire`]) and afterwards by its source
+//! address (or TCP connection). Media and data events from a
 //! session go through the sans-IO room logic ([`core`]), which decides who receives what (layer,
 //! keyframe waits, mute, bounded data queues); the engine then writes into the subscribers'
 //! `Rtc`s and sends their datagrams.
@@ -14,6 +15,7 @@ pub mod core;
 pub mod driver;
 pub mod metrics;
 pub mod peer;
+pub mod tcp;
 pub mod wire;
 
 use serde::{Deserialize, Serialize};
@@ -88,9 +90,11 @@ pub struct SfuConfig {
     pub mesh_max_peers: usize,
     /// UDP port shared by all SFU sessions (0: ephemeral, for tests).
     pub udp_port: u16,
-    /// ICE-TCP fallback port. Reserved: ICE-TCP is not served yet (see
-    /// docs/decisions/0040-sfu-webrtc-library.md); the key is accepted so configs stay valid.
+    /// ICE-TCP port (RFC 6544 passive candidate, RFC 4571 framing) for clients whose UDP is
+    /// blocked (0: ephemeral, for tests).
     pub tcp_port: u16,
+    /// Serve ICE-TCP on `tcp_port` and advertise the TCP candidate.
+    pub ice_tcp: bool,
     /// Address the SFU binds media sockets to.
     pub bind_ip: String,
     /// Public address advertised in ICE candidates. Default: `bind_ip` if it is a specific
@@ -124,6 +128,7 @@ impl Default for SfuConfig {
             mesh_max_peers: 4,
             udp_port: 7882,
             tcp_port: 7881,
+            ice_tcp: true,
             bind_ip: "0.0.0.0".into(),
             public_ip: None,
             max_sessions: 1000,

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::{ChannelConfig, ChannelId, Reliability};
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, MediaTime, Mid};
-use str0m::net::{Protocol, Receive};
+use str0m::media::{Direction, MediaKind, MediaTime, Mid, Simulcast, SimulcastLayer};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 
@@ -67,6 +67,15 @@ pub struct Peer {
     video_time: u64,
     audio_time: u64,
     buf: Vec<u8>,
+    tcp: Option<TcpLink>,
+}
+
+/// ICE-TCP transport of a peer: frames in from a reader task, frames out to a writer task.
+struct TcpLink {
+    local: SocketAddr,
+    remote: SocketAddr,
+    rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
 }
 
 impl Peer {
@@ -98,7 +107,59 @@ impl Peer {
             video_time: 0,
             audio_time: 0,
             buf: vec![0; 2048],
+            tcp: None,
         })
+    }
+
+    /// A peer that reaches the SFU only over ICE-TCP (RFC 4571 framing) at `server`: it has a
+    /// single active TCP host candidate, so ICE can only pair it with the SFU's TCP candidate.
+    pub async fn connect_tcp(server: SocketAddr) -> std::io::Result<Peer> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let stream = tokio::net::TcpStream::connect(server).await?;
+        stream.set_nodelay(true)?;
+        let local = stream.local_addr()?;
+        let (mut rd, mut wr) = stream.into_split();
+        let (in_tx, in_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1024);
+        let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1024);
+        tokio::spawn(async move {
+            let mut len = [0u8; 2];
+            while rd.read_exact(&mut len).await.is_ok() {
+                let mut data = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                if rd.read_exact(&mut data).await.is_err() || in_tx.send(data).await.is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(frame) = out_rx.recv().await {
+                let Ok(n) = u16::try_from(frame.len()) else {
+                    continue;
+                };
+                let mut buf = n.to_be_bytes().to_vec();
+                buf.extend_from_slice(&frame);
+                if wr.write_all(&buf).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut peer = Peer::bind(local.ip()).await?;
+        // Replace the UDP candidate: a fresh Rtc with only the TCP one.
+        let mut rtc = Rtc::builder().build(Instant::now());
+        let cand = Candidate::builder()
+            .tcp()
+            .host(local)
+            .tcptype(TcpType::Active)
+            .build()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        rtc.add_local_candidate(cand);
+        peer.rtc = rtc;
+        peer.tcp = Some(TcpLink {
+            local,
+            remote: server,
+            rx: in_rx,
+            tx: out_tx,
+        });
+        Ok(peer)
     }
 
     /// Creates the initial offer: optional send-only video/audio, plus a reliable channel and a
@@ -142,6 +203,41 @@ impl Peer {
         offer.to_sdp_string()
     }
 
+    /// Initial offer publishing one simulcast video track with the given RIDs (lowest first)
+    /// plus the two channels.
+    pub fn offer_simulcast(&mut self, rids: &[&str]) -> String {
+        let mut sim = Simulcast::new();
+        for r in rids {
+            sim.add_send_layer(SimulcastLayer::new(r));
+        }
+        let mut api = self.rtc.sdp_api();
+        self.video_mid = Some(api.add_media(
+            MediaKind::Video,
+            Direction::SendOnly,
+            Some("cam".into()),
+            Some("cam-v".into()),
+            Some(sim),
+        ));
+        api.add_channel("reliable".into());
+        let (offer, pending) = api.apply().expect("offer has changes");
+        self.pending = Some(pending);
+        offer.to_sdp_string()
+    }
+
+    /// Sends one synthetic VP8 frame on simulcast layer `rid`.
+    pub fn send_video_layer(&mut self, rid: &str, keyframe: bool, size: usize) -> bool {
+        self.send_video_inner(Some(rid), keyframe, size)
+    }
+
+    /// Offer that restarts ICE (new credentials, same media), e.g. after a network change.
+    pub fn offer_ice_restart(&mut self) -> String {
+        let mut api = self.rtc.sdp_api();
+        api.ice_restart(true);
+        let (offer, pending) = api.apply().expect("ice restart is a change");
+        self.pending = Some(pending);
+        offer.to_sdp_string()
+    }
+
     /// Applies the SFU's answer to [`Peer::offer`].
     pub fn accept_answer(&mut self, sdp: &str) -> Result<(), String> {
         let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| e.to_string())?;
@@ -165,6 +261,10 @@ impl Peer {
 
     /// Sends one synthetic VP8 frame of about `size` bytes (30 fps timeline).
     pub fn send_video(&mut self, keyframe: bool, size: usize) -> bool {
+        self.send_video_inner(None, keyframe, size)
+    }
+
+    fn send_video_inner(&mut self, rid: Option<&str>, keyframe: bool, size: usize) -> bool {
         let Some(mid) = self.video_mid else {
             return false;
         };
@@ -185,8 +285,15 @@ impl Peer {
         let sent = Instant::now().duration_since(epoch()).as_nanos() as u64;
         frame.extend_from_slice(&sent.to_be_bytes());
         frame.resize(size.max(frame.len()), 0xAB);
-        self.video_time += 3000;
+        // Layers of one frame share its timestamp; advance once per frame (on the lowest/only).
+        if rid.is_none_or(|r| r == "q") {
+            self.video_time += 3000;
+        }
         let now = Instant::now();
+        let w = match rid {
+            Some(r) => w.rid(r.into()),
+            None => w,
+        };
         w.write(pt, now, MediaTime::from_90khz(self.video_time), frame)
             .is_ok()
     }
@@ -245,6 +352,24 @@ impl Peer {
                 return;
             }
             let wake = self.next_timeout.min(deadline).max(now);
+            if let Some(link) = self.tcp.as_mut() {
+                let frame = tokio::select! {
+                    f = link.rx.recv() => f,
+                    _ = tokio::time::sleep_until(wake.into()) => None,
+                };
+                let (local, remote) = (link.local, link.remote);
+                match frame {
+                    Some(f) => {
+                        if let Ok(recv) = Receive::new(Protocol::Tcp, remote, local, &f) {
+                            let _ = self.rtc.handle_input(Input::Receive(Instant::now(), recv));
+                        }
+                    }
+                    None => {
+                        let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
+                    }
+                }
+                continue;
+            }
             tokio::select! {
                 r = self.socket.recv_from(&mut self.buf) => {
                     if let Ok((n, src)) = r {
@@ -273,9 +398,14 @@ impl Peer {
     pub fn poll(&mut self) {
         loop {
             match self.rtc.poll_output() {
-                Ok(Output::Transmit(t)) => {
-                    let _ = self.socket.try_send_to(&t.contents, t.destination);
-                }
+                Ok(Output::Transmit(t)) => match &self.tcp {
+                    Some(link) => {
+                        let _ = link.tx.try_send(t.contents.to_vec());
+                    }
+                    None => {
+                        let _ = self.socket.try_send_to(&t.contents, t.destination);
+                    }
+                },
                 Ok(Output::Timeout(t)) => {
                     self.next_timeout = t;
                     return;

@@ -23,6 +23,7 @@ struct Client {
 async fn start() -> (Sfu, CancellationToken) {
     let cfg = SfuConfig {
         udp_port: 0,
+        tcp_port: 0,
         bind_ip: "127.0.0.1".into(),
         ..SfuConfig::default()
     };
@@ -279,6 +280,7 @@ async fn data_is_relayed_targeted_and_pushed() {
 async fn push_backpressure_is_bounded() {
     let cfg = SfuConfig {
         udp_port: 0,
+        tcp_port: 0,
         bind_ip: "127.0.0.1".into(),
         data_queue_bytes: 4096,
         ..SfuConfig::default()
@@ -478,6 +480,213 @@ async fn glare_browser_offer_wins_and_server_reoffers() {
     assert!(clients[1].peer.video_frames() > 10, "alice sees bob");
     assert_eq!(clients[0].tracks_added, vec!["alice".to_string()]);
     assert_eq!(clients[1].tracks_added, vec!["bob".to_string()]);
+    token.cancel();
+    sfu.stopped().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulcast_layer_follows_subscriber_preference() {
+    let (sfu, token) = start().await;
+    let mut clients = vec![
+        join(&sfu, "s", "bob", false, false).await,
+        join(&sfu, "s", "carol", false, false).await,
+    ];
+    let handle = sfu.join("s", "alice").await.expect("join");
+    let mut peer = Peer::bind(LO).await.expect("bind");
+    let offer = peer.offer_simulcast(&["q", "h", "f"]);
+    let answer = handle.accept_offer(&offer).await.expect("answer");
+    peer.accept_answer(&answer).expect("accept");
+    clients.push(Client {
+        name: "alice".into(),
+        peer,
+        handle,
+        server_data: Vec::new(),
+        tracks_added: Vec::new(),
+        tracks_ended: Vec::new(),
+    });
+    wait_connected(&mut clients).await;
+    // Carol renders alice small: lowest layer only.
+    clients[1]
+        .handle
+        .set_video_preference("alice", 0, false)
+        .await
+        .expect("cap");
+    // Frame sizes tell the layers apart at the receiver.
+    let sizes = [("q", 300usize), ("h", 1100), ("f", 3000)];
+    let end = Instant::now() + Duration::from_secs(3);
+    let mut frame = 0u64;
+    let mut measured_from = None;
+    while Instant::now() < end {
+        let p = &mut clients[2].peer;
+        let kf = frame.is_multiple_of(10) || std::mem::take(&mut p.keyframe_requests) > 0;
+        for (rid, size) in sizes {
+            p.send_video_layer(rid, kf, size);
+        }
+        frame += 1;
+        pump(&mut clients, Duration::from_millis(33)).await;
+        if measured_from.is_none() && frame == 45 {
+            // After the switch settles, measure only what arrives from now on.
+            for c in clients.iter_mut() {
+                c.peer.received.clear();
+            }
+            measured_from = Some(frame);
+        }
+    }
+    let avg = |c: &Client| {
+        let (b, n) = c
+            .peer
+            .received
+            .values()
+            .filter(|r| r.video)
+            .fold((0, 0), |(b, n), r| (b + r.bytes, n + r.units));
+        assert!(n > 10, "{} got {n} frames", c.name);
+        b / n
+    };
+    let bob = avg(&clients[0]);
+    let carol = avg(&clients[1]);
+    assert!(
+        bob >= 2900,
+        "bob should get the full layer, avg frame {bob} B"
+    );
+    assert!(
+        carol <= 400,
+        "carol should get the low layer, avg frame {carol} B"
+    );
+    token.cancel();
+    sfu.stopped().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_restart_keeps_media_flowing() {
+    let (sfu, token) = start().await;
+    let mut clients = vec![
+        join(&sfu, "i", "bob", false, false).await,
+        join(&sfu, "i", "alice", true, false).await,
+    ];
+    wait_connected(&mut clients).await;
+    publish(&mut clients, 1, Duration::from_millis(500)).await;
+    let before = clients[0].peer.video_frames();
+    assert!(before > 5);
+    // Bob restarts ICE: new ufrag on both sides; the SFU must route the new checks.
+    let offer = clients[0].peer.offer_ice_restart();
+    assert!(!offer.is_empty());
+    let answer = clients[0]
+        .handle
+        .accept_offer(&offer)
+        .await
+        .expect("restart offer");
+    clients[0]
+        .peer
+        .accept_answer(&answer)
+        .expect("restart answer");
+    let c = sfu.counts().await.expect("counts");
+    assert_eq!(c.ufrag_routes, 3, "old + new ufrag for bob, one for alice");
+    publish(&mut clients, 1, Duration::from_millis(1500)).await;
+    let after = clients[0].peer.video_frames();
+    assert!(
+        after > before + 20,
+        "media after restart: {before} -> {after}"
+    );
+    assert_eq!(
+        dropped(&sfu, "unknown_ufrag"),
+        0,
+        "new-ufrag checks were routed"
+    );
+    assert_eq!(dropped(&sfu, "not_accepted"), 0);
+    // Leaving frees both ufrag routes.
+    let bob = clients.remove(0);
+    bob.handle.leave().await;
+    let c = sfu.counts().await.expect("counts");
+    assert_eq!(c.ufrag_routes, 1);
+    token.cancel();
+    sfu.stopped().await;
+}
+
+async fn join_tcp(sfu: &Sfu, room: &str, name: &str, video: bool) -> Client {
+    let handle = sfu.join(room, name).await.expect("join");
+    let server = sfu.local_tcp_addr().expect("ice-tcp enabled");
+    let mut peer = Peer::connect_tcp(server).await.expect("tcp connect");
+    let offer = peer.offer(video, false);
+    let answer = handle.accept_offer(&offer).await.expect("answer");
+    assert!(
+        answer.contains("tcptype passive"),
+        "answer has the TCP candidate"
+    );
+    peer.accept_answer(&answer).expect("client accepts answer");
+    Client {
+        name: name.into(),
+        peer,
+        handle,
+        server_data: Vec::new(),
+        tracks_added: Vec::new(),
+        tracks_ended: Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_tcp_peers_publish_and_receive() {
+    let (sfu, token) = start().await;
+    let mut clients = vec![
+        join(&sfu, "t", "udp-bob", true, false).await,
+        join_tcp(&sfu, "t", "tcp-alice", true).await,
+    ];
+    wait_connected(&mut clients).await;
+    assert_eq!(sfu.tcp_connections(), 1);
+    let end = Instant::now() + Duration::from_secs(2);
+    let mut frame = 0u64;
+    while Instant::now() < end {
+        for c in clients.iter_mut() {
+            let p = &mut c.peer;
+            let kf = frame.is_multiple_of(15) || std::mem::take(&mut p.keyframe_requests) > 0;
+            p.send_video(kf, 2500);
+        }
+        frame += 1;
+        pump(&mut clients, Duration::from_millis(33)).await;
+    }
+    assert!(
+        clients[0].peer.video_frames() > 20,
+        "udp peer got tcp peer's video"
+    );
+    assert!(
+        clients[1].peer.video_frames() > 20,
+        "tcp peer got udp peer's video"
+    );
+    assert!(clients[1].peer.send_text(false, r#"{"data":"over tcp"}"#));
+    pump(&mut clients, Duration::from_millis(300)).await;
+    assert!(clients[0]
+        .peer
+        .data
+        .contains(&r#"{"from":"tcp-alice","data":"over tcp"}"#.to_string()));
+    // Leaving closes the TCP connection and frees its routes.
+    let alice = clients.remove(1);
+    alice.handle.leave().await;
+    let mut c = sfu.counts().await.expect("counts");
+    for _ in 0..50 {
+        if sfu.tcp_connections() == 0 && c.tcp_conns == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        c = sfu.counts().await.expect("counts");
+    }
+    assert_eq!(sfu.tcp_connections(), 0);
+    assert_eq!(c.tcp_conns, 0);
+    // A TCP connection that speaks garbage is closed, never bound.
+    let mut s = tokio::net::TcpStream::connect(sfu.local_tcp_addr().expect("tcp"))
+        .await
+        .expect("connect");
+    use tokio::io::AsyncWriteExt;
+    s.write_all(&[0xff, 0xff, 1, 2, 3]).await.expect("write");
+    for _ in 0..50 {
+        if sfu.tcp_connections() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        sfu.tcp_connections(),
+        0,
+        "oversized frame closes the connection"
+    );
     token.cancel();
     sfu.stopped().await;
 }

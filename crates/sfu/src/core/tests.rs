@@ -371,3 +371,139 @@ fn bitrate_targets_follow_layers_and_caps() {
     r.set_paused(B, key, true, now);
     assert_eq!(r.bitrate_targets(B, now), (0, 0));
 }
+
+#[test]
+fn without_estimate_the_cap_decides() {
+    let start = t0();
+    let mut r = Rooms::default();
+    r.join("r", A);
+    r.join("r", B);
+    r.join("r", C);
+    r.publish(A, 0, TrackKind::Video);
+    let key = video(A);
+    r.down_track_ready(B, key, start);
+    r.down_track_ready(C, key, start);
+    r.set_max_layer(C, key, Layer(0), start);
+    let now = feed_layers(&mut r, key, start, 2);
+    assert_eq!(
+        r.current_layer(B, key),
+        Some(Layer(0)),
+        "first frame from what exists"
+    );
+    let acts = r.tick(now);
+    assert!(acts.contains(&Action::RequestKeyframe {
+        track: key,
+        layer: Layer(2)
+    }));
+    assert_eq!(r.target_layer(B, key), Some(Layer(2)));
+    assert_eq!(r.target_layer(C, key), Some(Layer(0)));
+    let mut out = Vec::new();
+    r.route_media(key, Layer(2), true, 100, now, &mut out);
+    assert_eq!(out, vec![B]);
+    assert_eq!(r.layer_histogram(), [1, 0, 1]);
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Join(u8, u8),
+        Leave(u8),
+        Publish(u8, u8, bool),
+        Unpublish(u8, u8),
+        Ready(u8, u8, u8),
+        Media(u8, u8, u8, bool),
+        Bandwidth(u8, u32),
+        Cap(u8, u8, u8, u8),
+        Mute(u8, u8, bool),
+        Pause(u8, u8, u8, bool),
+        Data(u8, u16),
+        Drain(u8, u8),
+        Tick,
+        Advance(u16),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..6u8, 0..2u8).prop_map(|(p, r)| Op::Join(p, r)),
+            (0..6u8).prop_map(Op::Leave),
+            (0..6u8, 0..3u8, any::<bool>()).prop_map(|(p, i, v)| Op::Publish(p, i, v)),
+            (0..6u8, 0..3u8).prop_map(|(p, i)| Op::Unpublish(p, i)),
+            (0..6u8, 0..6u8, 0..3u8).prop_map(|(s, p, i)| Op::Ready(s, p, i)),
+            (0..6u8, 0..3u8, 0..4u8, any::<bool>()).prop_map(|(p, i, l, k)| Op::Media(p, i, l, k)),
+            (0..6u8, any::<u32>()).prop_map(|(p, b)| Op::Bandwidth(p, b)),
+            (0..6u8, 0..6u8, 0..3u8, 0..4u8).prop_map(|(s, p, i, l)| Op::Cap(s, p, i, l)),
+            (0..6u8, 0..3u8, any::<bool>()).prop_map(|(p, i, m)| Op::Mute(p, i, m)),
+            (0..6u8, 0..6u8, 0..3u8, any::<bool>()).prop_map(|(s, p, i, x)| Op::Pause(s, p, i, x)),
+            (0..6u8, 0..5000u16).prop_map(|(p, n)| Op::Data(p, n)),
+            (0..6u8, 0..4u8).prop_map(|(p, n)| Op::Drain(p, n)),
+            Just(Op::Tick),
+            (0..3000u16).prop_map(Op::Advance),
+        ]
+    }
+
+    proptest! {
+        /// Any sequence of room operations keeps the model consistent, never panics, keeps
+        /// queues within bounds, never forwards to the publisher or across rooms, and leaving
+        /// everyone frees everything.
+        #[test]
+        fn random_operations_keep_invariants(ops in proptest::collection::vec(op(), 1..200)) {
+            let limit = 10_000;
+            let mut r = Rooms::new(CoreTuning { data_queue_bytes: limit, ..CoreTuning::default() });
+            let mut now = Instant::now();
+            let mut out = Vec::new();
+            let key = |p: u8, i: u8| TrackKey { publisher: ParticipantId(u64::from(p)), index: u32::from(i) };
+            for op in ops {
+                match op {
+                    Op::Join(p, room) => {
+                        let id = ParticipantId(u64::from(p));
+                        if r.room_of(id).is_none() {
+                            r.join(&format!("room{room}"), id);
+                        }
+                    }
+                    Op::Leave(p) => { r.leave(ParticipantId(u64::from(p))); }
+                    Op::Publish(p, i, v) => {
+                        let kind = if v { TrackKind::Video } else { TrackKind::Audio };
+                        r.publish(ParticipantId(u64::from(p)), u32::from(i), kind);
+                    }
+                    Op::Unpublish(p, i) => { r.unpublish(key(p, i)); }
+                    Op::Ready(s, p, i) => { r.down_track_ready(ParticipantId(u64::from(s)), key(p, i), now); }
+                    Op::Media(p, i, l, k) => {
+                        r.route_media(key(p, i), Layer(l), k, 1000, now, &mut out);
+                        let publisher = ParticipantId(u64::from(p));
+                        prop_assert!(!out.contains(&publisher));
+                        for o in &out {
+                            prop_assert_eq!(r.room_of(*o), r.room_of(publisher));
+                        }
+                    }
+                    Op::Bandwidth(p, b) => { r.set_bandwidth(ParticipantId(u64::from(p)), u64::from(b), now); }
+                    Op::Cap(s, p, i, l) => { r.set_max_layer(ParticipantId(u64::from(s)), key(p, i), Layer(l), now); }
+                    Op::Mute(p, i, m) => { r.set_muted(key(p, i), m, now); }
+                    Op::Pause(s, p, i, x) => { r.set_paused(ParticipantId(u64::from(s)), key(p, i), x, now); }
+                    Op::Data(p, n) => { let _ = r.enqueue_data(ParticipantId(u64::from(p)), n % 2 == 0, vec![0; usize::from(n)]); }
+                    Op::Drain(p, n) => {
+                        let mut left = n;
+                        r.drain_data(ParticipantId(u64::from(p)), |_| { if left == 0 { false } else { left -= 1; true } });
+                    }
+                    Op::Tick => { r.tick(now); }
+                    Op::Advance(ms) => { now += Duration::from_millis(u64::from(ms)); }
+                }
+                for p in 0..6u64 {
+                    prop_assert!(r.queued_bytes_of(ParticipantId(p)) <= limit);
+                }
+                let h = r.layer_histogram();
+                prop_assert!(h.iter().sum::<u64>() as usize <= r.subscription_count());
+            }
+            for p in 0..6u64 {
+                r.leave(ParticipantId(p));
+            }
+            prop_assert_eq!(r.participant_count(), 0);
+            prop_assert_eq!(r.track_count(), 0);
+            prop_assert_eq!(r.subscription_count(), 0);
+            prop_assert_eq!(r.room_count(), 0);
+            prop_assert_eq!(r.queued_bytes(), 0);
+        }
+    }
+}

@@ -157,6 +157,17 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     };
     // --- end signaling ---
 
+    // --- stream progress → signaling: small updates for heavy jobs go to the same identity's
+    // live signaling sessions as {"type":"stream_progress",...} (the seed's split) ---
+    {
+        let signaling = signaling.clone();
+        stream_gateway.set_progress_sink(Arc::new(switchboard_stream::FnSink(
+            move |identity: &str, event: serde_json::Value| {
+                signaling.handle().notify(identity, event);
+            },
+        )));
+    }
+
     let minute = Duration::from_secs(60);
     let state = AppState {
         login_per_ip: Arc::new(KeyedRateLimiter::new(

@@ -1,0 +1,95 @@
+//! The seed's split, wired: heavy chunks over gRPC, small progress events for the same
+//! `task_id` on the identity's live signaling session.
+
+mod common;
+
+use common::*;
+use futures::StreamExt;
+use serde_json::Value;
+use std::time::Duration;
+use switchboard_auth::{unix_now, MintRequest, Scope};
+use switchboard_proto::inference::inference_client::InferenceClient;
+use switchboard_proto::inference::PredictRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+fn mint(s: &switchboard::RunningServer, id: &str, scope: Scope) -> String {
+    let req = MintRequest {
+        identity: id.into(),
+        room: None,
+        scope: [scope].into_iter().collect(),
+        ttl: None,
+    };
+    s.state.gate.keyring.mint(&req, unix_now()).unwrap().0
+}
+
+#[tokio::test]
+async fn progress_events_reach_the_same_identitys_signaling_session() {
+    let s = start(test_config()).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!(
+        "ws://{}/v1/signal?access_token={}",
+        s.http_addr,
+        mint(&s, "alice", Scope::Webrtc)
+    ))
+    .await
+    .unwrap();
+    // A second identity's session must not see alice's progress.
+    let (mut other, _) = tokio_tungstenite::connect_async(format!(
+        "ws://{}/v1/signal?access_token={}",
+        s.http_addr,
+        mint(&s, "bob", Scope::Webrtc)
+    ))
+    .await
+    .unwrap();
+    for w in [&mut ws, &mut other] {
+        futures::SinkExt::send(w, Message::text(r#"{"type":"join","room_id":"lab"}"#)).await.unwrap();
+    }
+
+    let ch = tonic::transport::Endpoint::from_shared(base(&s)).unwrap().connect().await.unwrap();
+    let mut c = InferenceClient::new(ch);
+    let mut req = tonic::Request::new(PredictRequest {
+        task_id: "job-7".into(),
+        payload: br#"{"chunks":6,"chunk_bytes":100}"#.to_vec(),
+    });
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {}", mint(&s, "alice", Scope::Grpc)).parse().unwrap());
+    let mut st = c.stream_predict(req).await.unwrap().into_inner();
+    let mut chunks = 0;
+    while let Some(ch) = st.message().await.unwrap() {
+        if ch.done {
+            break;
+        }
+        chunks += 1;
+    }
+    assert_eq!(chunks, 6);
+
+    // Read alice's messages until the final progress event.
+    let done = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let Some(Ok(Message::Text(t))) = ws.next().await else { panic!("socket ended") };
+            let v: Value = serde_json::from_str(&t).unwrap();
+            if v["type"] == "stream_progress" && v["state"] != "running" {
+                return v;
+            }
+        }
+    })
+    .await
+    .expect("final progress event");
+    assert_eq!(done["task_id"], "job-7");
+    assert_eq!(done["state"], "done");
+    assert_eq!(done["chunks"], 6);
+    assert!(done["bytes"].as_u64().unwrap() >= 600);
+
+    // Bob got nothing about job-7.
+    let leak = tokio::time::timeout(Duration::from_millis(300), async {
+        while let Some(Ok(Message::Text(t))) = other.next().await {
+            if t.contains("stream_progress") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(!leak, "progress leaked to another identity");
+    s.shutdown().await;
+}

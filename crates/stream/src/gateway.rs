@@ -594,6 +594,7 @@ async fn start_stream(
         upstream: route.upstream,
         throttle,
         pending_end: None,
+        yield_after_first: false,
         _admission: admission,
     })
 }
@@ -616,6 +617,7 @@ pub struct ResponseBody {
     throttle: ProgressThrottle,
     /// The end of the stream, seen while coalescing; sent on the next poll.
     pending_end: Option<Status>,
+    yield_after_first: bool,
     _admission: Admission,
 }
 
@@ -712,6 +714,14 @@ impl http_body::Body for ResponseBody {
                 this.finish(Status::unavailable("server is shutting down"))
             )));
         }
+        if this.yield_after_first {
+            // Let the connection task flush the first chunk before we produce more: with a
+            // backend that is always ready (a local worker, a fast upstream) hyper would
+            // otherwise keep filling the stream window and the first chunk would wait.
+            this.yield_after_first = false;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         if let Some(end) = this.pending_end.take() {
             return Poll::Ready(Some(Ok(this.finish(end))));
         }
@@ -723,6 +733,7 @@ impl http_body::Body for ResponseBody {
         };
         let is_first = this.chunks == 0;
         if is_first {
+            this.yield_after_first = true;
             this.inner
                 .metrics
                 .ttfc

@@ -248,6 +248,16 @@ fn origin_allowed(origins: &[String], origin: &str) -> bool {
         .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
 }
 
+/// Browsers send `Origin` on same-origin POSTs too (e.g. the demo page served by Switchboard
+/// itself); those are always allowed.
+fn same_origin(origin: &str, host: Option<&str>) -> bool {
+    let Some(host) = host else { return false };
+    origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .is_some_and(|rest| rest.eq_ignore_ascii_case(host))
+}
+
 fn add_cors(h: &mut HeaderMap, origin: &HeaderValue) {
     h.insert("access-control-allow-origin", origin.clone());
     h.insert("vary", HeaderValue::from_static("origin"));
@@ -261,9 +271,14 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request<Body>) -> Response
     let t0 = Instant::now();
     let origin = req.headers().get(http::header::ORIGIN).cloned();
     if let Some(o) = &origin {
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()));
         let ok = o
             .to_str()
-            .map(|s| origin_allowed(&inner.cors_origins, s))
+            .map(|s| same_origin(s, host) || origin_allowed(&inner.cors_origins, s))
             .unwrap_or(false);
         if !ok {
             return plain(StatusCode::FORBIDDEN, "origin not allowed");

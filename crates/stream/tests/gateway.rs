@@ -591,6 +591,21 @@ async fn grpc_web_binary_and_text_over_http1_with_cors() {
         .await
         .unwrap();
     assert_eq!(bad.status(), 403);
+    // Same origin (a page served by this server) needs no configuration.
+    let same = http
+        .post(&url)
+        .header("content-type", "application/grpc-web+proto")
+        .header("origin", h.url())
+        .header("authorization", format!("Bearer {t}"))
+        .body(web_body(&req))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(same.status(), 200);
+    assert_eq!(
+        parse_web(&same.bytes().await.unwrap()).1,
+        "grpc-status:0\r\n"
+    );
 
     let r = http
         .post(&url)

@@ -219,3 +219,19 @@ export async function streamPredict(baseUrl, token, taskId, payload, opts = {}) 
   if (status.code !== 0) throw new GrpcError(status.code, status.message);
   return { chunks, bytes };
 }
+
+/**
+ * Binds {@link streamPredict} to a server and a token (or an async token getter), giving the
+ * SDK's `client.stream(taskId, payload, {onChunk, signal})` shape.
+ * @param {string} baseUrl
+ * @param {string | (() => string | Promise<string>)} token
+ * @returns {{ stream: (taskId: string, payload: Uint8Array|string|object, opts?: StreamOptions) => Promise<StreamResult> }}
+ */
+export function streamClient(baseUrl, token) {
+  return {
+    async stream(taskId, payload, opts) {
+      const t = typeof token === "function" ? await token() : token;
+      return streamPredict(baseUrl, t, taskId, payload, opts);
+    },
+  };
+}

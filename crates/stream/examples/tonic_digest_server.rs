@@ -70,7 +70,10 @@ async fn main() -> anyhow::Result<()> {
     println!("tonic-digest listening {}", listener.local_addr()?);
     tonic::transport::Server::builder()
         .add_service(InferenceServer::new(Digest))
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+        // Nagle off, as tonic does when it binds itself (and as Switchboard does).
+        .serve_with_incoming(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+        )
         .await?;
     Ok(())
 }

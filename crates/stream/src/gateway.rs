@@ -248,6 +248,16 @@ fn origin_allowed(origins: &[String], origin: &str) -> bool {
         .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
 }
 
+/// Browsers send `Origin` on same-origin POSTs too (e.g. the demo page served by Switchboard
+/// itself); those are always allowed.
+fn same_origin(origin: &str, host: Option<&str>) -> bool {
+    let Some(host) = host else { return false };
+    origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .is_some_and(|rest| rest.eq_ignore_ascii_case(host))
+}
+
 fn add_cors(h: &mut HeaderMap, origin: &HeaderValue) {
     h.insert("access-control-allow-origin", origin.clone());
     h.insert("vary", HeaderValue::from_static("origin"));
@@ -261,9 +271,14 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request<Body>) -> Response
     let t0 = Instant::now();
     let origin = req.headers().get(http::header::ORIGIN).cloned();
     if let Some(o) = &origin {
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()));
         let ok = o
             .to_str()
-            .map(|s| origin_allowed(&inner.cors_origins, s))
+            .map(|s| same_origin(s, host) || origin_allowed(&inner.cors_origins, s))
             .unwrap_or(false);
         if !ok {
             return plain(StatusCode::FORBIDDEN, "origin not allowed");
@@ -594,6 +609,7 @@ async fn start_stream(
         upstream: route.upstream,
         throttle,
         pending_end: None,
+        yield_after_first: false,
         _admission: admission,
     })
 }
@@ -616,6 +632,7 @@ pub struct ResponseBody {
     throttle: ProgressThrottle,
     /// The end of the stream, seen while coalescing; sent on the next poll.
     pending_end: Option<Status>,
+    yield_after_first: bool,
     _admission: Admission,
 }
 
@@ -712,6 +729,14 @@ impl http_body::Body for ResponseBody {
                 this.finish(Status::unavailable("server is shutting down"))
             )));
         }
+        if this.yield_after_first {
+            // Let the connection task flush the first chunk before we produce more: with a
+            // backend that is always ready (a local worker, a fast upstream) hyper would
+            // otherwise keep filling the stream window and the first chunk would wait.
+            this.yield_after_first = false;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         if let Some(end) = this.pending_end.take() {
             return Poll::Ready(Some(Ok(this.finish(end))));
         }
@@ -723,6 +748,7 @@ impl http_body::Body for ResponseBody {
         };
         let is_first = this.chunks == 0;
         if is_first {
+            this.yield_after_first = true;
             this.inner
                 .metrics
                 .ttfc

@@ -284,7 +284,7 @@ pub async fn start_mock(mock: Mock, shutdown: CancellationToken) -> String {
         let _ = tonic::transport::Server::builder()
             .add_service(InferenceServer::new(mock))
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 shutdown.cancelled_owned(),
             )
             .await;

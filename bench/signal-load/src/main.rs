@@ -106,7 +106,7 @@ async fn join_one(
         }
         None => args.url.clone(),
     };
-    let (ws, _) = tokio_tungstenite::connect_async(url)
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
         .await
         .context("connect")?;
     let (mut sink, mut stream) = ws.split();

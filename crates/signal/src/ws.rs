@@ -118,8 +118,13 @@ async fn upgrade(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     };
     let limit = inner.settings.max_frame_bytes;
     let resume = q.resume_token.map(|t| (t, q.last_seq.unwrap_or(0)));
+    // Small buffers: tungstenite's default 128 KiB read buffer per connection would dominate
+    // the memory of an idle joined connection (target: <= 16 KiB); each send flushes anyway.
     ws.max_message_size(limit)
         .max_frame_size(limit)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(limit * 4)
         .on_failed_upgrade({
             let inner = inner.clone();
             let conn = Conn {

@@ -66,7 +66,10 @@ async fn upgrade(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         .query()
         .and_then(serde_urlencoded_lite)
         .unwrap_or_default();
-    let caller = if let Some(tok) = q.resume_token.as_deref() {
+    // Verify first, consume the jti last: a refused upgrade (not a WebSocket request, too many
+    // connections) must not burn the caller's single-use ticket.
+    let now = unix_now();
+    let claims = if let Some(tok) = q.resume_token.as_deref() {
         if tok.is_empty() || tok.len() > 128 {
             inner.metrics.error("unknown_resume_token");
             return refuse(
@@ -75,25 +78,15 @@ async fn upgrade(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                 "bad resume token",
             );
         }
-        Caller {
-            identity: None,
-            room: None,
-        }
+        None
     } else {
         let token = q
             .access_token
             .as_deref()
             .or_else(|| bearer(&parts.headers))
             .unwrap_or("");
-        match inner
-            .gate
-            .open_session(token, Scope::Webrtc, unix_now())
-            .await
-        {
-            Ok(c) => Caller {
-                identity: Some(c.sub),
-                room: c.room,
-            },
+        match inner.gate.check(token, Scope::Webrtc, now) {
+            Ok(c) => Some(c),
             Err(e) => {
                 inner.metrics.error("unauthorized");
                 let status =
@@ -114,6 +107,25 @@ async fn upgrade(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                 code,
                 "too many signaling connections from your address",
             )
+        }
+    };
+    let caller = match claims {
+        None => Caller {
+            identity: None,
+            room: None,
+        },
+        Some(c) => {
+            if let Err(e) = inner.gate.consume(&c, now).await {
+                inner.metrics.error("unauthorized");
+                inner.closed(&conn, Disconnect::Fatal);
+                let status =
+                    StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+                return refuse(status, e.reason(), &e.to_string());
+            }
+            Caller {
+                identity: Some(c.sub),
+                room: c.room,
+            }
         }
     };
     let limit = inner.settings.max_frame_bytes;

@@ -444,6 +444,7 @@ async fn dead_connection_is_cleaned_up_with_peer_left() {
     assert!(took < Duration::from_secs(4), "{took:?}");
     let m = metrics(&s).await;
     assert!(metric(&m, "switchboard_signal_sessions ") == 1.0);
+    assert!(metric(&m, "switchboard_signal_closes_total{code=\"dead\"}") >= 1.0);
     drop(dead);
     s.shutdown().await;
 }

@@ -274,6 +274,9 @@ async fn run(
             break Disconnect::Fatal;
         }
     };
+    if matches!(*conn.close.lock(), Some((0, "dead"))) {
+        inner.metrics.close("dead");
+    }
     if how == Disconnect::Lost && conn.close.lock().is_none() {
         *conn.close.lock() = Some((0, "lost"));
     }

@@ -106,7 +106,7 @@ async fn join_one(
         }
         None => args.url.clone(),
     };
-    let (ws, _) = tokio_tungstenite::connect_async(url)
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
         .await
         .context("connect")?;
     let (mut sink, mut stream) = ws.split();
@@ -242,6 +242,7 @@ async fn main() -> anyhow::Result<()> {
     let period = Duration::from_secs_f64(1.0 / per_client.max(1e-3));
     let sent = Arc::new(AtomicU64::new(0));
     let cpu0 = pid.and_then(proc_cpu_seconds);
+    let me0 = proc_cpu_seconds(std::process::id());
     let r0 = received.load(Ordering::Relaxed);
     let t_relay = Instant::now();
     let deadline = t_relay + Duration::from_secs(args.duration);
@@ -296,6 +297,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await; // drain
     stop.store(true, Ordering::Relaxed);
     let cpu1 = pid.and_then(proc_cpu_seconds);
+    let me1 = proc_cpu_seconds(std::process::id());
     let got = received.load(Ordering::Relaxed) - r0;
     let sent = sent.load(Ordering::Relaxed);
     for mut s in sinks {
@@ -311,7 +313,7 @@ async fn main() -> anyhow::Result<()> {
         _ => "?".into(),
     };
     println!(
-        "[{}] relay: sent {sent} in {relay_secs:.1} s ({:.0}/s offered), received {got} ({:.0}/s), loss {:.3}%, latency p50 {:.2} ms p99 {:.2} ms (n={}), server CPU {cpu} us/msg",
+        "[{}] relay: sent {sent} in {relay_secs:.1} s ({:.0}/s offered), received {got} ({:.0}/s), loss {:.3}%, latency p50 {:.2} ms p99 {:.2} ms (n={}), server CPU {cpu} us/msg; load generator CPU {} s",
         args.label,
         sent as f64 / relay_secs,
         got as f64 / relay_secs,
@@ -319,6 +321,10 @@ async fn main() -> anyhow::Result<()> {
         pct(&lat, 0.5),
         pct(&lat, 0.99),
         lat.len(),
+        match (me0, me1) {
+            (Some(a), Some(b)) => format!("{:.1}", b - a),
+            _ => "?".into(),
+        },
     );
     Ok(())
 }

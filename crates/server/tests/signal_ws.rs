@@ -444,6 +444,7 @@ async fn dead_connection_is_cleaned_up_with_peer_left() {
     assert!(took < Duration::from_secs(4), "{took:?}");
     let m = metrics(&s).await;
     assert!(metric(&m, "switchboard_signal_sessions ") == 1.0);
+    assert!(metric(&m, "switchboard_signal_closes_total{code=\"dead\"}") >= 1.0);
     drop(dead);
     s.shutdown().await;
 }
@@ -478,7 +479,7 @@ async fn resume_after_a_cut_loses_nothing_and_duplicates_nothing() {
     .await
     .unwrap();
     let j = recv(&mut a2).await;
-    assert_eq!(j["type"], "joined");
+    assert_eq!(j["type"], "joined", "{j}");
     assert_eq!(j["resumed"], true);
     assert_eq!(j["peer_id"], "alice");
     assert!(j["ice_servers"].as_array().is_some_and(|a| !a.is_empty()));
@@ -534,7 +535,8 @@ async fn limits_per_ip_and_per_connection() {
     let mut w1 = connect(&s, &token(&s, "a")).await;
     let mut w2 = connect(&s, &token(&s, "b")).await;
     let mut w3 = connect(&s, &token(&s, "c")).await;
-    let (st, body) = refused(url(&s, &format!("access_token={}", token(&s, "d")))).await;
+    let tok_d = token(&s, "d");
+    let (st, body) = refused(url(&s, &format!("access_token={tok_d}"))).await;
     assert_eq!(st, 429, "{body}");
     join(&mut w1, "r").await;
     join(&mut w2, "r").await;
@@ -551,6 +553,20 @@ async fn limits_per_ip_and_per_connection() {
         }
     }
     assert!(limited >= 8, "{limited}");
+    // The refused upgrade did not burn d's single-use ticket.
+    w1.close(None).await.unwrap();
+    let mut ok = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if tokio_tungstenite::connect_async(url(&s, &format!("access_token={tok_d}")))
+            .await
+            .is_ok()
+        {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "a ticket refused with 429 stays usable");
     let m = metrics(&s).await;
     assert!(
         metric(

@@ -919,7 +919,7 @@ mod tests {
             Offer(u8, u8),
             Leave(u8),
             Lost(u8),
-            Resume(u8, u8),
+            Resume(u8),
             Tick(u8),
         }
 
@@ -929,7 +929,7 @@ mod tests {
                 (0..6u8, 0..4u8).prop_map(|(c, t)| Op::Offer(c, t)),
                 (0..6u8).prop_map(Op::Leave),
                 (0..6u8).prop_map(Op::Lost),
-                (0..6u8, 0..4u8).prop_map(|(c, i)| Op::Resume(c, i)),
+                (0..4u8).prop_map(Op::Resume),
                 (0..20u8).prop_map(Op::Tick),
             ]
         }
@@ -953,7 +953,7 @@ mod tests {
                         Op::Offer(c, t) => h.message(c as u64, ClientMessage::Offer { target: format!("id{t}"), offer: Value::Null }),
                         Op::Leave(c) => h.message(c as u64, ClientMessage::Leave),
                         Op::Lost(c) => h.disconnect(c as u64, Disconnect::Lost, now),
-                        Op::Resume(_, i) => {
+                        Op::Resume(i) => {
                             if let Some(tok) = tokens.get(&i).cloned() {
                                 next_conn += 1;
                                 let _ = h.resume(next_conn, &tok, 0, JoinInfo::default());

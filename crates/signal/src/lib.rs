@@ -280,15 +280,25 @@ impl Inner {
                         let Some(link) = core.conns.get(&conn) else {
                             continue;
                         };
-                        if link.tx.try_send((msg, seq)).is_err() {
-                            self.metrics.close("slow_consumer");
-                            self.kill(
-                                core,
-                                conn,
-                                hub::close::SLOW_CONSUMER,
-                                "slow consumer: send queue overflow",
-                            );
-                            core.hub.disconnect(conn, Disconnect::Fatal, Instant::now());
+                        match link.tx.try_send((msg, seq)) {
+                            Ok(()) => {}
+                            // The writer already ended (socket write failed) but the reader
+                            // has not seen the end yet: the connection is lost, not slow;
+                            // its session stays resumable (the message is in its ring).
+                            Err(mpsc::error::TrySendError::Closed(_)) => {
+                                self.kill(core, conn, 0, "dead");
+                                core.hub.disconnect(conn, Disconnect::Lost, Instant::now());
+                            }
+                            Err(mpsc::error::TrySendError::Full(_)) => {
+                                self.metrics.close("slow_consumer");
+                                self.kill(
+                                    core,
+                                    conn,
+                                    hub::close::SLOW_CONSUMER,
+                                    "slow consumer: send queue overflow",
+                                );
+                                core.hub.disconnect(conn, Disconnect::Fatal, Instant::now());
+                            }
                         }
                     }
                     Effect::Close { conn, code, reason } => {

@@ -66,7 +66,10 @@ async fn upgrade(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         .query()
         .and_then(serde_urlencoded_lite)
         .unwrap_or_default();
-    let caller = if let Some(tok) = q.resume_token.as_deref() {
+    // Verify first, consume the jti last: a refused upgrade (not a WebSocket request, too many
+    // connections) must not burn the caller's single-use ticket.
+    let now = unix_now();
+    let claims = if let Some(tok) = q.resume_token.as_deref() {
         if tok.is_empty() || tok.len() > 128 {
             inner.metrics.error("unknown_resume_token");
             return refuse(
@@ -75,25 +78,15 @@ async fn upgrade(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                 "bad resume token",
             );
         }
-        Caller {
-            identity: None,
-            room: None,
-        }
+        None
     } else {
         let token = q
             .access_token
             .as_deref()
             .or_else(|| bearer(&parts.headers))
             .unwrap_or("");
-        match inner
-            .gate
-            .open_session(token, Scope::Webrtc, unix_now())
-            .await
-        {
-            Ok(c) => Caller {
-                identity: Some(c.sub),
-                room: c.room,
-            },
+        match inner.gate.check(token, Scope::Webrtc, now) {
+            Ok(c) => Some(c),
             Err(e) => {
                 inner.metrics.error("unauthorized");
                 let status =
@@ -116,10 +109,34 @@ async fn upgrade(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             )
         }
     };
+    let caller = match claims {
+        None => Caller {
+            identity: None,
+            room: None,
+        },
+        Some(c) => {
+            if let Err(e) = inner.gate.consume(&c, now).await {
+                inner.metrics.error("unauthorized");
+                inner.closed(&conn, Disconnect::Fatal);
+                let status =
+                    StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+                return refuse(status, e.reason(), &e.to_string());
+            }
+            Caller {
+                identity: Some(c.sub),
+                room: c.room,
+            }
+        }
+    };
     let limit = inner.settings.max_frame_bytes;
     let resume = q.resume_token.map(|t| (t, q.last_seq.unwrap_or(0)));
+    // Small buffers: tungstenite's default 128 KiB read buffer per connection would dominate
+    // the memory of an idle joined connection (target: <= 16 KiB); each send flushes anyway.
     ws.max_message_size(limit)
         .max_frame_size(limit)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(limit * 4)
         .on_failed_upgrade({
             let inner = inner.clone();
             let conn = Conn {
@@ -257,6 +274,9 @@ async fn run(
             break Disconnect::Fatal;
         }
     };
+    if matches!(*conn.close.lock(), Some((0, "dead"))) {
+        inner.metrics.close("dead");
+    }
     if how == Disconnect::Lost && conn.close.lock().is_none() {
         *conn.close.lock() = Some((0, "lost"));
     }

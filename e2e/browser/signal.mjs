@@ -227,6 +227,12 @@ for (let i = 0; i < 30; i++) {
   await D2.mouse.move(box.x + box.width * (0.3 + i / 100), box.y + box.height * (0.4 + Math.sin(i / 5) / 8));
   await new Promise((r) => setTimeout(r, 40));
 }
+// The heavy-result panel: chunks over gRPC-Web from the binary's local worker, progress events
+// for the same task over D1's signaling session.
+await D1.fill('#chunks', '120');
+await D1.click('#run');
+await waitFor(D1, () => document.getElementById('got').dataset.final === '120' && document.getElementById('prog').dataset.final === 'done', null, 'demo heavy stream: 120 chunks over gRPC-Web and a final progress event over signaling');
+check(true, 'demo panel streamed 120 chunks over gRPC-Web with progress over signaling');
 await new Promise((r) => setTimeout(r, 2500));
 const shot = path.join(ARTIFACTS, 'demo.png');
 await D1.screenshot({ path: shot });

@@ -3,7 +3,7 @@
 //! | route | what |
 //! |---|---|
 //! | `/` | demo: join a room, who is there, chat and live cursors over DataChannels, RTT |
-//! | `/sdk/switchboard.js`, `/sdk/chunking.js` | the SDK (`clients/js/src`), plain ES modules |
+//! | `/sdk/switchboard.js`, `/sdk/chunking.js`, `/sdk/stream.js` | the SDK (`clients/js/src`), plain ES modules |
 
 use crate::app::AppState;
 use axum::http::header;
@@ -14,6 +14,7 @@ use axum::Router;
 const INDEX_HTML: &str = include_str!("../web/index.html");
 const SDK_MAIN: &str = include_str!("../../../clients/js/src/switchboard.js");
 const SDK_CHUNKING: &str = include_str!("../../../clients/js/src/chunking.js");
+const SDK_STREAM: &str = include_str!("../../../clients/js/src/stream.js");
 
 fn js(body: &'static str) -> axum::response::Response {
     (
@@ -43,4 +44,5 @@ pub fn routes(state: &AppState) -> Router {
         )
         .route("/sdk/switchboard.js", get(|| async { js(SDK_MAIN) }))
         .route("/sdk/chunking.js", get(|| async { js(SDK_CHUNKING) }))
+        .route("/sdk/stream.js", get(|| async { js(SDK_STREAM) }))
 }

@@ -63,6 +63,8 @@ pub(crate) struct Shared {
     pub state: Mutex<State>,
     /// Send handles of the UDP listener sockets (index = worker).
     pub udp: Vec<Arc<StdUdpSocket>>,
+    /// The worker threads' runtimes; TCP connections are spread over them too.
+    pub workers: Vec<tokio::runtime::Handle>,
     pub metrics: TurnMetrics,
     pub shutdown: CancellationToken,
 }
@@ -399,6 +401,14 @@ impl TurnServer {
             other => (other, relay_v6),
         };
 
+        let runtimes = (0..udp_socks.len())
+            .map(|_| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let worker_handles = runtimes.iter().map(|r| r.handle().clone()).collect();
         let now = Instant::now();
         let unix = switchboard_auth::unix_now();
         let shared = Arc::new_cyclic(|weak: &Weak<Shared>| Shared {
@@ -416,17 +426,15 @@ impl TurnServer {
                 conns: HashMap::new(),
             }),
             udp: udp_socks,
+            workers: worker_handles,
             metrics,
             shutdown: shutdown.clone(),
         });
         // One OS thread per UDP socket, each with its own single-threaded runtime (like
         // coturn's relay threads): the listener and the relay sockets of allocations it
         // created are polled by the same thread, with no cross-thread wakeups per packet.
-        for i in 0..shared.udp.len() {
+        for (i, rt) in runtimes.into_iter().enumerate() {
             let shared = shared.clone();
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
             // The listener socket must be registered with the runtime that polls it.
             let std_sock = udp_std.pop_front().expect("one std socket per worker");
             std::thread::Builder::new()

@@ -176,6 +176,13 @@ impl RelayAllocator for Relays {
     }
 }
 
+/// Sends one datagram on a relay socket right away. Tokio's `try_send_to` refuses to try
+/// until the runtime has seen the socket become writable, which a freshly bound relay socket
+/// polled on another thread may not have yet; a plain non-blocking `sendto` has no such gate.
+pub(crate) fn send_now(sock: &UdpSocket, data: &[u8], to: SocketAddr) -> std::io::Result<usize> {
+    socket2::SockRef::from(sock).send_to(data, &to.into())
+}
+
 /// Binds a non-blocking UDP socket with big buffers (SO_RCVBUFFORCE when permitted).
 fn bind_udp(addr: SocketAddr, reuse_port: bool, buffer: usize) -> std::io::Result<StdUdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
@@ -347,8 +354,18 @@ impl TurnServer {
                 source,
             }
         };
-        let first = bind_udp(listen, true, cfg.socket_buffer)
-            .map_err(bind_err("turn.listen (udp)", listen))?;
+        // SO_REUSEPORT would let a bind to port 0, or a second server on the same port, join
+        // an existing group silently and steal its packets. So: port 0 → one exclusive socket;
+        // a fixed port → prove it is free with an exclusive bind first, then form the group.
+        let workers = if listen.port() == 0 { 1 } else { workers };
+        let first = if workers == 1 {
+            bind_udp(listen, false, cfg.socket_buffer)
+                .map_err(bind_err("turn.listen (udp)", listen))?
+        } else {
+            drop(bind_udp(listen, false, 0).map_err(bind_err("turn.listen (udp)", listen))?);
+            bind_udp(listen, true, cfg.socket_buffer)
+                .map_err(bind_err("turn.listen (udp)", listen))?
+        };
         let udp_addr = first.local_addr()?;
         let mut std_socks = vec![first];
         for _ in 1..workers {

@@ -296,7 +296,7 @@ async fn serve_stream<S>(
                 }
             };
             if let Some((s, peer, start, end)) = peer_send {
-                if s.try_send_to(&frame[start..end], peer).is_err() {
+                if super::send_now(&s, &frame[start..end], peer).is_err() {
                     shared.metrics.dropped("send_failed");
                 }
             }

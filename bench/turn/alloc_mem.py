@@ -68,7 +68,7 @@ def main():
         s.send(msg(0x0003, os.urandom(12), rt + auth, key))
         code, a = parse(s.recv(2000))
         assert code is None and 0x0016 in a, f"allocate failed: {code}"
-        socks.append(s)
+        socks.append((s, auth, key))
     for _ in range(50):
         alloc()
     time.sleep(0.5)
@@ -80,6 +80,13 @@ def main():
     after = rss_kb(pid)
     per = (after - before) * 1024 / n
     print(f"allocations={n} rss_before_kb={before} rss_after_kb={after} bytes_per_allocation={per:.0f} setup_s={time.time()-t0:.1f}")
+    # Delete them (Refresh with LIFETIME 0) so later runs do not meet stale 5-tuples.
+    for s, auth, key in socks:
+        s.send(msg(0x0004, os.urandom(12), [attr(0x000D, struct.pack("!I", 0))] + auth, key))
+        try:
+            s.recv(2000)
+        except OSError:
+            pass
 
 
 if __name__ == "__main__":

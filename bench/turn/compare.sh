@@ -67,13 +67,18 @@ echo "server     scenario           flags                                  echoe
 run() { # server pid port label flags...
   local server=$1 pid=$2 port=$3 label=$4; shift 4
   local log="$W/$server-$label.log" c0 c1 t0 t1
-  c0=$(ticks "$pid"); t0=$(date +%s.%N)
-  timeout 180 turnutils_uclient -p "$port" -e 127.0.0.1 -r "$PEER_PORT" -u "$U" -w "$P" -X "$@" 127.0.0.1 >"$log" 2>&1 || true
+  for attempt in 1 2 3; do
+    # A stale allocation from an earlier run on a reused source port answers 437; retry.
+    c0=$(ticks "$pid"); t0=$(date +%s.%N)
+    timeout 180 turnutils_uclient -p "$port" -e 127.0.0.1 -r "$PEER_PORT" -u "$U" -w "$P" -X "$@" 127.0.0.1 >"$log" 2>&1 || true
+    grep -q 'error 437' "$log" || break
+  done
   c1=$(ticks "$pid"); t1=$(date +%s.%N)
   local recv loss tt
-  recv=$(grep -o 'tot_recv_msgs=[0-9]*' "$log" | tail -1 | cut -d= -f2)
-  loss=$(grep -o 'Total lost packets [0-9]* ([0-9.]*%' "$log" | sed 's/.*(//' | tail -1)
-  tt=$(grep -o 'Total transmit time is [0-9]*' "$log" | awk '{print $5}' | tail -1)
+  recv=$(grep -o 'tot_recv_msgs=[0-9]*' "$log" | tail -1 | cut -d= -f2 || true)
+  loss=$(grep -o 'Total lost packets [0-9]* ([0-9.]*%' "$log" | sed 's/.*(//' | tail -1 || true)
+  tt=$(grep -o 'Total transmit time is [0-9]*' "$log" | awk '{print $5}' | tail -1 || true)
+  [ -n "$recv" ] || { echo "$server $label: uclient failed: $(grep -i error "$log" | head -2 | tr '\n' ' ')"; return 0; }
   python3 - "$server" "$label" "$*" "${recv:-0}" "${loss:-NA}" "${tt:-0}" "$c0" "$c1" "$HZ" "$t0" "$t1" <<'PY'
 import sys
 server, label, flags, recv, loss, tt, c0, c1, hz, t0, t1 = sys.argv[1:]

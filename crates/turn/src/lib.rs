@@ -113,7 +113,8 @@ pub struct TurnConfig {
     pub max_channels: usize,
     /// Send a SOFTWARE attribute in Binding responses (off: do not advertise the version).
     pub software_attribute: bool,
-    /// UDP listener sockets sharing the port with SO_REUSEPORT (0 = one per CPU core, max 8).
+    /// UDP worker threads, each with a listener socket sharing the port via SO_REUSEPORT
+    /// (0 = one per CPU core, max 8). Always 1 when the listen port is 0.
     pub udp_workers: usize,
     /// Receive/send buffer size in bytes asked for on UDP listener sockets.
     pub socket_buffer: usize,

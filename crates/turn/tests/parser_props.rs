@@ -101,7 +101,12 @@ proptest! {
 
     #[test]
     fn mutated_valid_messages_never_panic(
-        attrs in proptest::collection::vec((any::<u16>(), proptest::collection::vec(any::<u8>(), 0..40)), 0..10),
+        // Any attribute but FINGERPRINT, which the writer appends last itself.
+        attrs in proptest::collection::vec(
+            (any::<u16>().prop_filter("not FINGERPRINT", |t| *t != attr::FINGERPRINT),
+             proptest::collection::vec(any::<u8>(), 0..40)),
+            0..10,
+        ),
         tid in any::<[u8; 12]>(),
         flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..6),
         cut in any::<usize>(),

@@ -63,6 +63,8 @@ pub(crate) struct Shared {
     pub state: Mutex<State>,
     /// Send handles of the UDP listener sockets (index = worker).
     pub udp: Vec<Arc<StdUdpSocket>>,
+    /// The worker threads' runtimes; TCP connections are spread over them too.
+    pub workers: Vec<tokio::runtime::Handle>,
     pub metrics: TurnMetrics,
     pub shutdown: CancellationToken,
 }
@@ -172,6 +174,13 @@ impl RelayAllocator for Relays {
         }
         self.reserved.remove(&relay);
     }
+}
+
+/// Sends one datagram on a relay socket right away. Tokio's `try_send_to` refuses to try
+/// until the runtime has seen the socket become writable, which a freshly bound relay socket
+/// polled on another thread may not have yet; a plain non-blocking `sendto` has no such gate.
+pub(crate) fn send_now(sock: &UdpSocket, data: &[u8], to: SocketAddr) -> std::io::Result<usize> {
+    socket2::SockRef::from(sock).send_to(data, &to.into())
 }
 
 /// Binds a non-blocking UDP socket with big buffers (SO_RCVBUFFORCE when permitted).
@@ -345,8 +354,18 @@ impl TurnServer {
                 source,
             }
         };
-        let first = bind_udp(listen, true, cfg.socket_buffer)
-            .map_err(bind_err("turn.listen (udp)", listen))?;
+        // SO_REUSEPORT would let a bind to port 0, or a second server on the same port, join
+        // an existing group silently and steal its packets. So: port 0 → one exclusive socket;
+        // a fixed port → prove it is free with an exclusive bind first, then form the group.
+        let workers = if listen.port() == 0 { 1 } else { workers };
+        let first = if workers == 1 {
+            bind_udp(listen, false, cfg.socket_buffer)
+                .map_err(bind_err("turn.listen (udp)", listen))?
+        } else {
+            drop(bind_udp(listen, false, 0).map_err(bind_err("turn.listen (udp)", listen))?);
+            bind_udp(listen, true, cfg.socket_buffer)
+                .map_err(bind_err("turn.listen (udp)", listen))?
+        };
         let udp_addr = first.local_addr()?;
         let mut std_socks = vec![first];
         for _ in 1..workers {
@@ -399,6 +418,14 @@ impl TurnServer {
             other => (other, relay_v6),
         };
 
+        let runtimes = (0..udp_socks.len())
+            .map(|_| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let worker_handles = runtimes.iter().map(|r| r.handle().clone()).collect();
         let now = Instant::now();
         let unix = switchboard_auth::unix_now();
         let shared = Arc::new_cyclic(|weak: &Weak<Shared>| Shared {
@@ -416,17 +443,15 @@ impl TurnServer {
                 conns: HashMap::new(),
             }),
             udp: udp_socks,
+            workers: worker_handles,
             metrics,
             shutdown: shutdown.clone(),
         });
         // One OS thread per UDP socket, each with its own single-threaded runtime (like
         // coturn's relay threads): the listener and the relay sockets of allocations it
         // created are polled by the same thread, with no cross-thread wakeups per packet.
-        for i in 0..shared.udp.len() {
+        for (i, rt) in runtimes.into_iter().enumerate() {
             let shared = shared.clone();
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
             // The listener socket must be registered with the runtime that polls it.
             let std_sock = udp_std.pop_front().expect("one std socket per worker");
             std::thread::Builder::new()

@@ -76,13 +76,16 @@ pub(crate) async fn accept_tcp(shared: Arc<Shared>, l: TcpListener, limit: Arc<C
             continue;
         };
         let _ = s.set_nodelay(true);
-        tokio::spawn(serve_stream(
-            shared.clone(),
-            s,
-            remote,
-            Transport::Tcp,
-            guard,
-        ));
+        // Hand the connection to a worker thread (its relay sockets will live there too).
+        let Ok(std) = s.into_std() else { continue };
+        let w = &shared.workers[(remote.port() as usize) % shared.workers.len()];
+        let sh = shared.clone();
+        w.spawn(async move {
+            match tokio::net::TcpStream::from_std(std) {
+                Ok(s) => serve_stream(sh, s, remote, Transport::Tcp, guard).await,
+                Err(e) => tracing::debug!(error = %e, "turn tcp register failed"),
+            }
+        });
     }
 }
 
@@ -217,13 +220,26 @@ async fn serve_stream<S>(
     let stop = shared.shutdown.child_token();
     let writer_stop = stop.clone();
     let writer = tokio::spawn(async move {
+        // Everything queued goes out in one write (up to 64 KiB).
+        let mut wbuf: Vec<u8> = Vec::new();
         loop {
             let b = tokio::select! {
                 b = rx.recv() => match b { Some(b) => b, None => break },
                 _ = writer_stop.cancelled() => break,
             };
-            if wr.write_all(&b).await.is_err() {
+            wbuf.clear();
+            wbuf.extend_from_slice(&b);
+            while wbuf.len() < 64 * 1024 {
+                match rx.try_recv() {
+                    Ok(b) => wbuf.extend_from_slice(&b),
+                    Err(_) => break,
+                }
+            }
+            if wr.write_all(&wbuf).await.is_err() {
                 break;
+            }
+            if wbuf.capacity() > 256 * 1024 {
+                wbuf = Vec::new();
             }
         }
         writer_stop.cancel();
@@ -280,7 +296,7 @@ async fn serve_stream<S>(
                 }
             };
             if let Some((s, peer, start, end)) = peer_send {
-                if s.try_send_to(&frame[start..end], peer).is_err() {
+                if super::send_now(&s, &frame[start..end], peer).is_err() {
                     shared.metrics.dropped("send_failed");
                 }
             }

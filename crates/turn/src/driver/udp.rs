@@ -85,7 +85,7 @@ pub(crate) async fn listener_loop(shared: Arc<Shared>, idx: usize, sock: Arc<Udp
             }
             for p in to_peers.drain(..) {
                 let (data, _, _) = rx.get(p.slot);
-                if p.sock.try_send_to(&data[p.start..p.end], p.peer).is_err() {
+                if super::send_now(&p.sock, &data[p.start..p.end], p.peer).is_err() {
                     shared.metrics.dropped("send_failed");
                 }
             }

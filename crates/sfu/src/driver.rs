@@ -346,56 +346,48 @@ impl ParticipantHandle {
     /// SDP. If a server offer was outstanding, the server yields (it is the polite side) and
     /// re-offers its changes afterwards.
     pub async fn accept_offer(&self, sdp: &str) -> Result<String, SfuError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Offer {
+        self.request(|reply| Command::Offer {
             id: self.id,
             sdp: sdp.to_owned(),
             reply,
         })
-        .await?;
-        rx.await.map_err(|_| SfuError::Stopped)?
+        .await
     }
 
     /// Applies the browser's answer to the last [`SfuEvent::Offer`].
     pub async fn accept_answer(&self, sdp: &str) -> Result<(), SfuError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Answer {
+        self.request(|reply| Command::Answer {
             id: self.id,
             sdp: sdp.to_owned(),
             reply,
         })
-        .await?;
-        rx.await.map_err(|_| SfuError::Stopped)?
+        .await
     }
 
     /// Adds a trickled remote candidate: either the SDP attribute value (`candidate:...`) or the
     /// browser's `RTCIceCandidateInit` JSON (`{"candidate": "candidate:...", ...}`). An empty
     /// candidate (end of candidates) is accepted and ignored.
     pub async fn add_remote_candidate(&self, candidate: &str) -> Result<(), SfuError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Candidate {
+        self.request(|reply| Command::Candidate {
             id: self.id,
             candidate: candidate.to_owned(),
             reply,
         })
-        .await?;
-        rx.await.map_err(|_| SfuError::Stopped)?
+        .await
     }
 
     /// Pushes a server message to this participant's DataChannel as
     /// `{"from":"$server","topic":topic,"data":data}`. `data` must be JSON text. Fails with
     /// [`SfuError::Backpressure`] when the participant's bounded queue is full.
     pub async fn send_data(&self, topic: &str, data: &str, reliable: bool) -> Result<(), SfuError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Push {
+        self.request(|reply| Command::Push {
             id: self.id,
             topic: topic.to_owned(),
             data: data.to_owned(),
             reliable,
             reply,
         })
-        .await?;
-        rx.await.map_err(|_| SfuError::Stopped)?
+        .await
     }
 
     /// Limits the simulcast layer this participant receives from `publisher`'s video tracks
@@ -439,6 +431,16 @@ impl ParticipantHandle {
 
     async fn send(&self, c: Command) -> Result<(), SfuError> {
         self.cmd.send(c).await.map_err(|_| SfuError::Stopped)
+    }
+
+    /// Sends the command built around a reply channel and waits for the engine's answer.
+    async fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, SfuError>>) -> Command,
+    ) -> Result<T, SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(make(reply)).await?;
+        rx.await.map_err(|_| SfuError::Stopped)?
     }
 }
 

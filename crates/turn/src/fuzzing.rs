@@ -25,30 +25,10 @@ impl RelayAllocator for FixedRelay {
     fn release(&mut self, _: SocketAddr) {}
 }
 
-/// Feeds `data` to the decoders and to a fresh core as client and as peer input. Panics only
+/// Feeds `data` to the decoders ([`exercise_parsers`]) and to a fresh core as client and as peer input. Panics only
 /// if an invariant breaks (a reply that is not valid STUN, a slice past the input).
 pub fn exercise(data: &[u8]) {
-    if let Ok(m) = Message::decode(data) {
-        assert_eq!(m.raw().len(), data.len());
-        let _ = m.check_integrity_sha1(b"k");
-        let _ = m.check_integrity_sha256(b"k");
-        for t in [
-            attr::XOR_PEER_ADDRESS,
-            attr::XOR_MAPPED_ADDRESS,
-            attr::MAPPED_ADDRESS,
-        ] {
-            if let Some(v) = m.get(t) {
-                let _ = decode_address(v, true, &m.transaction_id);
-            }
-        }
-        let _ = m.attribute_types().count();
-    }
-    if let Ok(cd) = ChannelData::decode(data) {
-        assert!(cd.data.len() + 4 <= data.len());
-    }
-    if let Ok(Some(n)) = stream_frame_len(data) {
-        assert!(n <= data.len());
-    }
+    exercise_parsers(data);
     let mut cfg = CoreConfig::new("r", PeerPolicy::new(&[], &[], true).expect("no ranges"));
     cfg.secrets = vec![b"s".to_vec()];
     cfg.nonce_key = [1; 32];
@@ -76,4 +56,29 @@ pub fn exercise(data: &[u8]) {
         data,
         &mut out,
     );
+}
+
+/// Every decoder on `data`, checking that none reads past the input.
+pub fn exercise_parsers(data: &[u8]) {
+    if let Ok(m) = Message::decode(data) {
+        assert_eq!(m.raw().len(), data.len());
+        let _ = m.check_integrity_sha1(b"k");
+        let _ = m.check_integrity_sha256(b"k");
+        for t in [
+            attr::XOR_PEER_ADDRESS,
+            attr::XOR_MAPPED_ADDRESS,
+            attr::MAPPED_ADDRESS,
+        ] {
+            if let Some(v) = m.get(t) {
+                let _ = decode_address(v, true, &m.transaction_id);
+            }
+        }
+        let _ = m.attribute_types().count();
+    }
+    if let Ok(cd) = ChannelData::decode(data) {
+        assert!(cd.data.len() + 4 <= data.len());
+    }
+    if let Ok(Some(n)) = stream_frame_len(data) {
+        assert!(n <= data.len());
+    }
 }

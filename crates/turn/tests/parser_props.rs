@@ -30,27 +30,7 @@ impl RelayAllocator for NoRelays {
 
 /// What the fuzz target does with one input: every parser, then the whole core.
 fn exercise(data: &[u8], core: &mut TurnCore, now: Instant) {
-    if let Ok(m) = Message::decode(data) {
-        assert!(m.raw().len() == data.len());
-        let _ = m.check_integrity_sha1(b"k");
-        let _ = m.check_integrity_sha256(b"k");
-        for t in [
-            attr::XOR_PEER_ADDRESS,
-            attr::XOR_MAPPED_ADDRESS,
-            attr::MAPPED_ADDRESS,
-        ] {
-            if let Some(v) = m.get(t) {
-                let _ = decode_address(v, true, &m.transaction_id);
-            }
-        }
-        let _ = m.attribute_types().count();
-    }
-    if let Ok(cd) = ChannelData::decode(data) {
-        assert!(cd.data.len() + 4 <= data.len());
-    }
-    if let Ok(Some(n)) = stream_frame_len(data) {
-        assert!(n <= data.len());
-    }
+    switchboard_turn::fuzzing::exercise_parsers(data);
     let mut out = Vec::new();
     for transport in [Transport::Udp, Transport::Tcp] {
         let c = ClientId {

@@ -58,24 +58,37 @@ impl Drop for ConnGuard {
     }
 }
 
-pub(crate) async fn accept_tcp(shared: Arc<Shared>, l: TcpListener, limit: Arc<ConnLimit>) {
+/// The next admitted connection: accept errors back off instead of spinning, connections over
+/// `max_tcp_connections` are dropped and counted. `None` once shutdown begins.
+async fn accept_admitted(
+    shared: &Shared,
+    l: &TcpListener,
+    limit: &Arc<ConnLimit>,
+    what: &'static str,
+) -> Option<(tokio::net::TcpStream, SocketAddr, ConnGuard)> {
     loop {
         let (s, remote) = tokio::select! {
             r = l.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    tracing::warn!(error = %e, "turn tcp accept failed");
+                    tracing::warn!(error = %e, listener = what, "turn accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
-            _ = shared.shutdown.cancelled() => return,
+            _ = shared.shutdown.cancelled() => return None,
         };
         let Some(guard) = limit.try_acquire() else {
             shared.metrics.quota("tcp_connections");
             continue;
         };
         let _ = s.set_nodelay(true);
+        return Some((s, remote, guard));
+    }
+}
+
+pub(crate) async fn accept_tcp(shared: Arc<Shared>, l: TcpListener, limit: Arc<ConnLimit>) {
+    while let Some((s, remote, guard)) = accept_admitted(&shared, &l, &limit, "tcp").await {
         // Hand the connection to a worker thread (its relay sockets will live there too).
         let Ok(std) = s.into_std() else { continue };
         let w = &shared.workers[(remote.port() as usize) % shared.workers.len()];
@@ -169,23 +182,7 @@ pub(crate) async fn accept_tls(
     tls: Arc<TlsReloader>,
     limit: Arc<ConnLimit>,
 ) {
-    loop {
-        let (s, remote) = tokio::select! {
-            r = l.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "turn tls accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shared.shutdown.cancelled() => return,
-        };
-        let Some(guard) = limit.try_acquire() else {
-            shared.metrics.quota("tcp_connections");
-            continue;
-        };
-        let _ = s.set_nodelay(true);
+    while let Some((s, remote, guard)) = accept_admitted(&shared, &l, &limit, "tls").await {
         let acceptor = tls.acceptor();
         let shared = shared.clone();
         tokio::spawn(async move {

@@ -37,7 +37,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use switchboard_auth::{unix_now, Scope, TicketGate};
 use switchboard_proto::inference::PredictRequest;
 use tokio_util::sync::CancellationToken;
@@ -636,6 +636,10 @@ pub struct ResponseBody {
     _admission: Admission,
 }
 
+/// A client reset this close to the stream's deadline counts as a deadline expiry: the client's
+/// timer started before the request reached us, so it fires first by the request's transit time.
+const DEADLINE_SLACK: Duration = Duration::from_millis(100);
+
 /// Messages already available are sent together up to this many bytes per DATA frame.
 const COALESCE_BYTES: usize = 32 * 1024;
 
@@ -666,9 +670,9 @@ impl ResponseBody {
         self.progress(state, Some(code));
     }
 
-    /// The final frame carrying `s`.
-    fn finish(&mut self, s: Status) -> Frame<Bytes> {
-        if s.code == Code::DeadlineExceeded && self.upstream {
+    /// Envoy's `upstream_rq_timeout`: a proxied stream that ran out of time.
+    fn count_timeout(&self) {
+        if self.upstream {
             self.inner
                 .metrics
                 .upstream_timeouts
@@ -676,6 +680,13 @@ impl ResponseBody {
                     backend: self.backend.clone(),
                 })
                 .inc();
+        }
+    }
+
+    /// The final frame carrying `s`.
+    fn finish(&mut self, s: Status) -> Frame<Bytes> {
+        if s.code == Code::DeadlineExceeded {
+            self.count_timeout();
         }
         self.record_end(s.code);
         match self.mode {
@@ -805,9 +816,20 @@ impl Drop for ResponseBody {
     fn drop(&mut self) {
         if !self.done {
             // The client cancelled or went away: dropping `stream` here cancels the backend
-            // (for an upstream, hyper resets the HTTP/2 stream).
-            self.inner.metrics.resets.inc();
-            self.record_end(Code::Cancelled);
+            // (for an upstream, hyper resets the HTTP/2 stream). A client that gives up at its
+            // own deadline resets a moment before our timer (started later, on arrival) fires:
+            // that is a deadline expiry, not a reset.
+            let at_deadline = self
+                .deadline
+                .as_ref()
+                .is_some_and(|d| tokio::time::Instant::now() + DEADLINE_SLACK >= d.deadline());
+            if at_deadline {
+                self.count_timeout();
+                self.record_end(Code::DeadlineExceeded);
+            } else {
+                self.inner.metrics.resets.inc();
+                self.record_end(Code::Cancelled);
+            }
         }
     }
 }

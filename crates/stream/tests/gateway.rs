@@ -315,6 +315,36 @@ async fn upstream_deadline_is_deadline_exceeded_and_counted() {
     stop.cancel();
 }
 
+/// A client that gives up at its own deadline resets the stream a moment before the gateway's
+/// timer fires (the client's clock started first). Found flaky in the seed-servicer e2e suite:
+/// it must count as an upstream timeout, not as a client reset.
+#[tokio::test]
+async fn client_reset_at_its_deadline_counts_as_a_timeout() {
+    let stop = CancellationToken::new();
+    let mock = Mock::default();
+    let url = start_mock(mock.clone(), stop.clone()).await;
+    let h = Harness::start(upstream_cfg(vec![url])).await;
+    let t = h.token("kim", &[Scope::Grpc]);
+    let mut c = h.client().await;
+    let mut r = request(Some(&t), "slow:50", "");
+    r.set_timeout(Duration::from_millis(400));
+    let t0 = Instant::now();
+    let mut s = c.stream_predict(r).await.unwrap().into_inner();
+    s.message().await.unwrap().unwrap();
+    // Give up 40 ms before the deadline the gateway was told, as a client whose own timer
+    // started earlier does.
+    tokio::time::sleep_until((t0 + Duration::from_millis(360)).into()).await;
+    drop(s);
+    wait_until("no active stream", || h.gateway.active_streams() == 0).await;
+    let m = h.metrics_text();
+    assert!(
+        m.contains("switchboard_stream_upstream_timeouts_total{backend=\"ml\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("switchboard_stream_resets_total 0"), "{m}");
+    stop.cancel();
+}
+
 #[tokio::test]
 async fn client_cancel_reaches_upstream_promptly() {
     let stop = CancellationToken::new();

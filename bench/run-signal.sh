@@ -3,7 +3,8 @@
 # load, same machine, one after the other. Prints one summary line per scenario.
 # Usage: cargo build --release --bin switchboard --bin signal-load && bench/run-signal.sh
 # Env: CLIENTS_IDLE (10000), CLIENTS (1000), ROOM (4), RATES ("20000 50000"), SEED_RATES
-# ("1000 2500 5000"), DURATION (10).
+# ("1000 2500 5000"), DURATION (10), PIN (unset; PIN=1 runs each server on CPU 0 and the load
+# generator on CPU 1, as if on separate machines, so neither preempts the other).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=target/release/switchboard
@@ -15,6 +16,8 @@ ROOM=${ROOM:-4}
 RATES=${RATES:-"20000 50000"}
 SEED_RATES=${SEED_RATES:-"1000 2500 5000"}
 DURATION=${DURATION:-10}
+SRV_PIN=(); LOAD_PIN=()
+if [ -n "${PIN:-}" ]; then SRV_PIN=(taskset -c 0); LOAD_PIN=(taskset -c 1); fi
 SECRET=bench-secret-0123456789abcdef0123456789
 WORK=$(mktemp -d)
 PIDS=()
@@ -43,7 +46,7 @@ mode = "mesh"
 [log]
 level = "warn"
 TOML
-  "$BIN" serve --config "$WORK/sb.toml" >"$WORK/sb.log" 2>&1 &
+  "${SRV_PIN[@]}" "$BIN" serve --config "$WORK/sb.toml" >"$WORK/sb.log" 2>&1 &
   SB_PID=$!; PIDS+=("$SB_PID")
   for _ in $(seq 100); do grep -q '^switchboard listening' "$WORK/sb.log" && break; sleep 0.05; done
   SB_ADDR=$(sed -n 's/.* http=\([^ ]*\).*/\1/p' "$WORK/sb.log" | head -1)
@@ -51,7 +54,7 @@ TOML
 
 start_seed() {
   SEED_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  "$PY" bench/seed_signaling_server.py "$SEED_PORT" >"$WORK/seed.log" 2>&1 &
+  "${SRV_PIN[@]}" "$PY" bench/seed_signaling_server.py "$SEED_PORT" >"$WORK/seed.log" 2>&1 &
   SEED_PID=$!; PIDS+=("$SEED_PID")
   for _ in $(seq 100); do grep -q 'listening' "$WORK/seed.log" && break; sleep 0.05; done
 }
@@ -60,24 +63,24 @@ stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 echo "== idle: $CLIENTS_IDLE clients in rooms of $ROOM (joins/s, memory per idle joined connection)"
 start_switchboard
-"$LOAD" --label switchboard --url "ws://$SB_ADDR/v1/signal" --secret "$SECRET" --server-pid "$SB_PID" \
+"${LOAD_PIN[@]}" "$LOAD" --label switchboard --url "ws://$SB_ADDR/v1/signal" --secret "$SECRET" --server-pid "$SB_PID" \
   --clients "$CLIENTS_IDLE" --room-size "$ROOM" --rate 0
 stop "$SB_PID"
 start_seed
-"$LOAD" --label seed-python --url "ws://127.0.0.1:$SEED_PORT" --server-pid "$SEED_PID" \
+"${LOAD_PIN[@]}" "$LOAD" --label seed-python --url "ws://127.0.0.1:$SEED_PORT" --server-pid "$SEED_PID" \
   --clients "$CLIENTS_IDLE" --room-size "$ROOM" --rate 0
 stop "$SEED_PID"
 
 echo "== relay: $CLIENTS clients in rooms of $ROOM, offers (1 KiB) and candidates, ${DURATION}s each"
 for rate in $RATES; do
   start_switchboard
-  "$LOAD" --label "switchboard@$rate" --url "ws://$SB_ADDR/v1/signal" --secret "$SECRET" --server-pid "$SB_PID" \
+  "${LOAD_PIN[@]}" "$LOAD" --label "switchboard@$rate" --url "ws://$SB_ADDR/v1/signal" --secret "$SECRET" --server-pid "$SB_PID" \
     --clients "$CLIENTS" --room-size "$ROOM" --rate "$rate" --duration "$DURATION" | grep relay
   stop "$SB_PID"
 done
 for rate in $SEED_RATES; do
   start_seed
-  "$LOAD" --label "seed-python@$rate" --url "ws://127.0.0.1:$SEED_PORT" --server-pid "$SEED_PID" \
+  "${LOAD_PIN[@]}" "$LOAD" --label "seed-python@$rate" --url "ws://127.0.0.1:$SEED_PORT" --server-pid "$SEED_PID" \
     --clients "$CLIENTS" --room-size "$ROOM" --rate "$rate" --duration "$DURATION" | grep relay
   stop "$SEED_PID"
 done

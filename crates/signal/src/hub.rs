@@ -243,11 +243,19 @@ impl Hub {
         std::mem::take(&mut self.effects)
     }
 
+    /// O(1): called after every message. Every attached session has exactly one entry in
+    /// `conns`, so the detached ones are the difference.
     pub fn stats(&self) -> HubStats {
+        #[cfg(test)]
+        assert_eq!(
+            self.sessions.len() - self.conns.len(),
+            self.sessions.values().filter(|s| s.conn.is_none()).count(),
+            "conns and attached sessions disagree"
+        );
         HubStats {
             rooms: self.rooms.len(),
             sessions: self.sessions.len(),
-            detached: self.sessions.values().filter(|s| s.conn.is_none()).count(),
+            detached: self.sessions.len().saturating_sub(self.conns.len()),
         }
     }
 
@@ -1075,6 +1083,7 @@ mod tests {
                             h.tick(now);
                         }
                     }
+                    let _ = h.stats(); // asserts the O(1) detached count in tests
                     for e in h.drain() {
                         if let Effect::Deliver { conn, msg, seq } = e {
                             if let ServerMessage::Joined { peer_id, resume_token, .. } = &*msg {

@@ -213,3 +213,147 @@ async fn grpc_refuses_bad_and_replayed_tickets() {
     assert!(e.message().contains("replayed"), "{}", e.message());
     s.shutdown().await;
 }
+
+/// Connect with resume metadata instead of a ticket.
+async fn grpc_resume(
+    s: &RunningServer,
+    resume_token: &str,
+    last_seq: u64,
+) -> Result<
+    (
+        mpsc::Sender<SignalRequest>,
+        tonic::Streaming<SignalResponse>,
+    ),
+    tonic::Status,
+> {
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", s.http_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = SignalClient::new(ch);
+    let (tx, rx) = mpsc::channel(64);
+    let mut req = tonic::Request::new(ReceiverStream::new(rx));
+    req.metadata_mut()
+        .insert("resume-token", resume_token.parse().unwrap());
+    req.metadata_mut()
+        .insert("last-seq", last_seq.to_string().parse().unwrap());
+    let resp = client.connect(req).await?;
+    Ok((tx, resp.into_inner()))
+}
+
+#[tokio::test]
+async fn grpc_sessions_resume_after_a_lost_stream_without_losing_messages() {
+    let s = start(test_config()).await;
+    let (gtx, mut grx) = grpc(&s, &token(&s, "gina")).await.unwrap();
+    gtx.send(req(Req::Join(Join {
+        room_id: "lossy".into(),
+        ..Default::default()
+    })))
+    .await
+    .unwrap();
+    assert!(matches!(next(&mut grx).await, Resp::RoomPeers(_)));
+    let resume_token = match next(&mut grx).await {
+        Resp::Joined(j) => {
+            assert!(!j.resumed);
+            assert!(j.resume_grace > 0);
+            j.resume_token
+        }
+        other => panic!("{other:?}"),
+    };
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!(
+        "ws://{}/v1/signal?access_token={}",
+        s.http_addr,
+        token(&s, "wes")
+    ))
+    .await
+    .unwrap();
+    ws.send(Message::text(r#"{"type":"join","room_id":"lossy"}"#))
+        .await
+        .unwrap();
+    recv(&mut ws).await;
+    recv(&mut ws).await;
+    // Messages kept for resume carry their seq.
+    let m = tokio::time::timeout(Duration::from_secs(5), grx.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(matches!(m.msg, Some(Resp::PeerJoined(_))));
+    let last_seq = m.seq;
+    assert!(last_seq > 0, "peer_joined is resumable, so it has a seq");
+
+    // The stream is lost (reset by the client, not half-closed): the session waits for a
+    // resume. `gtx` stays alive so the request side never sends END_STREAM.
+    drop(grx);
+    for i in 0..5 {
+        ws.send(Message::text(
+            json!({"type":"offer","target":"gina","offer":{"type":"offer","sdp":format!("v=0 #{i}")}})
+                .to_string(),
+        ))
+        .await
+        .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let (_gtx2, mut grx2) = grpc_resume(&s, &resume_token, last_seq).await.unwrap();
+    match next(&mut grx2).await {
+        Resp::Joined(j) => {
+            assert!(j.resumed);
+            assert_eq!(j.peer_id, "gina");
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut seqs = Vec::new();
+    for i in 0..5 {
+        let m = tokio::time::timeout(Duration::from_secs(5), grx2.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        match m.msg {
+            Some(Resp::Offer(o)) => {
+                assert_eq!(o.from, "wes");
+                assert_eq!(
+                    o.offer.unwrap().sdp,
+                    format!("v=0 #{i}"),
+                    "in order, none lost"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        seqs.push(m.seq);
+    }
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1) && seqs[0] == last_seq + 1,
+        "contiguous seqs after last_seq {last_seq}: {seqs:?}"
+    );
+    // Wes never saw gina leave.
+    let until = tokio::time::Instant::now() + Duration::from_millis(300);
+    while let Ok(Some(Ok(m))) = tokio::time::timeout_at(until, ws.next()).await {
+        assert!(
+            !matches!(m, Message::Text(_)),
+            "no peer_left/peer_joined flap: {m:?}"
+        );
+    }
+
+    // A bad resume token is refused.
+    let e = grpc_resume(&s, "nope", 0).await;
+    match e {
+        Err(st) => assert_eq!(st.code(), tonic::Code::Unauthenticated),
+        Ok((_t, mut r)) => {
+            let m = tokio::time::timeout(Duration::from_secs(5), r.message())
+                .await
+                .unwrap();
+            match m {
+                Ok(Some(SignalResponse {
+                    msg: Some(Resp::Error(e)),
+                    ..
+                })) => assert_eq!(e.code, "unknown_resume_token"),
+                other => panic!("bad resume accepted: {other:?}"),
+            }
+        }
+    }
+    drop(gtx);
+    s.shutdown().await;
+}

@@ -2,8 +2,11 @@
 //! protobuf oneofs, on a bidirectional stream. The Bearer ticket travels in the
 //! `authorization` metadata (scope `webrtc`, `jti` consumed). Sessions live in the same hub,
 //! so gRPC and WebSocket peers share rooms. Liveness comes from HTTP/2 keepalive pings
-//! (configured on the server's listener); a gRPC stream that ends without `leave` counts as a
-//! clean close (gRPC has no resume in this version).
+//! (configured on the server's listener). A stream that fails (reset, connection lost) leaves
+//! its session detached for the resume grace, like a lost WebSocket: the client reconnects
+//! with `resume-token` and `last-seq` metadata and gets every buffered message after
+//! `last-seq`, each response carrying its `seq`. A stream the client half-closes is a clean
+//! leave.
 
 use crate::hub::Disconnect;
 use crate::protocol::{ClientMessage, ProtocolError, ServerMessage};
@@ -59,6 +62,9 @@ fn to_client(req: SignalRequest) -> Result<(ClientMessage, Option<String>), Prot
             if !j.peer_id.is_empty() {
                 v["peer_id"] = json!(j.peer_id);
             }
+            if let Some(m) = j.mode {
+                v["mode"] = json!(m);
+            }
             let m = ClientMessage::from_value(v)?;
             let resume = (!j.resume_token.is_empty()).then_some(j.resume_token);
             return Ok((m, resume));
@@ -98,7 +104,7 @@ fn sdp(v: &Value) -> SessionDescription {
 }
 
 /// A server message as a gRPC response.
-pub fn to_response(m: &ServerMessage) -> SignalResponse {
+pub fn to_response(m: &ServerMessage, seq: Option<u64>) -> SignalResponse {
     let msg = match m {
         ServerMessage::RoomPeers { peers } => Resp::RoomPeers(RoomPeers {
             peers: peers.clone(),
@@ -136,6 +142,9 @@ pub fn to_response(m: &ServerMessage) -> SignalResponse {
             resume_token,
             ice_servers,
             mode,
+            resumed,
+            resume_grace,
+            received,
             ..
         } => Resp::Joined(Joined {
             peer_id: peer_id.clone(),
@@ -144,11 +153,17 @@ pub fn to_response(m: &ServerMessage) -> SignalResponse {
             resume_token: resume_token.clone(),
             ice_servers_json: ice_servers.to_string(),
             mode: mode.clone(),
+            resumed: *resumed,
+            resume_grace: *resume_grace,
+            received: *received,
         }),
         ServerMessage::Raw(v) => Resp::Json(v.to_string()),
         m @ ServerMessage::ModeChanged { .. } => Resp::Json(m.to_json(None)),
     };
-    SignalResponse { msg: Some(msg) }
+    SignalResponse {
+        msg: Some(msg),
+        seq: seq.unwrap_or(0),
+    }
 }
 
 type RespStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<SignalResponse, Status>> + Send>>;
@@ -168,28 +183,63 @@ impl Signal for SignalService {
             .map(|c| c.0.ip())
             .or_else(|| request.remote_addr().map(|a| a.ip()))
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        let token = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t.trim().to_string())
-            .unwrap_or_default();
-        let claims = match inner
-            .gate
-            .open_session(&token, Scope::Webrtc, unix_now())
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                inner.metrics.error("unauthorized");
-                let msg = format!("{}: {e}", e.reason());
-                return Err(if e.http_status() == 403 {
-                    Status::permission_denied(msg)
-                } else {
-                    Status::unauthenticated(msg)
-                });
+        let meta = |k: &str| {
+            request
+                .metadata()
+                .get(k)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        // A resume is authorised by its resume token (the session's ticket was single-use).
+        let resume = match meta("resume-token") {
+            Some(t) if t.is_empty() || t.len() > 128 => {
+                inner.metrics.error("unknown_resume_token");
+                return Err(Status::unauthenticated(
+                    "unknown_resume_token: bad resume token",
+                ));
+            }
+            Some(t) => {
+                let last_seq = match meta("last-seq").map(|s| s.parse::<u64>()) {
+                    None => 0,
+                    Some(Ok(n)) => n,
+                    Some(Err(_)) => {
+                        return Err(Status::invalid_argument("last-seq must be an integer"))
+                    }
+                };
+                Some((t, last_seq))
+            }
+            None => None,
+        };
+        let caller = if resume.is_some() {
+            Caller {
+                identity: None,
+                room: None,
+            }
+        } else {
+            let token = meta("authorization")
+                .as_deref()
+                .and_then(|v| v.split_once(' '))
+                .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
+                .map(|(_, t)| t.trim().to_string())
+                .unwrap_or_default();
+            match inner
+                .gate
+                .open_session(&token, Scope::Webrtc, unix_now())
+                .await
+            {
+                Ok(c) => Caller {
+                    identity: Some(c.sub),
+                    room: c.room,
+                },
+                Err(e) => {
+                    inner.metrics.error("unauthorized");
+                    let msg = format!("{}: {e}", e.reason());
+                    return Err(if e.http_status() == 403 {
+                        Status::permission_denied(msg)
+                    } else {
+                        Status::unauthenticated(msg)
+                    });
+                }
             }
         };
         let (conn, mut rx) = inner.open(ip, "grpc").map_err(|_| {
@@ -197,10 +247,6 @@ impl Signal for SignalService {
         })?;
         let mut incoming = request.into_inner();
         let (out_tx, out_rx) = mpsc::channel::<Result<SignalResponse, Status>>(16);
-        let caller = Caller {
-            identity: Some(claims.sub),
-            room: claims.room,
-        };
         // Writer: the hub's bounded queue → the response stream.
         let kill = conn.kill.clone();
         let close = conn.close.clone();
@@ -212,14 +258,14 @@ impl Signal for SignalService {
                     _ = kill.cancelled() => break,
                     m = rx.recv() => m,
                 };
-                let Some((msg, _seq)) = m else { break };
+                let Some((msg, seq)) = m else { break };
                 tokio::select! {
-                    r = wtx.send(Ok(to_response(&msg))) => if r.is_err() { return },
+                    r = wtx.send(Ok(to_response(&msg, seq))) => if r.is_err() { return },
                     _ = kill.cancelled() => break,
                 }
             }
-            while let Ok((msg, _)) = rx.try_recv() {
-                if wtx.try_send(Ok(to_response(&msg))).is_err() {
+            while let Ok((msg, seq)) = rx.try_recv() {
+                if wtx.try_send(Ok(to_response(&msg, seq))).is_err() {
                     break;
                 }
             }
@@ -234,6 +280,13 @@ impl Signal for SignalService {
         });
         tokio::spawn(async move {
             let mut st = inner.new_state(caller);
+            if let Some((tok, last_seq)) = resume {
+                if !inner.resume(&conn, &mut st, &tok, last_seq) {
+                    *conn.close.lock() =
+                        Some((crate::hub::close::POLICY, "resume failed; join again"));
+                    conn.kill.cancel();
+                }
+            }
             let how = loop {
                 let item = tokio::select! {
                     _ = conn.kill.cancelled() => break Disconnect::Fatal,
@@ -250,7 +303,7 @@ impl Signal for SignalService {
                         inner.send_error(
                             conn.id,
                             "bad_message",
-                            "resume is not available over gRPC; join again".into(),
+                            "resume with `resume-token` and `last-seq` metadata on Connect".into(),
                         );
                         Verdict::Continue
                     }
@@ -263,12 +316,6 @@ impl Signal for SignalService {
                     *conn.close.lock() = Some((code, reason));
                     break Disconnect::Fatal;
                 }
-            };
-            // gRPC sessions cannot resume: a lost stream leaves at once.
-            let how = if how == Disconnect::Lost {
-                Disconnect::Clean
-            } else {
-                how
             };
             conn.kill.cancel();
             let _ = writer.await;

@@ -45,9 +45,7 @@ allow_loopback_peers = true
 min_port = 57344
 max_port = 65535
 [sfu]
-bind_ip = "127.0.0.1"
-udp_port = 0
-tcp_port = 0
+mode = "mesh"
 [log]
 level = "warn"
 TOML

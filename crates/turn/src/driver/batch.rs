@@ -117,6 +117,11 @@ pub struct SendBatch {
 }
 
 impl SendBatch {
+    /// Datagrams queued.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
     pub fn is_empty(&self) -> bool {
         self.n == 0
     }

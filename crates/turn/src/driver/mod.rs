@@ -460,7 +460,12 @@ impl TurnServer {
                     udp::WORKER.with(|w| w.set(i));
                     rt.block_on(async move {
                         match UdpSocket::from_std(std_sock) {
-                            Ok(sock) => udp::listener_loop(shared, i, Arc::new(sock)).await,
+                            Ok(sock) => {
+                                tokio::join!(
+                                    udp::listener_loop(shared.clone(), i, Arc::new(sock)),
+                                    udp::client_flusher(shared, i)
+                                );
+                            }
                             Err(e) => tracing::error!(error = %e, "turn udp worker failed"),
                         }
                     });

@@ -135,6 +135,43 @@ thread_local! {
     /// Relay tasks share per-thread buffers so an idle allocation holds none.
     static RELAY_IO: RefCell<(RecvBatch, SendBatch, Vec<u8>)> =
         RefCell::new((RecvBatch::new(), SendBatch::default(), Vec::with_capacity(2048)));
+    /// On a UDP worker thread: datagrams for UDP clients queued by relay tasks, flushed by
+    /// [`client_flusher`] once every relay task woken by the same poll has run, so replies
+    /// read from many relay sockets leave in one `sendmmsg` on the listener socket.
+    static TO_CLIENTS: RefCell<SendBatch> = RefCell::new(SendBatch::default());
+    static FLUSH: std::rc::Rc<tokio::sync::Notify> = std::rc::Rc::new(tokio::sync::Notify::new());
+    static IS_WORKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs beside [`listener_loop`] on each UDP worker thread (same current-thread runtime):
+/// flushes [`TO_CLIENTS`] when relay tasks ask for it. Being woken puts it at the back of the
+/// run queue, behind the relay tasks the same I/O poll woke, so they share one flush.
+pub(crate) async fn client_flusher(shared: Arc<Shared>, idx: usize) {
+    IS_WORKER.with(|w| w.set(true));
+    let notify = FLUSH.with(|f| f.clone());
+    loop {
+        tokio::select! {
+            _ = notify.notified() => {}
+            _ = shared.shutdown.cancelled() => return,
+        }
+        flush_to_clients(&shared, idx);
+    }
+}
+
+fn flush_to_clients(shared: &Shared, idx: usize) {
+    let Some(sock) = shared.udp.get(idx).or(shared.udp.first()) else {
+        return;
+    };
+    let dropped = TO_CLIENTS.with(|b| b.borrow_mut().flush(&**sock));
+    if dropped > 0 {
+        shared
+            .metrics
+            .dropped
+            .get_or_create(&crate::metrics::ReasonLabel {
+                reason: "send_failed",
+            })
+            .inc_by(dropped as u64);
+    }
 }
 
 /// Reads peer datagrams arriving on one relay socket until the allocation ends.
@@ -171,6 +208,8 @@ fn drain_relay(
         _ => return false,
     };
     let now = Instant::now();
+    let on_worker = IS_WORKER.with(|w| w.get());
+    let mut deferred = false;
     {
         let mut st = shared.state.lock();
         let State { core, conns, .. } = &mut *st;
@@ -184,11 +223,24 @@ fn drain_relay(
             if let Some(client) = core.handle_peer(now, relay, from, data, out) {
                 if client.transport.is_stream() {
                     super::send_to_client(shared, conns, &client, out);
+                } else if on_worker {
+                    // Deferred to the worker's flusher (see TO_CLIENTS).
+                    TO_CLIENTS.with(|b| {
+                        let mut b = b.borrow_mut();
+                        if b.is_empty() {
+                            FLUSH.with(|f| f.notify_one());
+                        }
+                        b.push(out, client.remote);
+                    });
+                    deferred = true;
                 } else {
                     udp_out.push(out, client.remote);
                 }
             }
         }
+    }
+    if deferred && TO_CLIENTS.with(|b| b.borrow().len() >= BATCH) {
+        flush_to_clients(shared, WORKER.with(|w| w.get()));
     }
     if !udp_out.is_empty() {
         let w = WORKER.with(|w| w.get());

@@ -31,6 +31,7 @@ const browser = await chromium.launch({
     '--disable-background-networking', '--disable-component-update', '--disable-sync',
     '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
     '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required',
+    '--auto-select-desktop-capture-source=Entire screen',
     '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost'],
 });
 
@@ -161,6 +162,33 @@ for (const [p, x] of [[A, a], [B, b], [C, c]]) {
 }
 await checkDecoding([A, B, C], ids, 'SFU room');
 
+// Screen sharing replaces the camera on A's (simulcast) sender without renegotiation: B keeps
+// decoding A, then gets the camera back.
+const shared = await A.evaluate(async () => {
+  const offers = window.t.log.filter((l) => l.includes('<answer $sfu')).length;
+  const screen = await window.t.room.shareScreen();
+  return { label: screen.label, sending: window.t.room.publications[0].track === screen, offers };
+});
+check(shared.sending, `A shares its screen (${shared.label}) in place of the camera`);
+const fs1 = await B.evaluate(() => window.t.frames());
+await sleep(1200);
+const fs2 = await B.evaluate(() => window.t.frames());
+check(fs2[a.id] > fs1[a.id], `B keeps decoding A while A shares its screen (${fs1[a.id]}→${fs2[a.id]})`);
+const unshared = await A.evaluate(async () => {
+  await window.t.room.stopScreenShare();
+  return { camera: window.t.room.publications[0].track === window.t.camera, offers: window.t.log.filter((l) => l.includes('<answer $sfu')).length };
+});
+check(unshared.camera && unshared.offers === shared.offers, `A's camera is back; no renegotiation for the screen share (${unshared.offers - shared.offers} new offers)`);
+// Local recording of a remote track, in timesliced chunks.
+const rec = await B.evaluate(async (a) => {
+  const x = window.t.tracks.find((y) => y.publisher === a && y.kind === 'video');
+  const r = window.t.sdk.record(x.track, { timesliceMs: 300 });
+  await new Promise((res) => setTimeout(res, 1600));
+  const blob = await r.stop();
+  return { size: blob.size, chunks: r.chunks.length, type: blob.type };
+}, a.id);
+check(rec.size > 10000 && rec.chunks >= 3, `B recorded A's video locally: ${rec.size} bytes in ${rec.chunks} chunks (${rec.type})`);
+
 // ---- 2. DataChannel relay through the server ---------------------------------------------------
 await A.evaluate((to) => window.t.room.send({ hello: 'from A to B' }, { to }), b.id);
 await C.evaluate(() => window.t.room.send({ hi: 'broadcast from C' }));
@@ -271,6 +299,11 @@ await waitFor(P1, (from) => window.t.got.some((g) => g.m.after === 'switch' && g
 await waitFor(P2, (from) => window.t.got.some((g) => g.m.after === 'switch' && g.from === from), p3.id, 'P2 got P3\'s broadcast through the SFU');
 await waitFor(P3, (from) => window.t.got.some((g) => g.m.direct === 'to P3' && g.from === from), p1.id, 'P3 got P1\'s targeted message');
 await checkDecoding([P1, P2, P3], [p1.id, p2.id, p3.id], 'after the switch (tracks republished)', 1000);
+const endedBefore = await Promise.all([P1, P3].map((p) => p.evaluate((p2) => window.t.ended.filter((e) => e.publisher === p2).length, p2.id)));
+await P2.evaluate(() => window.t.room.unpublish(window.t.camera));
+for (const [i, [p, name]] of [[P1, 'P1'], [P3, 'P3']].entries()) {
+  await waitFor(p, ([p2, n]) => window.t.ended.filter((e) => e.publisher === p2).length > n, [p2.id, endedBefore[i]], `${name} got track_ended after P2 unpublished in SFU mode`, 8000);
+}
 for (const p of [P1, P2, P3]) await p.context().close();
 
 // ---- 6. demo page video grid -------------------------------------------------------------------

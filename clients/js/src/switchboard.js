@@ -129,6 +129,8 @@ export class Client extends Emitter {
     /** Relay messages since join, until the server confirms them. @type {{n: number, msg: SignalMessage, sent: boolean}[]} */
     this.outbox = [];
     this.sentCount = 0;
+    /** SFU-bound messages held while the socket is down. @type {SignalMessage[]} */
+    this.heldForSfu = [];
     /** True while the session is attached and may send. */
     this.ready = false;
     this.closed = false;
@@ -194,8 +196,10 @@ export class Client extends Emitter {
           this.ws?.send(JSON.stringify(e.msg));
           e.sent = true;
         }
+        for (const m of this.heldForSfu.splice(0)) this.ws?.send(JSON.stringify(m));
         this.emit('resumed', msg);
       } else {
+        this.heldForSfu = [];
         for (const e of this.outbox) {
           if (!e.sent) {
             this.ws?.send(JSON.stringify(e.msg));
@@ -213,6 +217,14 @@ export class Client extends Emitter {
    * @param {SignalMessage} msg
    */
   send(msg) {
+    if (msg.target === SFU_ID || msg.type === 'subscribe') {
+      // For the SFU, not relayed to a peer: not numbered (the server's `received` counts what
+      // it relays). Held while the socket is down and sent after a resume; a fresh session
+      // starts a fresh SFU connection, so then they are dropped.
+      if (this.ws && this.ws.readyState === 1 && this.ready) this.ws.send(JSON.stringify(msg));
+      else if (this.heldForSfu.length < MAX_OUTBOX) this.heldForSfu.push(msg);
+      return;
+    }
     const relay = ['offer', 'answer', 'ice_candidate', 'bye'].includes(msg.type);
     if (relay) {
       this.sentCount++;

@@ -38,6 +38,8 @@ signal_connections_per_ip = 50000
 signal_joins_per_second_per_ip = 100000
 signal_messages_per_second = 10000
 signal_max_room_peers = 100
+[sfu]
+mode = "mesh"
 [log]
 level = "warn"
 TOML

@@ -36,6 +36,8 @@ pub struct AppState {
     /// Signaling (rooms, sessions); `signaling.handle().notify(identity, json)` pushes a
     /// server message to an identity's live session.
     pub signaling: switchboard_signal::Signaling,
+    /// The SFU behind SFU-mode rooms (`None` when `[sfu] mode = "mesh"`).
+    pub sfu: Option<crate::sfu_bridge::Bridge>,
 }
 
 /// Where each listener ended up (ports may be ephemeral in tests).
@@ -45,6 +47,8 @@ pub struct BoundAddrs {
     pub turn_udp: Option<SocketAddr>,
     pub turn_tcp: Option<SocketAddr>,
     pub turn_tls: Option<SocketAddr>,
+    pub sfu_udp: Option<SocketAddr>,
+    pub sfu_tcp: Option<SocketAddr>,
 }
 
 /// A started server. Dropping it does not stop it; call [`RunningServer::shutdown`].
@@ -71,6 +75,8 @@ impl RunningServer {
             ("turn_udp", b.turn_udp),
             ("turn_tcp", b.turn_tcp),
             ("turn_tls", b.turn_tls),
+            ("sfu_udp", b.sfu_udp),
+            ("sfu_tcp", b.sfu_tcp),
         ] {
             if let Some(a) = a {
                 line.push_str(&format!(" {name}={a}"));
@@ -134,6 +140,26 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     }
     // --- end TURN ---
 
+    // --- SFU (issue 6): one UDP port + ICE-TCP for every SFU session; not started when every
+    // room is mesh ---
+    if !["mesh", "sfu", "auto"].contains(&config.sfu.mode.as_str()) {
+        anyhow::bail!(
+            "sfu.mode must be \"mesh\", \"sfu\" or \"auto\", not {:?}",
+            config.sfu.mode
+        );
+    }
+    let sfu_bridge = if config.sfu.mode == "mesh" {
+        None
+    } else {
+        let sfu = switchboard_sfu::Sfu::start(config.sfu.clone(), &mut registry, shutdown.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("sfu.udp_port/sfu.tcp_port: {e}"))?;
+        bound.sfu_udp = Some(sfu.local_addr());
+        bound.sfu_tcp = sfu.local_tcp_addr();
+        Some(crate::sfu_bridge::Bridge::new(Arc::new(sfu), &mut registry))
+    };
+    // --- end SFU ---
+
     // --- signaling: rooms and sessions on /v1/signal and gRPC Signal/Connect ---
     // `joined` carries the same ICE servers as GET /v1/ice-servers; the provider reads the
     // finished AppState, which exists only after the registry is frozen, hence the OnceLock.
@@ -147,22 +173,36 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
                 }
                 None => serde_json::json!({"iceServers": [], "ttl": 0}),
             });
-        switchboard_signal::Signaling::new(
+        let bridge: Arc<dyn switchboard_signal::SfuBridge> = match &sfu_bridge {
+            Some(b) => Arc::new(b.clone()),
+            None => Arc::new(switchboard_signal::NoSfu),
+        };
+        let signaling = switchboard_signal::Signaling::with_sfu(
             config.limits.signal_settings(&config.sfu),
             gate.clone(),
             ice,
             &mut registry,
             shutdown.clone(),
-        )
+            bridge,
+        );
+        if let Some(b) = &sfu_bridge {
+            b.attach(signaling.handle());
+        }
+        signaling
     };
     // --- end signaling ---
 
     // --- stream progress → signaling: small updates for heavy jobs go to the same identity's
     // live signaling sessions as {"type":"stream_progress",...} (the seed's split) ---
+    // In SFU rooms they also go over the participant's DataChannel (topic "stream_progress").
     {
         let signaling = signaling.clone();
+        let sfu = sfu_bridge.clone();
         stream_gateway.set_progress_sink(Arc::new(switchboard_stream::FnSink(
             move |identity: &str, event: serde_json::Value| {
+                if let Some(b) = &sfu {
+                    b.push(identity, "stream_progress", &event);
+                }
                 signaling.handle().notify(identity, event);
             },
         )));
@@ -189,6 +229,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         ready: Arc::new(AtomicBool::new(false)),
         bound: Arc::new(bound),
         signaling,
+        sfu: sfu_bridge,
     };
     let _ = ice_state.set(state.clone());
 

@@ -11,6 +11,7 @@ pub mod config;
 pub mod dev;
 pub mod error;
 pub mod metrics;
+pub mod sfu_bridge;
 pub mod web;
 
 pub use app::{start, RunningServer};

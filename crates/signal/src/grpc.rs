@@ -146,6 +146,7 @@ pub fn to_response(m: &ServerMessage) -> SignalResponse {
             mode: mode.clone(),
         }),
         ServerMessage::Raw(v) => Resp::Json(v.to_string()),
+        m @ ServerMessage::ModeChanged { .. } => Resp::Json(m.to_json(None)),
     };
     SignalResponse { msg: Some(msg) }
 }

@@ -76,7 +76,7 @@ impl RoomMode {
 }
 
 /// How the hub picks a room's mode (`[sfu] mode`, `mesh_max_peers`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ModePolicy {
     /// Always mesh.
     Mesh,
@@ -170,6 +170,8 @@ impl JoinError {
 pub struct JoinInfo {
     pub ice_servers: Value,
     pub ice_ttl: u64,
+    /// The joiner's wish for a room it creates (`join.mode`); honoured under `auto` only.
+    pub requested_mode: Option<RoomMode>,
 }
 
 struct Session {
@@ -332,17 +334,35 @@ impl Hub {
         if count >= self.cfg.max_room_peers && !replacing_here {
             return Err(JoinError::RoomFull);
         }
-        let mode = match existing {
-            Some(r) => r.mode,
-            None => match self.cfg.mode {
-                ModePolicy::Mesh => RoomMode::Mesh,
-                ModePolicy::Sfu => RoomMode::Sfu,
-                ModePolicy::Auto { .. } => RoomMode::Mesh,
-            },
+        let mode = match (existing, self.cfg.mode) {
+            (Some(r), _) => r.mode,
+            (None, ModePolicy::Mesh) => RoomMode::Mesh,
+            (None, ModePolicy::Sfu) => RoomMode::Sfu,
+            (None, ModePolicy::Auto { .. }) => info.requested_mode.unwrap_or(RoomMode::Mesh),
         };
         if mode == RoomMode::Sfu && !self.cfg.sfu_available {
             return Err(JoinError::SfuUnavailable);
         }
+        // `auto`: the join that takes a mesh room past `mesh_max_peers` moves it to the SFU.
+        // Members already in it hear `mode_changed` before `peer_joined`.
+        let mode = match self.cfg.mode {
+            ModePolicy::Auto { mesh_max_peers }
+                if mode == RoomMode::Mesh
+                    && self.cfg.sfu_available
+                    && !replacing_here
+                    && count >= mesh_max_peers =>
+            {
+                let note = Arc::new(ServerMessage::ModeChanged { mode: "sfu".into() });
+                if let Some(r) = self.rooms.get_mut(room_id) {
+                    r.mode = RoomMode::Sfu;
+                    for m in r.members.clone() {
+                        self.deliver(&m, note.clone());
+                    }
+                }
+                RoomMode::Sfu
+            }
+            _ => mode,
+        };
         // Same identity already live: the newer connection wins.
         if let Some(old) = self.sessions.get(identity).and_then(|s| s.conn) {
             self.reply(
@@ -517,6 +537,13 @@ impl Hub {
         if let ClientMessage::Leave = msg {
             self.conns.remove(&conn);
             self.end_session(&from);
+            return;
+        }
+        if mode == RoomMode::Mesh && matches!(msg, ClientMessage::Subscribe { .. }) {
+            self.reply(
+                conn,
+                ServerMessage::error("sfu_not_sfu_room", "subscribe applies to SFU rooms only"),
+            );
             return;
         }
         if mode == RoomMode::Sfu {
@@ -773,6 +800,90 @@ mod tests {
         });
         assert_eq!(
             h.join(1, "a", "r", None, None, JoinInfo::default()),
+            Err(JoinError::SfuUnavailable)
+        );
+    }
+
+    #[test]
+    fn auto_rooms_move_to_the_sfu_past_mesh_max_peers() {
+        let mut h = Hub::new(HubConfig {
+            mode: ModePolicy::Auto { mesh_max_peers: 2 },
+            sfu_available: true,
+            ..Default::default()
+        });
+        assert_eq!(join(&mut h, 1, "a", "r")[1].1["mode"], "mesh");
+        assert_eq!(join(&mut h, 2, "b", "r")[1].1["mode"], "mesh");
+        h.message(
+            1,
+            ClientMessage::Subscribe {
+                publisher: "b".into(),
+                video: Some(false),
+                max_layer: None,
+            },
+        );
+        assert_eq!(sent(&h.drain())[0].1["code"], "sfu_not_sfu_room");
+        let out = join(&mut h, 3, "c", "r");
+        // The members hear mode_changed before peer_joined; the joiner is told in `joined`.
+        let to_a: Vec<_> = out.iter().filter(|(c, _)| *c == 1).collect();
+        assert_eq!(to_a[0].1["type"], "mode_changed");
+        assert_eq!(to_a[0].1["mode"], "sfu");
+        assert_eq!(to_a[1].1["type"], "peer_joined");
+        let joined = out.iter().find(|(c, m)| *c == 3 && m["type"] == "joined");
+        assert_eq!(joined.unwrap().1["mode"], "sfu");
+        // From now on everything goes to the SFU, subscribe included.
+        h.message(1, offer("$sfu", 1));
+        h.message(
+            2,
+            ClientMessage::Subscribe {
+                publisher: "a".into(),
+                video: Some(false),
+                max_layer: Some(0),
+            },
+        );
+        let eff = h.drain();
+        assert_eq!(
+            eff.iter()
+                .filter(|e| matches!(e, Effect::ToSfu { .. }))
+                .count(),
+            2
+        );
+        // A room never goes back to mesh while it has members.
+        h.message(3, ClientMessage::Leave);
+        h.message(2, ClientMessage::Leave);
+        let eff = h.drain();
+        assert!(eff.contains(&Effect::SfuLeave {
+            room: "r".into(),
+            peer: "c".into()
+        }));
+        assert_eq!(join(&mut h, 4, "d", "r")[1].1["mode"], "sfu");
+    }
+
+    #[test]
+    fn a_creator_may_ask_for_sfu_under_auto_only() {
+        let sfu = JoinInfo {
+            requested_mode: Some(RoomMode::Sfu),
+            ..JoinInfo::default()
+        };
+        let mut h = Hub::new(HubConfig {
+            mode: ModePolicy::Auto { mesh_max_peers: 4 },
+            sfu_available: true,
+            ..Default::default()
+        });
+        h.join(1, "a", "r", None, None, sfu.clone()).unwrap();
+        assert_eq!(sent(&h.drain())[1].1["mode"], "sfu");
+        let mut h = Hub::new(HubConfig {
+            mode: ModePolicy::Mesh,
+            sfu_available: true,
+            ..Default::default()
+        });
+        h.join(1, "a", "r", None, None, sfu.clone()).unwrap();
+        assert_eq!(sent(&h.drain())[1].1["mode"], "mesh");
+        let mut h = Hub::new(HubConfig {
+            mode: ModePolicy::Auto { mesh_max_peers: 4 },
+            ..Default::default()
+        });
+        assert_eq!(
+            h.join(1, "a", "r", None, None, sfu),
             Err(JoinError::SfuUnavailable)
         );
     }

@@ -420,6 +420,7 @@ impl Inner {
                 .cloned()
                 .unwrap_or(Value::Array(vec![])),
             ice_ttl: doc.get("ttl").and_then(Value::as_u64).unwrap_or(0),
+            requested_mode: None,
         }
     }
 
@@ -492,7 +493,11 @@ impl Inner {
             .get_or_create(&metrics::TypeLabel { r#type: msg.kind() })
             .inc();
         match msg {
-            ClientMessage::Join { room_id, peer_id } => {
+            ClientMessage::Join {
+                room_id,
+                peer_id,
+                mode,
+            } => {
                 let Some(identity) = st.caller.identity.clone() else {
                     self.send_error(
                         conn.id,
@@ -509,7 +514,12 @@ impl Inner {
                     );
                     return Verdict::Continue;
                 }
-                let info = self.ice_info(&identity);
+                let mut info = self.ice_info(&identity);
+                info.requested_mode = match mode.as_deref() {
+                    Some("sfu") => Some(RoomMode::Sfu),
+                    Some("mesh") => Some(RoomMode::Mesh),
+                    _ => None,
+                };
                 let r = {
                     let mut core = self.core.lock();
                     let r = core.hub.join(

@@ -57,6 +57,7 @@ pub const ERROR_CODES: &[&str] = &[
     "forbidden_room",
     "room_full",
     "sfu_unavailable",
+    "sfu_not_sfu_room",
     "unknown_resume_token",
     "resume_gap",
     "too_many_connections",

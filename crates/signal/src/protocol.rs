@@ -19,6 +19,10 @@ pub enum ClientMessage {
         room_id: String,
         #[serde(default)]
         peer_id: Option<String>,
+        /// `"sfu"` or `"mesh"`: the mode wished for a room this join creates (honoured under
+        /// `[sfu] mode = "auto"` only).
+        #[serde(default)]
+        mode: Option<String>,
     },
     Offer {
         target: String,
@@ -44,6 +48,15 @@ pub enum ClientMessage {
     RttReport {
         rtt_ms: Vec<f64>,
     },
+    /// SFU rooms: what this client receives of `publisher`'s video (`video: false` pauses
+    /// it; `max_layer` caps the simulcast layer, 0 = lowest).
+    Subscribe {
+        publisher: String,
+        #[serde(default)]
+        video: Option<bool>,
+        #[serde(default)]
+        max_layer: Option<u8>,
+    },
 }
 
 const KNOWN_TYPES: &[&str] = &[
@@ -55,6 +68,7 @@ const KNOWN_TYPES: &[&str] = &[
     "leave",
     "ping",
     "rtt_report",
+    "subscribe",
 ];
 
 /// Why a client frame was refused.
@@ -125,12 +139,23 @@ impl ClientMessage {
 
     fn validate(&self, kind: &str) -> Result<(), ProtocolError> {
         match self {
-            ClientMessage::Join { room_id, peer_id } => {
+            ClientMessage::Join {
+                room_id,
+                peer_id,
+                mode,
+            } => {
                 check_id(kind, "room_id", room_id)?;
                 if let Some(p) = peer_id {
                     check_id(kind, "peer_id", p)?;
                 }
+                if mode.as_deref().is_some_and(|m| m != "sfu" && m != "mesh") {
+                    return Err(ProtocolError::BadMessage {
+                        kind: kind.into(),
+                        detail: "mode must be \"sfu\" or \"mesh\"".into(),
+                    });
+                }
             }
+            ClientMessage::Subscribe { publisher, .. } => check_id(kind, "publisher", publisher)?,
             ClientMessage::Offer { target, .. }
             | ClientMessage::Answer { target, .. }
             | ClientMessage::IceCandidate { target, .. }
@@ -159,6 +184,7 @@ impl ClientMessage {
             ClientMessage::Leave => "leave",
             ClientMessage::Ping { .. } => "ping",
             ClientMessage::RttReport { .. } => "rtt_report",
+            ClientMessage::Subscribe { .. } => "subscribe",
         }
     }
 }
@@ -218,6 +244,10 @@ pub enum ServerMessage {
         /// session; after a resume the client re-sends the ones beyond this count.
         received: u64,
     },
+    /// An `auto` room outgrew mesh: members connect to the SFU from now on.
+    ModeChanged {
+        mode: String,
+    },
     /// Any other server-originated message (e.g. `stream_progress` pushed via `notify`); must be
     /// a JSON object with a string `type`.
     #[serde(untagged)]
@@ -263,7 +293,8 @@ mod tests {
             m,
             ClientMessage::Join {
                 room_id: "r".into(),
-                peer_id: Some("a".into())
+                peer_id: Some("a".into()),
+                mode: None,
             }
         );
         let m = ClientMessage::parse(
@@ -286,6 +317,18 @@ mod tests {
         assert_eq!(code(r#"{"type":"dance"}"#), "unknown_type");
         assert_eq!(code(r#"{"type":"offer","target":"x"}"#), "bad_message");
         assert_eq!(code(r#"{"type":"join","room_id":""}"#), "bad_message");
+        assert_eq!(
+            code(r#"{"type":"join","room_id":"r","mode":"p2p"}"#),
+            "bad_message"
+        );
+        assert_eq!(
+            code(r#"{"type":"subscribe","publisher":""}"#),
+            "bad_message"
+        );
+        assert_eq!(
+            code(r#"{"type":"subscribe","publisher":"a","max_layer":300}"#),
+            "bad_message"
+        );
         let long = "x".repeat(300);
         assert_eq!(
             code(&format!(r#"{{"type":"bye","target":"{long}"}}"#)),

@@ -1,0 +1,450 @@
+//! SFU rooms end to end over loopback: WebSocket signaling (docs/sfu-protocol.md) drives the
+//! server's SFU, and in-process str0m peers play the browsers on real UDP sockets.
+
+mod common;
+
+use common::*;
+use futures::{FutureExt, SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+use switchboard::RunningServer;
+use switchboard_auth::{unix_now, MintRequest, Scope};
+use switchboard_sfu::peer::Peer;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+fn mint(s: &RunningServer, id: &str, scope: Scope) -> String {
+    let req = MintRequest {
+        identity: id.into(),
+        room: None,
+        scope: [scope].into_iter().collect(),
+        ttl: None,
+    };
+    s.state.gate.keyring.mint(&req, unix_now()).unwrap().0
+}
+
+fn sfu_config(mode: &str) -> switchboard::Config {
+    let mut c = test_config();
+    c.sfu.mode = mode.into();
+    c
+}
+
+/// A browser stand-in: a signaling socket plus a str0m peer.
+struct Client {
+    name: String,
+    ws: Ws,
+    peer: Peer,
+    /// Every signaling message received, in order.
+    got: Vec<Value>,
+}
+
+impl Client {
+    async fn connect(s: &RunningServer, name: &str, room: &str) -> (Client, Value) {
+        let url = format!(
+            "ws://{}/v1/signal?access_token={}",
+            s.http_addr,
+            mint(s, name, Scope::Webrtc)
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        let peer = Peer::bind(IpAddr::V4(Ipv4Addr::LOCALHOST)).await.unwrap();
+        let mut c = Client {
+            name: name.into(),
+            ws,
+            peer,
+            got: Vec::new(),
+        };
+        c.send(json!({"type":"join","room_id":room})).await;
+        let joined = c.wait_for("joined").await;
+        (c, joined)
+    }
+
+    async fn send(&mut self, v: Value) {
+        self.ws.send(Message::text(v.to_string())).await.unwrap();
+    }
+
+    /// Next signaling message of type `t` (others are kept in `got`), within 5 s.
+    async fn wait_for(&mut self, t: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let m = tokio::time::timeout(left, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("{}: no {t} within 5 s; got {:?}", self.name, self.got))
+                .expect("socket open")
+                .expect("frame");
+            if let Message::Text(txt) = m {
+                let v: Value = serde_json::from_str(&txt).unwrap();
+                self.got.push(v.clone());
+                if v["type"] == t {
+                    return v;
+                }
+            }
+        }
+    }
+
+    /// Offers the peer's media (video publisher or receive-only) and applies the SFU's answer.
+    async fn offer(&mut self, video: bool) {
+        let sdp = self.peer.offer(video, false);
+        self.send(json!({"type":"offer","target":"$sfu","offer":{"type":"offer","sdp":sdp}}))
+            .await;
+        let answer = self.wait_for("answer").await;
+        assert_eq!(answer["from"], "$sfu");
+        self.peer
+            .accept_answer(answer["answer"]["sdp"].as_str().unwrap())
+            .unwrap();
+    }
+
+    /// Handles queued signaling without waiting: answers server offers.
+    async fn service(&mut self) {
+        while let Some(Some(Ok(m))) = self.ws.next().now_or_never() {
+            let Message::Text(txt) = m else { continue };
+            let v: Value = serde_json::from_str(&txt).unwrap();
+            if v["type"] == "offer" && v["from"] == "$sfu" {
+                let answer = self
+                    .peer
+                    .accept_offer(v["offer"]["sdp"].as_str().unwrap())
+                    .unwrap();
+                self.send(
+                    json!({"type":"answer","target":"$sfu","answer":{"type":"answer","sdp":answer}}),
+                )
+                .await;
+            }
+            self.got.push(v);
+        }
+    }
+
+    fn saw(&self, f: impl Fn(&Value) -> bool) -> bool {
+        self.got.iter().any(f)
+    }
+
+    fn data_matching(&self, f: impl Fn(&Value) -> bool) -> Vec<Value> {
+        self.peer
+            .data
+            .iter()
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter(|v| f(v))
+            .collect()
+    }
+}
+
+/// Drives every client's media and signaling for `dur`; clients flagged in `publish` send a
+/// small VP8 frame every 20 ms (a keyframe each second).
+async fn pump(clients: &mut [&mut Client], publish: &[bool], dur: Duration) {
+    let end = Instant::now() + dur;
+    let mut n = 0u64;
+    while Instant::now() < end {
+        for (i, c) in clients.iter_mut().enumerate() {
+            if publish.get(i).copied().unwrap_or(false) && c.peer.connected {
+                c.peer.send_video(n.is_multiple_of(50), 1200);
+            }
+            c.service().await;
+        }
+        n += 1;
+        let mut runs = Vec::new();
+        for c in clients.iter_mut() {
+            runs.push(c.peer.run_for(Duration::from_millis(20)));
+        }
+        futures::future::join_all(runs).await;
+    }
+}
+
+async fn pump_until(
+    clients: &mut [&mut Client],
+    publish: &[bool],
+    what: &str,
+    mut done: impl FnMut(&[&mut Client]) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done(clients) {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        pump(clients, publish, Duration::from_millis(100)).await;
+    }
+}
+
+async fn metric(s: &RunningServer, name: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", base(s)))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} missing"))
+}
+
+#[tokio::test]
+async fn sfu_room_forwards_media_data_pings_and_progress_over_signaling() {
+    let s = start(sfu_config("sfu")).await;
+    let (mut alice, joined) = Client::connect(&s, "alice", "studio").await;
+    assert_eq!(joined["mode"], "sfu");
+    alice.offer(true).await;
+    let (mut bob, _) = Client::connect(&s, "bob", "studio").await;
+    bob.offer(false).await;
+
+    // Bob is renegotiated to receive alice's video and decodes frames.
+    pump_until(
+        &mut [&mut alice, &mut bob],
+        &[true, false],
+        "bob's video",
+        |c| c[1].peer.video_frames() >= 20,
+    )
+    .await;
+    assert!(bob.saw(|v| v["type"] == "track_added" && v["publisher"] == "alice"));
+    assert!(alice.saw(|v| v["type"] == "sfu_connected"));
+
+    // DataChannel relay (targeted), the SDK's RTT ping to $server.
+    assert!(alice
+        .peer
+        .send_text(false, r#"{"to":"bob","data":{"m":"hello bob"}}"#));
+    assert!(alice
+        .peer
+        .send_text(true, r#"{"to":"$server","data":{"p":1234.5}}"#));
+    pump_until(
+        &mut [&mut alice, &mut bob],
+        &[true, false],
+        "relay + pong",
+        |c| {
+            !c[1]
+                .data_matching(|v| v["from"] == "alice" && v["data"]["m"] == "hello bob")
+                .is_empty()
+                && !c[0]
+                    .data_matching(|v| v["topic"] == "pong" && v["data"]["q"] == 1234.5)
+                    .is_empty()
+        },
+    )
+    .await;
+
+    // The stream gateway's progress events for alice also arrive on her DataChannel.
+    let ch = tonic::transport::Endpoint::from_shared(base(&s))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = switchboard_proto::inference::inference_client::InferenceClient::new(ch);
+    let mut req = tonic::Request::new(switchboard_proto::inference::PredictRequest {
+        task_id: "job-sfu".into(),
+        payload: br#"{"chunks":4,"chunk_bytes":64}"#.to_vec(),
+    });
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", mint(&s, "alice", Scope::Grpc))
+            .parse()
+            .unwrap(),
+    );
+    let mut st = grpc.stream_predict(req).await.unwrap().into_inner();
+    while st.message().await.unwrap().is_some() {}
+    pump_until(
+        &mut [&mut alice, &mut bob],
+        &[false, false],
+        "progress",
+        |c| {
+            !c[0]
+                .data_matching(|v| {
+                    v["from"] == "$server"
+                        && v["topic"] == "stream_progress"
+                        && v["data"]["task_id"] == "job-sfu"
+                        && v["data"]["state"] == "done"
+                })
+                .is_empty()
+        },
+    )
+    .await;
+    assert!(
+        bob.data_matching(|v| v["topic"] == "stream_progress")
+            .is_empty(),
+        "another identity gets none of alice's progress"
+    );
+
+    // subscribe: bob pauses alice's video, then resumes it.
+    bob.send(json!({"type":"subscribe","publisher":"alice","video":false}))
+        .await;
+    pump(
+        &mut [&mut alice, &mut bob],
+        &[true, false],
+        Duration::from_millis(600),
+    )
+    .await;
+    let paused_at = bob.peer.video_frames();
+    pump(
+        &mut [&mut alice, &mut bob],
+        &[true, false],
+        Duration::from_millis(800),
+    )
+    .await;
+    assert!(
+        bob.peer.video_frames() <= paused_at + 2,
+        "paused video keeps flowing: {paused_at} -> {}",
+        bob.peer.video_frames()
+    );
+    bob.send(json!({"type":"subscribe","publisher":"alice","video":true,"max_layer":2}))
+        .await;
+    pump_until(
+        &mut [&mut alice, &mut bob],
+        &[true, false],
+        "resumed video",
+        |c| c[1].peer.video_frames() >= paused_at + 10,
+    )
+    .await;
+
+    // Alice leaves: bob sees her track end and her leave; her SFU session is gone.
+    assert_eq!(metric(&s, "switchboard_sfu_sessions").await, 2.0);
+    alice.send(json!({"type":"leave"})).await;
+    pump_until(&mut [&mut bob], &[false], "track_ended", |c| {
+        c[0].saw(|v| v["type"] == "track_ended" && v["publisher"] == "alice")
+            && c[0].saw(|v| v["type"] == "peer_left" && v["peer_id"] == "alice")
+    })
+    .await;
+    let bridge = s.state.sfu.clone().expect("sfu runs");
+    bob.send(json!({"type":"leave"})).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let c = bridge.counts().await.unwrap();
+        if c.sessions == 0 && bridge.participants() == 0 {
+            assert_eq!((c.rooms, c.tracks, c.subscriptions), (0, 0, 0));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "SFU not empty after leaves: {c:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(metric(&s, "switchboard_sfu_sessions").await, 0.0);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_sfu_requests_get_clear_errors_and_are_counted() {
+    let s = start(sfu_config("sfu")).await;
+    let (mut eve, _) = Client::connect(&s, "eve", "r").await;
+    eve.send(json!({"type":"answer","target":"$sfu","answer":{"type":"answer","sdp":"v=0"}}))
+        .await;
+    assert_eq!(
+        eve.wait_for("error").await["code"],
+        "sfu_unknown_participant"
+    );
+    eve.send(json!({"type":"offer","target":"$sfu","offer":{"type":"offer","sdp":"garbage"}}))
+        .await;
+    assert_eq!(eve.wait_for("error").await["code"], "sfu_bad_sdp");
+    eve.send(json!({"type":"offer","target":"$sfu","offer":{"type":"offer"}}))
+        .await;
+    assert_eq!(eve.wait_for("error").await["code"], "sfu_bad_sdp");
+    eve.offer(false).await;
+    // Well-formed SDP, but the server has no offer out.
+    let sdp = Peer::bind(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        .await
+        .unwrap()
+        .offer(false, false);
+    eve.send(json!({"type":"answer","target":"$sfu","answer":{"type":"answer","sdp":sdp}}))
+        .await;
+    assert_eq!(eve.wait_for("error").await["code"], "sfu_no_pending_offer");
+    eve.send(json!({"type":"ice_candidate","target":"$sfu","candidate":{"candidate":"candidate:nonsense"}}))
+        .await;
+    assert_eq!(eve.wait_for("error").await["code"], "sfu_bad_candidate");
+    assert!(
+        metric(
+            &s,
+            "switchboard_sfu_signal_errors_total{reason=\"bad_sdp\"}"
+        )
+        .await
+            >= 2.0
+    );
+    // bye ends the SFU session but not the room membership; a new offer starts over.
+    eve.send(json!({"type":"bye","target":"$sfu"})).await;
+    assert_eq!(eve.wait_for("sfu_closed").await["reason"], "bye");
+    eve.peer = Peer::bind(IpAddr::V4(Ipv4Addr::LOCALHOST)).await.unwrap();
+    eve.offer(false).await;
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn auto_rooms_switch_to_the_sfu_and_mesh_rooms_refuse_subscribe() {
+    let mut cfg = sfu_config("auto");
+    cfg.sfu.mesh_max_peers = 1;
+    let s = start(cfg).await;
+    let (mut a, joined) = Client::connect(&s, "a", "grow").await;
+    assert_eq!(joined["mode"], "mesh");
+    a.send(json!({"type":"subscribe","publisher":"b"})).await;
+    assert_eq!(a.wait_for("error").await["code"], "sfu_not_sfu_room");
+    let (mut b, joined) = Client::connect(&s, "b", "grow").await;
+    assert_eq!(joined["mode"], "sfu");
+    assert_eq!(a.wait_for("mode_changed").await["mode"], "sfu");
+    a.wait_for("peer_joined").await;
+    // Both now reach each other through the SFU.
+    a.offer(true).await;
+    b.offer(false).await;
+    pump_until(
+        &mut [&mut a, &mut b],
+        &[true, false],
+        "video via SFU",
+        |c| c[1].peer.video_frames() >= 5,
+    )
+    .await;
+    // A room created with an explicit wish is SFU from the start.
+    let url = format!(
+        "ws://{}/v1/signal?access_token={}",
+        s.http_addr,
+        mint(&s, "c", Scope::Webrtc)
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mut c = Client {
+        name: "c".into(),
+        ws,
+        peer: Peer::bind(IpAddr::V4(Ipv4Addr::LOCALHOST)).await.unwrap(),
+        got: Vec::new(),
+    };
+    c.send(json!({"type":"join","room_id":"big","mode":"sfu"}))
+        .await;
+    assert_eq!(c.wait_for("joined").await["mode"], "sfu");
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn joining_and_leaving_many_times_frees_every_sfu_resource() {
+    let mut cfg = sfu_config("sfu");
+    cfg.limits.signal_resume_grace = Duration::from_secs(1);
+    let s = start(cfg).await;
+    let (mut host, _) = Client::connect(&s, "host", "loop").await;
+    host.offer(true).await;
+    for i in 0..12 {
+        let (mut g, _) = Client::connect(&s, &format!("guest{i}"), "loop").await;
+        g.offer(i % 2 == 0).await;
+        pump_until(
+            &mut [&mut host, &mut g],
+            &[true, false],
+            "guest video",
+            |c| c[1].peer.video_frames() >= 2,
+        )
+        .await;
+        if i % 3 == 0 {
+            g.send(json!({"type":"leave"})).await;
+        } else {
+            drop(g); // socket closed without a word: the session ends after the resume grace
+        }
+    }
+    host.send(json!({"type":"leave"})).await;
+    let bridge = s.state.sfu.clone().expect("sfu runs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let c = bridge.counts().await.unwrap();
+        let empty = c.sessions == 0
+            && c.rooms == 0
+            && c.tracks == 0
+            && c.subscriptions == 0
+            && c.ufrag_routes == 0
+            && c.addr_routes == 0
+            && c.identities == 0
+            && c.queued_bytes == 0;
+        if empty && bridge.participants() == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "resources left: {c:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.shutdown().await;
+}

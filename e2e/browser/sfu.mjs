@@ -131,8 +131,9 @@ async function metric(base, name) {
   return m ? Number(m[1]) : NaN;
 }
 
-/** Every page decodes every other publisher: framesDecoded > 0 and growing over `ms`. */
-async function checkDecoding(pages, ids, label, ms = 1500) {
+/** Every page decodes every other publisher: framesDecoded > 0, then it grows by at least 10
+ * frames (half a second of the fake camera) between two samples, within 6 s. */
+async function checkDecoding(pages, ids, label) {
   for (const [i, p] of pages.entries()) {
     const others = ids.filter((_, j) => j !== i);
     await waitFor(p, async (others) => {
@@ -140,13 +141,22 @@ async function checkDecoding(pages, ids, label, ms = 1500) {
       return others.every((o) => (f[o] || 0) > 0);
     }, others, `${label}: ${ids[i]} decodes ${others.join(', ')}`, 20000);
   }
-  const first = await Promise.all(pages.map((p) => p.evaluate(() => window.t.frames())));
-  await sleep(ms);
-  const second = await Promise.all(pages.map((p) => p.evaluate(() => window.t.frames())));
-  for (const [i] of pages.entries()) {
+  for (const [i, p] of pages.entries()) {
     const others = ids.filter((_, j) => j !== i);
-    const fig = others.map((o) => `${o}: ${first[i][o]}→${second[i][o]}`).join(', ');
-    check(others.every((o) => second[i][o] > first[i][o]), `${label}: ${ids[i]} frames decoded keep growing (${fig})`);
+    const r = await p.evaluate(async (others) => {
+      const first = await window.t.frames();
+      const t1 = performance.now();
+      let last = first;
+      while (performance.now() - t1 < 6000) {
+        last = await window.t.frames();
+        if (others.every((o) => (last[o] || 0) >= (first[o] || 0) + 10)) break;
+        await new Promise((res) => setTimeout(res, 50));
+      }
+      return { first, last, ms: performance.now() - t1 };
+    }, others);
+    const fig = others.map((o) => `${o}: ${r.first[o]}→${r.last[o]}`).join(', ');
+    check(others.every((o) => (r.last[o] || 0) >= (r.first[o] || 0) + 10),
+      `${label}: ${ids[i]} frames decoded keep growing (${fig} in ${r.ms.toFixed(0)} ms)`);
   }
 }
 
@@ -162,6 +172,43 @@ for (const [p, x] of [[A, a], [B, b], [C, c]]) {
 }
 await checkDecoding([A, B, C], ids, 'SFU room');
 
+// Simulcast and subscribe: B caps A (simulcast q/h/f) at layer 0, then lifts the cap; pauses
+// A's video (off-screen tile) and resumes it.
+const inboundOf = (page, pub) => page.evaluate(async (pub) => {
+  const x = window.t.tracks.find((y) => y.publisher === pub && y.kind === 'video');
+  let o = { decoded: 0, width: 0 };
+  (await window.t.room.sfu.pc.getStats(x.track)).forEach((s) => { if (s.type === 'inbound-rtp') o = { decoded: s.framesDecoded, width: s.frameWidth }; });
+  return o;
+}, pub);
+const widthFull = (await inboundOf(B, a.id)).width;
+await B.evaluate((a) => window.t.room.subscribe(a, { maxLayer: 0 }), a.id);
+await waitFor(B, async (a) => {
+  const x = window.t.tracks.find((y) => y.publisher === a && y.kind === 'video');
+  let w = 0;
+  (await window.t.room.sfu.pc.getStats(x.track)).forEach((s) => { if (s.type === 'inbound-rtp') w = s.frameWidth; });
+  return w === 160;
+}, a.id, `subscribe maxLayer 0: B receives A's quarter-resolution layer (160 px wide, was ${widthFull})`, 8000);
+await B.evaluate((a) => window.t.room.subscribe(a, { maxLayer: 2 }), a.id);
+await waitFor(B, async (a) => {
+  const x = window.t.tracks.find((y) => y.publisher === a && y.kind === 'video');
+  let w = 0;
+  (await window.t.room.sfu.pc.getStats(x.track)).forEach((s) => { if (s.type === 'inbound-rtp') w = s.frameWidth; });
+  return w > 160;
+}, a.id, 'subscribe maxLayer 2: B is back on a higher layer', 8000);
+await B.evaluate((a) => window.t.room.subscribe(a, { video: false }), a.id);
+await sleep(400);
+const paused1 = await inboundOf(B, a.id);
+await sleep(1000);
+const paused2 = await inboundOf(B, a.id);
+check(paused2.decoded === paused1.decoded, `subscribe video:false pauses A's video at B (${paused1.decoded}→${paused2.decoded} frames in 1 s)`);
+await B.evaluate((a) => window.t.room.subscribe(a, { video: true }), a.id);
+await waitFor(B, async ([a, n]) => {
+  const x = window.t.tracks.find((y) => y.publisher === a && y.kind === 'video');
+  let d = 0;
+  (await window.t.room.sfu.pc.getStats(x.track)).forEach((s) => { if (s.type === 'inbound-rtp') d = s.framesDecoded; });
+  return d > n + 5;
+}, [a.id, paused2.decoded], 'subscribe video:true resumes it', 8000);
+
 // Screen sharing replaces the camera on A's (simulcast) sender without renegotiation: B keeps
 // decoding A, then gets the camera back.
 const shared = await A.evaluate(async () => {
@@ -170,15 +217,23 @@ const shared = await A.evaluate(async () => {
   return { label: screen.label, sending: window.t.room.publications[0].track === screen, offers };
 });
 check(shared.sending, `A shares its screen (${shared.label}) in place of the camera`);
-const fs1 = await B.evaluate(() => window.t.frames());
-await sleep(1200);
-const fs2 = await B.evaluate(() => window.t.frames());
-check(fs2[a.id] > fs1[a.id], `B keeps decoding A while A shares its screen (${fs1[a.id]}→${fs2[a.id]})`);
+/** Waits until B decoded 10 more frames of A; returns how long that took (ms). */
+async function framesFlow(what) {
+  const t1 = Date.now();
+  const base = (await B.evaluate(() => window.t.frames()))[a.id];
+  await waitFor(B, async ([a, n]) => ((await window.t.frames())[a] || 0) >= n + 10, [a.id, base], `${what}`, 6000);
+  return Date.now() - t1;
+}
+const shareMs = await framesFlow('B keeps decoding A while A shares its screen');
+const shareWidth = (await inboundOf(B, a.id)).width;
+console.log(`figure - 10 frames of A's screen decoded at B ${shareMs} ms after the switch (${shareWidth} px wide)`);
 const unshared = await A.evaluate(async () => {
   await window.t.room.stopScreenShare();
   return { camera: window.t.room.publications[0].track === window.t.camera, offers: window.t.log.filter((l) => l.includes('<answer $sfu')).length };
 });
 check(unshared.camera && unshared.offers === shared.offers, `A's camera is back; no renegotiation for the screen share (${unshared.offers - shared.offers} new offers)`);
+const backMs = await framesFlow('B decodes A\'s camera again after the screen share');
+console.log(`figure - 10 frames of A's camera decoded at B ${backMs} ms after the screen share ended (${(await inboundOf(B, a.id)).width} px wide)`);
 // Local recording of a remote track, in timesliced chunks.
 const rec = await B.evaluate(async (a) => {
   const x = window.t.tracks.find((y) => y.publisher === a && y.kind === 'video');
@@ -269,7 +324,7 @@ for (let i = 0; i < 50; i++) {
   await sleep(100);
 }
 check(sessionsAfter === 3, `switchboard_sfu_sessions dropped 4 → ${sessionsAfter} after C left`);
-await checkDecoding([A, B], [a.id, b.id], 'after C left', 1000);
+await checkDecoding([A, B], [a.id, b.id], 'after C left');
 const forwarded = await metric(SFU_URL, 'switchboard_sfu_packets_forwarded_total');
 console.log(`figure - switchboard_sfu_packets_forwarded_total{kind=...} first series = ${forwarded}`);
 const errs = await Promise.all([A, B, D].map((p) => p.evaluate(() => window.t.errors)));
@@ -282,7 +337,7 @@ const p1 = await sdkJoin(P1, 'auto-room');
 const p2 = await sdkJoin(P2, 'auto-room');
 check(p1.mode === 'mesh' && p2.mode === 'mesh', 'auto mode: first two pages joined in mesh mode');
 await waitFor(P1, (id) => window.t.peerConnected.has(id), p2.id, 'mesh: P1 connected to P2 peer-to-peer');
-await checkDecoding([P1, P2], [p1.id, p2.id], 'mesh media', 1000);
+await checkDecoding([P1, P2], [p1.id, p2.id], 'mesh media');
 await P2.evaluate((to) => window.t.room.send({ mesh: 'hello' }, { to }), p1.id);
 await waitFor(P1, () => window.t.got.some((g) => g.m.mesh === 'hello'), null, 'mesh: P1 got P2\'s message');
 const p3 = await sdkJoin(P3, 'auto-room');
@@ -298,7 +353,7 @@ await P1.evaluate((to) => window.t.room.send({ direct: 'to P3' }, { to }), p3.id
 await waitFor(P1, (from) => window.t.got.some((g) => g.m.after === 'switch' && g.from === from), p3.id, 'P1 got P3\'s broadcast through the SFU');
 await waitFor(P2, (from) => window.t.got.some((g) => g.m.after === 'switch' && g.from === from), p3.id, 'P2 got P3\'s broadcast through the SFU');
 await waitFor(P3, (from) => window.t.got.some((g) => g.m.direct === 'to P3' && g.from === from), p1.id, 'P3 got P1\'s targeted message');
-await checkDecoding([P1, P2, P3], [p1.id, p2.id, p3.id], 'after the switch (tracks republished)', 1000);
+await checkDecoding([P1, P2, P3], [p1.id, p2.id, p3.id], 'after the switch (tracks republished)');
 const endedBefore = await Promise.all([P1, P3].map((p) => p.evaluate((p2) => window.t.ended.filter((e) => e.publisher === p2).length, p2.id)));
 await P2.evaluate(() => window.t.room.unpublish(window.t.camera));
 for (const [i, [p, name]] of [[P1, 'P1'], [P3, 'P3']].entries()) {

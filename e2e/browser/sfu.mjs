@@ -278,6 +278,26 @@ await sleep(1500);
 const rtt = await A.evaluate(() => window.t.room.stats());
 check(rtt.mode === 'sfu' && rtt.rtt.count > 0, `RTT pings to $server: p50=${rtt.rtt.p50?.toFixed(2)} p95=${rtt.rtt.p95?.toFixed(2)} ms over ${rtt.rtt.count} samples`);
 
+// Stream progress for A's own gRPC-Web stream arrives over its DataChannel (topic
+// stream_progress) as well as over signaling; the SDK emits each event once.
+const prog = await A.evaluate(async () => {
+  const dc = [];
+  const emitted = [];
+  const off1 = window.t.room.on('server_message', (topic, data) => { if (topic === 'stream_progress') dc.push(data); });
+  const off2 = window.t.room.on('stream_progress', (ev) => emitted.push(ev));
+  const r = await window.t.client.stream('sfu-task-1', new TextEncoder().encode(JSON.stringify({ chunks: 40, chunk_bytes: 1024 })), {});
+  const t1 = performance.now();
+  while (performance.now() - t1 < 5000 && !(dc.some((e) => e.state === 'done') && emitted.some((e) => e.state === 'done'))) {
+    await new Promise((res) => setTimeout(res, 50));
+  }
+  off1(); off2();
+  const keys = emitted.map((e) => `${e.chunks}|${e.state}`);
+  return { chunks: r.chunks, dc: dc.length, dcDone: dc.some((e) => e.task_id === 'sfu-task-1' && e.state === 'done'),
+    emitted: emitted.length, unique: new Set(keys).size, done: emitted.filter((e) => e.state === 'done').length };
+});
+check(prog.dcDone && prog.done === 1 && prog.unique === prog.emitted,
+  `stream progress over the DataChannel (${prog.dc} events, final "done"); stream_progress emitted ${prog.emitted} times, no duplicates (${prog.chunks} chunks over gRPC-Web)`);
+
 // ---- 3. late joiner --------------------------------------------------------------------------
 const sessionsBefore = await metric(SFU_URL, 'switchboard_sfu_sessions');
 const D = await newPage(SFU_URL);

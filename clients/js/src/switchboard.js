@@ -405,6 +405,8 @@ export class Room extends Emitter {
     /** @type {{ screen: MediaStreamTrack, camera: MediaStreamTrack }|null} */
     this._screen = null;
     this._left = false;
+    /** Recent stream_progress events (dedup). @type {string[]} */
+    this._progressSeen = [];
   }
 
   /**
@@ -517,12 +519,29 @@ export class Room extends Emitter {
         if (p) this._dropPeer(p);
         break;
       }
+      case 'stream_progress':
+        this._progress(msg);
+        break;
       case 'error':
         this.emit('error', msg);
         break;
       default:
         this.emit(msg.type, msg);
     }
+  }
+
+  /**
+   * Emits `stream_progress` once per event: in SFU rooms the server sends each one both over
+   * signaling and over the DataChannel, whichever arrives first wins.
+   * @param {any} ev
+   */
+  _progress(ev) {
+    if (!ev || typeof ev !== 'object') return;
+    const key = `${ev.task_id}|${ev.chunks}|${ev.bytes}|${ev.state}`;
+    if (this._progressSeen.includes(key)) return;
+    this._progressSeen.push(key);
+    if (this._progressSeen.length > 64) this._progressSeen.shift();
+    this.emit('stream_progress', ev);
   }
 
   /** @param {SignalMessage} msg a message with `from: "$sfu"` */
@@ -1204,7 +1223,7 @@ export class SfuLink {
       const topic = typeof env.topic === 'string' ? env.topic : '';
       if (topic === 'pong' && data && typeof data.q === 'number') room._rttSample(performance.now() - data.q);
       room.emit('server_message', topic, data);
-      if (topic === 'stream_progress') room.emit('stream_progress', data);
+      if (topic === 'stream_progress') room._progress(data);
       return;
     }
     if (!data || typeof data !== 'object') return;

@@ -463,6 +463,10 @@ impl Rooms {
             sub.current = Some(Layer(0));
             return actions;
         }
+        // Whatever was routed before the track was ready never reached the subscriber: it
+        // starts at a keyframe (else `current` stays set, the wait never ends and the
+        // publisher is asked for a keyframe on every tick).
+        sub.current = None;
         sub.waiting_since = Some(now);
         self.stats.keyframe_waits += 1;
         self.request_keyframe(key, target, now, &mut actions);

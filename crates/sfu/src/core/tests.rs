@@ -507,3 +507,25 @@ mod props {
         }
     }
 }
+
+#[test]
+fn keyframe_before_the_down_track_is_ready_does_not_leave_a_wait_forever() {
+    // Found by the browser e2e (60-sfu-browser): a publisher's keyframe reached route_media
+    // while B's down-track was still being negotiated, so `current` was set; down_track_ready
+    // then marked B waiting without clearing `current`, and the wait never ended: the publisher
+    // got a PLI on every tick (about 3 keyframes a second) for the rest of the session.
+    let now = t0();
+    let mut r = Rooms::default();
+    r.join("r", A);
+    r.join("r", B);
+    r.publish(A, 0, TrackKind::Video);
+    let mut out = Vec::new();
+    r.route_media(video(A), Layer(0), true, 1000, ms(now, 5), &mut out);
+    assert_eq!(r.down_track_ready(B, video(A), ms(now, 10)).len(), 1);
+    // Nothing reached B before its track was ready, so it must wait for a fresh keyframe.
+    r.route_media(video(A), Layer(0), false, 1000, ms(now, 20), &mut out);
+    assert!(out.is_empty(), "delta frame before B's first keyframe");
+    r.route_media(video(A), Layer(0), true, 1000, ms(now, 30), &mut out);
+    assert_eq!(out, vec![B]);
+    assert!(r.tick(ms(now, 2000)).is_empty(), "B no longer waits");
+}

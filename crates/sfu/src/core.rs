@@ -615,9 +615,16 @@ impl Rooms {
         let Some(track) = self.tracks.get(&key) else {
             return Layer(0);
         };
+        // A layer the publisher stopped sending (e.g. its resolution dropped, so the encoder
+        // sends fewer layers) keeps its last measured rate: leave it out once it has been
+        // silent for 1.5 rate windows, unless nothing flows at all.
+        let flowing =
+            |r: &LayerRate| now.duration_since(r.window_start) < tuning.rate_window * 3 / 2;
+        let any_flowing = track.rates.values().any(flowing);
         let layers: Vec<(Layer, u64)> = track
             .rates
             .iter()
+            .filter(|(_, r)| !any_flowing || flowing(r))
             .map(|(l, r)| (*l, effective_bps(r, now, tuning.rate_window)))
             .collect();
         let Some(part) = self.participants.get_mut(&subscriber) else {

@@ -403,6 +403,48 @@ fn without_estimate_the_cap_decides() {
     assert_eq!(r.layer_histogram(), [1, 0, 1]);
 }
 
+#[test]
+fn a_layer_that_stops_is_left_for_one_that_still_flows() {
+    // Found by the browser e2e (60-sfu-browser): a publisher shares its 1280 px screen (three
+    // layers), then goes back to its 640 px camera, for which Chrome sends two; the subscriber
+    // stayed on the top layer, whose last measured rate never decayed, and received nothing.
+    let start = t0();
+    let mut r = Rooms::default();
+    r.join("r", A);
+    r.join("r", B);
+    r.publish(A, 0, TrackKind::Video);
+    let key = video(A);
+    r.down_track_ready(B, key, start);
+    let now = feed_layers(&mut r, key, start, 2);
+    r.tick(now);
+    let mut out = Vec::new();
+    r.route_media(key, Layer(2), true, 100, now, &mut out);
+    assert_eq!(r.current_layer(B, key), Some(Layer(2)));
+    // From now on only layers 0 and 1 arrive (30 fps, a keyframe every second), with ticks.
+    let mut asked = false;
+    let mut now = now;
+    for frame in 1..=90u64 {
+        now = now + Duration::from_micros(33_333);
+        for l in [0u8, 1] {
+            r.route_media(key, Layer(l), frame % 30 == 0, 2000, now, &mut out);
+        }
+        if frame % 3 == 0 {
+            asked |= r.tick(now).contains(&Action::RequestKeyframe {
+                track: key,
+                layer: Layer(1),
+            });
+        }
+    }
+    assert!(
+        asked,
+        "a keyframe is requested on the layer that still flows"
+    );
+    assert_eq!(r.target_layer(B, key), Some(Layer(1)));
+    assert_eq!(r.current_layer(B, key), Some(Layer(1)));
+    r.route_media(key, Layer(1), false, 2000, now, &mut out);
+    assert_eq!(out, vec![B]);
+}
+
 mod props {
     use super::*;
     use proptest::prelude::*;

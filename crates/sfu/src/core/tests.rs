@@ -424,7 +424,7 @@ fn a_layer_that_stops_is_left_for_one_that_still_flows() {
     let mut asked = false;
     let mut now = now;
     for frame in 1..=90u64 {
-        now = now + Duration::from_micros(33_333);
+        now += Duration::from_micros(33_333);
         for l in [0u8, 1] {
             r.route_media(key, Layer(l), frame % 30 == 0, 2000, now, &mut out);
         }

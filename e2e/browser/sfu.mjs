@@ -272,6 +272,45 @@ const rec = await B.evaluate(async (a) => {
 }, a.id);
 check(rec.size > 10000 && rec.chunks >= 3, `B recorded A's video locally: ${rec.size} bytes in ${rec.chunks} chunks (${rec.type})`);
 
+// Glare: when the next server offer reaches A, A first makes its own offer (an ICE restart),
+// so the server's offer and A's cross. A is the impolite side and ignores the server's offer;
+// the server rolls back, answers A and offers again. C publishes a second camera to cause it.
+await A.evaluate(() => {
+  const link = window.t.room.sfu;
+  const orig = link.onDescription.bind(link);
+  link.onDescription = (desc) => {
+    if (desc && desc.type === 'offer' && !window.t.crossed) {
+      window.t.crossed = true;
+      link._do(async () => {
+        link.makingOffer = true;
+        try {
+          await link.pc.setLocalDescription(await link.pc.createOffer({ iceRestart: true }));
+          window.t.client.send({ type: 'offer', target: '$sfu', offer: link.pc.localDescription?.toJSON() });
+        } finally {
+          link.makingOffer = false;
+        }
+      });
+    }
+    return orig(desc);
+  };
+});
+await C.evaluate(async () => {
+  const s = await navigator.mediaDevices.getUserMedia({ video: { width: 320, height: 240 } });
+  window.t.extra = s.getVideoTracks()[0];
+  window.t.room.publish(window.t.extra);
+});
+await waitFor(A, (c) => window.t.crossed && window.t.tracks.filter((x) => x.publisher === c).length === 2, c.id, 'A got C\'s second track after crossing offers', 10000);
+await waitFor(A, () => {
+  const pc = window.t.room.sfu.pc;
+  return pc.signalingState === 'stable' && ['connected', 'completed'].includes(pc.iceConnectionState);
+}, null, 'A is stable and connected after crossing offers');
+await C.evaluate(() => { window.t.room.unpublish(window.t.extra); window.t.extra.stop(); });
+await waitFor(A, (c) => window.t.ended.some((e) => e.publisher === c), c.id, 'A got track_ended for C\'s second track');
+const collisions = await A.evaluate(() => window.t.log.filter((l) => l.startsWith('sfu description offer') && l.endsWith('ignored')).length);
+check(collisions >= 1, `A ignored ${collisions} crossing server offer(s) (impolite side)`);
+await checkDecoding([A, B], [a.id, b.id], 'after glare');
+await waitFor(A, async (c) => ((await window.t.frames())[c] || 0) > 0, c.id, 'A still decodes C after glare');
+
 // ---- 2. DataChannel relay through the server ---------------------------------------------------
 await A.evaluate((to) => window.t.room.send({ hello: 'from A to B' }, { to }), b.id);
 await C.evaluate(() => window.t.room.send({ hi: 'broadcast from C' }));

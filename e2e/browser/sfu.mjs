@@ -11,6 +11,7 @@
 // Usage: SFU_URL=http://127.0.0.1:P AUTO_URL=http://127.0.0.1:Q ARTIFACTS=dir node e2e/browser/sfu.mjs
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 
 const SFU_URL = process.env.SFU_URL;
@@ -24,6 +25,22 @@ function check(cond, msg) {
   console.log(`ok - ${msg}`);
 }
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// A TCP proxy in front of the SFU-mode server whose connections can be cut (no close frame),
+// for A's signaling socket.
+const sfuAddr = new URL(SFU_URL);
+const proxied = new Set();
+let refuse = false;
+const proxy = net.createServer((cl) => {
+  if (refuse) { cl.destroy(); return; }
+  const up = net.connect(Number(sfuAddr.port), sfuAddr.hostname);
+  proxied.add(cl); proxied.add(up);
+  cl.pipe(up); up.pipe(cl);
+  const done = () => { cl.destroy(); up.destroy(); proxied.delete(cl); proxied.delete(up); };
+  cl.on('error', done); up.on('error', done); cl.on('close', done); up.on('close', done);
+});
+await new Promise((r) => proxy.listen(0, '127.0.0.1', r));
+const proxyUrl = `http://127.0.0.1:${proxy.address().port}`;
 
 const browser = await chromium.launch({
   executablePath: '/usr/bin/chromium',
@@ -47,12 +64,12 @@ async function newPage(base) {
 }
 
 /** Joins `room` via the SDK; publishes the fake camera when `publish` is set. */
-async function sdkJoin(page, room, { publish = true, simulcast = false } = {}) {
-  return page.evaluate(async ({ room, publish, simulcast }) => {
+async function sdkJoin(page, room, { publish = true, simulcast = false, via = null } = {}) {
+  return page.evaluate(async ({ room, publish, simulcast, via }) => {
     const sdk = await import('/sdk/switchboard.js');
     const mint = async () => (await (await fetch('/v1/token', { method: 'POST', body: JSON.stringify({ room }) })).json()).token;
     const log = [];
-    const client = await sdk.connect(location.origin, await mint(), { getToken: mint, log: (...a) => log.push(a.map(String).join(' ')) });
+    const client = await sdk.connect(via ?? location.origin, await mint(), { getToken: mint, log: (...a) => log.push(a.map(String).join(' ')) });
     const r = client.room(room);
     const t = { sdk, client, room: r, got: [], updates: [], tracks: [], ended: [], modes: [], errors: [], log,
       sfuConnectedAt: null, peerConnected: new Set(), videos: new Map() };
@@ -98,7 +115,7 @@ async function sdkJoin(page, room, { publish = true, simulcast = false } = {}) {
       r.publish(t.camera, { simulcast });
     }
     return { id: j.peer_id, mode: j.mode };
-  }, { room, publish, simulcast });
+  }, { room, publish, simulcast, via });
 }
 
 async function diagnostics() {
@@ -162,7 +179,7 @@ async function checkDecoding(pages, ids, label) {
 
 // ---- 1. three publishers in an SFU room -----------------------------------------------------
 const [A, B, C] = [await newPage(SFU_URL), await newPage(SFU_URL), await newPage(SFU_URL)];
-const a = await sdkJoin(A, 'sfu-room', { simulcast: true });
+const a = await sdkJoin(A, 'sfu-room', { simulcast: true, via: proxyUrl });
 const b = await sdkJoin(B, 'sfu-room');
 const c = await sdkJoin(C, 'sfu-room');
 check([a, b, c].every((x) => x.mode === 'sfu'), `three pages joined in SFU mode (${a.id}, ${b.id}, ${c.id})`);
@@ -350,9 +367,9 @@ await sleep(1500);
 const rtt = await A.evaluate(() => window.t.room.stats());
 check(rtt.mode === 'sfu' && rtt.rtt.count > 0, `RTT pings to $server: p50=${rtt.rtt.p50?.toFixed(2)} p95=${rtt.rtt.p95?.toFixed(2)} ms over ${rtt.rtt.count} samples`);
 
-// Stream progress for A's own gRPC-Web stream arrives over its DataChannel (topic
+// Stream progress for B's own gRPC-Web stream arrives over its DataChannel (topic
 // stream_progress) as well as over signaling; the SDK emits each event once.
-const prog = await A.evaluate(async () => {
+const prog = await B.evaluate(async () => {
   const dc = [];
   const emitted = [];
   const off1 = window.t.room.on('server_message', (topic, data) => { if (topic === 'stream_progress') dc.push(data); });
@@ -369,6 +386,29 @@ const prog = await A.evaluate(async () => {
 });
 check(prog.dcDone && prog.done === 1 && prog.unique === prog.emitted,
   `stream progress over the DataChannel (${prog.dc} events, final "done"); stream_progress emitted ${prog.emitted} times, no duplicates (${prog.chunks} chunks over gRPC-Web)`);
+
+// A's signaling socket drops: the session resumes, the SFU connection is kept (DataChannel
+// traffic does not need signaling), and renegotiation works through the resumed session.
+await A.evaluate(() => {
+  window.t.resumed = 0;
+  window.t.room.on('resumed', () => window.t.resumed++);
+});
+refuse = true;
+for (const sock of proxied) sock.destroy();
+await waitFor(A, () => !window.t.client.ready, null, 'A noticed its signaling socket was cut');
+await B.evaluate((to) => window.t.room.send({ during: 'the cut' }, { to }), a.id);
+await waitFor(A, () => window.t.got.some((g) => g.m.during === 'the cut'), null, 'A got a message through the SFU while its signaling socket was down');
+await sleep(500);
+refuse = false;
+await waitFor(A, () => window.t.resumed >= 1 && window.t.room.sfu && window.t.room.sfu.pc.connectionState === 'connected', null, 'A resumed signaling and kept its SFU connection');
+await A.evaluate(async () => {
+  const s = await navigator.mediaDevices.getUserMedia({ video: { width: 320, height: 240 } });
+  window.t.second = s.getVideoTracks()[0];
+  window.t.room.publish(window.t.second);
+});
+await waitFor(B, (a) => window.t.tracks.filter((x) => x.publisher === a).length === 2, a.id, 'B got A\'s second track (renegotiated after the resume)');
+await A.evaluate(() => { window.t.room.unpublish(window.t.second); window.t.second.stop(); });
+await waitFor(B, (a) => window.t.ended.some((e) => e.publisher === a), a.id, 'B got track_ended for A\'s second track');
 
 // ---- 3. late joiner --------------------------------------------------------------------------
 const sessionsBefore = await metric(SFU_URL, 'switchboard_sfu_sessions');
@@ -471,5 +511,6 @@ await demos[0].screenshot({ path: shot });
 check(fs.statSync(shot).size > 20000, `demo screenshot at ${shot}`);
 
 await browser.close();
+proxy.close();
 clearTimeout(deadline);
 console.log(`PASS: SFU browser suite (${((Date.now() - t0) / 1000).toFixed(1)} s)`);

@@ -581,9 +581,9 @@ export class Room extends Emitter {
       case 'sfu_closed': {
         this.emit('sfu_closed', msg.reason);
         // The server's session is gone: start a fresh one (new connection, same tracks).
-        if (this.mode === 'sfu' && !this._left && link) {
-          link.close(false);
-          this.sfu = null;
+        // "bye" only confirms a close this client asked for.
+        if (this.mode === 'sfu' && !this._left && link && msg.reason !== 'bye') {
+          this._closeSfu(false);
           this._endRemotes((r) => r.mid !== null);
           setTimeout(() => {
             if (this.mode === 'sfu' && !this._left && !this.sfu) this._connectSfu();
@@ -600,8 +600,18 @@ export class Room extends Emitter {
   }
 
   _connectSfu() {
-    this.sfu?.close();
+    this._closeSfu();
     this.sfu = new SfuLink(this);
+  }
+
+  /** Closes the SFU connection (if any) and forgets its senders.
+   * @param {boolean} [bye] tell the server (not when it already ended the session) */
+  _closeSfu(bye = true) {
+    const link = this.sfu;
+    if (!link) return;
+    link.close(bye);
+    for (const pub of this.publications) pub.senders.delete(link);
+    this.sfu = null;
   }
 
   /**
@@ -636,6 +646,7 @@ export class Room extends Emitter {
   _dropPeer(p) {
     p.close();
     this.peers.delete(p.id);
+    for (const pub of this.publications) pub.senders.delete(p);
     this._endRemotes((r) => r.mid === null && r.publisher === p.id);
   }
 
@@ -852,8 +863,7 @@ export class Room extends Emitter {
     for (const p of [...this.peers.values()]) this._dropPeer(p);
     this.peers.clear();
     if (this.sfu) {
-      this.sfu.close();
-      this.sfu = null;
+      this._closeSfu();
       this._endRemotes(() => true);
     }
   }

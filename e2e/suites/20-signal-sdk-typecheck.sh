@@ -8,3 +8,5 @@ if [ ! -x node_modules/.bin/tsc ]; then
 fi
 node_modules/.bin/tsc -p jsconfig.json || fail "SDK type check"
 pass "SDK type check (tsc --checkJs --strict)"
+node --test test/ >/dev/null || { node --test test/; fail "SDK unit tests (node --test clients/js/test)"; }
+pass "SDK unit tests (node --test clients/js/test)"

@@ -1,4 +1,5 @@
-// @switchboard/client: the browser SDK for Switchboard signaling and mesh DataChannels.
+// @switchboard/client: the browser SDK for Switchboard signaling, DataChannels and media, in
+// mesh (peer-to-peer) and SFU (through the server) rooms with the same API.
 //
 //   const client = await connect('https://host', token, { getToken });
 //   const room = client.room('r1');
@@ -7,7 +8,10 @@
 //   await room.join();
 //   await room.send({ hello: 'world' });         // to everyone; { to: peerId } for one peer
 //   room.sendUpdate({ x, y });
-//   room.stats();                                // { rtt: { p50, p95, p99, count }, peers }
+//   room.stats();                                // { mode, rtt: { p50, p95, p99, count }, peers }
+//   room.publish(cameraTrack, { simulcast: true });  // media, both modes
+//   room.on('track', (publisher, track, { kind, trackId }) => ...);
+//   room.on('track_ended', (publisher, trackId) => ...);
 //
 // Signaling is the seed's JSON dialect over WebSocket. Every message the server delivers to a
 // joined session carries `seq`; when the socket drops, the SDK reconnects with the resume token
@@ -16,8 +20,11 @@
 // Mesh: one RTCPeerConnection per remote peer, trickle ICE, perfect negotiation (both sides may
 // offer at once; the polite side rolls back), ICE restart when connectivity fails or the network
 // changes. The newcomer makes the first offer to each peer in `room_peers`.
+// SFU (docs/sfu-protocol.md): one RTCPeerConnection to the server (peer "$sfu") with in-band
+// channels "reliable" and "updates" carrying JSON envelopes; the server relays them and forwards
+// media. The room's mode comes from `joined.mode` and switches on `mode_changed`.
 
-import { encodeChunks, Reassembler, CHUNK_BYTES } from './chunking.js';
+import { encodeChunks, Reassembler, CHUNK_BYTES, encodePieces, PieceAssembler } from './chunking.js';
 
 /** Buffered bytes under which a waiting `send` resumes. */
 export const LOW_WATERMARK = 64 * 1024;
@@ -27,6 +34,12 @@ const RTT_INTERVAL_MS = 1000;
 const RTT_REPORT_MS = 5000;
 const MAX_RTT_SAMPLES = 2048;
 const MAX_OUTBOX = 1024;
+/** Buffered bytes at which an SFU-mode `send` waits (the server's relay queues are bounded). */
+const SFU_HIGH_WATERMARK = 256 * 1024;
+/** The SFU's peer name in signaling. */
+export const SFU_ID = '$sfu';
+/** The server's name in SFU DataChannel envelopes. */
+export const SERVER_ID = '$server';
 
 /**
  * @typedef {{ getToken?: () => Promise<string>, WebSocket?: typeof WebSocket,
@@ -116,6 +129,8 @@ export class Client extends Emitter {
     /** Relay messages since join, until the server confirms them. @type {{n: number, msg: SignalMessage, sent: boolean}[]} */
     this.outbox = [];
     this.sentCount = 0;
+    /** SFU-bound messages held while the socket is down. @type {SignalMessage[]} */
+    this.heldForSfu = [];
     /** True while the session is attached and may send. */
     this.ready = false;
     this.closed = false;
@@ -181,8 +196,10 @@ export class Client extends Emitter {
           this.ws?.send(JSON.stringify(e.msg));
           e.sent = true;
         }
+        for (const m of this.heldForSfu.splice(0)) this.ws?.send(JSON.stringify(m));
         this.emit('resumed', msg);
       } else {
+        this.heldForSfu = [];
         for (const e of this.outbox) {
           if (!e.sent) {
             this.ws?.send(JSON.stringify(e.msg));
@@ -200,6 +217,14 @@ export class Client extends Emitter {
    * @param {SignalMessage} msg
    */
   send(msg) {
+    if (msg.target === SFU_ID || msg.type === 'subscribe') {
+      // For the SFU, not relayed to a peer: not numbered (the server's `received` counts what
+      // it relays). Held while the socket is down and sent after a resume; a fresh session
+      // starts a fresh SFU connection, so then they are dropped.
+      if (this.ws && this.ws.readyState === 1 && this.ready) this.ws.send(JSON.stringify(msg));
+      else if (this.heldForSfu.length < MAX_OUTBOX) this.heldForSfu.push(msg);
+      return;
+    }
     const relay = ['offer', 'answer', 'ice_candidate', 'bye'].includes(msg.type);
     if (relay) {
       this.sentCount++;
@@ -308,7 +333,35 @@ export class Client extends Emitter {
   }
 }
 
-/** A joined room in mesh mode. Events: peer_joined, peer_left, peer_connected, message, update, joined, resumed. */
+/**
+ * What the SDK knows about one remote media track.
+ * @typedef {{ publisher: string, trackId: string, kind: string, mid: string|null,
+ *             track: MediaStreamTrack|null, emitted: boolean }} RemoteTrack
+ * @typedef {{ video?: boolean, maxLayer?: number }} SubscribeOptions
+ * @typedef {{ simulcast?: boolean }} PublishOptions
+ */
+
+/**
+ * One published local track: `track` is what is sent now (it changes with `replaceTrack` and
+ * screen sharing), `senders` holds its RTCRtpSender on each connection (mesh peer or the SFU).
+ * @typedef {{ track: MediaStreamTrack, simulcast: boolean,
+ *             senders: Map<Peer|SfuLink, RTCRtpSender> }} Publication
+ */
+
+/** Simulcast encodings for SFU publishing: quarter, half and full resolution. */
+export const SIMULCAST_ENCODINGS = [
+  { rid: 'q', scaleResolutionDownBy: 4 },
+  { rid: 'h', scaleResolutionDownBy: 2 },
+  { rid: 'f', scaleResolutionDownBy: 1 },
+];
+
+/**
+ * A joined room, in mesh or SFU mode (from `joined.mode`; switched by `mode_changed`).
+ * Events: joined, resumed, peer_joined, peer_left, peer_connected (a peer id, or "$sfu"),
+ * peer_state, message (from, value), update (from, value), track (publisher, track, info),
+ * track_ended (publisher, trackId), server_message (topic, data), stream_progress (event),
+ * mode_changed (mode), sfu_connected, sfu_closed (reason), error.
+ */
 export class Room extends Emitter {
   /**
    * @param {Client} client
@@ -320,8 +373,14 @@ export class Room extends Emitter {
     this.id = id;
     /** @type {string|null} */
     this.peerId = null;
-    /** @type {Map<string, Peer>} */
+    /** "mesh" or "sfu". */
+    this.mode = 'mesh';
+    /** Mesh peer connections. @type {Map<string, Peer>} */
     this.peers = new Map();
+    /** The connection to the SFU (SFU mode). @type {SfuLink|null} */
+    this.sfu = null;
+    /** Everyone else in the room, in both modes. @type {Set<string>} */
+    this.members = new Set();
     /** @type {RTCIceServer[]} */
     this.iceServers = [];
     /** @type {string[]} */
@@ -335,13 +394,28 @@ export class Room extends Emitter {
     /** @type {ReturnType<typeof setInterval>|null} */
     this._timer = null;
     this._onNetworkChange = () => this.restartIce();
+    /** Local tracks being sent. @type {Publication[]} */
+    this.publications = [];
+    /** The MediaStream local tracks are sent in (its id is the MSID stream id in mesh mode). */
+    this.localStream = typeof MediaStream !== 'undefined' ? new MediaStream() : null;
+    /** Remote tracks by key (mesh: "peer/trackId"; SFU: "$sfu/mid"). @type {Map<string, RemoteTrack>} */
+    this.remoteTracks = new Map();
+    /** Subscription limits to re-send when the SFU session restarts. @type {Map<string, SubscribeOptions>} */
+    this._subs = new Map();
+    /** @type {{ screen: MediaStreamTrack, camera: MediaStreamTrack }|null} */
+    this._screen = null;
+    this._left = false;
+    /** Recent stream_progress events (dedup). @type {string[]} */
+    this._progressSeen = [];
   }
 
   /**
    * Joins the room; resolves with the `joined` message.
+   * @param {{ mode?: 'sfu' }} [opts] `mode: "sfu"` asks for an SFU room when this join creates it
    * @returns {Promise<SignalMessage>}
    */
-  join() {
+  join(opts = {}) {
+    this._joinOpts = opts;
     return new Promise((resolve, reject) => {
       this._joinWaiter = resolve;
       const off = this.client.on('signal', (/** @type {SignalMessage} */ m) => {
@@ -352,7 +426,10 @@ export class Room extends Emitter {
         }
         if (m.type === 'joined') off();
       });
-      this.client.send({ type: 'join', room_id: this.id });
+      /** @type {SignalMessage} */
+      const msg = { type: 'join', room_id: this.id };
+      if (opts.mode) msg.mode = opts.mode;
+      this.client.send(msg);
       if (!this._timer) {
         this._timer = setInterval(() => this._tick(), RTT_INTERVAL_MS);
         if (typeof window !== 'undefined') {
@@ -362,23 +439,40 @@ export class Room extends Emitter {
       }
     });
   }
+  /** @type {{ mode?: 'sfu' }|undefined} */
+  _joinOpts;
 
   async _rejoin() {
     this._closePeers();
-    await this.join();
+    await this.join(this._joinOpts);
   }
 
   /** @param {SignalMessage} msg */
   _onSignal(msg) {
+    // Everything from the SFU side of the server.
+    if (msg.from === SFU_ID) {
+      this._onSfuSignal(msg);
+      return;
+    }
     switch (msg.type) {
       case 'room_peers':
-        // Peers are created once `joined` tells us our id (politeness) and ICE servers.
-        this._pendingPeers = msg.peers;
+        // Peers are created once `joined` tells us our id (politeness), mode and ICE servers.
+        this._pendingPeers = Array.isArray(msg.peers) ? msg.peers : [];
         break;
-      case 'joined':
+      case 'joined': {
         this.peerId = msg.peer_id;
         this.iceServers = Array.isArray(msg.ice_servers) ? msg.ice_servers : [];
-        for (const p of this._pendingPeers) this._peer(p);
+        const mode = msg.mode === 'sfu' ? 'sfu' : 'mesh';
+        if (!msg.resumed) this.members = new Set(this._pendingPeers);
+        if (mode === 'sfu') {
+          this.mode = 'sfu';
+          if (!msg.resumed || !this.sfu) this._connectSfu();
+        } else if (this.mode === 'sfu' && msg.resumed) {
+          // A room never goes back to mesh while it has members; keep what we have.
+        } else {
+          this.mode = 'mesh';
+          for (const p of this._pendingPeers) this._peer(p);
+        }
         this._pendingPeers = [];
         if (msg.resumed) this.emit('resumed', msg);
         else this.emit('joined', msg);
@@ -387,21 +481,32 @@ export class Room extends Emitter {
           this._joinWaiter = null;
         }
         break;
+      }
+      case 'mode_changed':
+        if (msg.mode === 'sfu' && this.mode !== 'sfu') {
+          this.mode = 'sfu';
+          for (const p of this.peers.values()) this._dropPeer(p);
+          this._connectSfu();
+          this.emit('mode_changed', 'sfu');
+        }
+        break;
       case 'peer_joined':
         // The newcomer offers (it learned of us from room_peers); we answer when its offer
         // arrives. Initial glare is thus avoided, and perfect negotiation still covers the
         // later cases where both sides renegotiate at once (ICE restarts).
+        this.members.add(msg.peer_id);
         this.emit('peer_joined', msg.peer_id);
         break;
       case 'peer_left': {
+        this.members.delete(msg.peer_id);
         const p = this.peers.get(msg.peer_id);
-        p?.close();
-        this.peers.delete(msg.peer_id);
+        if (p) this._dropPeer(p);
+        this.sfu?.assembler.forget(msg.peer_id);
         this.emit('peer_left', msg.peer_id);
         break;
       }
       case 'offer':
-        this._peer(msg.from).onDescription(msg.offer);
+        if (this.mode === 'mesh') this._peer(msg.from).onDescription(msg.offer);
         break;
       case 'answer':
         this.peers.get(msg.from)?.onDescription(msg.answer);
@@ -410,8 +515,80 @@ export class Room extends Emitter {
         this.peers.get(msg.from)?.onCandidate(msg.candidate);
         break;
       case 'bye': {
-        this.peers.get(msg.from)?.close();
-        this.peers.delete(msg.from);
+        const p = this.peers.get(msg.from);
+        if (p) this._dropPeer(p);
+        break;
+      }
+      case 'stream_progress':
+        this._progress(msg);
+        break;
+      case 'error':
+        this.emit('error', msg);
+        break;
+      default:
+        this.emit(msg.type, msg);
+    }
+  }
+
+  /**
+   * Emits `stream_progress` once per event: in SFU rooms the server sends each one both over
+   * signaling and over the DataChannel, whichever arrives first wins.
+   * @param {any} ev
+   */
+  _progress(ev) {
+    if (!ev || typeof ev !== 'object') return;
+    const key = `${ev.task_id}|${ev.chunks}|${ev.bytes}|${ev.state}`;
+    if (this._progressSeen.includes(key)) return;
+    this._progressSeen.push(key);
+    if (this._progressSeen.length > 64) this._progressSeen.shift();
+    this.emit('stream_progress', ev);
+  }
+
+  /** @param {SignalMessage} msg a message with `from: "$sfu"` */
+  _onSfuSignal(msg) {
+    const link = this.sfu;
+    switch (msg.type) {
+      case 'answer':
+        link?.onDescription(msg.answer);
+        break;
+      case 'offer':
+        link?.onDescription(msg.offer);
+        break;
+      case 'ice_candidate':
+        link?.onCandidate(msg.candidate);
+        break;
+      case 'track_added': {
+        if (typeof msg.mid !== 'string' || typeof msg.publisher !== 'string') return;
+        const key = `${SFU_ID}/${msg.mid}`;
+        const old = this.remoteTracks.get(key);
+        if (old && old.trackId !== String(msg.track)) this._endRemote(key);
+        if (!this.remoteTracks.has(key)) {
+          this.remoteTracks.set(key, {
+            publisher: msg.publisher, trackId: String(msg.track), kind: String(msg.kind ?? ''),
+            mid: msg.mid, track: null, emitted: false,
+          });
+        }
+        this._sfuTryEmit(msg.mid);
+        break;
+      }
+      case 'track_ended':
+        if (typeof msg.mid === 'string') this._endRemote(`${SFU_ID}/${msg.mid}`);
+        break;
+      case 'sfu_connected':
+        for (const [publisher, o] of this._subs) this._sendSubscribe(publisher, o);
+        this.emit('sfu_connected', msg);
+        break;
+      case 'sfu_closed': {
+        this.emit('sfu_closed', msg.reason);
+        // The server's session is gone: start a fresh one (new connection, same tracks).
+        // "bye" only confirms a close this client asked for.
+        if (this.mode === 'sfu' && !this._left && link && msg.reason !== 'bye') {
+          this._closeSfu(false);
+          this._endRemotes((r) => r.mid !== null);
+          setTimeout(() => {
+            if (this.mode === 'sfu' && !this._left && !this.sfu) this._connectSfu();
+          }, 500);
+        }
         break;
       }
       case 'error':
@@ -420,6 +597,57 @@ export class Room extends Emitter {
       default:
         this.emit(msg.type, msg);
     }
+  }
+
+  _connectSfu() {
+    this._closeSfu();
+    this.sfu = new SfuLink(this);
+  }
+
+  /** Closes the SFU connection (if any) and forgets its senders.
+   * @param {boolean} [bye] tell the server (not when it already ended the session) */
+  _closeSfu(bye = true) {
+    const link = this.sfu;
+    if (!link) return;
+    link.close(bye);
+    for (const pub of this.publications) pub.senders.delete(link);
+    this.sfu = null;
+  }
+
+  /**
+   * Emits `track` for the SFU down-track on `mid` once both its `track_added` message and its
+   * transceiver (from the server's offer) are known; they may come in either order.
+   * @param {string} mid
+   */
+  _sfuTryEmit(mid) {
+    const r = this.remoteTracks.get(`${SFU_ID}/${mid}`);
+    if (!r || r.emitted || !this.sfu) return;
+    const tr = this.sfu.pc.getTransceivers().find((t) => t.mid === mid);
+    if (!tr || !this.sfu.seenMids.has(mid)) return;
+    r.track = tr.receiver.track;
+    r.emitted = true;
+    this.emit('track', r.publisher, r.track, { kind: r.kind || r.track.kind, trackId: r.trackId, mid });
+  }
+
+  /** @param {string} key */
+  _endRemote(key) {
+    const r = this.remoteTracks.get(key);
+    if (!r) return;
+    this.remoteTracks.delete(key);
+    if (r.emitted) this.emit('track_ended', r.publisher, r.trackId);
+  }
+
+  /** @param {(r: RemoteTrack) => boolean} pred */
+  _endRemotes(pred) {
+    for (const [k, r] of [...this.remoteTracks]) if (pred(r)) this._endRemote(k);
+  }
+
+  /** @param {Peer} p */
+  _dropPeer(p) {
+    p.close();
+    this.peers.delete(p.id);
+    for (const pub of this.publications) pub.senders.delete(p);
+    this._endRemotes((r) => r.mid === null && r.publisher === p.id);
   }
 
   /**
@@ -432,12 +660,14 @@ export class Room extends Emitter {
     if (!p) {
       p = new Peer(this, id, /** @type {string} */ (this.peerId ?? this.client.joined?.peer_id ?? '') > id);
       this.peers.set(id, p);
+      for (const pub of this.publications) p.addPublication(pub);
     }
     return p;
   }
 
   _tick() {
     for (const p of this.peers.values()) p.ping();
+    this.sfu?.ping();
     const now = Date.now();
     if (this.rttUnreported.length && (!this._lastReport || now - this._lastReport >= RTT_REPORT_MS)) {
       this._lastReport = now;
@@ -456,12 +686,18 @@ export class Room extends Emitter {
   }
 
   /**
-   * Sends `value` (any JSON) over the reliable channel: chunked, with backpressure.
-   * Resolves when every frame is handed to the channel(s).
+   * Sends `value` (any JSON) reliably: chunked, with backpressure. Mesh: over each peer's
+   * "reliable" channel; SFU: through the server (one participant with `to`, else everyone).
+   * Resolves when every piece is handed to the channel(s).
    * @param {unknown} value
    * @param {{ to?: string }} [opts]
    */
   async send(value, opts = {}) {
+    if (this.mode === 'sfu') {
+      if (!this.sfu || !this.sfu.isOpen()) throw new Error('not connected to the SFU yet');
+      await this.sfu.sendReliable(value, opts.to);
+      return;
+    }
     const targets = opts.to ? [this.peers.get(opts.to)] : [...this.peers.values()];
     await Promise.all(targets.filter((p) => p && p.isOpen()).map((p) => /** @type {Peer} */ (p).sendReliable(value)));
   }
@@ -474,6 +710,10 @@ export class Room extends Emitter {
   sendUpdate(value, opts = {}) {
     const text = JSON.stringify({ u: value });
     if (text.length > CHUNK_BYTES) throw new Error('updates are limited to 16 KiB; use send()');
+    if (this.mode === 'sfu') {
+      this.sfu?.sendUpdate(text, opts.to);
+      return;
+    }
     for (const p of opts.to ? [this.peers.get(opts.to)] : this.peers.values()) {
       if (p && p.updates.readyState === 'open') p.updates.send(text);
     }
@@ -482,33 +722,174 @@ export class Room extends Emitter {
   /** ICE restart on every peer connection (network change). */
   restartIce() {
     for (const p of this.peers.values()) p.pc.restartIce();
+    this.sfu?.pc.restartIce();
+  }
+
+  // ---- media --------------------------------------------------------------------------------
+
+  /**
+   * Sends a local track to everyone: to each mesh peer (now and later), or once to the SFU,
+   * which forwards it. `simulcast` (SFU mode, video) sends three encodings q/h/f at 1/4, 1/2 and
+   * full resolution so each subscriber gets the layer it can take.
+   * @param {MediaStreamTrack} track
+   * @param {PublishOptions} [opts]
+   */
+  publish(track, opts = {}) {
+    if (this.publications.some((p) => p.track === track)) return;
+    /** @type {Publication} */
+    const pub = { track, simulcast: !!opts.simulcast && track.kind === 'video', senders: new Map() };
+    this.publications.push(pub);
+    this.localStream?.addTrack(track);
+    for (const p of this.peers.values()) p.addPublication(pub);
+    this.sfu?.addPublication(pub);
   }
 
   /**
-   * RTT percentiles over DataChannel pings (ms) and per-peer state.
-   * @returns {{ rtt: RttStats, peers: {id: string, state: string}[], reconnects: number }}
+   * Stops sending a track (the others get `track_ended`). The track itself keeps running.
+   * @param {MediaStreamTrack} track
+   */
+  unpublish(track) {
+    const i = this.publications.findIndex((p) => p.track === track);
+    if (i < 0) return;
+    const [pub] = this.publications.splice(i, 1);
+    this.localStream?.removeTrack(track);
+    for (const [link, sender] of pub.senders) link.removeSender(sender);
+    pub.senders.clear();
+  }
+
+  /**
+   * Mutes or unmutes a local track (`track.enabled`): a muted camera sends black frames, a muted
+   * microphone silence, without renegotiation.
+   * @param {MediaStreamTrack} track
+   * @param {boolean} muted
+   */
+  setMuted(track, muted) {
+    track.enabled = !muted;
+  }
+
+  /**
+   * Narrows what this client receives of `publisher`'s video (SFU mode; no-op in mesh mode):
+   * `video: false` pauses it (off-screen tile), `maxLayer` caps the simulcast layer (0..2).
+   * @param {string} publisher
+   * @param {SubscribeOptions} [opts]
+   */
+  subscribe(publisher, opts = {}) {
+    const o = { video: opts.video ?? true, maxLayer: opts.maxLayer ?? 2 };
+    this._subs.set(publisher, o);
+    if (this.mode === 'sfu') this._sendSubscribe(publisher, o);
+  }
+
+  /**
+   * @param {string} publisher
+   * @param {SubscribeOptions} o
+   */
+  _sendSubscribe(publisher, o) {
+    this.client.send({ type: 'subscribe', publisher, video: o.video !== false, max_layer: Math.max(0, Math.min(2, o.maxLayer ?? 2)) });
+  }
+
+  /**
+   * Sends `next` in place of the published `prev` on every connection (no renegotiation).
+   * @param {MediaStreamTrack} prev
+   * @param {MediaStreamTrack} next
+   */
+  async replaceTrack(prev, next) {
+    const pub = this.publications.find((p) => p.track === prev);
+    if (!pub) throw new Error('track is not published');
+    pub.track = next;
+    if (this.localStream) {
+      this.localStream.removeTrack(prev);
+      this.localStream.addTrack(next);
+    }
+    await Promise.all([...pub.senders.values()].map((s) => s.replaceTrack(next)));
+  }
+
+  /**
+   * Shares the screen in place of the published camera (RTCRtpSender.replaceTrack, no
+   * renegotiation); the camera comes back when sharing ends (the browser's "stop" button or
+   * `track.stop()` then `room.stopScreenShare()`). Resolves with the screen track.
+   * @param {DisplayMediaStreamOptions} [constraints]
+   * @returns {Promise<MediaStreamTrack>}
+   */
+  async shareScreen(constraints = { video: true, audio: false }) {
+    const camera = this.publications.find((p) => p.track.kind === 'video')?.track;
+    if (!camera) throw new Error('publish a camera track first');
+    if (this._screen) return this._screen.screen;
+    const stream = await navigator.mediaDevices.getDisplayMedia(constraints);
+    const screen = stream.getVideoTracks()[0];
+    if (!screen) throw new Error('no screen track');
+    await this.replaceTrack(camera, screen);
+    this._screen = { screen, camera };
+    screen.addEventListener('ended', () => { this.stopScreenShare(); });
+    return screen;
+  }
+
+  /** Puts the camera back after `shareScreen`. */
+  async stopScreenShare() {
+    const s = this._screen;
+    if (!s) return;
+    this._screen = null;
+    s.screen.stop();
+    if (this.publications.some((p) => p.track === s.screen)) await this.replaceTrack(s.screen, s.camera);
+  }
+
+  /**
+   * RTT percentiles over DataChannel pings (ms; to peers in mesh mode, to the server in SFU
+   * mode) and connection states.
+   * @returns {{ mode: string, rtt: RttStats, peers: {id: string, state: string}[], reconnects: number }}
    */
   stats() {
     const s = [...this.rtt].sort((a, b) => a - b);
     /** @param {number} q */
     const pct = (q) => (s.length ? s[Math.min(s.length - 1, Math.floor(q * s.length))] : null);
+    const peers = [...this.peers.values()].map((p) => ({ id: p.id, state: p.pc.connectionState }));
+    if (this.sfu) peers.push({ id: SFU_ID, state: this.sfu.pc.connectionState });
     return {
+      mode: this.mode,
       rtt: { p50: pct(0.5), p95: pct(0.95), p99: pct(0.99), count: s.length },
-      peers: [...this.peers.values()].map((p) => ({ id: p.id, state: p.pc.connectionState })),
+      peers,
       reconnects: this.client.reconnects,
     };
   }
 
   /** Leaves the room and closes the connection. */
   leave() {
+    this._left = true;
     if (this._timer) clearInterval(this._timer);
     if (typeof window !== 'undefined') window.removeEventListener('online', this._onNetworkChange);
     this.client.close();
   }
 
   _closePeers() {
-    for (const p of this.peers.values()) p.close();
+    for (const p of [...this.peers.values()]) this._dropPeer(p);
     this.peers.clear();
+    if (this.sfu) {
+      this._closeSfu();
+      this._endRemotes(() => true);
+    }
+  }
+}
+
+/** Sends `frames` on `ch`, waiting for it to drain below the low watermark when it is full.
+ * @param {RTCDataChannel} ch
+ * @param {Iterable<string|ArrayBuffer>} frames
+ * @param {string} what for the error message
+ * @param {number} high
+ */
+async function sendWithBackpressure(ch, frames, what, high) {
+  for (const frame of frames) {
+    if (ch.bufferedAmount > high) {
+      await new Promise((resolve) => {
+        const done = () => {
+          ch.removeEventListener('bufferedamountlow', done);
+          ch.removeEventListener('close', done);
+          resolve(undefined);
+        };
+        ch.addEventListener('bufferedamountlow', done);
+        ch.addEventListener('close', done);
+      });
+    }
+    if (ch.readyState !== 'open') throw new Error(`channel to ${what} closed`);
+    ch.send(/** @type {any} */ (frame));
   }
 }
 
@@ -574,6 +955,20 @@ export class Peer {
     pc.onicecandidate = ({ candidate }) => {
       if (candidate) room.client.send({ type: 'ice_candidate', target: id, candidate: candidate.toJSON() });
     };
+    // Remote media: the publisher is this peer; the track ends when its stream loses it
+    // (the remote side removed it and renegotiated) or the connection closes.
+    pc.ontrack = (ev) => {
+      const track = ev.track;
+      const key = `${id}/${track.id}`;
+      if (room.remoteTracks.get(key)?.emitted) return;
+      room.remoteTracks.set(key, { publisher: id, trackId: track.id, kind: track.kind, mid: null, track, emitted: true });
+      const onRemove = (/** @type {MediaStreamTrackEvent} */ e) => {
+        if (e.track === track) room._endRemote(key);
+      };
+      for (const s of ev.streams) s.addEventListener('removetrack', onRemove);
+      track.addEventListener('ended', () => room._endRemote(key));
+      room.emit('track', id, track, { kind: track.kind, trackId: track.id, mid: null });
+    };
     /** @type {ReturnType<typeof setTimeout>|null} */
     let restartTimer = null;
     pc.oniceconnectionstatechange = () => {
@@ -587,6 +982,17 @@ export class Peer {
       }
     };
     pc.onconnectionstatechange = () => room.emit('peer_state', id, pc.connectionState);
+  }
+
+  /** @param {Publication} pub */
+  addPublication(pub) {
+    if (!this.room.localStream) return;
+    pub.senders.set(this, this.pc.addTrack(pub.track, this.room.localStream));
+  }
+
+  /** @param {RTCRtpSender} sender */
+  removeSender(sender) {
+    if (this.pc.signalingState !== 'closed') this.pc.removeTrack(sender);
   }
 
   /** @param {() => Promise<void>} fn */
@@ -628,22 +1034,7 @@ export class Peer {
 
   /** @param {unknown} value */
   async sendReliable(value) {
-    const ch = this.reliable;
-    for (const frame of encodeChunks(value, this.msgId++)) {
-      if (ch.bufferedAmount > HIGH_WATERMARK) {
-        await new Promise((resolve) => {
-          const done = () => {
-            ch.removeEventListener('bufferedamountlow', done);
-            ch.removeEventListener('close', done);
-            resolve(undefined);
-          };
-          ch.addEventListener('bufferedamountlow', done);
-          ch.addEventListener('close', done);
-        });
-      }
-      if (ch.readyState !== 'open') throw new Error(`channel to ${this.id} closed`);
-      ch.send(frame);
-    }
+    await sendWithBackpressure(this.reliable, encodeChunks(value, this.msgId++), this.id, HIGH_WATERMARK);
   }
 
   ping() {
@@ -671,4 +1062,256 @@ export class Peer {
   close() {
     this.pc.close();
   }
+}
+
+/**
+ * SFU mode: the one RTCPeerConnection to the server (peer "$sfu"). The client creates the
+ * in-band channels "reliable" and "updates" before its first offer, publishes with sendonly
+ * transceivers, and receives the server's down-tracks on m-lines the server offers. In glare the
+ * client is the impolite side (the server rolls back and offers again after answering).
+ */
+export class SfuLink {
+  /** @param {Room} room */
+  constructor(room) {
+    this.room = room;
+    this.id = SFU_ID;
+    this.makingOffer = false;
+    this.ignoreOffer = false;
+    this.msgId = 1;
+    this.closed = false;
+    this.assembler = new PieceAssembler();
+    /** Mids whose `ontrack` fired. @type {Set<string>} */
+    this.seenMids = new Set();
+    /** @type {Promise<void>} */
+    this.queue = Promise.resolve();
+    /** @type {RTCPeerConnection} */
+    let pc;
+    try {
+      pc = new RTCPeerConnection({ iceServers: room.iceServers, bundlePolicy: 'max-bundle' });
+    } catch (e) {
+      room.emit('error', { code: 'bad_ice_servers', message: String(e) });
+      pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle' });
+    }
+    this.pc = pc;
+    const log = room.client.options.log;
+    this.reliable = pc.createDataChannel('reliable', { ordered: true });
+    this.updates = pc.createDataChannel('updates', { ordered: true, maxRetransmits: 0 });
+    this.reliable.bufferedAmountLowThreshold = LOW_WATERMARK;
+    let opened = 0;
+    const onOpen = () => {
+      if (++opened === 2) room.emit('peer_connected', SFU_ID);
+    };
+    this.reliable.onopen = onOpen;
+    this.updates.onopen = onOpen;
+    this.reliable.onmessage = (ev) => this._onData(ev.data);
+    this.updates.onmessage = (ev) => this._onData(ev.data);
+    pc.onnegotiationneeded = () => this._do(async () => {
+      if (this.closed) return;
+      log?.('sfu negotiationneeded', pc.signalingState);
+      try {
+        this.makingOffer = true;
+        await pc.setLocalDescription();
+        room.client.send({ type: 'offer', target: SFU_ID, offer: pc.localDescription?.toJSON() });
+      } finally {
+        this.makingOffer = false;
+      }
+    });
+    pc.onicecandidate = ({ candidate }) => {
+      if (candidate && candidate.candidate && !this.closed) {
+        room.client.send({ type: 'ice_candidate', target: SFU_ID, candidate: candidate.toJSON() });
+      }
+    };
+    pc.ontrack = (ev) => {
+      const mid = ev.transceiver.mid;
+      if (mid === null) return;
+      this.seenMids.add(mid);
+      room._sfuTryEmit(mid);
+    };
+    pc.oniceconnectionstatechange = () => {
+      if (pc.iceConnectionState === 'failed' && !this.closed) pc.restartIce();
+    };
+    pc.onconnectionstatechange = () => room.emit('peer_state', SFU_ID, pc.connectionState);
+    for (const pub of room.publications) this.addPublication(pub);
+  }
+
+  /** @param {Publication} pub */
+  addPublication(pub) {
+    /** @type {RTCRtpTransceiverInit} */
+    const init = { direction: 'sendonly' };
+    if (this.room.localStream) init.streams = [this.room.localStream];
+    if (pub.simulcast) init.sendEncodings = SIMULCAST_ENCODINGS.map((e) => ({ ...e }));
+    pub.senders.set(this, this.pc.addTransceiver(pub.track, init).sender);
+  }
+
+  /** @param {RTCRtpSender} sender */
+  removeSender(sender) {
+    if (this.pc.signalingState !== 'closed') this.pc.removeTrack(sender);
+  }
+
+  /** @param {() => Promise<void>} fn */
+  _do(fn) {
+    this.queue = this.queue.then(fn).catch((e) => this.room.client.options.log?.('sfu negotiation', e));
+    return this.queue;
+  }
+
+  /** @param {RTCSessionDescriptionInit} desc */
+  onDescription(desc) {
+    return this._do(async () => {
+      const pc = this.pc;
+      if (this.closed || !desc || typeof desc.sdp !== 'string') return;
+      const collision = desc.type === 'offer' && (this.makingOffer || pc.signalingState !== 'stable');
+      // The client is impolite towards the server: a crossing server offer is ignored.
+      this.ignoreOffer = collision;
+      this.room.client.options.log?.('sfu description', desc.type, pc.signalingState, collision ? 'ignored' : '');
+      if (this.ignoreOffer) return;
+      if (desc.type === 'answer' && pc.signalingState !== 'have-local-offer') return;
+      await pc.setRemoteDescription(desc);
+      if (desc.type === 'offer') {
+        await pc.setLocalDescription();
+        this.room.client.send({ type: 'answer', target: SFU_ID, answer: pc.localDescription?.toJSON() });
+      }
+      // Transceivers for down-tracks exist now; emit any whose track_added came first.
+      for (const t of pc.getTransceivers()) if (t.mid !== null && t.receiver.track) this.seenMids.add(t.mid);
+      for (const mid of this.seenMids) this.room._sfuTryEmit(mid);
+    });
+  }
+
+  /** @param {RTCIceCandidateInit} c */
+  onCandidate(c) {
+    return this._do(async () => {
+      if (this.closed || !c || !c.candidate) return;
+      try {
+        await this.pc.addIceCandidate(c);
+      } catch (e) {
+        if (!this.ignoreOffer) throw e;
+      }
+    });
+  }
+
+  isOpen() {
+    return this.reliable.readyState === 'open';
+  }
+
+  /**
+   * @param {unknown} value
+   * @param {string} [to] one participant; everyone else when absent
+   */
+  async sendReliable(value, to) {
+    const pieces = encodePieces(value, this.msgId++);
+    const frames = pieces.map((data) => JSON.stringify(to ? { to, data } : { data }));
+    await sendWithBackpressure(this.reliable, frames, SFU_ID, SFU_HIGH_WATERMARK);
+  }
+
+  /**
+   * @param {string} text `{"u": ...}` JSON text
+   * @param {string} [to]
+   */
+  sendUpdate(text, to) {
+    if (this.updates.readyState !== 'open') return;
+    this.updates.send(to ? `{"to":${JSON.stringify(to)},"data":${text}}` : `{"data":${text}}`);
+  }
+
+  ping() {
+    if (this.updates.readyState === 'open') {
+      this.updates.send(JSON.stringify({ to: SERVER_ID, data: { p: performance.now() } }));
+    }
+  }
+
+  /** @param {unknown} raw */
+  _onData(raw) {
+    if (typeof raw !== 'string') return;
+    let env;
+    try {
+      env = JSON.parse(raw);
+    } catch {
+      return;
+    }
+    if (!env || typeof env.from !== 'string') return;
+    const room = this.room;
+    const { from, data } = env;
+    if (from === SERVER_ID) {
+      const topic = typeof env.topic === 'string' ? env.topic : '';
+      if (topic === 'pong' && data && typeof data.q === 'number') room._rttSample(performance.now() - data.q);
+      room.emit('server_message', topic, data);
+      if (topic === 'stream_progress') room._progress(data);
+      return;
+    }
+    if (!data || typeof data !== 'object') return;
+    if ('m' in data) {
+      room.emit('message', from, data.m);
+    } else if ('k' in data) {
+      try {
+        const r = this.assembler.push(from, data.k);
+        if (r.done) room.emit('message', from, r.value);
+      } catch (e) {
+        room.emit('error', { code: 'bad_chunk', message: String(e), from });
+      }
+    } else if ('u' in data) {
+      room.emit('update', from, data.u);
+    }
+  }
+
+  /** @param {boolean} [bye] tell the server to end the session (not when it already did) */
+  close(bye = true) {
+    if (this.closed) return;
+    this.closed = true;
+    if (bye && this.room.client.ws?.readyState === 1) this.room.client.send({ type: 'bye', target: SFU_ID });
+    this.pc.close();
+  }
+}
+
+// ---- local recording ---------------------------------------------------------------------------
+
+/**
+ * A running local recording.
+ * @typedef {{ recorder: MediaRecorder, chunks: Blob[], mimeType: string,
+ *             stop: () => Promise<Blob>, download: (filename?: string) => Promise<Blob> }} Recording
+ */
+
+/**
+ * Records a stream or a track locally with MediaRecorder; data arrives in `chunks` every
+ * `timesliceMs` (so a long recording is not one buffer at the end).
+ * @param {MediaStream|MediaStreamTrack} source
+ * @param {{ timesliceMs?: number, mimeType?: string }} [opts]
+ * @returns {Recording}
+ */
+export function record(source, opts = {}) {
+  const stream = source instanceof MediaStream ? source : new MediaStream([source]);
+  const wanted = opts.mimeType ?? ['video/webm;codecs=vp8', 'video/webm', 'audio/webm'].find((t) => MediaRecorder.isTypeSupported(t));
+  const recorder = new MediaRecorder(stream, wanted ? { mimeType: wanted } : {});
+  /** @type {Blob[]} */
+  const chunks = [];
+  recorder.ondataavailable = (ev) => {
+    if (ev.data && ev.data.size > 0) chunks.push(ev.data);
+  };
+  const stopped = new Promise((resolve) => recorder.addEventListener('stop', () => resolve(undefined), { once: true }));
+  recorder.start(Math.max(10, opts.timesliceMs ?? 1000));
+  const mimeType = recorder.mimeType || wanted || 'video/webm';
+  /** @type {Blob|null} */
+  let result = null;
+  const stop = async () => {
+    if (result) return result;
+    if (recorder.state !== 'inactive') recorder.stop();
+    await stopped;
+    result = new Blob(chunks, { type: mimeType });
+    return result;
+  };
+  return {
+    recorder,
+    chunks,
+    mimeType,
+    stop,
+    async download(filename = 'recording.webm') {
+      const blob = await stop();
+      const url = URL.createObjectURL(blob);
+      const a = document.createElement('a');
+      a.href = url;
+      a.download = filename;
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 10_000);
+      return blob;
+    },
+  };
 }

@@ -463,6 +463,10 @@ impl Rooms {
             sub.current = Some(Layer(0));
             return actions;
         }
+        // Whatever was routed before the track was ready never reached the subscriber: it
+        // starts at a keyframe (else `current` stays set, the wait never ends and the
+        // publisher is asked for a keyframe on every tick).
+        sub.current = None;
         sub.waiting_since = Some(now);
         self.stats.keyframe_waits += 1;
         self.request_keyframe(key, target, now, &mut actions);
@@ -611,9 +615,16 @@ impl Rooms {
         let Some(track) = self.tracks.get(&key) else {
             return Layer(0);
         };
+        // A layer the publisher stopped sending (e.g. its resolution dropped, so the encoder
+        // sends fewer layers) keeps its last measured rate: leave it out once it has been
+        // silent for 1.5 rate windows, unless nothing flows at all.
+        let flowing =
+            |r: &LayerRate| now.duration_since(r.window_start) < tuning.rate_window * 3 / 2;
+        let any_flowing = track.rates.values().any(flowing);
         let layers: Vec<(Layer, u64)> = track
             .rates
             .iter()
+            .filter(|(_, r)| !any_flowing || flowing(r))
             .map(|(l, r)| (*l, effective_bps(r, now, tuning.rate_window)))
             .collect();
         let Some(part) = self.participants.get_mut(&subscriber) else {

@@ -403,6 +403,48 @@ fn without_estimate_the_cap_decides() {
     assert_eq!(r.layer_histogram(), [1, 0, 1]);
 }
 
+#[test]
+fn a_layer_that_stops_is_left_for_one_that_still_flows() {
+    // Found by the browser e2e (60-sfu-browser): a publisher shares its 1280 px screen (three
+    // layers), then goes back to its 640 px camera, for which Chrome sends two; the subscriber
+    // stayed on the top layer, whose last measured rate never decayed, and received nothing.
+    let start = t0();
+    let mut r = Rooms::default();
+    r.join("r", A);
+    r.join("r", B);
+    r.publish(A, 0, TrackKind::Video);
+    let key = video(A);
+    r.down_track_ready(B, key, start);
+    let now = feed_layers(&mut r, key, start, 2);
+    r.tick(now);
+    let mut out = Vec::new();
+    r.route_media(key, Layer(2), true, 100, now, &mut out);
+    assert_eq!(r.current_layer(B, key), Some(Layer(2)));
+    // From now on only layers 0 and 1 arrive (30 fps, a keyframe every second), with ticks.
+    let mut asked = false;
+    let mut now = now;
+    for frame in 1..=90u64 {
+        now += Duration::from_micros(33_333);
+        for l in [0u8, 1] {
+            r.route_media(key, Layer(l), frame % 30 == 0, 2000, now, &mut out);
+        }
+        if frame % 3 == 0 {
+            asked |= r.tick(now).contains(&Action::RequestKeyframe {
+                track: key,
+                layer: Layer(1),
+            });
+        }
+    }
+    assert!(
+        asked,
+        "a keyframe is requested on the layer that still flows"
+    );
+    assert_eq!(r.target_layer(B, key), Some(Layer(1)));
+    assert_eq!(r.current_layer(B, key), Some(Layer(1)));
+    r.route_media(key, Layer(1), false, 2000, now, &mut out);
+    assert_eq!(out, vec![B]);
+}
+
 mod props {
     use super::*;
     use proptest::prelude::*;
@@ -506,4 +548,26 @@ mod props {
             prop_assert_eq!(r.queued_bytes(), 0);
         }
     }
+}
+
+#[test]
+fn keyframe_before_the_down_track_is_ready_does_not_leave_a_wait_forever() {
+    // Found by the browser e2e (60-sfu-browser): a publisher's keyframe reached route_media
+    // while B's down-track was still being negotiated, so `current` was set; down_track_ready
+    // then marked B waiting without clearing `current`, and the wait never ended: the publisher
+    // got a PLI on every tick (about 3 keyframes a second) for the rest of the session.
+    let now = t0();
+    let mut r = Rooms::default();
+    r.join("r", A);
+    r.join("r", B);
+    r.publish(A, 0, TrackKind::Video);
+    let mut out = Vec::new();
+    r.route_media(video(A), Layer(0), true, 1000, ms(now, 5), &mut out);
+    assert_eq!(r.down_track_ready(B, video(A), ms(now, 10)).len(), 1);
+    // Nothing reached B before its track was ready, so it must wait for a fresh keyframe.
+    r.route_media(video(A), Layer(0), false, 1000, ms(now, 20), &mut out);
+    assert!(out.is_empty(), "delta frame before B's first keyframe");
+    r.route_media(video(A), Layer(0), true, 1000, ms(now, 30), &mut out);
+    assert_eq!(out, vec![B]);
+    assert!(r.tick(ms(now, 2000)).is_empty(), "B no longer waits");
 }

@@ -57,7 +57,8 @@ impl Client {
             peer,
             got: Vec::new(),
         };
-        c.send(json!({"type":"join","room_id":room})).await;
+        c.send(json!({"type":"join","room_id":room,"sfu_capable":true}))
+            .await;
         let joined = c.wait_for("joined").await;
         (c, joined)
     }

@@ -65,6 +65,9 @@ fn to_client(req: SignalRequest) -> Result<(ClientMessage, Option<String>), Prot
             if let Some(m) = j.mode {
                 v["mode"] = json!(m);
             }
+            if j.sfu_capable {
+                v["sfu_capable"] = json!(true);
+            }
             let m = ClientMessage::from_value(v)?;
             let resume = (!j.resume_token.is_empty()).then_some(j.resume_token);
             return Ok((m, resume));

@@ -172,6 +172,9 @@ pub struct JoinInfo {
     pub ice_ttl: u64,
     /// The joiner's wish for a room it creates (`join.mode`); honoured under `auto` only.
     pub requested_mode: Option<RoomMode>,
+    /// The client can use an SFU room (`join.sfu_capable`, sent by the SDK). An `auto` room
+    /// moves to the SFU only when every member can, so seed-style mesh clients keep working.
+    pub sfu_capable: bool,
 }
 
 struct Session {
@@ -185,6 +188,8 @@ struct Session {
     /// Relay messages (offer/answer/ice_candidate/bye) accepted from this session, so a
     /// resuming client knows which of its own sends never arrived and must be re-sent.
     received: u64,
+    /// See [`JoinInfo::sfu_capable`].
+    sfu_capable: bool,
 }
 
 struct Room {
@@ -358,7 +363,13 @@ impl Hub {
                 if mode == RoomMode::Mesh
                     && self.cfg.sfu_available
                     && !replacing_here
-                    && count >= mesh_max_peers =>
+                    && count >= mesh_max_peers
+                    && info.sfu_capable
+                    && existing.is_some_and(|r| {
+                        r.members
+                            .iter()
+                            .all(|m| self.sessions.get(m).is_some_and(|s| s.sfu_capable))
+                    }) =>
             {
                 let note = Arc::new(ServerMessage::ModeChanged { mode: "sfu".into() });
                 if let Some(r) = self.rooms.get_mut(room_id) {
@@ -406,6 +417,7 @@ impl Hub {
             lost_since: None,
             resume_token: random_hex(16),
             received: 0,
+            sfu_capable: info.sfu_capable,
         };
         let joined = ServerMessage::Joined {
             peer_id: identity.to_string(),
@@ -819,8 +831,16 @@ mod tests {
             sfu_available: true,
             ..Default::default()
         });
-        assert_eq!(join(&mut h, 1, "a", "r")[1].1["mode"], "mesh");
-        assert_eq!(join(&mut h, 2, "b", "r")[1].1["mode"], "mesh");
+        let cap = |h: &mut Hub, conn, id| {
+            let info = JoinInfo {
+                sfu_capable: true,
+                ..JoinInfo::default()
+            };
+            h.join(conn, id, "r", None, None, info).unwrap();
+            sent(&h.drain())
+        };
+        assert_eq!(cap(&mut h, 1, "a")[1].1["mode"], "mesh");
+        assert_eq!(cap(&mut h, 2, "b")[1].1["mode"], "mesh");
         h.message(
             1,
             ClientMessage::Subscribe {
@@ -830,7 +850,7 @@ mod tests {
             },
         );
         assert_eq!(sent(&h.drain())[0].1["code"], "sfu_not_sfu_room");
-        let out = join(&mut h, 3, "c", "r");
+        let out = cap(&mut h, 3, "c");
         // The members hear mode_changed before peer_joined; the joiner is told in `joined`.
         let to_a: Vec<_> = out.iter().filter(|(c, _)| *c == 1).collect();
         assert_eq!(to_a[0].1["type"], "mode_changed");
@@ -864,6 +884,41 @@ mod tests {
             peer: "c".into()
         }));
         assert_eq!(join(&mut h, 4, "d", "r")[1].1["mode"], "sfu");
+    }
+
+    #[test]
+    fn auto_rooms_stay_mesh_while_a_member_cannot_use_the_sfu() {
+        let mut h = Hub::new(HubConfig {
+            mode: ModePolicy::Auto { mesh_max_peers: 1 },
+            sfu_available: true,
+            ..Default::default()
+        });
+        let sdk = JoinInfo {
+            sfu_capable: true,
+            ..JoinInfo::default()
+        };
+        // The seed's WebRTCClient does not announce `sfu_capable`: the room must stay mesh.
+        h.join(1, "seed", "r", None, None, JoinInfo::default())
+            .unwrap();
+        h.drain();
+        h.join(2, "sdk", "r", None, None, sdk.clone()).unwrap();
+        let out = sent(&h.drain());
+        assert!(out.iter().all(|(_, m)| m["type"] != "mode_changed"));
+        assert_eq!(
+            out.iter()
+                .find(|(c, m)| *c == 2 && m["type"] == "joined")
+                .unwrap()
+                .1["mode"],
+            "mesh"
+        );
+        // Once every member can, the next join switches.
+        h.message(1, ClientMessage::Leave);
+        h.drain();
+        h.join(3, "sdk2", "r", None, None, sdk).unwrap();
+        let out = sent(&h.drain());
+        assert!(out
+            .iter()
+            .any(|(c, m)| *c == 2 && m["type"] == "mode_changed"));
     }
 
     #[test]

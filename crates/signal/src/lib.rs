@@ -421,6 +421,7 @@ impl Inner {
                 .unwrap_or(Value::Array(vec![])),
             ice_ttl: doc.get("ttl").and_then(Value::as_u64).unwrap_or(0),
             requested_mode: None,
+            sfu_capable: false,
         }
     }
 
@@ -497,6 +498,7 @@ impl Inner {
                 room_id,
                 peer_id,
                 mode,
+                sfu_capable,
             } => {
                 let Some(identity) = st.caller.identity.clone() else {
                     self.send_error(
@@ -520,6 +522,7 @@ impl Inner {
                     Some("mesh") => Some(RoomMode::Mesh),
                     _ => None,
                 };
+                info.sfu_capable = sfu_capable || info.requested_mode == Some(RoomMode::Sfu);
                 let r = {
                     let mut core = self.core.lock();
                     let r = core.hub.join(

@@ -23,6 +23,10 @@ pub enum ClientMessage {
         /// `[sfu] mode = "auto"` only).
         #[serde(default)]
         mode: Option<String>,
+        /// The client can take part in an SFU room (the SDK sends `true`; the seed's client
+        /// does not, which keeps `auto` rooms with such members in mesh mode).
+        #[serde(default)]
+        sfu_capable: bool,
     },
     Offer {
         target: String,
@@ -143,6 +147,7 @@ impl ClientMessage {
                 room_id,
                 peer_id,
                 mode,
+                ..
             } => {
                 check_id(kind, "room_id", room_id)?;
                 if let Some(p) = peer_id {
@@ -295,6 +300,7 @@ mod tests {
                 room_id: "r".into(),
                 peer_id: Some("a".into()),
                 mode: None,
+                sfu_capable: false,
             }
         );
         let m = ClientMessage::parse(

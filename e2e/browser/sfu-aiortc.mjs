@@ -3,7 +3,7 @@
 // join one SFU room. Each publishes video; the page must decode aiortc's video (framesDecoded
 // keeps growing) and aiortc must decode the page's fake-camera video.
 // Usage: SB_URL=http://127.0.0.1:PORT PY=.venv/bin/python node e2e/browser/sfu-aiortc.mjs
-import { chromium } from 'playwright-core';
+import { launchChromium } from './common.mjs';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import readline from 'node:readline';
@@ -48,12 +48,7 @@ const gotIdentity = new Promise((resolve) => {
 });
 await gotIdentity;
 
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
-    '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
-    '--allow-loopback-in-peer-connection'],
-});
+const browser = await launchChromium();
 const ctx = await browser.newContext();
 await ctx.grantPermissions(['camera']);
 const page = await ctx.newPage();

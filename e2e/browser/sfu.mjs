@@ -9,9 +9,8 @@
 //     in SFU mode and exchange messages and video;
 //  6. the demo page's video grid with remote tiles is screenshotted.
 // Usage: SFU_URL=http://127.0.0.1:P AUTO_URL=http://127.0.0.1:Q ARTIFACTS=dir node e2e/browser/sfu.mjs
-import { chromium } from 'playwright-core';
+import { cuttableProxy, launchChromium } from './common.mjs';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 
 const SFU_URL = process.env.SFU_URL;
@@ -28,29 +27,12 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // A TCP proxy in front of the SFU-mode server whose connections can be cut (no close frame),
 // for A's signaling socket.
-const sfuAddr = new URL(SFU_URL);
-const proxied = new Set();
-let refuse = false;
-const proxy = net.createServer((cl) => {
-  if (refuse) { cl.destroy(); return; }
-  const up = net.connect(Number(sfuAddr.port), sfuAddr.hostname);
-  proxied.add(cl); proxied.add(up);
-  cl.pipe(up); up.pipe(cl);
-  const done = () => { cl.destroy(); up.destroy(); proxied.delete(cl); proxied.delete(up); };
-  cl.on('error', done); up.on('error', done); cl.on('close', done); up.on('close', done);
-});
-await new Promise((r) => proxy.listen(0, '127.0.0.1', r));
-const proxyUrl = `http://127.0.0.1:${proxy.address().port}`;
+const proxy = await cuttableProxy(SFU_URL);
+const proxyUrl = proxy.url;
 
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
-    '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required',
-    '--auto-select-desktop-capture-source=Entire screen',
-    '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost'],
-});
+const browser = await launchChromium(['--autoplay-policy=no-user-gesture-required',
+  '--auto-select-desktop-capture-source=Entire screen',
+  '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost']);
 
 const allPages = [];
 async function newPage(base) {
@@ -393,13 +375,12 @@ await A.evaluate(() => {
   window.t.resumed = 0;
   window.t.room.on('resumed', () => window.t.resumed++);
 });
-refuse = true;
-for (const sock of proxied) sock.destroy();
+proxy.cut();
 await waitFor(A, () => !window.t.client.ready, null, 'A noticed its signaling socket was cut');
 await B.evaluate((to) => window.t.room.send({ during: 'the cut' }, { to }), a.id);
 await waitFor(A, () => window.t.got.some((g) => g.m.during === 'the cut'), null, 'A got a message through the SFU while its signaling socket was down');
 await sleep(500);
-refuse = false;
+proxy.restore();
 await waitFor(A, () => window.t.resumed >= 1 && window.t.room.sfu && window.t.room.sfu.pc.connectionState === 'connected', null, 'A resumed signaling and kept its SFU connection');
 await A.evaluate(async () => {
   const s = await navigator.mediaDevices.getUserMedia({ video: { width: 320, height: 240 } });

@@ -8,14 +8,12 @@
 //  4. two pages running the seed's own WebRTCClient/DataChannelClient (no SDK) connect;
 //  5. the demo page, with two people in it, is screenshotted.
 // Usage: SB_URL=http://127.0.0.1:PORT ARTIFACTS=dir node e2e/browser/signal.mjs
-import { chromium } from 'playwright-core';
-import net from 'node:net';
+import { cuttableProxy, launchChromium } from './common.mjs';
 import fs from 'node:fs';
 import path from 'node:path';
 
 const SB_URL = process.env.SB_URL;
 const ARTIFACTS = process.env.ARTIFACTS || 'e2e/artifacts';
-const sbAddr = new URL(SB_URL);
 const here = path.dirname(new URL(import.meta.url).pathname);
 const deadline = setTimeout(() => { console.error('FAIL: suite timed out'); process.exit(1); }, 150_000);
 
@@ -25,27 +23,10 @@ function check(cond, msg) {
 }
 
 // A TCP proxy in front of the server whose connections can be cut (no close frame).
-const proxied = new Set();
-let refuse = false;
-const proxy = net.createServer((c) => {
-  if (refuse) { c.destroy(); return; }
-  const u = net.connect(Number(sbAddr.port), sbAddr.hostname);
-  proxied.add(c); proxied.add(u);
-  c.pipe(u); u.pipe(c);
-  const done = () => { c.destroy(); u.destroy(); proxied.delete(c); proxied.delete(u); };
-  c.on('error', done); u.on('error', done); c.on('close', done); u.on('close', done);
-});
-await new Promise((r) => proxy.listen(0, '127.0.0.1', r));
-const proxyUrl = `http://127.0.0.1:${proxy.address().port}`;
+const proxy = await cuttableProxy(SB_URL);
+const proxyUrl = proxy.url;
 
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
-    '--allow-loopback-in-peer-connection',
-    '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost'],
-});
+const browser = await launchChromium(['--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost']);
 
 const allPages = [];
 async function newPage() {
@@ -140,15 +121,14 @@ check(true, 'third page meshed with both');
 // Cut A's signaling socket; keep it down ~1.5 s while B restarts ICE (its offer and candidates
 // for A are buffered by the server) and B streams 50 numbered DataChannel messages to A.
 const seqBefore = await A.evaluate(() => window.t.seqs.length);
-refuse = true;
-for (const s of proxied) s.destroy();
+proxy.cut();
 await waitFor(A, () => !window.t.client.ready, null, 'A noticed the cut');
 await B.evaluate(async (to) => {
   window.t.room.peers.get(to).pc.restartIce();
   for (let i = 0; i < 50; i++) await window.t.room.send({ n: i }, { to });
 }, idA);
 await new Promise((r) => setTimeout(r, 1500));
-refuse = false;
+proxy.restore();
 await waitFor(A, () => window.t.resumed >= 1, null, 'A resumed its session');
 const seqs = await A.evaluate(() => window.t.seqs);
 const contiguous = seqs.every((s, i) => i === 0 || s === seqs[i - 1] + 1);

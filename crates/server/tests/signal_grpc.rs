@@ -37,6 +37,20 @@ async fn grpc(
     ),
     tonic::Status,
 > {
+    connect_with(s, &[("authorization", format!("Bearer {tok}"))]).await
+}
+
+/// Opens `Signal/Connect` with the given metadata.
+async fn connect_with(
+    s: &RunningServer,
+    metadata: &[(&'static str, String)],
+) -> Result<
+    (
+        mpsc::Sender<SignalRequest>,
+        tonic::Streaming<SignalResponse>,
+    ),
+    tonic::Status,
+> {
     let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", s.http_addr))
         .unwrap()
         .connect()
@@ -45,8 +59,9 @@ async fn grpc(
     let mut client = SignalClient::new(ch);
     let (tx, rx) = mpsc::channel(64);
     let mut req = tonic::Request::new(ReceiverStream::new(rx));
-    req.metadata_mut()
-        .insert("authorization", format!("Bearer {tok}").parse().unwrap());
+    for (k, v) in metadata {
+        req.metadata_mut().insert(*k, v.parse().unwrap());
+    }
     let resp = client.connect(req).await?;
     Ok((tx, resp.into_inner()))
 }
@@ -226,20 +241,14 @@ async fn grpc_resume(
     ),
     tonic::Status,
 > {
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", s.http_addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = SignalClient::new(ch);
-    let (tx, rx) = mpsc::channel(64);
-    let mut req = tonic::Request::new(ReceiverStream::new(rx));
-    req.metadata_mut()
-        .insert("resume-token", resume_token.parse().unwrap());
-    req.metadata_mut()
-        .insert("last-seq", last_seq.to_string().parse().unwrap());
-    let resp = client.connect(req).await?;
-    Ok((tx, resp.into_inner()))
+    connect_with(
+        s,
+        &[
+            ("resume-token", resume_token.to_string()),
+            ("last-seq", last_seq.to_string()),
+        ],
+    )
+    .await
 }
 
 #[tokio::test]

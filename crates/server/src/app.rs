@@ -237,7 +237,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         // stream gateway: `/inference.Inference/{*rest}` (gRPC, gRPC-Web, CORS preflight).
         // Progress events: `stream_gateway.set_progress_sink(..)` once signaling exists.
         .merge(stream_gateway.router(state.shutdown.clone()));
-    let join = tokio::spawn(serve(listener, router, state.clone()));
+    let threads = crate::conn_threads::ConnThreads::start(config.http.threads)
+        .context("http.threads: cannot start connection threads")?;
+    let join = tokio::spawn(serve(listener, threads, router, state.clone()));
     state.ready.store(true, Ordering::Release);
     Ok(RunningServer {
         http_addr,
@@ -254,8 +256,14 @@ fn routes(state: AppState) -> Router {
 }
 
 /// Accept loop: one hyper connection per TCP stream, HTTP/1.1 or HTTP/2 (prior knowledge)
-/// detected per connection, upgrades (WebSocket) allowed.
-async fn serve(listener: TcpListener, router: Router, state: AppState) {
+/// detected per connection, upgrades (WebSocket) allowed. Each connection is served on one
+/// of the connection threads ([`crate::conn_threads`]).
+async fn serve(
+    listener: TcpListener,
+    threads: crate::conn_threads::ConnThreads,
+    router: Router,
+    state: AppState,
+) {
     let builder = {
         let mut b = auto::Builder::new(TokioExecutor::new());
         b.http2()
@@ -283,16 +291,35 @@ async fn serve(listener: TcpListener, router: Router, state: AppState) {
             _ = state.shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
+        // Move the socket to the connection thread's own reactor.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%remote, error = %e, "cannot hand the connection over");
+                continue;
+            }
+        };
         let router = router.clone();
-        let svc =
-            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(remote));
-                router.clone().oneshot(req)
-            });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-        let conn = graceful.watch(conn.into_owned());
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let (thread, slot) = threads.pick();
+        thread.spawn(async move {
+            let _slot = slot;
+            let stream = match tokio::net::TcpStream::from_std(stream) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(%remote, error = %e, "cannot register the connection");
+                    return;
+                }
+            };
+            let svc = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(remote));
+                    router.clone().oneshot(req)
+                },
+            );
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%remote, error = %e, "connection ended with error");
             }
         });
@@ -307,6 +334,8 @@ async fn serve(listener: TcpListener, router: Router, state: AppState) {
     {
         tracing::warn!("grace period over; closing remaining connections");
     }
+    // Dropping the threads stops them; connections still open past the grace end there.
+    drop(threads);
 }
 
 /// Waits for SIGTERM or SIGINT.

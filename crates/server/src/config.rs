@@ -42,6 +42,9 @@ pub struct HttpConfig {
     pub cors_origins: Vec<String>,
     /// Serve the demo page and SDK at `/`.
     pub web_ui: bool,
+    /// Threads that serve HTTP connections (0 = one per CPU core). Each connection, with
+    /// everything it spawns, stays on one thread: no cross-thread hand-offs per request.
+    pub threads: usize,
 }
 
 impl Default for HttpConfig {
@@ -51,6 +54,7 @@ impl Default for HttpConfig {
             shutdown_grace: Duration::from_secs(10),
             cors_origins: Vec::new(),
             web_ui: true,
+            threads: 0,
         }
     }
 }

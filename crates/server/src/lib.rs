@@ -8,6 +8,7 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod conn_threads;
 pub mod dev;
 pub mod error;
 pub mod metrics;

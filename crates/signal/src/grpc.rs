@@ -319,6 +319,9 @@ impl Signal for SignalService {
                     *conn.close.lock() = Some((code, reason));
                     break Disconnect::Fatal;
                 }
+                if conn.backed_up() {
+                    tokio::task::yield_now().await;
+                }
             };
             conn.kill.cancel();
             let _ = writer.await;

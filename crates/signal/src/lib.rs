@@ -229,6 +229,21 @@ pub(crate) struct Conn {
     pub close: Arc<Mutex<Option<(u16, &'static str)>>>,
     ip: IpAddr,
     transport: &'static str,
+    /// This connection's own send queue, to see when it backs up.
+    own: mpsc::WeakSender<Outbound>,
+}
+
+impl Conn {
+    /// True when this connection's send queue is more than half full. Its reader then lets
+    /// the writer run before handling more input: both may share one thread (the server's
+    /// connection threads), and a burst of requests that each get a reply (errors, acks)
+    /// must not overflow the queue — and close the connection as a slow consumer — only
+    /// because the writer had no turn yet.
+    pub fn backed_up(&self) -> bool {
+        self.own
+            .upgrade()
+            .is_some_and(|tx| tx.capacity() * 2 < tx.max_capacity())
+    }
 }
 
 /// Who opened a connection: from the verified ticket, or from a resume token.
@@ -343,6 +358,7 @@ impl Inner {
         }
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(self.settings.send_queue.max(1));
+        let own = tx.downgrade();
         let kill = self.shutdown.child_token();
         let close = Arc::new(Mutex::new(None));
         self.core.lock().conns.insert(
@@ -364,6 +380,7 @@ impl Inner {
                 close,
                 ip,
                 transport,
+                own,
             },
             rx,
         ))

@@ -145,6 +145,7 @@ async fn upgrade(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                 close: conn.close.clone(),
                 ip: conn.ip,
                 transport: conn.transport,
+                own: conn.own.clone(),
             };
             move |_| inner.closed(&conn, Disconnect::Fatal)
         })
@@ -272,6 +273,9 @@ async fn run(
             *conn.close.lock() = Some((code, reason));
             conn.kill.cancel();
             break Disconnect::Fatal;
+        }
+        if conn.backed_up() {
+            tokio::task::yield_now().await;
         }
     };
     if matches!(*conn.close.lock(), Some((0, "dead"))) {

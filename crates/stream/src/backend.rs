@@ -7,8 +7,9 @@
 //! is how cancellation reaches it.
 
 use crate::status::Status;
+pub use crate::wire::Messages;
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use futures::Stream;
 use prost::Message;
 use sha2::{Digest, Sha256};
@@ -17,9 +18,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use switchboard_proto::inference::PredictChunk;
 
-/// Encoded `PredictChunk` messages (protobuf, without the gRPC length prefix), in order. The
-/// stream ends after the last message; an `Err` ends it with that status.
-pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>;
+/// Encoded `PredictChunk` messages, already length-prefixed for the wire and grouped in runs
+/// of one or more ([`Messages`]), in order. An upstream hands on its DATA frames' bytes as
+/// they came, a local worker frames one message per item. The stream ends after the last
+/// message; an `Err` ends it with that status.
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Messages, Status>> + Send>>;
 
 /// One stream as a backend sees it.
 #[derive(Clone, Debug)]
@@ -111,7 +114,7 @@ impl Backend for LocalBackend {
                         done: false,
                     };
                     st.index = st.index.saturating_add(1);
-                    Some((Ok(Bytes::from(msg.encode_to_vec())), st))
+                    Some((Ok(framed(&msg)), st))
                 }
                 Some(Err(e)) => {
                     st.done = true;
@@ -124,10 +127,24 @@ impl Backend for LocalBackend {
                         partial: Vec::new(),
                         done: true,
                     };
-                    Some((Ok(Bytes::from(msg.encode_to_vec())), st))
+                    Some((Ok(framed(&msg)), st))
                 }
             }
         })))
+    }
+}
+
+/// One message, encoded straight behind its gRPC length prefix (no second copy).
+fn framed(msg: &PredictChunk) -> Messages {
+    let len = msg.encoded_len();
+    let mut b = BytesMut::with_capacity(5 + len);
+    b.put_u8(0);
+    b.put_u32(len as u32);
+    msg.encode_raw(&mut b);
+    Messages {
+        framed: b.freeze(),
+        count: 1,
+        payload_bytes: len as u64,
     }
 }
 
@@ -292,13 +309,20 @@ mod tests {
             .unwrap();
         let msgs: Vec<_> = s.collect().await;
         assert_eq!(msgs.len(), 4);
+        let one = |m: &Result<Messages, Status>| {
+            let m = m.clone().unwrap();
+            assert_eq!(m.count, 1);
+            let frames = crate::wire::decode_all(&m.framed, 1 << 20).unwrap();
+            assert_eq!(m.payload_bytes, frames[0].payload.len() as u64);
+            PredictChunk::decode(frames[0].payload.clone()).unwrap()
+        };
         for (i, m) in msgs[..3].iter().enumerate() {
-            let c = PredictChunk::decode(m.clone().unwrap()).unwrap();
+            let c = one(m);
             assert_eq!(c.index, i as i32);
             assert!(!c.done);
             assert_eq!(c.partial, digest_part(b"s", i as u64, 40));
         }
-        let last = PredictChunk::decode(msgs[3].clone().unwrap()).unwrap();
+        let last = one(&msgs[3]);
         assert_eq!((last.index, last.done, last.partial.len()), (-1, true, 0));
     }
 

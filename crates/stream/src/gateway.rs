@@ -23,7 +23,7 @@ use axum::response::Response;
 use axum::routing::any;
 use axum::Router;
 use base64::Engine;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 use http_body::Frame;
 use http_body_util::BodyExt;
@@ -643,6 +643,9 @@ const DEADLINE_SLACK: Duration = Duration::from_millis(100);
 /// Messages already available are sent together up to this many bytes per DATA frame.
 const COALESCE_BYTES: usize = 32 * 1024;
 
+/// A run of messages at least this large is forwarded as it is, not coalesced (copied).
+const PASS_THROUGH_BYTES: usize = 4 * 1024;
+
 impl ResponseBody {
     fn progress(&self, state: ProgressState, code: Option<Code>) {
         let mut e = ProgressEvent::new(&self.task_id, self.chunks, self.bytes, state);
@@ -753,7 +756,7 @@ impl http_body::Body for ResponseBody {
         }
         let first = match this.stream.as_mut().poll_next(cx) {
             Poll::Pending => return Poll::Pending,
-            Poll::Ready(Some(Ok(msg))) => msg,
+            Poll::Ready(Some(Ok(msgs))) => msgs,
             Poll::Ready(Some(Err(s))) => return Poll::Ready(Some(Ok(this.finish(s)))),
             Poll::Ready(None) => return Poll::Ready(Some(Ok(this.finish(Status::ok())))),
         };
@@ -765,24 +768,24 @@ impl http_body::Body for ResponseBody {
                 .ttfc
                 .observe(this.t0.elapsed().as_secs_f64());
         }
-        let mut out = BytesMut::with_capacity(5 + first.len());
-        let (mut n, mut nbytes) = (0u64, 0u64);
-        let mut push = |out: &mut BytesMut, msg: &Bytes| {
-            out.put_u8(0);
-            out.put_u32(msg.len() as u32);
-            out.put_slice(msg);
-            n += 1;
-            nbytes += msg.len() as u64;
-        };
-        push(&mut out, &first);
-        // Coalesce what is already available (never wait for more) into one DATA frame: an
-        // upstream DATA frame often carries many messages, and one downstream frame per
-        // message would multiply HTTP/2 framing work. The very first chunk goes alone, so
-        // time to first chunk does not wait on anything.
-        if !is_first {
+        let (mut n, mut nbytes) = (u64::from(first.count), first.payload_bytes);
+        // A run that is already large (an upstream DATA frame) goes out as it came, without a
+        // copy. Small runs (a local worker's single messages) are coalesced with what is
+        // already available — never waiting for more — into one DATA frame, so that one
+        // downstream frame per message does not multiply HTTP/2 framing work. The very first
+        // run goes alone, so time to first chunk does not wait on anything.
+        let out = if is_first || first.framed.len() >= PASS_THROUGH_BYTES {
+            first.framed
+        } else {
+            let mut out = BytesMut::with_capacity(COALESCE_BYTES);
+            out.extend_from_slice(&first.framed);
             while out.len() < COALESCE_BYTES {
                 match this.stream.as_mut().poll_next(cx) {
-                    Poll::Ready(Some(Ok(msg))) => push(&mut out, &msg),
+                    Poll::Ready(Some(Ok(more))) => {
+                        out.extend_from_slice(&more.framed);
+                        n += u64::from(more.count);
+                        nbytes += more.payload_bytes;
+                    }
                     Poll::Ready(Some(Err(s))) => {
                         this.pending_end = Some(s);
                         break;
@@ -794,7 +797,8 @@ impl http_body::Body for ResponseBody {
                     Poll::Pending => break,
                 }
             }
-        }
+            out.freeze()
+        };
         let m = &this.inner.metrics;
         this.chunks += n;
         this.bytes += nbytes;
@@ -803,7 +807,7 @@ impl http_body::Body for ResponseBody {
         if this.throttle.due(Instant::now()) {
             this.progress(ProgressState::Running, None);
         }
-        let data = this.encode(out.freeze());
+        let data = this.encode(out);
         Poll::Ready(Some(Ok(Frame::data(data))))
     }
 

@@ -10,7 +10,7 @@ use crate::backend::{Backend, BackendRequest, ChunkStream};
 use crate::config::{LbPolicy, UpstreamConfig};
 use crate::metrics::{EndpointLabel, StreamMetrics};
 use crate::status::{Code, Status};
-use crate::wire::{self, FrameDecoder};
+use crate::wire::{self, MessageSplitter, Messages, WireError};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -137,11 +137,28 @@ impl Drop for ActiveGuard {
 }
 
 /// A named pool of upstream endpoints.
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+static NEXT_POOL_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+thread_local! {
+    /// Per thread, per pool: a client with its own connection pool.
+    static THREAD_CLIENTS: std::cell::RefCell<Vec<(u64, HttpClient)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// SETTINGS_MAX_FRAME_SIZE the gateway announces to upstreams.
+const UPSTREAM_MAX_FRAME: u32 = 64 * 1024;
+
 pub struct UpstreamPool {
     name: String,
     cfg: UpstreamConfig,
     endpoints: Vec<Arc<Endpoint>>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    /// How each thread's HTTP/2 client is built (see [`UpstreamPool::client`]).
+    builder: hyper_util::client::legacy::Builder,
+    connector: HttpConnector,
+    /// Tells this pool's per-thread clients apart from other pools' in the thread-local map.
+    id: u64,
     rr: AtomicUsize,
     max_chunk_bytes: usize,
     metrics: StreamMetrics,
@@ -206,6 +223,9 @@ impl UpstreamPool {
             // No idle timeout: a connection carrying a long stream is never closed for quiet.
             .pool_idle_timeout(None)
             .http2_adaptive_window(false)
+            // Larger DATA frames from the upstream: fewer frames to read and forward per chunk
+            // (a tonic server, for one, sends its ready messages in 32 KiB runs).
+            .http2_max_frame_size(UPSTREAM_MAX_FRAME)
             .http2_initial_stream_window_size(256 * 1024)
             .http2_initial_connection_window_size(4 * 1024 * 1024);
         if !cfg.keepalive_interval.is_zero() {
@@ -217,10 +237,33 @@ impl UpstreamPool {
             name: cfg.name.clone(),
             cfg: cfg.clone(),
             endpoints,
-            client: b.build(conn),
+            builder: b,
+            connector: conn,
+            id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
             rr: AtomicUsize::new(0),
             max_chunk_bytes,
             metrics,
+        })
+    }
+
+    /// The calling thread's client. A hyper client's connection task runs on the runtime that
+    /// opened the connection; one client per thread keeps a proxied stream's upstream
+    /// connection on the thread that serves its client connection (the server's connection
+    /// threads), so chunks are not handed across threads. A clone of the same builder
+    /// configuration, with its own pool.
+    fn client(&self) -> HttpClient {
+        THREAD_CLIENTS.with(|c| {
+            let mut c = c.borrow_mut();
+            if let Some((_, client)) = c.iter().find(|(id, _)| *id == self.id) {
+                return client.clone();
+            }
+            // Pools are built at startup; a thread that saw many (tests) starts over.
+            if c.len() >= 64 {
+                c.clear();
+            }
+            let client = self.builder.build(self.connector.clone());
+            c.push((self.id, client.clone()));
+            client
         })
     }
 
@@ -304,7 +347,7 @@ impl UpstreamPool {
                 .header("te", "trailers")
                 .body(Full::new(wire::encode_frame(0, &[])))
                 .ok()?;
-            let resp = self.client.request(req).await.ok()?;
+            let resp = self.client().request(req).await.ok()?;
             if resp.status() != 200 {
                 return Some(false);
             }
@@ -348,7 +391,7 @@ impl UpstreamPool {
         let http_req = b
             .body(Full::new(wire::encode_frame(0, &req.raw)))
             .map_err(|e| Failure::fatal(Status::internal(e.to_string()), "protocol"))?;
-        let resp = self.client.request(http_req).await.map_err(|e| {
+        let resp = self.client().request(http_req).await.map_err(|e| {
             Failure::retry(Status::unavailable(format!("upstream: {e}")), "connect")
         })?;
         let (parts, body) = resp.into_parts();
@@ -367,7 +410,8 @@ impl UpstreamPool {
         }
         let mut stream = UpstreamBody {
             body,
-            decoder: FrameDecoder::new(self.max_chunk_bytes),
+            splitter: MessageSplitter::new(self.max_chunk_bytes),
+            queued: None,
             done: false,
             pool: self.name.clone(),
             metrics: self.metrics.clone(),
@@ -389,7 +433,7 @@ impl UpstreamPool {
 
 /// What `attempt` yields when a stream got going.
 struct Opened {
-    first: Option<Bytes>,
+    first: Option<Messages>,
     rest: UpstreamBody,
 }
 
@@ -460,91 +504,110 @@ struct UpErr {
     transport: bool,
 }
 
-/// The upstream response body as a stream of raw messages. Reads one HTTP/2 DATA frame at a
-/// time, only when polled.
+/// The upstream response body as a stream of [`Messages`] runs. Reads one HTTP/2 DATA frame
+/// at a time, only when polled, and hands on the whole messages inside it as a slice of the
+/// frame (see [`MessageSplitter`]): the gateway forwards upstream bytes without re-framing.
 struct UpstreamBody {
     body: Incoming,
-    decoder: FrameDecoder,
+    splitter: MessageSplitter,
+    /// The second run of the last DATA frame, when it yielded two.
+    queued: Option<Messages>,
     done: bool,
     pool: String,
     metrics: StreamMetrics,
 }
 
+impl UpstreamBody {
+    fn fail(
+        &mut self,
+        kind: &'static str,
+        status: Status,
+        transport: bool,
+    ) -> Poll<Option<Result<Messages, UpErr>>> {
+        self.done = true;
+        self.queued = None;
+        if kind == "chunk_too_large" {
+            self.metrics.limit(kind);
+        } else {
+            self.metrics.upstream_error(&self.pool, kind);
+        }
+        Poll::Ready(Some(Err(UpErr { status, transport })))
+    }
+}
+
 impl Stream for UpstreamBody {
-    type Item = Result<Bytes, UpErr>;
+    type Item = Result<Messages, UpErr>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         loop {
+            if let Some(m) = this.queued.take() {
+                return Poll::Ready(Some(Ok(m)));
+            }
             if this.done {
                 return Poll::Ready(None);
-            }
-            match this.decoder.next_frame() {
-                Ok(Some(f)) => {
-                    if f.flags & wire::COMPRESSED_FLAG != 0 {
-                        this.done = true;
-                        this.metrics.upstream_error(&this.pool, "protocol");
-                        return Poll::Ready(Some(Err(UpErr {
-                            status: Status::internal("upstream sent a compressed message"),
-                            transport: false,
-                        })));
-                    }
-                    return Poll::Ready(Some(Ok(f.payload)));
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    this.done = true;
-                    this.metrics.limit("chunk_too_large");
-                    return Poll::Ready(Some(Err(UpErr {
-                        status: Status::resource_exhausted(format!("upstream chunk: {e}")),
-                        transport: false,
-                    })));
-                }
             }
             match Pin::new(&mut this.body).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(data) => this.decoder.push_bytes(data),
+                    Ok(data) => match this.splitter.push(data) {
+                        Ok([first, second]) => match (first, second) {
+                            (Some(a), b) => {
+                                this.queued = b;
+                                return Poll::Ready(Some(Ok(a)));
+                            }
+                            (None, Some(b)) => return Poll::Ready(Some(Ok(b))),
+                            (None, None) => {}
+                        },
+                        Err(WireError::Compressed) => {
+                            return this.fail(
+                                "protocol",
+                                Status::internal("upstream sent a compressed message"),
+                                false,
+                            )
+                        }
+                        Err(e) => {
+                            return this.fail(
+                                "chunk_too_large",
+                                Status::resource_exhausted(format!("upstream chunk: {e}")),
+                                false,
+                            )
+                        }
+                    },
                     Err(frame) => {
-                        this.done = true;
                         let status = frame
                             .trailers_ref()
                             .and_then(grpc_status_of)
                             .unwrap_or_else(|| {
                                 Status::internal("upstream trailers without grpc-status")
                             });
-                        if this.decoder.finish().is_err() {
-                            this.metrics.upstream_error(&this.pool, "protocol");
-                            return Poll::Ready(Some(Err(UpErr {
-                                status: Status::internal("upstream ended inside a message"),
-                                transport: false,
-                            })));
+                        if this.splitter.finish().is_err() {
+                            return this.fail(
+                                "protocol",
+                                Status::internal("upstream ended inside a message"),
+                                false,
+                            );
                         }
                         if status.code == Code::Ok {
+                            this.done = true;
                             return Poll::Ready(None);
                         }
-                        this.metrics.upstream_error(&this.pool, "status");
-                        return Poll::Ready(Some(Err(UpErr {
-                            status,
-                            transport: false,
-                        })));
+                        return this.fail("status", status, false);
                     }
                 },
                 Poll::Ready(Some(Err(e))) => {
-                    this.done = true;
-                    this.metrics.upstream_error(&this.pool, "reset");
-                    return Poll::Ready(Some(Err(UpErr {
-                        status: Status::unavailable(format!("upstream stream failed: {e}")),
-                        transport: true,
-                    })));
+                    return this.fail(
+                        "reset",
+                        Status::unavailable(format!("upstream stream failed: {e}")),
+                        true,
+                    )
                 }
                 Poll::Ready(None) => {
-                    this.done = true;
-                    this.metrics.upstream_error(&this.pool, "protocol");
-                    return Poll::Ready(Some(Err(UpErr {
-                        status: Status::unavailable("upstream ended the stream without a status"),
-                        transport: true,
-                    })));
+                    return this.fail(
+                        "protocol",
+                        Status::unavailable("upstream ended the stream without a status"),
+                        true,
+                    )
                 }
             }
         }

@@ -30,6 +30,8 @@ pub enum WireError {
     BadBase64,
     #[error("invalid grpc-timeout")]
     BadTimeout,
+    #[error("compressed message (grpc-encoding identity only)")]
+    Compressed,
 }
 
 /// Incremental decoder: push bytes as they arrive, pop whole frames. Holds at most one
@@ -97,6 +99,126 @@ impl FrameDecoder {
     /// Bytes held for an unfinished frame.
     pub fn buffered(&self) -> usize {
         self.buf.len()
+    }
+}
+
+/// Whole length-prefixed messages, still framed for the wire: what the gateway forwards.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Messages {
+    /// One or more `flags | len | payload` frames, back to back.
+    pub framed: Bytes,
+    /// How many messages `framed` holds.
+    pub count: u32,
+    /// The sum of their payload lengths (without the 5-byte prefixes).
+    pub payload_bytes: u64,
+}
+
+impl Messages {
+    /// Frames one encoded message.
+    pub fn one(payload: &[u8]) -> Self {
+        Messages {
+            framed: encode_frame(0, payload),
+            count: 1,
+            payload_bytes: payload.len() as u64,
+        }
+    }
+}
+
+/// Cuts a stream of HTTP/2 DATA frames at message boundaries without copying the messages
+/// that lie whole inside one DATA frame: those are handed on as a slice of the frame. Only a
+/// message that spans DATA frames is copied (into `carry`, bounded by `max_len`). Every message
+/// is checked: uncompressed (flags 0) and at most `max_len` bytes.
+#[derive(Debug)]
+pub struct MessageSplitter {
+    carry: BytesMut,
+    max_len: usize,
+}
+
+impl MessageSplitter {
+    pub fn new(max_len: usize) -> Self {
+        MessageSplitter {
+            carry: BytesMut::new(),
+            max_len,
+        }
+    }
+
+    fn header(&self, h: &[u8]) -> Result<usize, WireError> {
+        if h[0] != 0 {
+            return Err(WireError::Compressed);
+        }
+        let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
+        if len > self.max_len {
+            return Err(WireError::TooLarge {
+                len,
+                max: self.max_len,
+            });
+        }
+        Ok(len)
+    }
+
+    /// Feeds one DATA frame. Returns up to two runs of whole messages, in order: the message
+    /// completed from an earlier frame's tail, then the whole messages inside this frame.
+    pub fn push(&mut self, mut data: Bytes) -> Result<[Option<Messages>; 2], WireError> {
+        let mut out = [None, None];
+        if !self.carry.is_empty() {
+            if self.carry.len() < 5 {
+                let take = (5 - self.carry.len()).min(data.len());
+                self.carry.extend_from_slice(&data.split_to(take));
+                if self.carry.len() < 5 {
+                    return Ok(out);
+                }
+            }
+            let len = self.header(&self.carry[..5])?;
+            let need = 5 + len - self.carry.len();
+            let take = need.min(data.len());
+            if self.carry.capacity() < 5 + len {
+                self.carry.reserve(5 + len - self.carry.len());
+            }
+            self.carry.extend_from_slice(&data.split_to(take));
+            if self.carry.len() < 5 + len {
+                return Ok(out);
+            }
+            out[0] = Some(Messages {
+                framed: std::mem::take(&mut self.carry).freeze(),
+                count: 1,
+                payload_bytes: len as u64,
+            });
+        }
+        let (mut pos, mut count, mut payload_bytes) = (0usize, 0u32, 0u64);
+        while data.len() - pos >= 5 {
+            let len = self.header(&data[pos..pos + 5])?;
+            if data.len() - pos - 5 < len {
+                break;
+            }
+            pos += 5 + len;
+            count += 1;
+            payload_bytes += len as u64;
+        }
+        if count > 0 {
+            out[1] = Some(Messages {
+                framed: data.split_to(pos),
+                count,
+                payload_bytes,
+            });
+        }
+        if !data.is_empty() {
+            if data.len() >= 5 {
+                // Check the partial message's header now, so an oversized one fails at once.
+                let len = self.header(&data[..5])?;
+                self.carry.reserve(5 + len);
+            }
+            self.carry.extend_from_slice(&data);
+        }
+        Ok(out)
+    }
+
+    /// Call at end of stream: an unfinished message is an error.
+    pub fn finish(&self) -> Result<(), WireError> {
+        if self.carry.is_empty() {
+            Ok(())
+        } else {
+            Err(WireError::Truncated)
+        }
     }
 }
 
@@ -225,6 +347,14 @@ pub fn decode_grpc_message(m: &str) -> String {
 pub fn fuzz_one(data: &[u8]) {
     let max = data.first().map(|b| *b as usize * 16).unwrap_or(0);
     let _ = decode_all(data, max);
+    for step in [1usize, 7, 64] {
+        let mut sp = MessageSplitter::new(max);
+        for part in data.chunks(step) {
+            if sp.push(Bytes::copy_from_slice(part)).is_err() {
+                break;
+            }
+        }
+    }
     if let Ok(text) = decode_web_text(data) {
         let _ = decode_all(&text, 1 << 20);
     }
@@ -280,6 +410,87 @@ mod tests {
         }
     }
 
+    /// Feeds `wire` to a splitter cut at `cuts`; returns the messages' payloads and the runs.
+    fn split_at(
+        wire: &[u8],
+        cuts: &[usize],
+        max: usize,
+    ) -> Result<(Vec<Vec<u8>>, usize), WireError> {
+        let mut sp = MessageSplitter::new(max);
+        let (mut msgs, mut runs) = (Vec::new(), 0);
+        let mut bounds = vec![0];
+        bounds.extend(cuts.iter().copied().filter(|c| *c > 0 && *c < wire.len()));
+        bounds.sort_unstable();
+        bounds.dedup();
+        bounds.push(wire.len());
+        for w in bounds.windows(2) {
+            for m in sp
+                .push(Bytes::copy_from_slice(&wire[w[0]..w[1]]))?
+                .into_iter()
+                .flatten()
+            {
+                runs += 1;
+                let frames = decode_all(&m.framed, max).unwrap();
+                assert_eq!(frames.len() as u32, m.count);
+                assert_eq!(
+                    frames.iter().map(|f| f.payload.len() as u64).sum::<u64>(),
+                    m.payload_bytes
+                );
+                msgs.extend(frames.into_iter().map(|f| f.payload.to_vec()));
+            }
+        }
+        sp.finish()?;
+        Ok((msgs, runs))
+    }
+
+    #[test]
+    fn splitter_forwards_whole_messages_and_carries_split_ones() {
+        let mut wire = Vec::new();
+        for m in [&b"alpha"[..], b"", b"gamma-delta"] {
+            wire.extend_from_slice(&encode_frame(0, m));
+        }
+        let want = vec![b"alpha".to_vec(), vec![], b"gamma-delta".to_vec()];
+        // One DATA frame: one zero-copy run.
+        assert_eq!(split_at(&wire, &[], 64).unwrap(), (want.clone(), 1));
+        for a in 0..=wire.len() {
+            for b in a..=wire.len() {
+                let (got, _) = split_at(&wire, &[a, b], 64).unwrap();
+                assert_eq!(got, want, "cut at {a},{b}");
+            }
+        }
+        // The zero-copy run is a slice of the pushed frame.
+        let frame = Bytes::from(wire.clone());
+        let [carried, run] = MessageSplitter::new(64).push(frame.clone()).unwrap();
+        assert!(carried.is_none());
+        assert_eq!(run.unwrap().framed.as_ptr(), frame.as_ptr());
+    }
+
+    #[test]
+    fn splitter_rejects_compressed_oversized_and_truncated() {
+        let big = encode_frame(0, &[7u8; 100]);
+        assert!(matches!(
+            split_at(&big, &[], 50),
+            Err(WireError::TooLarge { .. })
+        ));
+        // An oversized header fails as soon as it is seen, before the body arrives.
+        let mut sp = MessageSplitter::new(50);
+        assert!(matches!(
+            sp.push(big.slice(..8)),
+            Err(WireError::TooLarge { .. })
+        ));
+        let mut sp = MessageSplitter::new(50);
+        assert_eq!(sp.push(big.slice(..3)).unwrap(), [None, None]);
+        assert!(matches!(
+            sp.push(big.slice(3..9)),
+            Err(WireError::TooLarge { .. })
+        ));
+        assert_eq!(
+            split_at(&encode_frame(COMPRESSED_FLAG, b"x"), &[], 50),
+            Err(WireError::Compressed)
+        );
+        assert_eq!(split_at(&big[..50], &[], 500), Err(WireError::Truncated));
+    }
+
     #[test]
     fn oversized_and_truncated() {
         let mut d = FrameDecoder::new(4);
@@ -325,6 +536,29 @@ mod tests {
             if let Ok(s) = std::str::from_utf8(&data) {
                 let _ = parse_grpc_timeout(s);
                 let _ = decode_grpc_message(s);
+            }
+        }
+
+        #[test]
+        fn splitter_matches_decoder(
+            msgs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..60), 0..8),
+            cuts in proptest::collection::vec(0usize..500, 0..6),
+        ) {
+            let mut wire = Vec::new();
+            for m in &msgs {
+                wire.extend_from_slice(&encode_frame(0, m));
+            }
+            let (got, _) = split_at(&wire, &cuts, 64).unwrap();
+            prop_assert_eq!(got, msgs);
+        }
+
+        #[test]
+        fn splitter_never_panics(data in proptest::collection::vec(any::<u8>(), 0..300), step in 1usize..40, max in 0usize..200) {
+            let mut sp = MessageSplitter::new(max);
+            for part in data.chunks(step) {
+                if sp.push(Bytes::copy_from_slice(part)).is_err() {
+                    break;
+                }
             }
         }
 

@@ -8,7 +8,12 @@
 # Every server computes the same SHA-256 counter-mode chunks. Load: crates/stream/examples/stream_load.rs.
 #
 #   cargo build --release -p switchboard -p switchboard-stream --bins --examples
-#   bench/stream.sh            # env: CONC, STREAMS_FAST, STREAMS_PY, CHUNKS, CHUNK_BYTES
+#   bench/stream.sh            # env: CONC, STREAMS_FAST, STREAMS_PY, CHUNKS, CHUNK_BYTES, PIN, SB_BIN
+#
+# PIN=1 gives Switchboard CPU 1 and everything else (load generator, Python, tonic) CPU 0, the
+# way a proxy is deployed on its own cores: (d) and (e) then have the same CPU for tonic and the
+# client, and (e)/(d) shows whether the gateway limits throughput. Default: no pinning, all
+# processes share every core, so (e)/(d) mostly measures the gateway's CPU cost.
 #
 # Server CPU is utime+stime of the server process(es) from /proc/PID/stat over the run.
 set -euo pipefail
@@ -16,6 +21,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 REL=$ROOT/target/release
 PY=${PY:-$ROOT/.venv/bin/python}
 CONC=${CONC:-32}
+SB_BIN=${SB_BIN:-$REL/switchboard}
+PIN_SB=() PIN_OTHER=()
+if [ "${PIN:-0}" = 1 ]; then PIN_SB=(taskset -c 1); PIN_OTHER=(taskset -c 0); fi
 STREAMS_FAST=${STREAMS_FAST:-1600}
 STREAMS_PY=${STREAMS_PY:-160}
 CHUNKS=${CHUNKS:-200}
@@ -32,9 +40,9 @@ HZ=$(getconf CLK_TCK)
 
 PY="$PY" "$ROOT/examples/python-ml-worker/generate.sh" "$WORK/gen" >/dev/null
 PY_PORT=$(port)
-INFERENCE_STUBS=$WORK/gen "$PY" "$ROOT/examples/python-ml-worker/server.py" --port "$PY_PORT" --workers 64 >"$WORK/py.log" 2>&1 &
+INFERENCE_STUBS=$WORK/gen "${PIN_OTHER[@]}" "$PY" "$ROOT/examples/python-ml-worker/server.py" --port "$PY_PORT" --workers 64 >"$WORK/py.log" 2>&1 &
 PY_PID=$!; PIDS+=($PY_PID)
-"$REL/examples/tonic_digest_server" 127.0.0.1:0 >"$WORK/tonic.log" 2>&1 &
+"${PIN_OTHER[@]}" "$REL/examples/tonic_digest_server" 127.0.0.1:0 >"$WORK/tonic.log" 2>&1 &
 TONIC_PID=$!; PIDS+=($TONIC_PID)
 wait_line "$WORK/py.log" listening
 wait_line "$WORK/tonic.log" listening
@@ -72,7 +80,7 @@ backend = "tonic"
 task_prefix = ""
 backend = "local:digest"
 TOML
-"$REL/switchboard" serve --config "$WORK/sb.toml" >"$WORK/sb.log" 2>&1 &
+"${PIN_SB[@]}" "$SB_BIN" serve --config "$WORK/sb.toml" >"$WORK/sb.log" 2>&1 &
 SB_PID=$!; PIDS+=($SB_PID)
 wait_line "$WORK/sb.log" "^switchboard listening"
 SB=$(sed -n 's/.* http=\([^ ]*\).*/\1/p' "$WORK/sb.log" | head -1)
@@ -82,7 +90,7 @@ run() { # label target task streams pids...
   local label=$1 target=$2 task=$3 streams=$4; shift 4
   local c0; c0=$(ticks "$@")
   local out
-  out=$("$REL/examples/stream_load" --target "$target" --token "$TOKEN" --concurrency "$CONC" \
+  out=$("${PIN_OTHER[@]}" "$REL/examples/stream_load" --target "$target" --token "$TOKEN" --concurrency "$CONC" \
     --streams "$streams" --task "$task" --payload "$PAYLOAD" --label "$label")
   local c1; c1=$(ticks "$@")
   python3 - "$out" "$((c1 - c0))" "$HZ" <<'PY'
@@ -95,7 +103,7 @@ print(json.dumps(r))
 PY
 }
 
-echo "# $(date -u +%FT%TZ) $(nproc) cores; conc=$CONC chunks/stream=$CHUNKS chunk_bytes=$CHUNK_BYTES"
+echo "# $(date -u +%FT%TZ) $(nproc) cores, load average $(cut -d" " -f1-3 /proc/loadavg); conc=$CONC chunks/stream=$CHUNKS chunk_bytes=$CHUNK_BYTES pin=${PIN:-0}"
 # Warm-up (connections, Python imports).
 run warmup "http://127.0.0.1:$PY_PORT" w 8 "$PY_PID" >/dev/null
 run warmup "http://$SB" py-w 8 "$SB_PID" >/dev/null

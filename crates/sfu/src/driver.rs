@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::core::{Action, CoreTuning, Layer, ParticipantId, Rooms, TrackKey, TrackKind};
 use crate::metrics::{KindLabel, LayerLabel, ReasonLabel, SfuMetrics};
 use crate::tcp::TcpIn;
+use crate::timers::TimerQueue;
 use crate::wire::{self, DatagramKind};
 use crate::{SfuConfig, SfuError};
 
@@ -35,7 +36,7 @@ const RECV_BUF: usize = 2048;
 const RECV_BATCHES: usize = 8;
 /// Queued outbound datagrams that force a flush in the middle of an engine turn (bounds memory
 /// and the delay of the first datagram of a big fan-out).
-const SEND_FLUSH_AT: usize = 512;
+const SEND_FLUSH_AT: usize = 64;
 /// Due str0m timeouts handled inline per poll before the rest waits for the timer.
 const DUE_ROUNDS: usize = 4;
 /// Above this many bytes buffered in a DataChannel, queued messages wait in the core's bounded
@@ -268,6 +269,9 @@ impl Sfu {
             renegotiate: HashSet::new(),
             route_buf: Vec::new(),
             events_buf: Vec::new(),
+            timers: TimerQueue::new(),
+            due_buf: Vec::new(),
+            fwd_sent: Vec::new(),
             last_tick: Instant::now(),
             last_stats: crate::core::CoreStats::default(),
         };
@@ -513,9 +517,10 @@ struct Session {
     lossy_ch: Option<ChannelId>,
     channels: HashMap<ChannelId, bool>,
     nacks_seen: HashMap<(Mid, Option<Rid>), u64>,
-    next_timeout: Instant,
     dirty: bool,
     connected: bool,
+    /// Media written into this session's `Rtc` and not yet polled out: earliest arrival, units.
+    fwd_since: Option<(Instant, u32)>,
 }
 
 struct TcpConn {
@@ -549,6 +554,12 @@ struct Engine {
     route_buf: Vec<ParticipantId>,
     /// Reused between polls (no allocation per session poll).
     events_buf: Vec<Event>,
+    /// Each session's next str0m timeout.
+    timers: TimerQueue<ParticipantId>,
+    due_buf: Vec<ParticipantId>,
+    /// Per polled subscriber: earliest arrival of the media it was handed and how many units,
+    /// observed as forwarding latency at the next send.
+    fwd_sent: Vec<(Instant, u32)>,
     last_tick: Instant,
     last_stats: crate::core::CoreStats,
 }
@@ -737,13 +748,13 @@ impl Engine {
         }
     }
 
-    fn next_deadline(&self) -> Instant {
+    fn next_deadline(&mut self) -> Instant {
         let tick = self.last_tick + TICK;
-        self.sessions
-            .values()
-            .map(|s| s.next_timeout)
-            .min()
-            .map_or(tick, |t| t.min(tick))
+        if !self.dirty.is_empty() || !self.renegotiate.is_empty() {
+            // The last turn stopped at its round limit: continue right away.
+            return self.last_tick.min(Instant::now());
+        }
+        self.timers.next().map_or(tick, |t| t.min(tick))
     }
 
     /// Reads what the socket holds, in `recvmmsg` batches, and feeds every datagram to its
@@ -784,6 +795,17 @@ impl Engine {
             return;
         }
         let dropped = self.out.flush(&self.socket);
+        // Forwarding latency per (media unit, subscriber): arrival of the unit's first datagram
+        // to this send of the subscriber's packets.
+        if !self.fwd_sent.is_empty() {
+            let now = Instant::now();
+            for (t, units) in self.fwd_sent.drain(..) {
+                let secs = now.duration_since(t).as_secs_f64();
+                for _ in 0..units {
+                    self.metrics.forwarding_latency.observe(secs);
+                }
+            }
+        }
         self.metrics
             .datagrams_sent
             .inc_by((queued - dropped) as u64);
@@ -864,13 +886,9 @@ impl Engine {
     }
 
     fn timeouts(&mut self, now: Instant) {
-        let due: Vec<ParticipantId> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.next_timeout <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
+        let mut due = std::mem::take(&mut self.due_buf);
+        self.timers.pop_due(now, &mut due);
+        for id in due.drain(..) {
             if let Some(s) = self.sessions.get_mut(&id) {
                 if s.rtc.handle_input(Input::Timeout(now)).is_err() {
                     s.rtc.disconnect();
@@ -878,6 +896,7 @@ impl Engine {
             }
             self.mark(id);
         }
+        self.due_buf = due;
         if now.duration_since(self.last_tick) >= TICK {
             self.last_tick = now;
             for c in self.tcp_conns.values() {
@@ -925,6 +944,9 @@ impl Engine {
                 }
             }
             self.events_buf = events;
+            // Each round's datagrams leave at once: the first subscribers of a fan-out do not
+            // wait for the rest of the turn.
+            self.flush_out();
             if self.dirty.is_empty() {
                 // Keep the allocation for the next turn.
                 self.dirty = ids;
@@ -953,6 +975,10 @@ impl Engine {
             return;
         };
         s.dirty = false;
+        if let Some(f) = s.fwd_since.take() {
+            // Everything written so far is packetized by the polling below.
+            self.fwd_sent.push(f);
+        }
         let mut due_rounds = 0;
         loop {
             match s.rtc.poll_output() {
@@ -980,7 +1006,7 @@ impl Engine {
                             continue;
                         }
                     }
-                    s.next_timeout = t;
+                    self.timers.schedule(id, t);
                     break;
                 }
                 Ok(Output::Event(e)) => events.push(e),
@@ -1169,11 +1195,12 @@ impl Engine {
                 lossy_ch: None,
                 channels: HashMap::new(),
                 nacks_seen: HashMap::new(),
-                next_timeout: now,
                 dirty: false,
                 connected: false,
+                fwd_since: None,
             },
         );
+        self.timers.schedule(id, now);
         self.metrics.sessions.set(self.sessions.len() as i64);
         let actions = self.rooms.join(&room, id);
         self.apply(actions, now);
@@ -1544,6 +1571,9 @@ impl Engine {
             };
             if w.write(pt, d.network_time, d.time, d.data.clone()).is_ok() {
                 forwarded += 1;
+                // Observed when the packets leave (see `flush_out`).
+                let f = s2.fwd_since.get_or_insert((d.network_time, 0));
+                f.1 += 1;
                 if !s2.dirty {
                     s2.dirty = true;
                     self.dirty.push(*sub);
@@ -1560,9 +1590,6 @@ impl Engine {
                 .bytes_forwarded
                 .get_or_create(&label)
                 .inc_by(forwarded * d.data.len() as u64);
-            self.metrics
-                .forwarding_latency
-                .observe(Instant::now().duration_since(d.network_time).as_secs_f64());
         }
         self.apply(actions, now);
     }
@@ -1767,6 +1794,7 @@ impl Engine {
         let Some(mut s) = self.sessions.remove(&id) else {
             return;
         };
+        self.timers.remove(id);
         s.rtc.disconnect();
         // Flush what disconnect produced (DTLS close) so the peer learns quickly.
         while let Ok(out) = s.rtc.poll_output() {

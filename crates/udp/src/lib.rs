@@ -416,8 +416,16 @@ mod tests {
         let b = addr(2);
         let lens = [1200, 1200, 1200, 700, 1200, 1200, 90, 90];
         let to = [a, a, a, a, a, b, b, b];
-        assert_eq!(next_run(&lens, &to, 0, 64), 4, "short last datagram closes the run");
-        assert_eq!(next_run(&lens, &to, 4, 64), 1, "destination change ends the run");
+        assert_eq!(
+            next_run(&lens, &to, 0, 64),
+            4,
+            "short last datagram closes the run"
+        );
+        assert_eq!(
+            next_run(&lens, &to, 4, 64),
+            1,
+            "destination change ends the run"
+        );
         assert_eq!(next_run(&lens, &to, 5, 64), 2, "1200 then 90 to b");
         assert_eq!(next_run(&lens, &to, 7, 64), 1);
         assert_eq!(next_run(&lens, &to, 8, 64), 0);

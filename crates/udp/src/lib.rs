@@ -129,8 +129,8 @@ pub struct SendBatch {
 pub const GSO_MAX_SEGMENTS: usize = 64;
 /// Most payload bytes in one GSO message (one IPv4/IPv6 UDP datagram's worth, with headroom).
 pub const GSO_MAX_BYTES: usize = 65_000;
-/// iovecs per `sendmmsg` call (bounds the stack arrays).
-const IOV_CAP: usize = 512;
+/// iovecs per `sendmmsg` call (bounds the stack arrays, which are zeroed per call).
+const IOV_CAP: usize = 128;
 
 /// Length of the run of datagrams starting at `start` that may leave as one GSO message: all go
 /// to `to[start]`, all have the size of the first except the last, which may be shorter (never

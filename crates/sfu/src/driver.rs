@@ -756,7 +756,7 @@ impl Engine {
             // The last turn stopped at its round limit: continue right away.
             return self.last_tick.min(Instant::now());
         }
-        self.timers.next().map_or(tick, |t| t.min(tick))
+        self.timers.next_deadline().map_or(tick, |t| t.min(tick))
     }
 
     /// Reads what the socket holds, in `recvmmsg` batches, and feeds every datagram to its

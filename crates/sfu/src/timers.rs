@@ -73,7 +73,7 @@ impl<K: Copy + Eq + Hash + Ord> TimerQueue<K> {
     }
 
     /// The earliest deadline.
-    pub fn next(&mut self) -> Option<Instant> {
+    pub fn next_deadline(&mut self) -> Option<Instant> {
         self.drop_stale_top();
         self.heap.peek().map(|Reverse((at, _))| *at)
     }
@@ -133,13 +133,13 @@ mod tests {
         q.schedule(1u64, ms(t0, 30));
         q.schedule(2, ms(t0, 10));
         q.schedule(3, ms(t0, 20));
-        assert_eq!(q.next(), Some(ms(t0, 10)));
+        assert_eq!(q.next_deadline(), Some(ms(t0, 10)));
         let mut out = Vec::new();
         q.pop_due(ms(t0, 5), &mut out);
         assert!(out.is_empty());
         q.pop_due(ms(t0, 20), &mut out);
         assert_eq!(out, vec![2, 3]);
-        assert_eq!(q.next(), Some(ms(t0, 30)));
+        assert_eq!(q.next_deadline(), Some(ms(t0, 30)));
         assert_eq!(q.len(), 1);
         out.clear();
         q.pop_due(ms(t0, 20), &mut out);
@@ -153,7 +153,11 @@ mod tests {
         q.schedule(1u64, ms(t0, 10));
         q.schedule(1, ms(t0, 50));
         q.schedule(2, ms(t0, 40));
-        assert_eq!(q.next(), Some(ms(t0, 40)), "the old 10 ms entry is stale");
+        assert_eq!(
+            q.next_deadline(),
+            Some(ms(t0, 40)),
+            "the old 10 ms entry is stale"
+        );
         let mut out = Vec::new();
         q.pop_due(ms(t0, 45), &mut out);
         assert_eq!(out, vec![2]);
@@ -163,7 +167,7 @@ mod tests {
         q.pop_due(ms(t0, 6), &mut out);
         assert_eq!(out, vec![1]);
         assert!(q.is_empty());
-        assert_eq!(q.next(), None);
+        assert_eq!(q.next_deadline(), None);
     }
 
     #[test]
@@ -219,7 +223,7 @@ mod tests {
                         prop_assert_eq!(out, want.into_iter().map(|w| w.1).collect::<Vec<_>>());
                     }
                 }
-                prop_assert_eq!(q.next(), model.values().min().copied());
+                prop_assert_eq!(q.next_deadline(), model.values().min().copied());
                 prop_assert_eq!(q.len(), model.len());
             }
         }

@@ -1,7 +1,9 @@
 //! The I/O side: one UDP socket, one engine task that owns every `Rtc`, and the handles
 //! signaling uses. The engine loop waits on (socket readable | command | earliest str0m timeout |
 //! shutdown), feeds str0m, polls it, runs the room logic in [`crate::core`] on the events and
-//! executes its actions.
+//! executes its actions. Datagrams come in `recvmmsg` batches and leave in `sendmmsg` batches
+//! with UDP GSO runs (`switchboard_udp`); only sessions with input or a due timeout
+//! ([`crate::timers::TimerQueue`]) are polled (decision 0046).
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -16,6 +18,8 @@ use str0m::channel::ChannelId;
 use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
 use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use switchboard_udp::{RecvBatch, SendBatch, BATCH};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -23,11 +27,20 @@ use tokio_util::sync::CancellationToken;
 use crate::core::{Action, CoreTuning, Layer, ParticipantId, Rooms, TrackKey, TrackKind};
 use crate::metrics::{KindLabel, LayerLabel, ReasonLabel, SfuMetrics};
 use crate::tcp::TcpIn;
+use crate::timers::TimerQueue;
 use crate::wire::{self, DatagramKind};
 use crate::{SfuConfig, SfuError};
 
-/// Largest datagram we accept; anything that fills the buffer is treated as oversized.
+/// Largest datagram we accept; anything this long or longer is treated as oversized.
 const RECV_BUF: usize = 2048;
+/// Receive batches (of up to [`switchboard_udp::BATCH`] datagrams) per wakeup before commands
+/// and timers get a turn.
+const RECV_BATCHES: usize = 8;
+/// Queued outbound datagrams that force a flush in the middle of an engine turn (bounds memory
+/// and the delay of the first datagram of a big fan-out).
+const SEND_FLUSH_AT: usize = 64;
+/// Due str0m timeouts handled inline per poll before the rest waits for the timer.
+const DUE_ROUNDS: usize = 4;
 /// Above this many bytes buffered in a DataChannel, queued messages wait in the core's bounded
 /// queue instead (backpressure towards senders).
 const CHANNEL_HIGH_WATER: usize = 256 * 1024;
@@ -234,7 +247,11 @@ impl Sfu {
         }
         drop(tcp_tx);
         let (tx, rx) = mpsc::channel(1024);
+        let mut out = SendBatch::default();
+        let gso = out.enable_gso(&socket);
+        tracing::debug!(gso, "sfu udp send path");
         let engine = Engine {
+            out,
             socket,
             local,
             local_tcp,
@@ -253,6 +270,10 @@ impl Sfu {
             dirty: Vec::new(),
             renegotiate: HashSet::new(),
             route_buf: Vec::new(),
+            events_buf: Vec::new(),
+            timers: TimerQueue::new(),
+            due_buf: Vec::new(),
+            fwd_sent: Vec::new(),
             last_tick: Instant::now(),
             last_stats: crate::core::CoreStats::default(),
         };
@@ -498,9 +519,10 @@ struct Session {
     lossy_ch: Option<ChannelId>,
     channels: HashMap<ChannelId, bool>,
     nacks_seen: HashMap<(Mid, Option<Rid>), u64>,
-    next_timeout: Instant,
     dirty: bool,
     connected: bool,
+    /// Media written into this session's `Rtc` and not yet polled out: earliest arrival, units.
+    fwd_since: Option<(Instant, u32)>,
 }
 
 struct TcpConn {
@@ -515,6 +537,8 @@ struct TcpConn {
 const TCP_UNBOUND_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Engine {
+    /// Outbound datagrams of the current engine turn, flushed with `sendmmsg` (+ GSO).
+    out: SendBatch,
     socket: UdpSocket,
     local: SocketAddr,
     local_tcp: Option<SocketAddr>,
@@ -530,6 +554,14 @@ struct Engine {
     dirty: Vec<ParticipantId>,
     renegotiate: HashSet<ParticipantId>,
     route_buf: Vec<ParticipantId>,
+    /// Reused between polls (no allocation per session poll).
+    events_buf: Vec<Event>,
+    /// Each session's next str0m timeout.
+    timers: TimerQueue<ParticipantId>,
+    due_buf: Vec<ParticipantId>,
+    /// Per polled subscriber: earliest arrival of the media it was handed and how many units,
+    /// observed as forwarding latency at the next send.
+    fwd_sent: Vec<(Instant, u32)>,
     last_tick: Instant,
     last_stats: crate::core::CoreStats,
 }
@@ -545,6 +577,27 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     UdpSocket::from_std(sock.into())
+}
+
+/// One `recvmmsg` through tokio's readiness. A batch shorter than [`BATCH`] means the socket
+/// queue was empty when the kernel returned, so readiness is cleared at once (as if the next read
+/// had returned `WouldBlock`), saving an empty `recvmmsg` per wakeup; tokio keeps readiness if a
+/// new event arrived meanwhile, so no datagram is stranded. Returns the count received.
+fn recv_batch(sock: &UdpSocket, rx: &mut RecvBatch) -> std::io::Result<usize> {
+    let mut got = 0;
+    let r = sock.try_io(Interest::READABLE, || {
+        got = rx.recv(sock)?;
+        if got < BATCH {
+            Err(std::io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(())
+        }
+    });
+    match r {
+        Ok(()) => Ok(got),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(got),
+        Err(e) => Err(e),
+    }
 }
 
 fn default_route_ip() -> Option<IpAddr> {
@@ -575,7 +628,7 @@ impl Engine {
         mut tcp_rx: mpsc::Receiver<TcpIn>,
         shutdown: CancellationToken,
     ) {
-        let mut buf = vec![0u8; RECV_BUF];
+        let mut rx_batch = RecvBatch::new();
         let mut tcp_open = self.local_tcp.is_some();
         loop {
             let deadline = self.next_deadline();
@@ -586,7 +639,7 @@ impl Engine {
                     if r.is_err() {
                         break;
                     }
-                    self.drain_socket(&mut buf);
+                    self.drain_socket(&mut rx_batch);
                 }
                 c = rx.recv() => match c {
                     Some(c) => self.command(c),
@@ -600,11 +653,13 @@ impl Engine {
             }
             self.timeouts(Instant::now());
             self.settle();
+            self.flush_out();
         }
         let ids: Vec<ParticipantId> = self.sessions.keys().copied().collect();
         for id in ids {
             self.close(id, "shutdown");
         }
+        self.flush_out();
         for (_, c) in self.tcp_conns.drain() {
             c.cancel.cancel();
         }
@@ -695,31 +750,69 @@ impl Engine {
         }
     }
 
-    fn next_deadline(&self) -> Instant {
+    fn next_deadline(&mut self) -> Instant {
         let tick = self.last_tick + TICK;
-        self.sessions
-            .values()
-            .map(|s| s.next_timeout)
-            .min()
-            .map_or(tick, |t| t.min(tick))
+        if !self.dirty.is_empty() || !self.renegotiate.is_empty() {
+            // The last turn stopped at its round limit: continue right away.
+            return self.last_tick.min(Instant::now());
+        }
+        self.timers.next_deadline().map_or(tick, |t| t.min(tick))
     }
 
-    fn drain_socket(&mut self, buf: &mut [u8]) {
-        // Bounded batch so commands and timers are not starved under flood.
-        for _ in 0..256 {
-            match self.socket.try_recv_from(buf) {
-                Ok((n, src)) => {
-                    self.metrics.datagrams_received.inc();
-                    let now = Instant::now();
-                    self.datagram(now, src, &buf[..n], n >= buf.len());
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+    /// Reads what the socket holds, in `recvmmsg` batches, and feeds every datagram to its
+    /// session before anything is polled: one wakeup handles many packets, and sessions are
+    /// polled once per batch instead of once per datagram. Bounded so commands and timers are
+    /// not starved under flood.
+    fn drain_socket(&mut self, rx: &mut RecvBatch) {
+        for _ in 0..RECV_BATCHES {
+            let n = match recv_batch(&self.socket, rx) {
+                Ok(0) => break,
+                Ok(n) => n,
                 Err(_) => {
                     // ICMP errors surface as recv errors on some platforms; keep going.
                     drop_reason(&self.metrics, "recv_error");
                     break;
                 }
+            };
+            self.metrics.datagrams_received.inc_by(n as u64);
+            let now = Instant::now();
+            for i in 0..n {
+                let (data, src, truncated) = rx.get(i);
+                let Some(src) = src else {
+                    drop_reason(&self.metrics, "unknown_source");
+                    continue;
+                };
+                self.datagram(now, src, data, truncated || data.len() >= RECV_BUF);
             }
+            if n < BATCH {
+                break;
+            }
+        }
+    }
+
+    /// Sends the datagrams queued during this turn.
+    fn flush_out(&mut self) {
+        let queued = self.out.len();
+        if queued == 0 {
+            return;
+        }
+        let dropped = self.out.flush(&self.socket);
+        // Forwarding latency per (media unit, subscriber): arrival of the unit's first datagram
+        // to this send of the subscriber's packets.
+        if !self.fwd_sent.is_empty() {
+            let now = Instant::now();
+            for (t, units) in self.fwd_sent.drain(..) {
+                let secs = now.duration_since(t).as_secs_f64();
+                for _ in 0..units {
+                    self.metrics.forwarding_latency.observe(secs);
+                }
+            }
+        }
+        self.metrics
+            .datagrams_sent
+            .inc_by((queued - dropped) as u64);
+        for _ in 0..dropped {
+            drop_reason(&self.metrics, "send_failed");
         }
     }
 
@@ -795,13 +888,9 @@ impl Engine {
     }
 
     fn timeouts(&mut self, now: Instant) {
-        let due: Vec<ParticipantId> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.next_timeout <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
+        let mut due = std::mem::take(&mut self.due_buf);
+        self.timers.pop_due(now, &mut due);
+        for id in due.drain(..) {
             if let Some(s) = self.sessions.get_mut(&id) {
                 if s.rtc.handle_input(Input::Timeout(now)).is_err() {
                     s.rtc.disconnect();
@@ -809,6 +898,7 @@ impl Engine {
             }
             self.mark(id);
         }
+        self.due_buf = due;
         if now.duration_since(self.last_tick) >= TICK {
             self.last_tick = now;
             for c in self.tcp_conns.values() {
@@ -844,12 +934,24 @@ impl Engine {
                 // Events keep re-dirtying sessions; the rest is picked up next loop turn.
                 break;
             }
-            let ids = std::mem::take(&mut self.dirty);
-            for id in ids {
-                let events = self.poll(id);
-                for ev in events {
+            let mut ids = std::mem::take(&mut self.dirty);
+            let mut events = std::mem::take(&mut self.events_buf);
+            for id in ids.drain(..) {
+                self.poll(id, &mut events);
+                for ev in events.drain(..) {
                     self.event(id, ev);
                 }
+                if self.out.len() >= SEND_FLUSH_AT {
+                    self.flush_out();
+                }
+            }
+            self.events_buf = events;
+            // Each round's datagrams leave at once: the first subscribers of a fan-out do not
+            // wait for the rest of the turn.
+            self.flush_out();
+            if self.dirty.is_empty() {
+                // Keep the allocation for the next turn.
+                self.dirty = ids;
             }
             let ids: Vec<ParticipantId> = self.renegotiate.drain().collect();
             for id in ids {
@@ -867,12 +969,19 @@ impl Engine {
         }
     }
 
-    fn poll(&mut self, id: ParticipantId) -> Vec<Event> {
-        let mut events = Vec::new();
+    /// Drains `id`'s output: datagrams go to the send batch, events to `events`. A timeout that
+    /// is already due (str0m asks for one right after a write, to packetize it) is handled on
+    /// the spot, so the packets leave in this turn's batch instead of after a timer wakeup.
+    fn poll(&mut self, id: ParticipantId, events: &mut Vec<Event>) {
         let Some(s) = self.sessions.get_mut(&id) else {
-            return events;
+            return;
         };
         s.dirty = false;
+        if let Some(f) = s.fwd_since.take() {
+            // Everything written so far is packetized by the polling below.
+            self.fwd_sent.push(f);
+        }
+        let mut due_rounds = 0;
         loop {
             match s.rtc.poll_output() {
                 Ok(Output::Transmit(t)) if t.proto == Protocol::Tcp => {
@@ -886,15 +995,20 @@ impl Engine {
                     }
                 }
                 Ok(Output::Transmit(t)) => {
-                    match self.socket.try_send_to(&t.contents, t.destination) {
-                        Ok(_) => {
-                            self.metrics.datagrams_sent.inc();
-                        }
-                        Err(_) => drop_reason(&self.metrics, "send_failed"),
-                    };
+                    self.out.push_owned(t.contents.into(), t.destination);
                 }
                 Ok(Output::Timeout(t)) => {
-                    s.next_timeout = t;
+                    if due_rounds < DUE_ROUNDS {
+                        let now = Instant::now();
+                        if t <= now {
+                            due_rounds += 1;
+                            if s.rtc.handle_input(Input::Timeout(now)).is_err() {
+                                s.rtc.disconnect();
+                            }
+                            continue;
+                        }
+                    }
+                    self.timers.schedule(id, t);
                     break;
                 }
                 Ok(Output::Event(e)) => events.push(e),
@@ -909,7 +1023,6 @@ impl Engine {
                 }
             }
         }
-        events
     }
 
     fn command(&mut self, c: Command) {
@@ -1084,11 +1197,12 @@ impl Engine {
                 lossy_ch: None,
                 channels: HashMap::new(),
                 nacks_seen: HashMap::new(),
-                next_timeout: now,
                 dirty: false,
                 connected: false,
+                fwd_since: None,
             },
         );
+        self.timers.schedule(id, now);
         self.metrics.sessions.set(self.sessions.len() as i64);
         let actions = self.rooms.join(&room, id);
         self.apply(actions, now);
@@ -1459,6 +1573,9 @@ impl Engine {
             };
             if w.write(pt, d.network_time, d.time, d.data.clone()).is_ok() {
                 forwarded += 1;
+                // Observed when the packets leave (see `flush_out`).
+                let f = s2.fwd_since.get_or_insert((d.network_time, 0));
+                f.1 += 1;
                 if !s2.dirty {
                     s2.dirty = true;
                     self.dirty.push(*sub);
@@ -1475,9 +1592,6 @@ impl Engine {
                 .bytes_forwarded
                 .get_or_create(&label)
                 .inc_by(forwarded * d.data.len() as u64);
-            self.metrics
-                .forwarding_latency
-                .observe(Instant::now().duration_since(d.network_time).as_secs_f64());
         }
         self.apply(actions, now);
     }
@@ -1682,12 +1796,13 @@ impl Engine {
         let Some(mut s) = self.sessions.remove(&id) else {
             return;
         };
+        self.timers.remove(id);
         s.rtc.disconnect();
         // Flush what disconnect produced (DTLS close) so the peer learns quickly.
         while let Ok(out) = s.rtc.poll_output() {
             match out {
                 Output::Transmit(t) => {
-                    let _ = self.socket.try_send_to(&t.contents, t.destination);
+                    self.out.push_owned(t.contents.into(), t.destination);
                 }
                 Output::Timeout(_) => break,
                 Output::Event(_) => {}

@@ -16,6 +16,7 @@ pub mod driver;
 pub mod metrics;
 pub mod peer;
 pub mod tcp;
+pub mod timers;
 pub mod wire;
 
 use serde::{Deserialize, Serialize};

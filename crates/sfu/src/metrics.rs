@@ -54,7 +54,8 @@ pub struct SfuMetrics {
     pub plis: Counter,
     /// Times a subscriber had to wait for a keyframe (subscribe, layer switch, unmute, loss).
     pub keyframe_waits: Counter,
-    /// Time from a media unit's arrival to its hand-off to every subscriber's sender.
+    /// Time from the arrival of a media unit's first datagram to the send (`sendmmsg`) of the
+    /// engine turn that packetized, encrypted and sent it to every subscriber.
     pub forwarding_latency: Histogram,
     /// Video subscriptions per forwarded simulcast layer.
     pub subscriber_layers: Family<LayerLabel, Gauge>,
@@ -147,7 +148,7 @@ impl SfuMetrics {
         );
         r.register(
             "forwarding_latency_seconds",
-            "Arrival of a media unit to hand-off to all subscribers",
+            "Arrival of a media unit to the send of its datagrams to all subscribers",
             self.forwarding_latency.clone(),
         );
         r.register(

@@ -5,7 +5,11 @@
 # and memory per idle allocation (alloc_mem.py).
 #
 # usage: bench/turn/compare.sh [SWITCHBOARD_BIN]     (default: target/release/switchboard)
-#        QUICK=1 for a shorter run
+#        QUICK=1 for a shorter run; N=messages per session (20000)
+#        ONLY=REGEX runs only the scenarios whose label matches (e.g. ONLY='flood')
+#        ALLOCS=0 skips the memory measurement
+#        PERF_DIR=DIR also records a `perf record -g` profile of each server per scenario
+#        (PERF_ARGS overrides the perf subcommand and options, e.g. "stat -e ...")
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SB_BIN=${1:-$ROOT/target/release/switchboard}
@@ -61,10 +65,18 @@ P=$(python3 -c 'import base64,hashlib,hmac,sys; print(base64.b64encode(hmac.new(
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 
+echo "# $(date -u '+%F %T UTC') $(uptime | sed 's/.*load/load/')"
 echo "server     scenario           flags                                  echoed    loss      msgs/s   server_cpu_s  us/echoed_msg"
 run() { # server pid port label flags...
   local server=$1 pid=$2 port=$3 label=$4; shift 4
-  local log="$W/$server-$label.log" c0 c1 t0 t1
+  local log="$W/$server-$label.log" c0 c1 t0 t1 perf_pid=""
+  if [ -n "${ONLY:-}" ] && ! [[ $label =~ $ONLY ]]; then return 0; fi
+  if [ -n "${PERF_DIR:-}" ]; then
+    mkdir -p "$PERF_DIR"
+    # shellcheck disable=SC2086
+    perf ${PERF_ARGS:-record -F 999 -g} -p "$pid" -o "$PERF_DIR/$server-$label.data" >/dev/null 2>&1 &
+    perf_pid=$!; sleep 0.5
+  fi
   for attempt in 1 2 3; do
     # A stale allocation from an earlier run on a reused source port answers 437; retry.
     c0=$(ticks "$pid"); t0=$(date +%s.%N)
@@ -72,6 +84,7 @@ run() { # server pid port label flags...
     grep -q 'error 437' "$log" || break
   done
   c1=$(ticks "$pid"); t1=$(date +%s.%N)
+  if [ -n "$perf_pid" ]; then kill -INT "$perf_pid" 2>/dev/null; wait "$perf_pid" 2>/dev/null || true; fi
   local recv loss tt
   recv=$(grep -o 'tot_recv_msgs=[0-9]*' "$log" | tail -1 | cut -d= -f2 || true)
   loss=$(grep -o 'Total lost packets [0-9]* ([0-9.]*%' "$log" | sed 's/.*(//' | tail -1 || true)
@@ -92,7 +105,7 @@ both() { # label flags...  (switchboard first, then coturn, same flags)
   run coturn "$CO_PID" "$CO_PORT" "$@"
 }
 # Memory per idle allocation.
-for s in switchboard:$SB_PID:$SB_PORT coturn:$CO_PID:$CO_PORT; do
+[ "${ALLOCS:-2000}" = 0 ] || for s in switchboard:$SB_PID:$SB_PORT coturn:$CO_PID:$CO_PORT; do
   IFS=: read -r name pid port <<<"$s"
   echo "$name $(python3 "$ROOT/bench/turn/alloc_mem.py" 127.0.0.1 "$port" "$SECRET" "$pid" "${ALLOCS:-2000}")"
 done

@@ -118,6 +118,9 @@ pub struct TurnConfig {
     pub udp_workers: usize,
     /// Receive/send buffer size in bytes asked for on UDP listener sockets.
     pub socket_buffer: usize,
+    /// Send runs of equal-size datagrams to one destination as one UDP GSO message (Linux
+    /// ≥ 4.18; probed at start, switched off by itself if the kernel refuses it).
+    pub udp_gso: bool,
     /// Concurrent TCP + TLS client connections; more are closed at accept.
     pub max_tcp_connections: usize,
 }
@@ -157,6 +160,7 @@ impl Default for TurnConfig {
             software_attribute: false,
             udp_workers: 0,
             socket_buffer: 4 << 20,
+            udp_gso: true,
             max_tcp_connections: 10_000,
         }
     }

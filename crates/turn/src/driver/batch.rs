@@ -1,10 +1,12 @@
 //! Batched datagram I/O: `recvmmsg`/`sendmmsg` on Linux (one syscall for up to [`BATCH`]
 //! datagrams), a plain loop elsewhere. Buffers are owned by the batch and reused, so the
-//! steady state allocates nothing.
+//! steady state allocates nothing. Sends merge consecutive equal-size datagrams to one
+//! destination into UDP GSO messages (see [`Gso`]).
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// Datagrams per syscall.
 pub const BATCH: usize = 32;
@@ -108,12 +110,14 @@ impl RecvBatch {
     }
 }
 
-/// Send side: queued datagrams, flushed with one `sendmmsg`.
+/// Send side: queued datagrams, flushed with one `sendmmsg` (consecutive datagrams of equal
+/// size to one destination leave as one UDP GSO message inside it).
 #[derive(Default)]
 pub struct SendBatch {
     bufs: Vec<Vec<u8>>,
     to: Vec<SocketAddr>,
     n: usize,
+    runs: Vec<Run>,
 }
 
 impl SendBatch {
@@ -140,73 +144,294 @@ impl SendBatch {
     }
 
     /// Sends everything queued; datagrams the kernel will not take right now are dropped
-    /// (UDP semantics). Returns how many were dropped.
-    pub fn flush(&mut self, sock: &impl AsRawFd) -> usize {
-        let mut sent = 0;
-        let mut dropped = 0;
-        while sent < self.n {
-            match self.send_some(sock.as_raw_fd(), sent) {
-                Ok(k) if k > 0 => sent += k,
-                Ok(_) => {
-                    dropped += self.n - sent;
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    // Skip the datagram that failed (e.g. unreachable) and go on.
-                    dropped += 1;
-                    sent += 1;
-                }
-            }
-        }
+    /// (UDP semantics).
+    pub fn flush(&mut self, sock: &impl AsRawFd) -> SendOutcome {
+        let (bufs, to, n) = (&self.bufs, &self.to, self.n);
+        let out = send_datagrams(
+            sock.as_raw_fd(),
+            n,
+            |i| bufs[i].as_slice(),
+            |i| to[i],
+            &mut self.runs,
+        );
         self.n = 0;
         // Do not let one burst of large datagrams pin memory forever.
-        if self.bufs.len() > 4 * super::batch::BATCH {
+        if self.bufs.len() > 4 * BATCH {
             self.bufs.truncate(BATCH);
             self.to.truncate(BATCH);
         }
-        dropped
+        out
+    }
+}
+
+/// What a batched send did besides sending.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendOutcome {
+    /// Datagrams not sent (socket buffer full, unreachable destination, ...).
+    pub dropped: usize,
+    /// GSO messages the kernel refused; their datagrams were re-sent one by one.
+    pub gso_fallbacks: usize,
+}
+
+impl std::ops::AddAssign for SendOutcome {
+    fn add_assign(&mut self, o: SendOutcome) {
+        self.dropped += o.dropped;
+        self.gso_fallbacks += o.gso_fallbacks;
+    }
+}
+
+/// Segments per GSO message (the kernel's `UDP_MAX_SEGMENTS` is 64 on older kernels).
+pub const GSO_MAX_SEGMENTS: usize = 64;
+/// Payload bytes per GSO message: below the 65,507-byte limit of one IPv4 UDP datagram.
+pub const GSO_MAX_BYTES: usize = 65_000;
+/// GSO messages the kernel may refuse before GSO is switched off for the process.
+const GSO_MAX_FAILURES: u32 = 16;
+
+/// UDP generic segmentation offload (Linux ≥ 4.18): several datagrams of one size to one
+/// destination cross the stack as one message, cut into datagrams at the device (or, on
+/// loopback, at the receiving socket). Process-wide: probed once at start, switched off by
+/// configuration or after the kernel refused it [`GSO_MAX_FAILURES`] times.
+pub struct Gso {
+    on: AtomicBool,
+    failures: AtomicU32,
+}
+
+/// The process's GSO switch.
+pub static GSO: Gso = Gso {
+    on: AtomicBool::new(false),
+    failures: AtomicU32::new(0),
+};
+
+impl Gso {
+    /// Turns GSO on when `wanted` and the kernel accepts the `UDP_SEGMENT` socket option;
+    /// returns whether it is on.
+    pub fn init(&self, wanted: bool) -> bool {
+        let ok = wanted && probe_gso();
+        self.on.store(ok, Ordering::Relaxed);
+        self.failures.store(0, Ordering::Relaxed);
+        ok
     }
 
-    #[cfg(target_os = "linux")]
-    fn send_some(&mut self, fd: i32, from: usize) -> io::Result<usize> {
-        let k = (self.n - from).min(BATCH);
-        // SAFETY: pointers reference `self.bufs` entries and local arrays that outlive the call.
-        unsafe {
-            let mut names: [libc::sockaddr_storage; BATCH] = std::mem::zeroed();
-            let mut iov: [libc::iovec; BATCH] = std::mem::zeroed();
-            let mut hdrs: [libc::mmsghdr; BATCH] = std::mem::zeroed();
-            for i in 0..k {
-                let b = &mut self.bufs[from + i];
-                iov[i].iov_base = b.as_mut_ptr() as *mut libc::c_void;
-                iov[i].iov_len = b.len();
-                let len = sockaddr_from(self.to[from + i], &mut names[i]);
-                hdrs[i].msg_hdr.msg_name = &mut names[i] as *mut _ as *mut libc::c_void;
-                hdrs[i].msg_hdr.msg_namelen = len;
-                hdrs[i].msg_hdr.msg_iov = &mut iov[i];
-                hdrs[i].msg_hdr.msg_iovlen = 1;
-            }
-            let n = libc::sendmmsg(fd, hdrs.as_mut_ptr(), k as libc::c_uint, libc::MSG_DONTWAIT);
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::WouldBlock {
-                    return Ok(0);
+    pub fn enabled(&self) -> bool {
+        self.on.load(Ordering::Relaxed)
+    }
+
+    fn refused(&self) {
+        if self.failures.fetch_add(1, Ordering::Relaxed) + 1 >= GSO_MAX_FAILURES
+            && self.on.swap(false, Ordering::Relaxed)
+        {
+            tracing::warn!("turn: the kernel refused UDP GSO sends repeatedly; GSO is off");
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn probe_gso() -> bool {
+    let Ok(s) = std::net::UdpSocket::bind("127.0.0.1:0") else {
+        return false;
+    };
+    let seg: libc::c_int = 1200;
+    // SAFETY: setsockopt with an int value on a valid fd.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            &seg as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn probe_gso() -> bool {
+    false
+}
+
+/// Datagrams `start..start + count` that leave as one message: one datagram, or a GSO
+/// message of `count` segments of the first one's size (the last may be shorter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Run {
+    pub start: usize,
+    pub count: usize,
+}
+
+/// Cuts `n` datagrams (sizes `len(i)`, destinations `to(i)`) into [`Run`]s, in order: a run
+/// is consecutive datagrams to one destination, all the size of the first except that the
+/// last may be shorter, at most `max_segments` of them and [`GSO_MAX_BYTES`] in total. With
+/// `max_segments` ≤ 1 every datagram is its own run.
+pub fn gso_runs(
+    n: usize,
+    len: impl Fn(usize) -> usize,
+    to: impl Fn(usize) -> SocketAddr,
+    max_segments: usize,
+    runs: &mut Vec<Run>,
+) {
+    runs.clear();
+    let mut i = 0;
+    while i < n {
+        let seg = len(i);
+        let dest = to(i);
+        let mut count = 1;
+        let mut total = seg;
+        if seg > 0 {
+            while count < max_segments && i + count < n {
+                let j = i + count;
+                let l = len(j);
+                if l == 0 || l > seg || total + l > GSO_MAX_BYTES || to(j) != dest {
+                    break;
                 }
-                return Err(e);
+                count += 1;
+                total += l;
+                if l < seg {
+                    break; // a shorter datagram ends its run
+                }
             }
-            Ok(n as usize)
+        }
+        runs.push(Run { start: i, count });
+        i += count;
+    }
+}
+
+/// Sends datagrams `0..n` (`data(i)` to `to(i)`) on `fd` with as few `sendmmsg` calls as
+/// possible, merging runs into GSO messages while [`GSO`] is on. `runs` is scratch space.
+pub fn send_datagrams<'a>(
+    fd: i32,
+    n: usize,
+    data: impl Fn(usize) -> &'a [u8],
+    to: impl Fn(usize) -> SocketAddr,
+    runs: &mut Vec<Run>,
+) -> SendOutcome {
+    let segs = if GSO.enabled() { GSO_MAX_SEGMENTS } else { 1 };
+    gso_runs(n, |i| data(i).len(), &to, segs, runs);
+    let mut out = SendOutcome::default();
+    let mut r = 0;
+    while r < runs.len() {
+        match send_runs(fd, &runs[r..], &data, &to) {
+            Ok(k) if k > 0 => r += k,
+            Ok(_) => {
+                // Socket buffer full: the rest is dropped, as UDP would.
+                out.dropped += runs[r..].iter().map(|x| x.count).sum::<usize>();
+                break;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) if runs[r].count > 1 => {
+                // The kernel refused this GSO message: send its datagrams one by one.
+                GSO.refused();
+                out.gso_fallbacks += 1;
+                let Run { start, count } = runs[r];
+                let mut singles: Vec<Run> = (start..start + count)
+                    .map(|i| Run { start: i, count: 1 })
+                    .collect();
+                let mut s = 0;
+                while s < singles.len() {
+                    match send_runs(fd, &singles[s..], &data, &to) {
+                        Ok(k) if k > 0 => s += k,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Ok(_) => {
+                            out.dropped += singles.len() - s;
+                            break;
+                        }
+                        Err(_) => {
+                            out.dropped += 1;
+                            s += 1;
+                        }
+                    }
+                }
+                singles.clear();
+                r += 1;
+            }
+            Err(_) => {
+                // Skip the datagram that failed (e.g. unreachable) and go on.
+                out.dropped += 1;
+                r += 1;
+            }
         }
     }
+    out
+}
 
-    #[cfg(not(target_os = "linux"))]
-    fn send_some(&mut self, fd: i32, from: usize) -> io::Result<usize> {
-        use std::os::fd::FromRawFd;
-        let sock = std::mem::ManuallyDrop::new(unsafe { std::net::UdpSocket::from_raw_fd(fd) });
-        match sock.send_to(&self.bufs[from], self.to[from]) {
-            Ok(_) => Ok(1),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
-            Err(e) => Err(e),
+/// Messages per `sendmmsg` and iovecs over all of them.
+const IOVS: usize = 4 * BATCH;
+
+/// One `sendmmsg` of as many leading `runs` as fit; returns how many runs were sent
+/// (0 when the socket buffer is full).
+#[cfg(target_os = "linux")]
+fn send_runs<'a>(
+    fd: i32,
+    runs: &[Run],
+    data: &impl Fn(usize) -> &'a [u8],
+    to: &impl Fn(usize) -> SocketAddr,
+) -> io::Result<usize> {
+    // Room for one cmsghdr carrying a u16, 8-byte aligned.
+    type Cmsg = [u64; 4];
+    const _: () = assert!(std::mem::size_of::<libc::cmsghdr>() + 8 <= std::mem::size_of::<Cmsg>());
+    // SAFETY: every pointer handed to the kernel points into the caller's buffers (which
+    // outlive the call) or into the local arrays below; lengths match those buffers.
+    unsafe {
+        let mut names: [libc::sockaddr_storage; BATCH] = std::mem::zeroed();
+        let mut iov: [libc::iovec; IOVS] = std::mem::zeroed();
+        let mut hdrs: [libc::mmsghdr; BATCH] = std::mem::zeroed();
+        let mut cmsgs: [Cmsg; BATCH] = [[0; 4]; BATCH];
+        let mut m = 0;
+        let mut v = 0;
+        for run in runs.iter().take(BATCH) {
+            if v + run.count > IOVS {
+                break;
+            }
+            let first_v = v;
+            for i in run.start..run.start + run.count {
+                let d = data(i);
+                iov[v].iov_base = d.as_ptr() as *mut libc::c_void;
+                iov[v].iov_len = d.len();
+                v += 1;
+            }
+            let len = sockaddr_from(to(run.start), &mut names[m]);
+            let h = &mut hdrs[m].msg_hdr;
+            h.msg_name = &mut names[m] as *mut _ as *mut libc::c_void;
+            h.msg_namelen = len;
+            h.msg_iov = &mut iov[first_v];
+            h.msg_iovlen = run.count as _;
+            if run.count > 1 {
+                let space = libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as usize;
+                h.msg_control = cmsgs[m].as_mut_ptr() as *mut libc::c_void;
+                h.msg_controllen = space as _;
+                let c = libc::CMSG_FIRSTHDR(h);
+                (*c).cmsg_level = libc::SOL_UDP;
+                (*c).cmsg_type = libc::UDP_SEGMENT;
+                (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as _;
+                let seg = data(run.start).len() as u16;
+                std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut u16, seg);
+            }
+            m += 1;
         }
+        let n = libc::sendmmsg(fd, hdrs.as_mut_ptr(), m as libc::c_uint, libc::MSG_DONTWAIT);
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::WouldBlock {
+                return Ok(0);
+            }
+            return Err(e);
+        }
+        Ok(n as usize)
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn send_runs<'a>(
+    fd: i32,
+    runs: &[Run],
+    data: &impl Fn(usize) -> &'a [u8],
+    to: &impl Fn(usize) -> SocketAddr,
+) -> io::Result<usize> {
+    use std::os::fd::FromRawFd;
+    // Without GSO every run is one datagram.
+    let sock = std::mem::ManuallyDrop::new(unsafe { std::net::UdpSocket::from_raw_fd(fd) });
+    let i = runs[0].start;
+    match sock.send_to(data(i), to(i)) {
+        Ok(_) => Ok(1),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        Err(e) => Err(e),
     }
 }
 
@@ -257,6 +482,130 @@ fn sockaddr_from(addr: SocketAddr, s: &mut libc::sockaddr_storage) -> libc::sock
             sin6.sin6_flowinfo = a.flowinfo();
             sin6.sin6_scope_id = a.scope_id();
             std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn runs(lens: &[usize], to: &[u16], max: usize) -> Vec<(usize, usize)> {
+        let mut r = Vec::new();
+        gso_runs(lens.len(), |i| lens[i], |i| addr(to[i]), max, &mut r);
+        r.iter().map(|x| (x.start, x.count)).collect()
+    }
+
+    #[test]
+    fn equal_sizes_to_one_destination_make_one_run() {
+        assert_eq!(runs(&[100; 5], &[1; 5], 64), vec![(0, 5)]);
+    }
+
+    #[test]
+    fn last_may_be_shorter_but_ends_the_run() {
+        assert_eq!(
+            runs(&[100, 100, 60, 100, 100], &[1; 5], 64),
+            vec![(0, 3), (3, 2)]
+        );
+    }
+
+    #[test]
+    fn a_longer_datagram_starts_a_new_run() {
+        assert_eq!(runs(&[100, 100, 120, 120], &[1; 4], 64), vec![(0, 2), (2, 2)]);
+    }
+
+    #[test]
+    fn destination_changes_split_runs_in_order() {
+        assert_eq!(
+            runs(&[50; 6], &[1, 1, 2, 2, 1, 1], 64),
+            vec![(0, 2), (2, 2), (4, 2)]
+        );
+    }
+
+    #[test]
+    fn segment_and_byte_limits() {
+        assert_eq!(runs(&[10; 5], &[1; 5], 2), vec![(0, 2), (2, 2), (4, 1)]);
+        assert_eq!(runs(&[10; 3], &[1; 3], 1), vec![(0, 1), (1, 1), (2, 1)]);
+        // 1400-byte datagrams: 46 fit in GSO_MAX_BYTES (64,400 bytes), the 47th does not.
+        let lens = vec![1400; 50];
+        assert_eq!(runs(&lens, &[1; 50], 64), vec![(0, 46), (46, 4)]);
+    }
+
+    #[test]
+    fn empty_datagrams_are_never_merged() {
+        assert_eq!(runs(&[0, 0, 10], &[1; 3], 64), vec![(0, 1), (1, 1), (2, 1)]);
+        assert_eq!(runs(&[10, 0, 10], &[1; 3], 64), vec![(0, 1), (1, 1), (2, 1)]);
+        assert!(runs(&[], &[], 64).is_empty());
+    }
+
+    proptest::proptest! {
+        /// Runs cover every datagram once, in order, and each obeys the GSO rules.
+        #[test]
+        fn runs_partition_and_obey_rules(
+            items in proptest::collection::vec((0usize..3000, 0u16..3), 0..200),
+            max in 1usize..80,
+        ) {
+            let lens: Vec<usize> = items.iter().map(|x| x.0).collect();
+            let to: Vec<u16> = items.iter().map(|x| x.1).collect();
+            let r = runs(&lens, &to, max);
+            let mut next = 0;
+            for &(start, count) in &r {
+                proptest::prop_assert_eq!(start, next);
+                proptest::prop_assert!(count >= 1 && count <= max);
+                next = start + count;
+                if count > 1 {
+                    let seg = lens[start];
+                    proptest::prop_assert!(seg > 0);
+                    let total: usize = lens[start..next].iter().sum();
+                    proptest::prop_assert!(total <= GSO_MAX_BYTES);
+                    for i in start..next {
+                        proptest::prop_assert_eq!(to[i], to[start]);
+                        if i + 1 < next {
+                            proptest::prop_assert_eq!(lens[i], seg);
+                        } else {
+                            proptest::prop_assert!(lens[i] <= seg && lens[i] > 0);
+                        }
+                    }
+                }
+            }
+            proptest::prop_assert_eq!(next, lens.len());
+        }
+    }
+
+    /// Real sockets: a GSO-merged run arrives as separate datagrams with the right bytes,
+    /// in order, whether or not the kernel supports GSO (the probe decides).
+    #[test]
+    fn send_datagrams_delivers_each_datagram() {
+        GSO.init(true);
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let rx2 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        rx2.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let a = rx.local_addr().unwrap();
+        let b = rx2.local_addr().unwrap();
+        let mut batch = SendBatch::default();
+        let mut sent = Vec::new();
+        for i in 0..40u8 {
+            let len = if i == 9 { 70 } else { 170 };
+            let d = vec![i; len];
+            let to = if (10..15).contains(&i) { b } else { a };
+            batch.push(&d, to);
+            sent.push((d, to));
+        }
+        let out = batch.flush(&tx);
+        assert_eq!(out, SendOutcome::default());
+        let mut buf = [0u8; 4096];
+        for (d, to) in sent {
+            let s = if to == a { &rx } else { &rx2 };
+            let n = s.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &d[..]);
         }
     }
 }

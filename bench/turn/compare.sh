@@ -7,6 +7,8 @@
 # usage: bench/turn/compare.sh [SWITCHBOARD_BIN]     (default: target/release/switchboard)
 #        QUICK=1 for a shorter run; N=messages per session (20000)
 #        ONLY=REGEX runs only the scenarios whose label matches (e.g. ONLY='flood')
+#        ALT='udp_gso = false' also runs a second Switchboard with these extra [turn] lines
+#        (same load, same run), labelled ALT_LABEL (default sb-alt)
 #        ALLOCS=0 skips the memory measurement
 #        PERF_DIR=DIR also records a `perf record -g` profile of each server per scenario
 #        (PERF_ARGS overrides the perf subcommand and options, e.g. "stat -e ...")
@@ -55,10 +57,23 @@ level = "warn"
 TOML
 RUST_LOG=warn "$SB_BIN" serve --config "$W/sb.toml" >"$W/sb.log" 2>&1 &
 SB_PID=$!; PIDS+=("$SB_PID")
+if [ -n "${ALT:-}" ]; then
+  NG_PORT=$(free_port)
+  sed -e "s/^listen = .*/listen = \"127.0.0.1:$NG_PORT\"/" -e 's/^min_port = .*/min_port = 40960/' \
+      -e 's/^max_port = .*/max_port = 49151/' "$W/sb.toml" >"$W/sb-alt.toml"
+  python3 - "$W/sb-alt.toml" "$ALT" <<'PY'
+import sys
+p, extra = sys.argv[1], sys.argv[2].replace("\\n", "\n")
+s = open(p).read().replace("[sfu]", extra + "\n[sfu]", 1)
+open(p, "w").write(s)
+PY
+  RUST_LOG=warn "$SB_BIN" serve --config "$W/sb-alt.toml" >"$W/sb-alt.log" 2>&1 &
+  NG_PID=$!; PIDS+=("$NG_PID")
+fi
 turnutils_peer -L 127.0.0.1 -p "$PEER_PORT" >/dev/null 2>&1 &
 PIDS+=("$!")
 sleep 1.5
-kill -0 "$CO_PID" && kill -0 "$SB_PID" || { cat "$W/sb.log" "$W/coturn.log" | tail -20; exit 1; }
+kill -0 "$CO_PID" && kill -0 "$SB_PID" && { [ -z "${ALT:-}" ] || kill -0 "$NG_PID"; } || { cat "$W/sb.log" "$W/coturn.log" | tail -20; exit 1; }
 
 U="$(( $(date +%s) + 7200 )):bench"
 P=$(python3 -c 'import base64,hashlib,hmac,sys; print(base64.b64encode(hmac.new(sys.argv[1].encode(), sys.argv[2].encode(), hashlib.sha1).digest()).decode())' "$SECRET" "$U")
@@ -102,6 +117,7 @@ PY
 }
 both() { # label flags...  (switchboard first, then coturn, same flags)
   run switchboard "$SB_PID" "$SB_PORT" "$@"
+  [ -z "${ALT:-}" ] || run "${ALT_LABEL:-sb-alt}" "$NG_PID" "$NG_PORT" "$@"
   run coturn "$CO_PID" "$CO_PORT" "$@"
 }
 # Memory per idle allocation.

@@ -121,6 +121,12 @@ pub struct TurnConfig {
     /// Send runs of equal-size datagrams to one destination as one UDP GSO message (Linux
     /// ≥ 4.18; probed at start, switched off by itself if the kernel refuses it).
     pub udp_gso: bool,
+    /// Receive coalescing on busy UDP worker threads: a worker that was woken again less than
+    /// this long after it went idle, and found datagrams, waits this long before it waits for
+    /// the next datagram, so each wakeup handles (and each GSO send merges) more of them.
+    /// Adds at most this much delay per relayed datagram, only while busy ("0s" = off).
+    #[serde(with = "switchboard_auth::duration")]
+    pub udp_coalesce: Duration,
     /// Concurrent TCP + TLS client connections; more are closed at accept.
     pub max_tcp_connections: usize,
 }
@@ -161,6 +167,7 @@ impl Default for TurnConfig {
             udp_workers: 0,
             socket_buffer: 4 << 20,
             udp_gso: true,
+            udp_coalesce: Duration::from_micros(200),
             max_tcp_connections: 10_000,
         }
     }

@@ -414,8 +414,11 @@ impl TurnServer {
 
         let runtimes = (0..udp_socks.len())
             .map(|_| {
+                let window = cfg.udp_coalesce;
                 tokio::runtime::Builder::new_current_thread()
                     .enable_all()
+                    .on_thread_park(move || udp::before_park(window))
+                    .on_thread_unpark(udp::after_unpark)
                     .build()
             })
             .collect::<Result<Vec<_>, _>>()?;

@@ -3,11 +3,11 @@
 use super::batch::{send_datagrams, RecvBatch, Run, SendBatch, SendOutcome, BATCH};
 use super::{Shared, State};
 use crate::core::{ClientId, Output};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
@@ -105,6 +105,44 @@ pub(crate) fn count_outcome(shared: &Shared, out: SendOutcome) {
 }
 
 thread_local! {
+    /// Datagrams received on this worker thread since it last went idle.
+    static WORK: Cell<usize> = const { Cell::new(0) };
+    /// When this worker thread last went idle, and how long its last idle spell lasted.
+    static PARKED_AT: Cell<Option<Instant>> = const { Cell::new(None) };
+    static LAST_IDLE: Cell<Duration> = const { Cell::new(Duration::MAX) };
+}
+
+/// Runs when a UDP worker's runtime is about to wait for I/O (nothing left to run). When the
+/// thread is busy — it found datagrams, and its previous wait lasted less than `window` — it
+/// first sleeps `window`, so datagrams pile up and the next wakeup drains them in a few
+/// batched syscalls instead of one epoll wakeup per datagram (software interrupt
+/// coalescing). At lower rates the previous wait is longer than `window` and nothing is
+/// delayed.
+pub(crate) fn before_park(window: Duration) {
+    let work = WORK.with(|w| w.replace(0));
+    if should_coalesce(window, work, LAST_IDLE.with(|l| l.get())) {
+        std::thread::sleep(window);
+    }
+    PARKED_AT.with(|p| p.set(Some(Instant::now())));
+}
+
+/// Runs when a UDP worker's runtime wakes up; records how long it waited.
+pub(crate) fn after_unpark() {
+    if let Some(t) = PARKED_AT.with(|p| p.take()) {
+        LAST_IDLE.with(|l| l.set(t.elapsed()));
+    }
+}
+
+/// Whether a worker about to wait should sleep `window` first (see [`before_park`]).
+fn should_coalesce(window: Duration, work: usize, last_idle: Duration) -> bool {
+    !window.is_zero() && work > 0 && last_idle < window
+}
+
+fn count_work(n: usize) {
+    WORK.with(|w| w.set(w.get() + n));
+}
+
+thread_local! {
     /// Index of the UDP worker running on this thread (its listener sends our replies).
     pub(crate) static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
@@ -134,6 +172,7 @@ pub(crate) async fn listener_loop(shared: Arc<Shared>, idx: usize, sock: Arc<Udp
                     break;
                 }
             };
+            count_work(n);
             let now = Instant::now();
             {
                 let mut st = shared.state.lock();
@@ -264,6 +303,7 @@ fn drain_relay(
         Ok(n) if n > 0 => n,
         _ => return false,
     };
+    count_work(n);
     let now = Instant::now();
     let on_worker = IS_WORKER.with(|w| w.get());
     let mut deferred = false;
@@ -306,4 +346,25 @@ fn drain_relay(
         }
     }
     n == BATCH
+}
+
+#[cfg(test)]
+mod tests {
+    use super::should_coalesce;
+    use std::time::Duration;
+
+    #[test]
+    fn coalesces_only_when_busy() {
+        let w = Duration::from_micros(200);
+        // Woken again 50 µs after going idle and found datagrams: busy, wait first.
+        assert!(should_coalesce(w, 3, Duration::from_micros(50)));
+        // Idle for longer than the window: low rate, no delay.
+        assert!(!should_coalesce(w, 3, Duration::from_millis(2)));
+        // Nothing received since the last wait (timers, TCP): no delay.
+        assert!(!should_coalesce(w, 0, Duration::ZERO));
+        // Switched off.
+        assert!(!should_coalesce(Duration::ZERO, 3, Duration::ZERO));
+        // The first wait of a thread.
+        assert!(!should_coalesce(w, 3, Duration::MAX));
+    }
 }

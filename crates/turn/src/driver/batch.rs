@@ -515,7 +515,10 @@ mod tests {
 
     #[test]
     fn a_longer_datagram_starts_a_new_run() {
-        assert_eq!(runs(&[100, 100, 120, 120], &[1; 4], 64), vec![(0, 2), (2, 2)]);
+        assert_eq!(
+            runs(&[100, 100, 120, 120], &[1; 4], 64),
+            vec![(0, 2), (2, 2)]
+        );
     }
 
     #[test]
@@ -538,7 +541,10 @@ mod tests {
     #[test]
     fn empty_datagrams_are_never_merged() {
         assert_eq!(runs(&[0, 0, 10], &[1; 3], 64), vec![(0, 1), (1, 1), (2, 1)]);
-        assert_eq!(runs(&[10, 0, 10], &[1; 3], 64), vec![(0, 1), (1, 1), (2, 1)]);
+        assert_eq!(
+            runs(&[10, 0, 10], &[1; 3], 64),
+            vec![(0, 1), (1, 1), (2, 1)]
+        );
         assert!(runs(&[], &[], 64).is_empty());
     }
 

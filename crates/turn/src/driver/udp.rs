@@ -49,11 +49,7 @@ impl PeerSends {
     }
 
     /// Sends everything queued; `bytes(slot, start, end)` returns a datagram's bytes.
-    pub fn flush<'a>(
-        &mut self,
-        shared: &Shared,
-        bytes: impl Fn(usize, usize, usize) -> &'a [u8],
-    ) {
+    pub fn flush<'a>(&mut self, shared: &Shared, bytes: impl Fn(usize, usize, usize) -> &'a [u8]) {
         if self.items.is_empty() {
             return;
         }
@@ -100,7 +96,10 @@ pub(crate) fn count_outcome(shared: &Shared, out: SendOutcome) {
             .inc_by(out.dropped as u64);
     }
     if out.gso_fallbacks > 0 {
-        shared.metrics.gso_fallbacks.inc_by(out.gso_fallbacks as u64);
+        shared
+            .metrics
+            .gso_fallbacks
+            .inc_by(out.gso_fallbacks as u64);
     }
 }
 

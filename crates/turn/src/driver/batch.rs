@@ -184,6 +184,9 @@ impl std::ops::AddAssign for SendOutcome {
 pub const GSO_MAX_SEGMENTS: usize = 64;
 /// Payload bytes per GSO message: below the 65,507-byte limit of one IPv4 UDP datagram.
 pub const GSO_MAX_BYTES: usize = 65_000;
+/// Largest datagram merged into a GSO message: a segment above the path MTU makes the kernel
+/// refuse the whole message, so only datagrams that fit a 1500-byte IPv6 path are merged.
+pub const GSO_MAX_SEGMENT: usize = 1500 - 40 - 8;
 /// GSO messages the kernel may refuse before GSO is switched off for the process.
 const GSO_MAX_FAILURES: u32 = 16;
 
@@ -258,7 +261,8 @@ pub struct Run {
 
 /// Cuts `n` datagrams (sizes `len(i)`, destinations `to(i)`) into [`Run`]s, in order: a run
 /// is consecutive datagrams to one destination, all the size of the first except that the
-/// last may be shorter, at most `max_segments` of them and [`GSO_MAX_BYTES`] in total. With
+/// last may be shorter, at most `max_segments` of them, [`GSO_MAX_BYTES`] in total and
+/// each at most [`GSO_MAX_SEGMENT`] bytes. With
 /// `max_segments` ≤ 1 every datagram is its own run.
 pub fn gso_runs(
     n: usize,
@@ -274,7 +278,7 @@ pub fn gso_runs(
         let dest = to(i);
         let mut count = 1;
         let mut total = seg;
-        if seg > 0 {
+        if seg > 0 && seg <= GSO_MAX_SEGMENT {
             while count < max_segments && i + count < n {
                 let j = i + count;
                 let l = len(j);
@@ -539,6 +543,12 @@ mod tests {
     }
 
     #[test]
+    fn datagrams_above_the_mtu_are_never_merged() {
+        assert_eq!(runs(&[1453; 3], &[1; 3], 64), vec![(0, 1), (1, 1), (2, 1)]);
+        assert_eq!(runs(&[1452; 3], &[1; 3], 64), vec![(0, 3)]);
+    }
+
+    #[test]
     fn empty_datagrams_are_never_merged() {
         assert_eq!(runs(&[0, 0, 10], &[1; 3], 64), vec![(0, 1), (1, 1), (2, 1)]);
         assert_eq!(
@@ -565,7 +575,7 @@ mod tests {
                 next = start + count;
                 if count > 1 {
                     let seg = lens[start];
-                    proptest::prop_assert!(seg > 0);
+                    proptest::prop_assert!(seg > 0 && seg <= GSO_MAX_SEGMENT);
                     let total: usize = lens[start..next].iter().sum();
                     proptest::prop_assert!(total <= GSO_MAX_BYTES);
                     for i in start..next {

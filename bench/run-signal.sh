@@ -7,7 +7,7 @@
 # generator on CPU 1, as if on separate machines, so neither preempts the other).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=target/release/switchboard
+BIN=${BIN:-target/release/switchboard}
 LOAD=target/release/signal-load
 PY=${PY:-.venv/bin/python}
 CLIENTS_IDLE=${CLIENTS_IDLE:-10000}

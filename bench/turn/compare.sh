@@ -5,7 +5,13 @@
 # and memory per idle allocation (alloc_mem.py).
 #
 # usage: bench/turn/compare.sh [SWITCHBOARD_BIN]     (default: target/release/switchboard)
-#        QUICK=1 for a shorter run
+#        QUICK=1 for a shorter run; N=messages per session (20000)
+#        ONLY=REGEX runs only the scenarios whose label matches (e.g. ONLY='flood')
+#        ALT='udp_gso = false' also runs a second Switchboard with these extra [turn] lines
+#        (same load, same run), labelled ALT_LABEL (default sb-alt)
+#        ALLOCS=0 skips the memory measurement
+#        PERF_DIR=DIR also records a `perf record -g` profile of each server per scenario
+#        (PERF_ARGS overrides the perf subcommand and options, e.g. "stat -e ...")
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SB_BIN=${1:-$ROOT/target/release/switchboard}
@@ -51,20 +57,41 @@ level = "warn"
 TOML
 RUST_LOG=warn "$SB_BIN" serve --config "$W/sb.toml" >"$W/sb.log" 2>&1 &
 SB_PID=$!; PIDS+=("$SB_PID")
+if [ -n "${ALT:-}" ]; then
+  NG_PORT=$(free_port)
+  sed -e "s/^listen = .*/listen = \"127.0.0.1:$NG_PORT\"/" -e 's/^min_port = .*/min_port = 40960/' \
+      -e 's/^max_port = .*/max_port = 49151/' "$W/sb.toml" >"$W/sb-alt.toml"
+  python3 - "$W/sb-alt.toml" "$ALT" <<'PY'
+import sys
+p, extra = sys.argv[1], sys.argv[2].replace("\\n", "\n")
+s = open(p).read().replace("[sfu]", extra + "\n[sfu]", 1)
+open(p, "w").write(s)
+PY
+  RUST_LOG=warn "$SB_BIN" serve --config "$W/sb-alt.toml" >"$W/sb-alt.log" 2>&1 &
+  NG_PID=$!; PIDS+=("$NG_PID")
+fi
 turnutils_peer -L 127.0.0.1 -p "$PEER_PORT" >/dev/null 2>&1 &
 PIDS+=("$!")
 sleep 1.5
-kill -0 "$CO_PID" && kill -0 "$SB_PID" || { cat "$W/sb.log" "$W/coturn.log" | tail -20; exit 1; }
+kill -0 "$CO_PID" && kill -0 "$SB_PID" && { [ -z "${ALT:-}" ] || kill -0 "$NG_PID"; } || { cat "$W/sb.log" "$W/coturn.log" | tail -20; exit 1; }
 
 U="$(( $(date +%s) + 7200 )):bench"
 P=$(python3 -c 'import base64,hashlib,hmac,sys; print(base64.b64encode(hmac.new(sys.argv[1].encode(), sys.argv[2].encode(), hashlib.sha1).digest()).decode())' "$SECRET" "$U")
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 
+echo "# $(date -u '+%F %T UTC') $(uptime | sed 's/.*load/load/')"
 echo "server     scenario           flags                                  echoed    loss      msgs/s   server_cpu_s  us/echoed_msg"
 run() { # server pid port label flags...
   local server=$1 pid=$2 port=$3 label=$4; shift 4
-  local log="$W/$server-$label.log" c0 c1 t0 t1
+  local log="$W/$server-$label.log" c0 c1 t0 t1 perf_pid=""
+  if [ -n "${ONLY:-}" ] && ! [[ $label =~ $ONLY ]]; then return 0; fi
+  if [ -n "${PERF_DIR:-}" ]; then
+    mkdir -p "$PERF_DIR"
+    # shellcheck disable=SC2086
+    perf ${PERF_ARGS:-record -F 999 -g} -p "$pid" -o "$PERF_DIR/$server-$label.data" >/dev/null 2>&1 &
+    perf_pid=$!; sleep 0.5
+  fi
   for attempt in 1 2 3; do
     # A stale allocation from an earlier run on a reused source port answers 437; retry.
     c0=$(ticks "$pid"); t0=$(date +%s.%N)
@@ -72,6 +99,7 @@ run() { # server pid port label flags...
     grep -q 'error 437' "$log" || break
   done
   c1=$(ticks "$pid"); t1=$(date +%s.%N)
+  if [ -n "$perf_pid" ]; then kill -INT "$perf_pid" 2>/dev/null; wait "$perf_pid" 2>/dev/null || true; fi
   local recv loss tt
   recv=$(grep -o 'tot_recv_msgs=[0-9]*' "$log" | tail -1 | cut -d= -f2 || true)
   loss=$(grep -o 'Total lost packets [0-9]* ([0-9.]*%' "$log" | sed 's/.*(//' | tail -1 || true)
@@ -89,10 +117,11 @@ PY
 }
 both() { # label flags...  (switchboard first, then coturn, same flags)
   run switchboard "$SB_PID" "$SB_PORT" "$@"
+  [ -z "${ALT:-}" ] || run "${ALT_LABEL:-sb-alt}" "$NG_PID" "$NG_PORT" "$@"
   run coturn "$CO_PID" "$CO_PORT" "$@"
 }
 # Memory per idle allocation.
-for s in switchboard:$SB_PID:$SB_PORT coturn:$CO_PID:$CO_PORT; do
+[ "${ALLOCS:-2000}" = 0 ] || for s in switchboard:$SB_PID:$SB_PORT coturn:$CO_PID:$CO_PORT; do
   IFS=: read -r name pid port <<<"$s"
   echo "$name $(python3 "$ROOT/bench/turn/alloc_mem.py" 127.0.0.1 "$port" "$SECRET" "$pid" "${ALLOCS:-2000}")"
 done

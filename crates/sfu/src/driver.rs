@@ -247,8 +247,8 @@ impl Sfu {
         }
         drop(tcp_tx);
         let (tx, rx) = mpsc::channel(1024);
-        let mut out = SendBatch::default();
-        let gso = out.enable_gso(&socket);
+        let out = SendBatch::default();
+        let gso = switchboard_udp::GSO.init(true);
         tracing::debug!(gso, "sfu udp send path");
         let engine = Engine {
             out,
@@ -796,7 +796,7 @@ impl Engine {
         if queued == 0 {
             return;
         }
-        let dropped = self.out.flush(&self.socket);
+        let dropped = self.out.flush(&self.socket).dropped;
         // Forwarding latency per (media unit, subscriber): arrival of the unit's first datagram
         // to this send of the subscriber's packets.
         if !self.fwd_sent.is_empty() {

@@ -118,6 +118,17 @@ pub struct TurnConfig {
     pub udp_workers: usize,
     /// Receive/send buffer size in bytes asked for on UDP listener sockets.
     pub socket_buffer: usize,
+    /// Send runs of equal-size datagrams to one destination as one UDP GSO message (Linux
+    /// ≥ 4.18; probed at start, switched off by itself if the kernel refuses it). `false`
+    /// switches GSO off for the whole process, the SFU's sends included.
+    pub udp_gso: bool,
+    /// Receive coalescing on busy UDP worker threads: a worker that was woken again less than
+    /// this long after it went idle, and found datagrams, waits this long before it waits for
+    /// the next datagram, so each wakeup handles (and each GSO send merges) more of them.
+    /// Adds at most this much delay per relayed datagram, only while busy. Off by default
+    /// ("0s"): on the loopback benchmark it saved no CPU at paced rates (see decision 0025).
+    #[serde(with = "switchboard_auth::duration")]
+    pub udp_coalesce: Duration,
     /// Concurrent TCP + TLS client connections; more are closed at accept.
     pub max_tcp_connections: usize,
 }
@@ -157,6 +168,8 @@ impl Default for TurnConfig {
             software_attribute: false,
             udp_workers: 0,
             socket_buffer: 4 << 20,
+            udp_gso: true,
+            udp_coalesce: Duration::ZERO,
             max_tcp_connections: 10_000,
         }
     }

@@ -41,6 +41,8 @@ pub struct TurnMetrics {
     /// Relayed packets dropped (no permission, bandwidth limit, full client queue).
     pub dropped: Family<ReasonLabel, Counter>,
     pub tcp_connections: Gauge,
+    /// UDP GSO messages the kernel refused (their datagrams were re-sent one by one).
+    pub gso_fallbacks: Counter,
 }
 
 impl TurnMetrics {
@@ -109,6 +111,12 @@ impl TurnMetrics {
             "tcp_connections",
             "Open TURN TCP and TLS client connections",
             m.tcp_connections.clone(),
+        );
+        r.register(
+            "gso_fallbacks",
+            "UDP GSO sends the kernel refused and that were re-sent datagram by datagram \
+             (GSO is switched off after 16)",
+            m.gso_fallbacks.clone(),
         );
         let dir = |d| DirectionLabel { direction: d };
         let bytes_to_peer = bytes.get_or_create(&dir("to_peer")).clone();

@@ -1,3 +1,3 @@
-//! Batched datagram I/O now lives in `switchboard-udp` (shared with the SFU).
+//! Batched datagram I/O lives in `switchboard-udp` (shared with the SFU).
 
-pub use switchboard_udp::{RecvBatch, SendBatch, BATCH};
+pub use switchboard_udp::{send_datagrams, RecvBatch, Run, SendBatch, SendOutcome, BATCH, GSO};

@@ -176,13 +176,6 @@ impl RelayAllocator for Relays {
     }
 }
 
-/// Sends one datagram on a relay socket right away. Tokio's `try_send_to` refuses to try
-/// until the runtime has seen the socket become writable, which a freshly bound relay socket
-/// polled on another thread may not have yet; a plain non-blocking `sendto` has no such gate.
-pub(crate) fn send_now(sock: &UdpSocket, data: &[u8], to: SocketAddr) -> std::io::Result<usize> {
-    socket2::SockRef::from(sock).send_to(data, &to.into())
-}
-
 /// Binds a non-blocking UDP socket with big buffers (SO_RCVBUFFORCE when permitted).
 fn bind_udp(addr: SocketAddr, reuse_port: bool, buffer: usize) -> std::io::Result<StdUdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
@@ -338,6 +331,7 @@ impl TurnServer {
             }
         };
         let metrics = TurnMetrics::register(registry);
+        let gso = batch::GSO.init(cfg.udp_gso);
 
         // UDP: the first socket picks the port (maybe ephemeral); the others share it.
         let workers = match cfg.udp_workers {
@@ -420,8 +414,11 @@ impl TurnServer {
 
         let runtimes = (0..udp_socks.len())
             .map(|_| {
+                let window = cfg.udp_coalesce;
                 tokio::runtime::Builder::new_current_thread()
                     .enable_all()
+                    .on_thread_park(move || udp::before_park(window))
+                    .on_thread_unpark(udp::after_unpark)
                     .build()
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -479,7 +476,7 @@ impl TurnServer {
             tokio::spawn(stream::accept_tls(shared.clone(), l, tls, limits));
         }
         tokio::spawn(sweep(shared.clone()));
-        tracing::info!(udp = %udp_addr, tcp = %tcp_addr, tls = ?tls_addr, workers,
+        tracing::info!(udp = %udp_addr, tcp = %tcp_addr, tls = ?tls_addr, workers, gso,
             relay_v4 = ?relay_v4, relay_v6 = ?relay_v6, "TURN server started");
         Ok(TurnServer {
             addrs: TurnAddrs {

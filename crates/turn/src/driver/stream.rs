@@ -246,6 +246,8 @@ async fn serve_stream<S>(
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut out = Vec::with_capacity(2048);
     let mut chunk = vec![0u8; 16 * 1024];
+    // Datagrams for peers cut from one read leave together (see `PeerSends`).
+    let mut to_peers = super::udp::PeerSends::default();
     'read: loop {
         let n = tokio::select! {
             r = tokio::time::timeout(IDLE, rd.read(&mut chunk)) => match r {
@@ -271,6 +273,7 @@ async fn serve_stream<S>(
                     break 'read;
                 }
             };
+            let frame_at = at;
             let frame = &buf[at..at + len];
             at += len;
             let peer_send = {
@@ -293,16 +296,17 @@ async fn serve_stream<S>(
                 }
             };
             if let Some((s, peer, start, end)) = peer_send {
-                if super::send_now(&s, &frame[start..end], peer).is_err() {
-                    shared.metrics.dropped("send_failed");
-                }
+                to_peers.push(s, peer, 0, frame_at + start, frame_at + end);
             }
         }
+        to_peers.flush(&shared, |_, start, end| &buf[start..end]);
         buf.drain(..at);
         if buf.capacity() > 256 * 1024 && buf.len() < 4096 {
             buf.shrink_to(4096);
         }
     }
+    // A bad frame ends the connection; the good ones before it still go out.
+    to_peers.flush(&shared, |_, start, end| &buf[start..end]);
     stop.cancel();
     {
         let mut st = shared.state.lock();

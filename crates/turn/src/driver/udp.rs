@@ -1,22 +1,144 @@
 //! UDP client listener and relay socket loops, both batched.
 
-use super::batch::{RecvBatch, SendBatch, BATCH};
+use super::batch::{send_datagrams, RecvBatch, Run, SendBatch, SendOutcome, BATCH};
 use super::{Shared, State};
 use crate::core::{ClientId, Output};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-struct PeerSend {
+/// One datagram for a peer: bytes `start..end` of receive slot `slot` (or of the caller's
+/// buffer), to leave on relay socket `sock`.
+pub(crate) struct PeerSend {
     sock: Arc<UdpSocket>,
     peer: SocketAddr,
     slot: usize,
     start: usize,
     end: usize,
+}
+
+/// Datagrams for peers gathered from one receive batch (or one TCP read), sent grouped by
+/// relay socket: one `sendmmsg` per relay socket, equal-size datagrams to one peer merged
+/// into GSO messages, instead of one `sendto` per datagram.
+#[derive(Default)]
+pub(crate) struct PeerSends {
+    items: Vec<PeerSend>,
+    runs: Vec<Run>,
+}
+
+impl PeerSends {
+    pub fn push(
+        &mut self,
+        sock: Arc<UdpSocket>,
+        peer: SocketAddr,
+        slot: usize,
+        start: usize,
+        end: usize,
+    ) {
+        self.items.push(PeerSend {
+            sock,
+            peer,
+            slot,
+            start,
+            end,
+        });
+    }
+
+    /// Sends everything queued; `bytes(slot, start, end)` returns a datagram's bytes.
+    pub fn flush<'a>(&mut self, shared: &Shared, bytes: impl Fn(usize, usize, usize) -> &'a [u8]) {
+        if self.items.is_empty() {
+            return;
+        }
+        // Stable: datagrams of one relay socket keep their order.
+        if self.items.len() > 1 {
+            self.items
+                .sort_by_key(|p| Arc::as_ptr(&p.sock) as *const u8 as usize);
+        }
+        let mut out = SendOutcome::default();
+        let mut i = 0;
+        while i < self.items.len() {
+            let sock = &self.items[i].sock;
+            let n = self.items[i..]
+                .iter()
+                .take_while(|p| Arc::ptr_eq(&p.sock, sock))
+                .count();
+            let group = &self.items[i..i + n];
+            out += send_datagrams(
+                std::os::fd::AsRawFd::as_raw_fd(&**sock),
+                n,
+                |k| {
+                    let p = &group[k];
+                    bytes(p.slot, p.start, p.end)
+                },
+                |k| group[k].peer,
+                &mut self.runs,
+            );
+            i += n;
+        }
+        self.items.clear();
+        count_outcome(shared, out);
+    }
+}
+
+/// Counts what a batched send dropped or could not merge.
+pub(crate) fn count_outcome(shared: &Shared, out: SendOutcome) {
+    if out.dropped > 0 {
+        shared
+            .metrics
+            .dropped
+            .get_or_create(&crate::metrics::ReasonLabel {
+                reason: "send_failed",
+            })
+            .inc_by(out.dropped as u64);
+    }
+    if out.gso_fallbacks > 0 {
+        shared
+            .metrics
+            .gso_fallbacks
+            .inc_by(out.gso_fallbacks as u64);
+    }
+}
+
+thread_local! {
+    /// Datagrams received on this worker thread since it last went idle.
+    static WORK: Cell<usize> = const { Cell::new(0) };
+    /// When this worker thread last went idle, and how long its last idle spell lasted.
+    static PARKED_AT: Cell<Option<Instant>> = const { Cell::new(None) };
+    static LAST_IDLE: Cell<Duration> = const { Cell::new(Duration::MAX) };
+}
+
+/// Runs when a UDP worker's runtime is about to wait for I/O (nothing left to run). When the
+/// thread is busy — it found datagrams, and its previous wait lasted less than `window` — it
+/// first sleeps `window`, so datagrams pile up and the next wakeup drains them in a few
+/// batched syscalls instead of one epoll wakeup per datagram (software interrupt
+/// coalescing). At lower rates the previous wait is longer than `window` and nothing is
+/// delayed.
+pub(crate) fn before_park(window: Duration) {
+    let work = WORK.with(|w| w.replace(0));
+    if should_coalesce(window, work, LAST_IDLE.with(|l| l.get())) {
+        std::thread::sleep(window);
+    }
+    PARKED_AT.with(|p| p.set(Some(Instant::now())));
+}
+
+/// Runs when a UDP worker's runtime wakes up; records how long it waited.
+pub(crate) fn after_unpark() {
+    if let Some(t) = PARKED_AT.with(|p| p.take()) {
+        LAST_IDLE.with(|l| l.set(t.elapsed()));
+    }
+}
+
+/// Whether a worker about to wait should sleep `window` first (see [`before_park`]).
+fn should_coalesce(window: Duration, work: usize, last_idle: Duration) -> bool {
+    !window.is_zero() && work > 0 && last_idle < window
+}
+
+fn count_work(n: usize) {
+    WORK.with(|w| w.set(w.get() + n));
 }
 
 thread_local! {
@@ -29,7 +151,7 @@ pub(crate) async fn listener_loop(shared: Arc<Shared>, idx: usize, sock: Arc<Udp
     let _ = idx;
     let mut rx = RecvBatch::new();
     let mut replies = SendBatch::default();
-    let mut to_peers: Vec<PeerSend> = Vec::with_capacity(BATCH);
+    let mut to_peers = PeerSends::default();
     let mut out = Vec::with_capacity(2048);
     loop {
         tokio::select! {
@@ -49,6 +171,7 @@ pub(crate) async fn listener_loop(shared: Arc<Shared>, idx: usize, sock: Arc<Udp
                     break;
                 }
             };
+            count_work(n);
             let now = Instant::now();
             {
                 let mut st = shared.state.lock();
@@ -71,35 +194,15 @@ pub(crate) async fn listener_loop(shared: Arc<Shared>, idx: usize, sock: Arc<Udp
                             end,
                         } => {
                             if let Some(sock) = relays.socket(relay) {
-                                to_peers.push(PeerSend {
-                                    sock,
-                                    peer,
-                                    slot: i,
-                                    start,
-                                    end,
-                                });
+                                to_peers.push(sock, peer, i, start, end);
                             }
                         }
                     }
                 }
             }
-            for p in to_peers.drain(..) {
-                let (data, _, _) = rx.get(p.slot);
-                if super::send_now(&p.sock, &data[p.start..p.end], p.peer).is_err() {
-                    shared.metrics.dropped("send_failed");
-                }
-            }
+            to_peers.flush(&shared, |slot, start, end| &rx.get(slot).0[start..end]);
             if !replies.is_empty() {
-                let dropped = replies.flush(&*sock);
-                if dropped > 0 {
-                    shared
-                        .metrics
-                        .dropped
-                        .get_or_create(&crate::metrics::ReasonLabel {
-                            reason: "send_failed",
-                        })
-                        .inc_by(dropped as u64);
-                }
+                count_outcome(&shared, replies.flush(&*sock));
             }
             if n < BATCH {
                 break;
@@ -162,16 +265,8 @@ fn flush_to_clients(shared: &Shared, idx: usize) {
     let Some(sock) = shared.udp.get(idx).or(shared.udp.first()) else {
         return;
     };
-    let dropped = TO_CLIENTS.with(|b| b.borrow_mut().flush(&**sock));
-    if dropped > 0 {
-        shared
-            .metrics
-            .dropped
-            .get_or_create(&crate::metrics::ReasonLabel {
-                reason: "send_failed",
-            })
-            .inc_by(dropped as u64);
-    }
+    let out = TO_CLIENTS.with(|b| b.borrow_mut().flush(&**sock));
+    count_outcome(shared, out);
 }
 
 /// Reads peer datagrams arriving on one relay socket until the allocation ends.
@@ -207,6 +302,7 @@ fn drain_relay(
         Ok(n) if n > 0 => n,
         _ => return false,
     };
+    count_work(n);
     let now = Instant::now();
     let on_worker = IS_WORKER.with(|w| w.get());
     let mut deferred = false;
@@ -239,23 +335,35 @@ fn drain_relay(
             }
         }
     }
-    if deferred && TO_CLIENTS.with(|b| b.borrow().len() >= BATCH) {
+    if deferred && TO_CLIENTS.with(|b| b.borrow().len() >= 4 * BATCH) {
         flush_to_clients(shared, WORKER.with(|w| w.get()));
     }
     if !udp_out.is_empty() {
         let w = WORKER.with(|w| w.get());
         if let Some(s) = shared.udp.get(w).or(shared.udp.first()) {
-            let dropped = udp_out.flush(&**s);
-            if dropped > 0 {
-                shared
-                    .metrics
-                    .dropped
-                    .get_or_create(&crate::metrics::ReasonLabel {
-                        reason: "send_failed",
-                    })
-                    .inc_by(dropped as u64);
-            }
+            count_outcome(shared, udp_out.flush(&**s));
         }
     }
     n == BATCH
+}
+
+#[cfg(test)]
+mod tests {
+    use super::should_coalesce;
+    use std::time::Duration;
+
+    #[test]
+    fn coalesces_only_when_busy() {
+        let w = Duration::from_micros(200);
+        // Woken again 50 µs after going idle and found datagrams: busy, wait first.
+        assert!(should_coalesce(w, 3, Duration::from_micros(50)));
+        // Idle for longer than the window: low rate, no delay.
+        assert!(!should_coalesce(w, 3, Duration::from_millis(2)));
+        // Nothing received since the last wait (timers, TCP): no delay.
+        assert!(!should_coalesce(w, 0, Duration::ZERO));
+        // Switched off.
+        assert!(!should_coalesce(Duration::ZERO, 3, Duration::ZERO));
+        // The first wait of a thread.
+        assert!(!should_coalesce(w, 3, Duration::MAX));
+    }
 }

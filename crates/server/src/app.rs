@@ -239,7 +239,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .merge(stream_gateway.router(state.shutdown.clone()));
     let threads = crate::conn_threads::ConnThreads::start(config.http.threads)
         .context("http.threads: cannot start connection threads")?;
-    let join = tokio::spawn(serve(listener, threads, router, state.clone()));
+    let join = tokio::spawn(serve(listener, Arc::new(threads), router, state.clone()));
     state.ready.store(true, Ordering::Release);
     Ok(RunningServer {
         http_addr,
@@ -260,7 +260,7 @@ fn routes(state: AppState) -> Router {
 /// of the connection threads ([`crate::conn_threads`]).
 async fn serve(
     listener: TcpListener,
-    threads: crate::conn_threads::ConnThreads,
+    threads: Arc<crate::conn_threads::ConnThreads>,
     router: Router,
     state: AppState,
 ) {
@@ -291,37 +291,33 @@ async fn serve(
             _ = state.shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        // Move the socket to the connection thread's own reactor.
-        let stream = match stream.into_std() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(%remote, error = %e, "cannot hand the connection over");
-                continue;
-            }
+        let conn = Conn {
+            remote,
+            router: router.clone(),
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
         };
-        let router = router.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let (thread, slot) = threads.pick();
-        thread.spawn(async move {
-            let _slot = slot;
-            let stream = match tokio::net::TcpStream::from_std(stream) {
+        let threads = threads.clone();
+        tokio::spawn(async move {
+            if !speaks_h2(&stream).await {
+                return conn.serve(stream).await;
+            }
+            // HTTP/2: move the socket to a connection thread's own reactor.
+            let stream = match stream.into_std() {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::warn!(%remote, error = %e, "cannot register the connection");
+                    tracing::warn!(%remote, error = %e, "cannot hand the connection over");
                     return;
                 }
             };
-            let svc = hyper::service::service_fn(
-                move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(ConnectInfo(remote));
-                    router.clone().oneshot(req)
-                },
-            );
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%remote, error = %e, "connection ended with error");
-            }
+            let (thread, slot) = threads.pick();
+            thread.spawn(async move {
+                let _slot = slot;
+                match tokio::net::TcpStream::from_std(stream) {
+                    Ok(s) => conn.serve(s).await,
+                    Err(e) => tracing::warn!(%remote, error = %e, "cannot register the connection"),
+                }
+            });
         });
     }
     state.ready.store(false, Ordering::Release);
@@ -334,9 +330,60 @@ async fn serve(
     {
         tracing::warn!("grace period over; closing remaining connections");
     }
-    // Dropping the threads stops them; connections still open past the grace end there.
-    drop(threads);
+    // Stopping the threads drops connections still open past the grace.
+    threads.stop();
 }
+
+/// What serving one connection needs.
+struct Conn {
+    remote: SocketAddr,
+    router: Router,
+    builder: auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+}
+
+impl Conn {
+    async fn serve(self, stream: tokio::net::TcpStream) {
+        let Conn {
+            remote,
+            router,
+            builder,
+            watcher,
+        } = self;
+        let svc =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(remote));
+                router.clone().oneshot(req)
+            });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+        if let Err(e) = watcher.watch(conn.into_owned()).await {
+            tracing::debug!(%remote, error = %e, "connection ended with error");
+        }
+    }
+}
+
+/// Whether a new connection opens with the HTTP/2 preface (`PRI * HTTP/2.0`), peeked without
+/// consuming it. Gives up (false) after [`PREFACE_WAIT`] or on a short, closed stream.
+async fn speaks_h2(stream: &tokio::net::TcpStream) -> bool {
+    let peek = async {
+        let mut buf = [0u8; 4];
+        loop {
+            match stream.peek(&mut buf).await {
+                Ok(n) if n >= 4 => return &buf == b"PRI ",
+                Ok(0) | Err(_) => return false,
+                // Fewer than 4 bytes so far: wait for more without spinning.
+                Ok(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+            }
+        }
+    };
+    tokio::time::timeout(PREFACE_WAIT, peek)
+        .await
+        .unwrap_or(false)
+}
+
+/// How long a new connection may take to send its first 4 bytes before it is served as
+/// HTTP/1.1 on the shared runtime (hyper's own header timeout then applies).
+const PREFACE_WAIT: Duration = Duration::from_secs(10);
 
 /// Waits for SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
@@ -358,4 +405,47 @@ pub async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// What `speaks_h2` says about a connection whose client sends `first` (in two writes, 5 ms
+    /// apart) and then keeps it open or closes it; the bytes stay unread for hyper.
+    async fn classify(first: &[u8], close: bool) -> (bool, usize) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let first = first.to_vec();
+        let client = tokio::spawn(async move {
+            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (a, b) = first.split_at(first.len().min(2));
+            c.write_all(a).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            c.write_all(b).await.unwrap();
+            if close {
+                drop(c);
+                return None;
+            }
+            Some(c)
+        });
+        let (s, _) = l.accept().await.unwrap();
+        let h2 = speaks_h2(&s).await;
+        let mut buf = [0u8; 64];
+        let unread = s.peek(&mut buf).await.unwrap_or(0);
+        drop(client.await);
+        (h2, unread)
+    }
+
+    #[tokio::test]
+    async fn http2_preface_is_recognised_without_consuming_it() {
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        assert_eq!(classify(preface, false).await, (true, preface.len()));
+        let get = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(classify(get, false).await, (false, get.len()));
+        // Too short before the client hangs up: served as HTTP/1.1 (hyper then fails it).
+        assert!(!classify(b"PR", true).await.0);
+        assert!(!classify(b"", true).await.0);
+    }
 }

@@ -42,8 +42,9 @@ pub struct HttpConfig {
     pub cors_origins: Vec<String>,
     /// Serve the demo page and SDK at `/`.
     pub web_ui: bool,
-    /// Threads that serve HTTP connections (0 = one per CPU core). Each connection, with
-    /// everything it spawns, stays on one thread: no cross-thread hand-offs per request.
+    /// Threads that serve HTTP/2 connections (gRPC, the stream gateway; 0 = one per CPU core).
+    /// Each such connection, with everything it spawns, stays on one thread: no cross-thread
+    /// hand-offs per request or chunk. HTTP/1.1 (WebSocket, REST) uses the shared runtime.
     pub threads: usize,
 }
 

@@ -1,13 +1,15 @@
-//! Connection threads: every accepted HTTP connection is served on one of N OS threads, each
+//! Connection threads: every accepted HTTP/2 connection is served on one of N OS threads, each
 //! running its own single-threaded tokio runtime, and stays there for its whole life.
 //!
 //! A connection's tasks (hyper's connection task, one task per HTTP/2 stream, the handlers and
-//! whatever they spawn: WebSocket sessions, gateway upstream connections) then all run on the
-//! same thread. Handing a request from the connection task to its stream task, or a gateway
+//! whatever they spawn: gateway upstream connections, gRPC signaling sessions) then all run on
+//! the same thread. Handing a request from the connection task to its stream task, or a gateway
 //! chunk from the upstream connection to the client connection, is a queue push on the same
 //! thread instead of a cross-thread wakeup (a futex and, on a VM, an IPI) — see
-//! docs/decisions/0032-http-connection-threads.md for the measurements. The TURN driver does
-//! the same for its UDP sockets.
+//! docs/decisions/0032-http-connection-threads.md for the measurements. HTTP/1.1 connections
+//! (WebSocket signaling, REST, the demo page) stay on the shared work-stealing runtime: a
+//! relayed signaling message wakes another connection's writer, which work stealing runs on
+//! the waking thread.
 //!
 //! New connections go to the thread with the fewest live connections.
 
@@ -54,7 +56,8 @@ impl ConnThreads {
         Ok(ConnThreads { threads, stop })
     }
 
-    pub fn len(&self) -> usize {
+    /// How many threads run.
+    pub fn count(&self) -> usize {
         self.threads.len()
     }
 
@@ -78,6 +81,13 @@ impl ConnThreads {
     }
 }
 
+impl ConnThreads {
+    /// Stops every thread; tasks still on them are dropped.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
 impl Drop for ConnThreads {
     fn drop(&mut self) {
         self.stop.cancel();
@@ -91,7 +101,7 @@ mod tests {
     #[test]
     fn connections_go_to_the_least_loaded_thread_and_threads_stop_on_drop() {
         let t = ConnThreads::start(3).unwrap();
-        assert_eq!(t.len(), 3);
+        assert_eq!(t.count(), 3);
         let a = t.pick().1;
         let b = t.pick().1;
         let c = t.pick().1;
@@ -119,9 +129,9 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         loop {
             let tx = tx.clone();
-            let _ = handle.spawn(async move {
+            drop(handle.spawn(async move {
                 let _ = tx.send(());
-            });
+            }));
             if rx
                 .recv_timeout(std::time::Duration::from_millis(50))
                 .is_err()

@@ -260,14 +260,20 @@ fn probe_gso() -> bool {
     let Ok(s) = std::net::UdpSocket::bind("127.0.0.1:0") else {
         return false;
     };
-    let seg: libc::c_int = 1200;
-    // SAFETY: setsockopt with an int value on a valid fd.
+    set_int_option(&s, libc::SOL_UDP, libc::UDP_SEGMENT, 1200)
+}
+
+/// `setsockopt` with an `int` value; whether the kernel accepted it.
+#[cfg(target_os = "linux")]
+pub fn set_int_option(sock: &impl AsRawFd, level: i32, name: i32, value: i32) -> bool {
+    let v: libc::c_int = value;
+    // SAFETY: setsockopt with a pointer to an int that outlives the call, on a valid fd.
     unsafe {
         libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_UDP,
-            libc::UDP_SEGMENT,
-            &seg as *const _ as *const libc::c_void,
+            sock.as_raw_fd(),
+            level,
+            name,
+            &v as *const _ as *const libc::c_void,
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         ) == 0
     }
@@ -657,19 +663,7 @@ mod tests {
     fn big_receiver() -> UdpSocket {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         #[cfg(target_os = "linux")]
-        {
-            let v: libc::c_int = 2 << 20;
-            // SAFETY: plain setsockopt with a c_int option value that outlives the call.
-            unsafe {
-                libc::setsockopt(
-                    s.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVBUF,
-                    &v as *const _ as *const libc::c_void,
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                );
-            }
-        }
+        set_int_option(&s, libc::SOL_SOCKET, libc::SO_RCVBUF, 2 << 20);
         s
     }
 

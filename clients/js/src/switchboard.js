@@ -895,56 +895,67 @@ async function sendWithBackpressure(ch, frames, what, high) {
   }
 }
 
-/** One remote peer: an RTCPeerConnection with two negotiated DataChannels. */
-export class Peer {
+/**
+ * A DataChannel text message parsed as JSON; `undefined` for binary data or invalid JSON.
+ * @param {unknown} raw
+ * @returns {any}
+ */
+function parseJsonText(raw) {
+  if (typeof raw !== 'string') return undefined;
+  try {
+    return JSON.parse(raw);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * What a mesh {@link Peer} and the {@link SfuLink} share: one RTCPeerConnection to `id` with a
+ * "reliable" and an "updates" DataChannel (`peer_connected` once both are open), signaling
+ * work serialized per connection, offers on `negotiationneeded`, trickle ICE both ways, and
+ * `peer_state` events.
+ */
+class Link {
   /**
    * @param {Room} room
-   * @param {string} id
-   * @param {boolean} polite
+   * @param {string} id signaling target
+   * @param {RTCConfiguration} config everything but `iceServers` (they come from the room)
+   * @param {Array<['reliable'|'updates', RTCDataChannelInit]>} channels created in this order
    */
-  constructor(room, id, polite) {
+  constructor(room, id, config, channels) {
     this.room = room;
     this.id = id;
-    this.polite = polite;
     this.makingOffer = false;
     this.ignoreOffer = false;
+    this.closed = false;
     this.msgId = 1;
-    this.reassembler = new Reassembler();
-    /** Serializes signaling work per peer. @type {Promise<void>} */
+    /** Serializes signaling work per connection. @type {Promise<void>} */
     this.queue = Promise.resolve();
     /** @type {RTCPeerConnection} */
     let pc;
     try {
-      pc = new RTCPeerConnection({ iceServers: room.iceServers });
+      pc = new RTCPeerConnection({ ...config, iceServers: room.iceServers });
     } catch (e) {
       // A server advertising an unusable ICE server must not cost us direct connectivity.
       room.client.options.log?.('iceServers rejected; using none', e);
       room.emit('error', { code: 'bad_ice_servers', message: String(e) });
-      pc = new RTCPeerConnection({ iceServers: [] });
+      pc = new RTCPeerConnection({ ...config, iceServers: [] });
     }
     this.pc = pc;
-    // Negotiated channels: both sides create them, so both may offer at once (glare), which
-    // perfect negotiation resolves.
-    this.updates = pc.createDataChannel('updates', { negotiated: true, id: 0, ordered: true, maxRetransmits: 0 });
-    this.reliable = pc.createDataChannel('reliable', { negotiated: true, id: 1, ordered: true });
-    this.reliable.binaryType = 'arraybuffer';
+    /** @type {Record<string, RTCDataChannel>} */
+    const dc = {};
+    for (const [label, init] of channels) dc[label] = pc.createDataChannel(label, init);
+    this.reliable = dc.reliable;
+    this.updates = dc.updates;
     this.reliable.bufferedAmountLowThreshold = LOW_WATERMARK;
     let opened = 0;
     const onOpen = () => {
       if (++opened === 2) room.emit('peer_connected', id);
     };
-    this.updates.onopen = onOpen;
     this.reliable.onopen = onOpen;
-    this.updates.onmessage = (ev) => this._onUpdate(ev.data);
-    this.reliable.onmessage = (ev) => {
-      try {
-        const r = this.reassembler.push(ev.data);
-        if (r.done) room.emit('message', id, r.value);
-      } catch (e) {
-        room.emit('error', { code: 'bad_chunk', message: String(e), from: id });
-      }
-    };
+    this.updates.onopen = onOpen;
     pc.onnegotiationneeded = () => this._do(async () => {
+      if (this.closed) return;
       room.client.options.log?.('negotiationneeded', id, pc.signalingState);
       try {
         this.makingOffer = true;
@@ -955,7 +966,67 @@ export class Peer {
       }
     });
     pc.onicecandidate = ({ candidate }) => {
-      if (candidate) room.client.send({ type: 'ice_candidate', target: id, candidate: candidate.toJSON() });
+      if (candidate && candidate.candidate && !this.closed) {
+        room.client.send({ type: 'ice_candidate', target: id, candidate: candidate.toJSON() });
+      }
+    };
+    pc.onconnectionstatechange = () => room.emit('peer_state', id, pc.connectionState);
+  }
+
+  /** @param {RTCRtpSender} sender */
+  removeSender(sender) {
+    if (this.pc.signalingState !== 'closed') this.pc.removeTrack(sender);
+  }
+
+  /** @param {() => Promise<void>} fn */
+  _do(fn) {
+    this.queue = this.queue.then(fn).catch((e) => this.room.client.options.log?.('negotiation', this.id, e));
+    return this.queue;
+  }
+
+  /** @param {RTCIceCandidateInit} c */
+  onCandidate(c) {
+    return this._do(async () => {
+      if (this.closed || !c || !c.candidate) return;
+      try {
+        await this.pc.addIceCandidate(c);
+      } catch (e) {
+        if (!this.ignoreOffer) throw e;
+      }
+    });
+  }
+
+  isOpen() {
+    return this.reliable.readyState === 'open';
+  }
+}
+
+/** One remote peer: an RTCPeerConnection with two negotiated DataChannels. */
+export class Peer extends Link {
+  /**
+   * @param {Room} room
+   * @param {string} id
+   * @param {boolean} polite
+   */
+  constructor(room, id, polite) {
+    // Negotiated channels: both sides create them, so both may offer at once (glare), which
+    // perfect negotiation resolves.
+    super(room, id, {}, [
+      ['updates', { negotiated: true, id: 0, ordered: true, maxRetransmits: 0 }],
+      ['reliable', { negotiated: true, id: 1, ordered: true }],
+    ]);
+    this.polite = polite;
+    this.reassembler = new Reassembler();
+    const pc = this.pc;
+    this.reliable.binaryType = 'arraybuffer';
+    this.updates.onmessage = (ev) => this._onUpdate(ev.data);
+    this.reliable.onmessage = (ev) => {
+      try {
+        const r = this.reassembler.push(ev.data);
+        if (r.done) room.emit('message', id, r.value);
+      } catch (e) {
+        room.emit('error', { code: 'bad_chunk', message: String(e), from: id });
+      }
     };
     // Remote media: the publisher is this peer; the track ends when its stream loses it
     // (the remote side removed it and renegotiated) or the connection closes.
@@ -983,7 +1054,6 @@ export class Peer {
         }, 2000);
       }
     };
-    pc.onconnectionstatechange = () => room.emit('peer_state', id, pc.connectionState);
   }
 
   /** @param {Publication} pub */
@@ -992,16 +1062,6 @@ export class Peer {
     pub.senders.set(this, this.pc.addTrack(pub.track, this.room.localStream));
   }
 
-  /** @param {RTCRtpSender} sender */
-  removeSender(sender) {
-    if (this.pc.signalingState !== 'closed') this.pc.removeTrack(sender);
-  }
-
-  /** @param {() => Promise<void>} fn */
-  _do(fn) {
-    this.queue = this.queue.then(fn).catch((e) => this.room.client.options.log?.('negotiation', this.id, e));
-    return this.queue;
-  }
 
   /** @param {RTCSessionDescriptionInit} desc */
   onDescription(desc) {
@@ -1019,21 +1079,6 @@ export class Peer {
     });
   }
 
-  /** @param {RTCIceCandidateInit} c */
-  onCandidate(c) {
-    return this._do(async () => {
-      try {
-        await this.pc.addIceCandidate(c);
-      } catch (e) {
-        if (!this.ignoreOffer) throw e;
-      }
-    });
-  }
-
-  isOpen() {
-    return this.reliable.readyState === 'open';
-  }
-
   /** @param {unknown} value */
   async sendReliable(value) {
     await sendWithBackpressure(this.reliable, encodeChunks(value, this.msgId++), this.id, HIGH_WATERMARK);
@@ -1045,13 +1090,7 @@ export class Peer {
 
   /** @param {unknown} data */
   _onUpdate(data) {
-    if (typeof data !== 'string') return;
-    let m;
-    try {
-      m = JSON.parse(data);
-    } catch {
-      return;
-    }
+    const m = parseJsonText(data);
     if (m && typeof m.p === 'number') {
       if (this.updates.readyState === 'open') this.updates.send(JSON.stringify({ q: m.p }));
     } else if (m && typeof m.q === 'number') {
@@ -1062,6 +1101,7 @@ export class Peer {
   }
 
   close() {
+    this.closed = true;
     this.pc.close();
   }
 }
@@ -1072,57 +1112,19 @@ export class Peer {
  * transceivers, and receives the server's down-tracks on m-lines the server offers. In glare the
  * client is the impolite side (the server rolls back and offers again after answering).
  */
-export class SfuLink {
+export class SfuLink extends Link {
   /** @param {Room} room */
   constructor(room) {
-    this.room = room;
-    this.id = SFU_ID;
-    this.makingOffer = false;
-    this.ignoreOffer = false;
-    this.msgId = 1;
-    this.closed = false;
+    super(room, SFU_ID, { bundlePolicy: 'max-bundle' }, [
+      ['reliable', { ordered: true }],
+      ['updates', { ordered: true, maxRetransmits: 0 }],
+    ]);
     this.assembler = new PieceAssembler();
     /** Mids whose `ontrack` fired. @type {Set<string>} */
     this.seenMids = new Set();
-    /** @type {Promise<void>} */
-    this.queue = Promise.resolve();
-    /** @type {RTCPeerConnection} */
-    let pc;
-    try {
-      pc = new RTCPeerConnection({ iceServers: room.iceServers, bundlePolicy: 'max-bundle' });
-    } catch (e) {
-      room.emit('error', { code: 'bad_ice_servers', message: String(e) });
-      pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle' });
-    }
-    this.pc = pc;
-    const log = room.client.options.log;
-    this.reliable = pc.createDataChannel('reliable', { ordered: true });
-    this.updates = pc.createDataChannel('updates', { ordered: true, maxRetransmits: 0 });
-    this.reliable.bufferedAmountLowThreshold = LOW_WATERMARK;
-    let opened = 0;
-    const onOpen = () => {
-      if (++opened === 2) room.emit('peer_connected', SFU_ID);
-    };
-    this.reliable.onopen = onOpen;
-    this.updates.onopen = onOpen;
+    const pc = this.pc;
     this.reliable.onmessage = (ev) => this._onData(ev.data);
     this.updates.onmessage = (ev) => this._onData(ev.data);
-    pc.onnegotiationneeded = () => this._do(async () => {
-      if (this.closed) return;
-      log?.('sfu negotiationneeded', pc.signalingState);
-      try {
-        this.makingOffer = true;
-        await pc.setLocalDescription();
-        room.client.send({ type: 'offer', target: SFU_ID, offer: pc.localDescription?.toJSON() });
-      } finally {
-        this.makingOffer = false;
-      }
-    });
-    pc.onicecandidate = ({ candidate }) => {
-      if (candidate && candidate.candidate && !this.closed) {
-        room.client.send({ type: 'ice_candidate', target: SFU_ID, candidate: candidate.toJSON() });
-      }
-    };
     pc.ontrack = (ev) => {
       const mid = ev.transceiver.mid;
       if (mid === null) return;
@@ -1132,7 +1134,6 @@ export class SfuLink {
     pc.oniceconnectionstatechange = () => {
       if (pc.iceConnectionState === 'failed' && !this.closed) pc.restartIce();
     };
-    pc.onconnectionstatechange = () => room.emit('peer_state', SFU_ID, pc.connectionState);
     for (const pub of room.publications) this.addPublication(pub);
   }
 
@@ -1145,16 +1146,6 @@ export class SfuLink {
     pub.senders.set(this, this.pc.addTransceiver(pub.track, init).sender);
   }
 
-  /** @param {RTCRtpSender} sender */
-  removeSender(sender) {
-    if (this.pc.signalingState !== 'closed') this.pc.removeTrack(sender);
-  }
-
-  /** @param {() => Promise<void>} fn */
-  _do(fn) {
-    this.queue = this.queue.then(fn).catch((e) => this.room.client.options.log?.('sfu negotiation', e));
-    return this.queue;
-  }
 
   /** @param {RTCSessionDescriptionInit} desc */
   onDescription(desc) {
@@ -1176,22 +1167,6 @@ export class SfuLink {
       for (const t of pc.getTransceivers()) if (t.mid !== null && t.receiver.track) this.seenMids.add(t.mid);
       for (const mid of this.seenMids) this.room._sfuTryEmit(mid);
     });
-  }
-
-  /** @param {RTCIceCandidateInit} c */
-  onCandidate(c) {
-    return this._do(async () => {
-      if (this.closed || !c || !c.candidate) return;
-      try {
-        await this.pc.addIceCandidate(c);
-      } catch (e) {
-        if (!this.ignoreOffer) throw e;
-      }
-    });
-  }
-
-  isOpen() {
-    return this.reliable.readyState === 'open';
   }
 
   /**
@@ -1221,13 +1196,7 @@ export class SfuLink {
 
   /** @param {unknown} raw */
   _onData(raw) {
-    if (typeof raw !== 'string') return;
-    let env;
-    try {
-      env = JSON.parse(raw);
-    } catch {
-      return;
-    }
+    const env = parseJsonText(raw);
     if (!env || typeof env.from !== 'string') return;
     const room = this.room;
     const { from, data } = env;

@@ -67,7 +67,7 @@ p, extra = sys.argv[1], sys.argv[2].replace("\\n", "\n")
 s = open(p).read().replace("[sfu]", extra + "\n[sfu]", 1)
 open(p, "w").write(s)
 PY
-  RUST_LOG=warn "$SB_BIN" serve --config "$W/sb-alt.toml" >"$W/sb-alt.log" 2>&1 &
+  env ${ALT_ENV:-} RUST_LOG=warn "$SB_BIN" serve --config "$W/sb-alt.toml" >"$W/sb-alt.log" 2>&1 &
   NG_PID=$!; PIDS+=("$NG_PID")
 fi
 turnutils_peer -L 127.0.0.1 -p "$PEER_PORT" >/dev/null 2>&1 &

@@ -129,6 +129,13 @@ pub struct TurnConfig {
     /// ("0s"): on the loopback benchmark it saved no CPU at paced rates (see decision 0025).
     #[serde(with = "switchboard_auth::duration")]
     pub udp_coalesce: Duration,
+    /// A UDP worker thread that handled datagrams since it last waited gives up its core once
+    /// (`sched_yield`) before it waits again, so the processes it just sent to (on the same
+    /// host: echo peers, media servers, the kernel's softirq work) run first and their answers
+    /// are already queued when it checks its sockets — one wakeup drains several of them
+    /// instead of sleeping and being woken for each. Costs one syscall per busy wait; adds
+    /// no delay when nothing else is runnable. See decision 0026.
+    pub udp_yield: bool,
     /// Concurrent TCP + TLS client connections; more are closed at accept.
     pub max_tcp_connections: usize,
 }
@@ -170,6 +177,7 @@ impl Default for TurnConfig {
             socket_buffer: 4 << 20,
             udp_gso: true,
             udp_coalesce: Duration::ZERO,
+            udp_yield: true,
             max_tcp_connections: 10_000,
         }
     }

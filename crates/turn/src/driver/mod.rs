@@ -414,10 +414,10 @@ impl TurnServer {
 
         let runtimes = (0..udp_socks.len())
             .map(|_| {
-                let window = cfg.udp_coalesce;
+                let (window, yield_first) = (cfg.udp_coalesce, cfg.udp_yield);
                 tokio::runtime::Builder::new_current_thread()
                     .enable_all()
-                    .on_thread_park(move || udp::before_park(window))
+                    .on_thread_park(move || udp::before_park(window, yield_first))
                     .on_thread_unpark(udp::after_unpark)
                     .build()
             })

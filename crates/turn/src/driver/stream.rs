@@ -27,6 +27,8 @@ const IDLE: Duration = Duration::from_secs(600);
 const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+/// Worker thread for the next TCP client connection.
+static NEXT_WORKER: AtomicUsize = AtomicUsize::new(0);
 
 /// Counts open stream connections against `max_tcp_connections`.
 pub(crate) struct ConnLimit {
@@ -91,7 +93,8 @@ pub(crate) async fn accept_tcp(shared: Arc<Shared>, l: TcpListener, limit: Arc<C
     while let Some((s, remote, guard)) = accept_admitted(&shared, &l, &limit, "tcp").await {
         // Hand the connection to a worker thread (its relay sockets will live there too).
         let Ok(std) = s.into_std() else { continue };
-        let w = &shared.workers[(remote.port() as usize) % shared.workers.len()];
+        // Round robin: client ports say nothing about load (RTP tools use even ports only).
+        let w = &shared.workers[NEXT_WORKER.fetch_add(1, Ordering::Relaxed) % shared.workers.len()];
         let sh = shared.clone();
         w.spawn(async move {
             match tokio::net::TcpStream::from_std(std) {
@@ -256,6 +259,7 @@ async fn serve_stream<S>(
             },
             _ = stop.cancelled() => break,
         };
+        super::udp::count_work(1);
         buf.extend_from_slice(&chunk[..n]);
         let mut at = 0;
         loop {

@@ -117,8 +117,14 @@ thread_local! {
 /// batched syscalls instead of one epoll wakeup per datagram (software interrupt
 /// coalescing). At lower rates the previous wait is longer than `window` and nothing is
 /// delayed.
-pub(crate) fn before_park(window: Duration) {
+///
+/// With `yield_first`, a thread that handled datagrams since its last wait first yields its
+/// core once (see `TurnConfig::udp_yield`).
+pub(crate) fn before_park(window: Duration, yield_first: bool) {
     let work = WORK.with(|w| w.replace(0));
+    if should_yield(yield_first, work) {
+        std::thread::yield_now();
+    }
     if should_coalesce(window, work, LAST_IDLE.with(|l| l.get())) {
         std::thread::sleep(window);
     }
@@ -137,7 +143,12 @@ fn should_coalesce(window: Duration, work: usize, last_idle: Duration) -> bool {
     !window.is_zero() && work > 0 && last_idle < window
 }
 
-fn count_work(n: usize) {
+/// Whether a worker about to wait should yield its core first (see [`before_park`]).
+fn should_yield(enabled: bool, work: usize) -> bool {
+    enabled && work > 0
+}
+
+pub(crate) fn count_work(n: usize) {
     WORK.with(|w| w.set(w.get() + n));
 }
 
@@ -349,7 +360,7 @@ fn drain_relay(
 
 #[cfg(test)]
 mod tests {
-    use super::should_coalesce;
+    use super::{should_coalesce, should_yield};
     use std::time::Duration;
 
     #[test]
@@ -365,5 +376,13 @@ mod tests {
         assert!(!should_coalesce(Duration::ZERO, 3, Duration::ZERO));
         // The first wait of a thread.
         assert!(!should_coalesce(w, 3, Duration::MAX));
+    }
+
+    #[test]
+    fn yields_only_after_work() {
+        assert!(should_yield(true, 1));
+        // Woken by a timer or a TCP connection only: nothing to let others answer.
+        assert!(!should_yield(true, 0));
+        assert!(!should_yield(false, 5));
     }
 }

@@ -136,6 +136,12 @@ pub struct TurnConfig {
     /// instead of sleeping and being woken for each. Costs one syscall per busy wait; adds
     /// no delay when nothing else is runnable. See decision 0026.
     pub udp_yield: bool,
+    /// With more than one UDP worker: while the workers are lightly loaded, steer every client
+    /// datagram to the first worker (a one-instruction BPF program on the SO_REUSEPORT group),
+    /// and spread them over all workers by the kernel's hash as soon as that worker is more
+    /// than half busy; back to one worker after a second below 30 % in total. Fewer threads
+    /// waking per datagram at light load, every core under heavy load. See decision 0027.
+    pub udp_consolidate: bool,
     /// Concurrent TCP + TLS client connections; more are closed at accept.
     pub max_tcp_connections: usize,
 }
@@ -178,6 +184,7 @@ impl Default for TurnConfig {
             udp_gso: true,
             udp_coalesce: Duration::ZERO,
             udp_yield: true,
+            udp_consolidate: true,
             max_tcp_connections: 10_000,
         }
     }

@@ -43,6 +43,10 @@ pub struct TurnMetrics {
     pub tcp_connections: Gauge,
     /// UDP GSO messages the kernel refused (their datagrams were re-sent one by one).
     pub gso_fallbacks: Counter,
+    /// 1 while client datagrams are spread over all UDP workers, 0 while the first takes them.
+    pub udp_spread: Gauge,
+    /// Switches between the two (see `TurnConfig::udp_consolidate`).
+    pub udp_steering_changes: Counter,
 }
 
 impl TurnMetrics {
@@ -117,6 +121,17 @@ impl TurnMetrics {
             "UDP GSO sends the kernel refused and that were re-sent datagram by datagram \
              (GSO is switched off after 16)",
             m.gso_fallbacks.clone(),
+        );
+        r.register(
+            "udp_spread",
+            "1 while UDP client datagrams are spread over all UDP workers (SO_REUSEPORT hash), \
+             0 while the first worker takes them all (light load, turn.udp_consolidate)",
+            m.udp_spread.clone(),
+        );
+        r.register(
+            "udp_steering_changes",
+            "Switches between consolidated and spread UDP client steering",
+            m.udp_steering_changes.clone(),
         );
         let dir = |d| DirectionLabel { direction: d };
         let bytes_to_peer = bytes.get_or_create(&dir("to_peer")).clone();

@@ -3,6 +3,8 @@
 
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use switchboard_auth::turn_rest;
 use switchboard_turn::core::auth::{derive_key, ALG_MD5};
@@ -156,6 +158,102 @@ async fn tcp_frames_split_across_writes_and_garbage_closes() {
     assert!(
         matches!(n, Ok(0) | Err(_)),
         "connection should close, got {n:?}"
+    );
+    shutdown.cancel();
+}
+
+/// A port free for both UDP and TCP on loopback (the SO_REUSEPORT group needs a fixed port).
+fn free_port() -> u16 {
+    loop {
+        let t = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = t.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+}
+
+fn metric(reg: &Registry, name: &str) -> f64 {
+    let mut s = String::new();
+    prometheus_client::encoding::text::encode(&mut s, reg).unwrap();
+    s.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
+
+/// Two UDP workers: at rest every client datagram goes to the first worker; under a flood of
+/// Binding requests that worker gets busy and the group switches to the kernel's hash; when
+/// the flood stops it goes back to one worker. Every request is answered in both modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_clients_move_to_one_worker_at_rest_and_spread_under_load() {
+    let shutdown = CancellationToken::new();
+    let mut reg = Registry::default();
+    let cfg = TurnConfig {
+        listen: format!("127.0.0.1:{}", free_port()),
+        ..config()
+    };
+    let server = TurnServer::start(&cfg, &mut reg, shutdown.clone()).unwrap();
+    let to = server.local_addrs().udp;
+    let wait_for = |want: f64| {
+        let reg = &reg;
+        async move {
+            for _ in 0..200 {
+                if metric(reg, "turn_udp_spread") == want {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            false
+        }
+    };
+    assert!(wait_for(0.0).await, "starts consolidated");
+
+    // Flood from 4 threads (no waiting for answers) until the group spreads (or 10 s pass).
+    let stop = Arc::new(AtomicBool::new(false));
+    let floods: Vec<_> = (0..4u8)
+        .map(|k| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                c.connect(to).unwrap();
+                c.set_nonblocking(true).unwrap();
+                let mut req = Vec::new();
+                MessageWriter::new(&mut req, method::BINDING, Class::Request, &[k; 12])
+                    .fingerprint();
+                let mut buf = vec![0u8; 1500];
+                let mut answered = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..64 {
+                        let _ = c.send(&req);
+                    }
+                    while let Ok(n) = c.recv(&mut buf) {
+                        assert_eq!(Message::decode(&buf[..n]).unwrap().class, Class::Success);
+                        answered += 1;
+                    }
+                }
+                answered
+            })
+        })
+        .collect();
+    let spread = wait_for(1.0).await;
+    stop.store(true, Ordering::Relaxed);
+    let answered: u64 = floods.into_iter().map(|f| f.join().unwrap()).sum();
+    assert!(spread, "spreads under load ({answered} answered)");
+    assert!(answered > 0);
+    assert!(metric(&reg, "turn_udp_steering_changes_total") >= 1.0);
+
+    // At rest again: back to one worker, and still answering.
+    assert!(wait_for(0.0).await, "consolidates when idle");
+    let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    c.connect(to).await.unwrap();
+    let mut req = Vec::new();
+    MessageWriter::new(&mut req, method::BINDING, Class::Request, &[9; 12]).fingerprint();
+    c.send(&req).await.unwrap();
+    assert_eq!(
+        Message::decode(&recv(&c).await).unwrap().class,
+        Class::Success
     );
     shutdown.cancel();
 }

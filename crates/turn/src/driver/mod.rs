@@ -12,6 +12,7 @@
 //! - A 1 s tick sweeps expired allocations, permissions and channels.
 
 mod batch;
+mod steer;
 mod stream;
 mod udp;
 
@@ -412,13 +413,18 @@ impl TurnServer {
             other => (other, relay_v6),
         };
 
+        // Each worker's busy time (wake to wait), for the steering task.
+        let busy: Arc<[steer::BusyClock]> = (0..udp_socks.len())
+            .map(|_| steer::BusyClock::default())
+            .collect();
         let runtimes = (0..udp_socks.len())
-            .map(|_| {
+            .map(|i| {
                 let (window, yield_first) = (cfg.udp_coalesce, cfg.udp_yield);
+                let (parks, wakes) = (busy.clone(), busy.clone());
                 tokio::runtime::Builder::new_current_thread()
                     .enable_all()
-                    .on_thread_park(move || udp::before_park(window, yield_first))
-                    .on_thread_unpark(udp::after_unpark)
+                    .on_thread_park(move || udp::before_park(window, yield_first, &parks[i]))
+                    .on_thread_unpark(move || udp::after_unpark(&wakes[i]))
                     .build()
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -476,6 +482,16 @@ impl TurnServer {
             tokio::spawn(stream::accept_tls(shared.clone(), l, tls, limits));
         }
         tokio::spawn(sweep(shared.clone()));
+        if cfg.udp_consolidate && shared.udp.len() > 1 {
+            tokio::spawn(steer::run(
+                shared.udp[0].clone(),
+                busy,
+                shared.metrics.clone(),
+                shutdown.clone(),
+            ));
+        } else {
+            shared.metrics.udp_spread.set(1);
+        }
         tracing::info!(udp = %udp_addr, tcp = %tcp_addr, tls = ?tls_addr, workers, gso,
             relay_v4 = ?relay_v4, relay_v6 = ?relay_v6, "TURN server started");
         Ok(TurnServer {

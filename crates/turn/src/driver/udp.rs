@@ -1,6 +1,7 @@
 //! UDP client listener and relay socket loops, both batched.
 
 use super::batch::{send_datagrams, RecvBatch, Run, SendBatch, SendOutcome, BATCH};
+use super::steer::BusyClock;
 use super::{Shared, State};
 use crate::core::{ClientId, Output};
 use std::cell::{Cell, RefCell};
@@ -119,8 +120,10 @@ thread_local! {
 /// delayed.
 ///
 /// With `yield_first`, a thread that handled datagrams since its last wait first yields its
-/// core once (see `TurnConfig::udp_yield`).
-pub(crate) fn before_park(window: Duration, yield_first: bool) {
+/// core once (see `TurnConfig::udp_yield`). `busy` is the thread's busy clock (read by the
+/// steering task, see `steer`).
+pub(crate) fn before_park(window: Duration, yield_first: bool, busy: &BusyClock) {
+    busy.waits();
     let work = WORK.with(|w| w.replace(0));
     if should_yield(yield_first, work) {
         std::thread::yield_now();
@@ -132,7 +135,8 @@ pub(crate) fn before_park(window: Duration, yield_first: bool) {
 }
 
 /// Runs when a UDP worker's runtime wakes up; records how long it waited.
-pub(crate) fn after_unpark() {
+pub(crate) fn after_unpark(busy: &BusyClock) {
+    busy.woke();
     if let Some(t) = PARKED_AT.with(|p| p.take()) {
         LAST_IDLE.with(|l| l.set(t.elapsed()));
     }

@@ -17,7 +17,7 @@ mod stream;
 mod udp;
 
 use crate::core::policy::PeerPolicy;
-use crate::core::{ClientId, CoreConfig, Family, Parity, RelayAllocator, RelayError, TurnCore};
+use crate::core::{CoreConfig, Family, Parity, RelayAllocator, RelayError, TurnCore};
 use crate::metrics::TurnMetrics;
 use crate::{TurnConfig, TurnError};
 use parking_lot::Mutex;
@@ -532,22 +532,18 @@ async fn sweep(shared: Arc<Shared>) {
     core.handle_timeout(Instant::now() + Duration::from_secs(366 * 86400), relays);
 }
 
-/// Sends bytes to a client on whatever transport it came from; drops when the queue is full.
-pub(crate) fn send_to_client(
+/// Queues framed bytes (one or more whole frames) for a TCP/TLS client connection's writer;
+/// drops them when its queue is full.
+pub(crate) fn queue_to_stream(
     shared: &Shared,
     conns: &HashMap<u64, mpsc::Sender<Vec<u8>>>,
-    client: &ClientId,
-    data: &[u8],
+    conn: u64,
+    frames: Vec<u8>,
 ) {
-    if client.transport.is_stream() {
-        if let Some(tx) = conns.get(&client.conn) {
-            if tx.try_send(data.to_vec()).is_err() {
-                shared.metrics.dropped("client_queue_full");
-            }
-        }
-    } else if let Some(s) = shared.udp.first() {
-        if s.send_to(data, client.remote).is_err() {
-            shared.metrics.dropped("send_failed");
+    if let Some(tx) = conns.get(&conn) {
+        if tx.try_send(frames).is_err() {
+            shared.metrics.dropped("client_queue_full");
         }
     }
 }
+

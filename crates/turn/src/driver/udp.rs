@@ -324,6 +324,9 @@ fn drain_relay(
     {
         let mut st = shared.state.lock();
         let State { core, conns, .. } = &mut *st;
+        // A relay socket belongs to one allocation, so everything it read goes to one client:
+        // a TCP/TLS client gets the frames of the whole batch as one queued write.
+        let mut to_stream: Option<(u64, Vec<u8>)> = None;
         for i in 0..n {
             let (data, from, truncated) = rx.get(i);
             let Some(from) = from else { continue };
@@ -333,7 +336,17 @@ fn drain_relay(
             }
             if let Some(client) = core.handle_peer(now, relay, from, data, out) {
                 if client.transport.is_stream() {
-                    super::send_to_client(shared, conns, &client, out);
+                    match &mut to_stream {
+                        Some((conn, frames)) if *conn == client.conn => {
+                            frames.extend_from_slice(out)
+                        }
+                        _ => {
+                            if let Some((conn, frames)) = to_stream.take() {
+                                super::queue_to_stream(shared, conns, conn, frames);
+                            }
+                            to_stream = Some((client.conn, out.clone()));
+                        }
+                    }
                 } else if on_worker {
                     // Deferred to the worker's flusher (see TO_CLIENTS).
                     TO_CLIENTS.with(|b| {
@@ -348,6 +361,9 @@ fn drain_relay(
                     udp_out.push(out, client.remote);
                 }
             }
+        }
+        if let Some((conn, frames)) = to_stream {
+            super::queue_to_stream(shared, conns, conn, frames);
         }
     }
     if deferred && TO_CLIENTS.with(|b| b.borrow().len() >= 4 * BATCH) {

@@ -546,4 +546,3 @@ pub(crate) fn queue_to_stream(
         }
     }
 }
-

@@ -15,7 +15,7 @@ use prometheus_client::registry::Registry;
 use str0m::bwe::BweKind;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
-use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
+use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Rid};
 use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use switchboard_udp::{RecvBatch, SendBatch, BATCH};
@@ -491,6 +491,8 @@ struct DownTrack {
     track_id: String,
     mid: Option<Mid>,
     state: DownState,
+    /// Keeps the media time continuous across simulcast layer switches.
+    retimer: crate::retime::Retimer,
 }
 
 #[derive(Debug)]
@@ -1557,13 +1559,21 @@ impl Engine {
             let Some(s2) = self.sessions.get_mut(sub) else {
                 continue;
             };
-            let Some(mid) = s2
-                .down
-                .get(&key)
-                .filter(|t| t.state == DownState::Open)
-                .and_then(|t| t.mid)
-            else {
+            let Some(down) = s2.down.get_mut(&key).filter(|t| t.state == DownState::Open) else {
                 continue;
+            };
+            let Some(mid) = down.mid else {
+                continue;
+            };
+            // Each simulcast layer has its own timestamp base (see `retime`).
+            let time = if kind == TrackKind::Video {
+                let hz = d.time.frequency();
+                let t = down
+                    .retimer
+                    .map(layer, d.time.numer(), d.time.denom(), d.network_time);
+                MediaTime::new(t, hz)
+            } else {
+                d.time
             };
             let Some(w) = s2.rtc.writer(mid) else {
                 continue;
@@ -1571,7 +1581,7 @@ impl Engine {
             let Some(pt) = w.match_params(d.params) else {
                 continue;
             };
-            if w.write(pt, d.network_time, d.time, d.data.clone()).is_ok() {
+            if w.write(pt, d.network_time, time, d.data.clone()).is_ok() {
                 forwarded += 1;
                 // Observed when the packets leave (see `flush_out`).
                 let f = s2.fwd_since.get_or_insert((d.network_time, 0));
@@ -1733,6 +1743,7 @@ impl Engine {
                             publisher,
                             mid: None,
                             state: DownState::ToAdd,
+                            retimer: Default::default(),
                         },
                     );
                     self.renegotiate.insert(subscriber);

@@ -15,6 +15,7 @@ pub mod core;
 pub mod driver;
 pub mod metrics;
 pub mod peer;
+pub mod retime;
 pub mod tcp;
 pub mod timers;
 pub mod wire;

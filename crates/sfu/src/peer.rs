@@ -36,6 +36,12 @@ pub struct Received {
     pub packets: u64,
     /// The m-line carries VP8 video.
     pub video: bool,
+    /// Media time (ticks) of the last video frame.
+    pub last_time: Option<u64>,
+    /// Largest forward step between two consecutive video frames' media times.
+    pub max_step: u64,
+    /// Video frames whose media time was below the previous frame's.
+    pub backwards: u64,
 }
 
 /// Client-side peer.
@@ -285,17 +291,28 @@ impl Peer {
         let sent = Instant::now().duration_since(epoch()).as_nanos() as u64;
         frame.extend_from_slice(&sent.to_be_bytes());
         frame.resize(size.max(frame.len()), 0xAB);
-        // Layers of one frame share its timestamp; advance once per frame (on the lowest/only).
+        // Layers of one frame share its capture time; advance once per frame (on the
+        // lowest/only). Like libwebrtc, each layer's RTP stream has its own timestamp base.
         if rid.is_none_or(|r| r == "q") {
             self.video_time += 3000;
         }
+        let base = match rid {
+            Some("h") => 0x4000_0000,
+            Some("f") => 0x8000_0000,
+            _ => 0,
+        };
         let now = Instant::now();
         let w = match rid {
             Some(r) => w.rid(r.into()),
             None => w,
         };
-        w.write(pt, now, MediaTime::from_90khz(self.video_time), frame)
-            .is_ok()
+        w.write(
+            pt,
+            now,
+            MediaTime::from_90khz(base + self.video_time),
+            frame,
+        )
+        .is_ok()
     }
 
     /// Sends one synthetic 20 ms Opus packet of `size` bytes.
@@ -439,6 +456,15 @@ impl Peer {
                 r.packets += (**d.seq_range.end()).wrapping_sub(**d.seq_range.start()) + 1;
                 if d.is_keyframe() {
                     r.keyframes += 1;
+                }
+                if r.video {
+                    let t = d.time.numer();
+                    match r.last_time {
+                        Some(l) if t < l => r.backwards += 1,
+                        Some(l) => r.max_step = r.max_step.max(t - l),
+                        None => {}
+                    }
+                    r.last_time = Some(t);
                 }
                 if d.data.len() >= 18 && d.data[3..6] == [0x9d, 0x01, 0x2a] {
                     let mut ts = [0u8; 8];

@@ -556,6 +556,74 @@ async fn simulcast_layer_follows_subscriber_preference() {
     sfu.stopped().await;
 }
 
+/// Each simulcast layer has its own timestamp base (as in libwebrtc); a subscriber switched
+/// between layers must still see its media time move forward smoothly, or its jitter buffer
+/// holds or drops the new layer's frames (received but never decoded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulcast_layer_switches_keep_the_subscribers_media_time_continuous() {
+    let (sfu, token) = start().await;
+    let mut clients = vec![join(&sfu, "t", "bob", false, false).await];
+    let handle = sfu.join("t", "alice").await.expect("join");
+    let mut peer = Peer::bind(LO).await.expect("bind");
+    let offer = peer.offer_simulcast(&["q", "h", "f"]);
+    let answer = handle.accept_offer(&offer).await.expect("answer");
+    peer.accept_answer(&answer).expect("accept");
+    clients.push(Client {
+        name: "alice".into(),
+        peer,
+        handle,
+        server_data: Vec::new(),
+        tracks_added: Vec::new(),
+        tracks_ended: Vec::new(),
+    });
+    wait_connected(&mut clients).await;
+    let sizes = [("q", 300usize), ("h", 1100), ("f", 3000)];
+    // Full layer, then capped to the lowest, then back up: two switches in each direction of
+    // the timestamp bases (f → q goes far down, q → f far up).
+    let mut frame = 0u64;
+    let mut sizes_seen = Vec::new();
+    for max_layer in [2u8, 0, 2] {
+        clients[0]
+            .handle
+            .set_video_preference("alice", max_layer, false)
+            .await
+            .expect("preference");
+        let end = Instant::now() + Duration::from_millis(1500);
+        while Instant::now() < end {
+            let p = &mut clients[1].peer;
+            let kf = frame.is_multiple_of(10) || std::mem::take(&mut p.keyframe_requests) > 0;
+            for (rid, size) in sizes {
+                p.send_video_layer(rid, kf, size);
+            }
+            frame += 1;
+            pump(&mut clients, Duration::from_millis(33)).await;
+        }
+        let r = clients[0].peer.received.values().find(|r| r.video).cloned();
+        sizes_seen.push(r.map(|r| (r.units, r.bytes)).unwrap_or_default());
+    }
+    let r = clients[0]
+        .peer
+        .received
+        .values()
+        .find(|r| r.video)
+        .expect("bob receives alice's video")
+        .clone();
+    // The layer did change: the middle phase brought small frames (bytes per frame fell).
+    let per_frame = |(u0, b0): (u64, u64), (u1, b1): (u64, u64)| (b1 - b0) / (u1 - u0).max(1);
+    let low = per_frame(sizes_seen[0], sizes_seen[1]);
+    let high = per_frame(sizes_seen[1], sizes_seen[2]);
+    assert!(low < 1500 && high > 1500, "layers {sizes_seen:?}");
+    assert_eq!(r.backwards, 0, "media time went backwards: {r:?}");
+    // 33 ms frames; allow for a stall of up to a second, not for a jump of a base.
+    assert!(
+        r.max_step < 90_000,
+        "media time jumped by {} ticks: {r:?}",
+        r.max_step
+    );
+    token.cancel();
+    sfu.stopped().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ice_restart_keeps_media_flowing() {
     let (sfu, token) = start().await;

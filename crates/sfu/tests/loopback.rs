@@ -52,6 +52,23 @@ async fn join(sfu: &Sfu, room: &str, name: &str, video: bool, audio: bool) -> Cl
 }
 
 /// Runs every client's I/O concurrently for `dur`, answering server offers as they come.
+/// Joins `name` publishing one video track as simulcast layers q, h, f.
+async fn join_simulcast(sfu: &Sfu, room: &str, name: &str) -> Client {
+    let handle = sfu.join(room, name).await.expect("join");
+    let mut peer = Peer::bind(LO).await.expect("bind");
+    let offer = peer.offer_simulcast(&["q", "h", "f"]);
+    let answer = handle.accept_offer(&offer).await.expect("answer");
+    peer.accept_answer(&answer).expect("accept");
+    Client {
+        name: name.into(),
+        peer,
+        handle,
+        server_data: Vec::new(),
+        tracks_added: Vec::new(),
+        tracks_ended: Vec::new(),
+    }
+}
+
 async fn pump(clients: &mut [Client], dur: Duration) {
     let end = Instant::now() + dur;
     while Instant::now() < end {
@@ -491,19 +508,7 @@ async fn simulcast_layer_follows_subscriber_preference() {
         join(&sfu, "s", "bob", false, false).await,
         join(&sfu, "s", "carol", false, false).await,
     ];
-    let handle = sfu.join("s", "alice").await.expect("join");
-    let mut peer = Peer::bind(LO).await.expect("bind");
-    let offer = peer.offer_simulcast(&["q", "h", "f"]);
-    let answer = handle.accept_offer(&offer).await.expect("answer");
-    peer.accept_answer(&answer).expect("accept");
-    clients.push(Client {
-        name: "alice".into(),
-        peer,
-        handle,
-        server_data: Vec::new(),
-        tracks_added: Vec::new(),
-        tracks_ended: Vec::new(),
-    });
+    clients.push(join_simulcast(&sfu, "s", "alice").await);
     wait_connected(&mut clients).await;
     // Carol renders alice small: lowest layer only.
     clients[1]
@@ -563,19 +568,7 @@ async fn simulcast_layer_follows_subscriber_preference() {
 async fn simulcast_layer_switches_keep_the_subscribers_media_time_continuous() {
     let (sfu, token) = start().await;
     let mut clients = vec![join(&sfu, "t", "bob", false, false).await];
-    let handle = sfu.join("t", "alice").await.expect("join");
-    let mut peer = Peer::bind(LO).await.expect("bind");
-    let offer = peer.offer_simulcast(&["q", "h", "f"]);
-    let answer = handle.accept_offer(&offer).await.expect("answer");
-    peer.accept_answer(&answer).expect("accept");
-    clients.push(Client {
-        name: "alice".into(),
-        peer,
-        handle,
-        server_data: Vec::new(),
-        tracks_added: Vec::new(),
-        tracks_ended: Vec::new(),
-    });
+    clients.push(join_simulcast(&sfu, "t", "alice").await);
     wait_connected(&mut clients).await;
     let sizes = [("q", 300usize), ("h", 1100), ("f", 3000)];
     // Full layer, then capped to the lowest, then back up: two switches in each direction of

@@ -197,19 +197,9 @@ fn bind_udp(addr: SocketAddr, reuse_port: bool, buffer: usize) -> std::io::Resul
 fn set_buffers(s: &socket2::Socket, buffer: usize) {
     #[cfg(target_os = "linux")]
     {
-        use std::os::fd::AsRawFd;
-        let v = buffer.min(i32::MAX as usize) as libc::c_int;
+        let v = buffer.min(i32::MAX as usize) as i32;
         for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
-            // SAFETY: plain setsockopt with an int value on a valid fd.
-            unsafe {
-                libc::setsockopt(
-                    s.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    opt,
-                    &v as *const _ as *const libc::c_void,
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                );
-            }
+            switchboard_udp::set_int_option(s, libc::SOL_SOCKET, opt, v);
         }
     }
     // Without CAP_NET_ADMIN the forced variants fail; ask within rmem_max/wmem_max then.

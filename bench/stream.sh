@@ -8,7 +8,11 @@
 # Every server computes the same SHA-256 counter-mode chunks. Load: crates/stream/examples/stream_load.rs.
 #
 #   cargo build --release -p switchboard -p switchboard-stream --bins --examples
-#   bench/stream.sh            # env: CONC, STREAMS_FAST, STREAMS_PY, CHUNKS, CHUNK_BYTES, PIN, SB_BIN
+#   bench/stream.sh            # env: CONC, STREAMS_FAST, STREAMS_PY, CHUNKS, CHUNK_BYTES, PIN, SB_BIN, AB
+#
+# AB=1 also starts a second Switchboard (same binary) with write coalescing and upstream
+# read-ahead off (`[http] coalesce_writes = false`, upstream `coalesce_io = false`) and runs the
+# (e) rows against it right after the default ones: e_off, e_off_c1 (decision 0033).
 #
 # PIN=1 gives Switchboard CPU 1 and everything else (load generator, Python, tonic) CPU 0, the
 # way a proxy is deployed on its own cores: (d) and (e) then have the same CPU for tonic and the
@@ -84,6 +88,14 @@ TOML
 SB_PID=$!; PIDS+=($SB_PID)
 wait_line "$WORK/sb.log" "^switchboard listening"
 SB=$(sed -n 's/.* http=\([^ ]*\).*/\1/p' "$WORK/sb.log" | head -1)
+if [ "${AB:-0}" = 1 ]; then
+  sed -e 's/^bind = .*/&\ncoalesce_writes = false/' -e 's/^url = .*/&\ncoalesce_io = false/' \
+    -e 's/^\[turn\]/[sfu]\nmode = "mesh"\n&/' "$WORK/sb.toml" >"$WORK/sb-off.toml"
+  "${PIN_SB[@]}" "$SB_BIN" serve --config "$WORK/sb-off.toml" >"$WORK/sb-off.log" 2>&1 &
+  SB_OFF_PID=$!; PIDS+=($SB_OFF_PID)
+  wait_line "$WORK/sb-off.log" "^switchboard listening"
+  SB_OFF=$(sed -n 's/.* http=\([^ ]*\).*/\1/p' "$WORK/sb-off.log" | head -1)
+fi
 TOKEN=$(SWITCHBOARD_CONFIG="$WORK/sb.toml" "$REL/switchboard" token create --identity bench --scope grpc --ttl 1h)
 
 run() { # label target task streams pids...
@@ -115,9 +127,14 @@ run "c_switchboard_local" "http://$SB" local-c "$STREAMS_FAST" "$SB_PID"
 run "d_tonic_direct" "http://$TONIC_ADDR" d "$STREAMS_FAST" "$TONIC_PID"
 run "e_switchboard_to_tonic" "http://$SB" tonic-e "$STREAMS_FAST" "$SB_PID"
 run "e_tonic_side" "http://$SB" tonic-e2 "$STREAMS_FAST" "$TONIC_PID"
+if [ -n "${SB_OFF:-}" ]; then
+  run warmup "http://$SB_OFF" tonic-w 32 "$SB_OFF_PID" >/dev/null
+  run "e_off_switchboard_to_tonic" "http://$SB_OFF" tonic-e "$STREAMS_FAST" "$SB_OFF_PID"
+fi
 # Time to first chunk at low load (one stream at a time): the gateway's added latency.
 CONC=1 run "d_tonic_direct_c1" "http://$TONIC_ADDR" d 300 "$TONIC_PID"
 CONC=1 run "e_switchboard_to_tonic_c1" "http://$SB" tonic-e 300 "$SB_PID"
+[ -z "${SB_OFF:-}" ] || CONC=1 run "e_off_switchboard_to_tonic_c1" "http://$SB_OFF" tonic-e 300 "$SB_OFF_PID"
 CONC=1 run "a_python_direct_c1" "http://127.0.0.1:$PY_PORT" py-a 100 "$PY_PID"
 CONC=1 run "b_switchboard_to_python_c1" "http://$SB" py-b 100 "$SB_PID"
 CONC=1 run "c_switchboard_local_c1" "http://$SB" local-c 300 "$SB_PID"

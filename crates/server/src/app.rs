@@ -298,6 +298,7 @@ async fn serve(
             watcher: graceful.watcher(),
         };
         let threads = threads.clone();
+        let coalesce = state.config.http.coalesce_writes;
         tokio::spawn(async move {
             if !speaks_h2(&stream).await {
                 return conn.serve(stream).await;
@@ -314,6 +315,10 @@ async fn serve(
             thread.spawn(async move {
                 let _slot = slot;
                 match tokio::net::TcpStream::from_std(stream) {
+                    Ok(s) if coalesce => {
+                        conn.serve(switchboard_stream::coalesce::CoalescingIo::new(s))
+                            .await
+                    }
                     Ok(s) => conn.serve(s).await,
                     Err(e) => tracing::warn!(%remote, error = %e, "cannot register the connection"),
                 }
@@ -343,7 +348,10 @@ struct Conn {
 }
 
 impl Conn {
-    async fn serve(self, stream: tokio::net::TcpStream) {
+    async fn serve<I>(self, stream: I)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let Conn {
             remote,
             router,

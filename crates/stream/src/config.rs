@@ -122,6 +122,9 @@ pub struct UpstreamConfig {
     /// Endpoints tried per stream when opening fails before the first chunk (1 = no retry).
     /// Once a chunk went out to the client a stream is never retried.
     pub max_attempts: usize,
+    /// Read ahead (64 KiB per `recv`) and coalesce writes (window updates, requests) on
+    /// connections to this upstream (decision 0033).
+    pub coalesce_io: bool,
 }
 
 impl Default for UpstreamConfig {
@@ -142,6 +145,7 @@ impl Default for UpstreamConfig {
             circuit_failure_threshold: 5,
             circuit_open_for: Duration::from_secs(10),
             max_attempts: 2,
+            coalesce_io: true,
         }
     }
 }

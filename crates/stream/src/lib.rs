@@ -11,6 +11,7 @@
 //! Wire parsing is sans-IO in [`wire`]; every failure is a gRPC [`Status`].
 
 pub mod backend;
+pub mod coalesce;
 pub mod config;
 pub mod gateway;
 pub mod metrics;

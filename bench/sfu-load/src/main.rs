@@ -78,41 +78,24 @@ fn main() -> anyhow::Result<()> {
     let mut registry = Registry::with_prefix("switchboard");
     metrics.register(&mut registry);
 
-    // SFU engine on its own thread.
-    let (tx, rx) = std::sync::mpsc::channel();
-    let t2 = token.clone();
-    let m2 = metrics.clone();
-    let bwe_kbps = args.bwe_initial_kbps;
-    let engine = std::thread::Builder::new()
-        .name("sfu-engine".into())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let cfg = SfuConfig {
-                    udp_port: 0,
-                    ice_tcp: false,
-                    bind_ip: "127.0.0.1".into(),
-                    max_sessions: 100_000,
-                    bwe_initial_kbps: bwe_kbps,
-                    ..SfuConfig::default()
-                };
-                let sfu = Sfu::start_with_metrics(cfg, m2, t2.clone())
-                    .await
-                    .expect("sfu starts");
-                let sfu = Arc::new(sfu);
-                tx.send(sfu.clone()).expect("hand out sfu");
-                sfu.stopped().await;
-            });
-        })?;
-    let sfu = rx.recv()?;
-
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.client_threads)
         .enable_all()
         .build()?;
+    // SFU engine on its own thread (`sfu-engine`), as in the server.
+    let cfg = SfuConfig {
+        udp_port: 0,
+        ice_tcp: false,
+        bind_ip: "127.0.0.1".into(),
+        max_sessions: 100_000,
+        bwe_initial_kbps: args.bwe_initial_kbps,
+        ..SfuConfig::default()
+    };
+    let (sfu, engine) = rt.block_on(Sfu::start_on_thread_with_metrics(
+        cfg,
+        metrics.clone(),
+        token.clone(),
+    ))?;
     let report = rt.block_on(run(args.clone(), sfu.clone(), metrics.clone(), registry))?;
     token.cancel();
     drop(rt);

@@ -151,12 +151,17 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let sfu_bridge = if config.sfu.mode == "mesh" {
         None
     } else {
-        let sfu = switchboard_sfu::Sfu::start(config.sfu.clone(), &mut registry, shutdown.clone())
-            .await
-            .map_err(|e| anyhow::anyhow!("sfu.udp_port/sfu.tcp_port: {e}"))?;
+        // The engine runs on its own thread, as in bench/sfu-load; it ends with `shutdown`.
+        let (sfu, _engine_thread) = switchboard_sfu::Sfu::start_on_thread(
+            config.sfu.clone(),
+            &mut registry,
+            shutdown.clone(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("sfu.udp_port/sfu.tcp_port: {e}"))?;
         bound.sfu_udp = Some(sfu.local_addr());
         bound.sfu_tcp = sfu.local_tcp_addr();
-        Some(crate::sfu_bridge::Bridge::new(Arc::new(sfu), &mut registry))
+        Some(crate::sfu_bridge::Bridge::new(sfu, &mut registry))
     };
     // --- end SFU ---
 

@@ -187,6 +187,72 @@ impl Sfu {
         Sfu::start_with_metrics(cfg, metrics, shutdown).await
     }
 
+    /// [`Sfu::start`], with the engine on its own OS thread (`sfu-engine`) running a
+    /// single-threaded runtime: forwarding is not delayed by other work on the caller's
+    /// runtime (HTTP, signaling), and the engine's wakeups stay on one thread. ICE-TCP
+    /// connections are served on that thread too. The thread ends when `shutdown` is
+    /// cancelled and the engine has closed every session.
+    pub async fn start_on_thread(
+        cfg: SfuConfig,
+        registry: &mut Registry,
+        shutdown: CancellationToken,
+    ) -> Result<(Arc<Sfu>, std::thread::JoinHandle<()>), SfuError> {
+        let metrics = SfuMetrics::default();
+        metrics.register(registry);
+        Sfu::start_on_thread_with_metrics(cfg, metrics, shutdown).await
+    }
+
+    /// [`Sfu::start_on_thread`] without a registry (benchmarks); metrics are still counted.
+    pub async fn start_on_thread_with_metrics(
+        cfg: SfuConfig,
+        metrics: SfuMetrics,
+        shutdown: CancellationToken,
+    ) -> Result<(Arc<Sfu>, std::thread::JoinHandle<()>), SfuError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("sfu-engine".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = tx.send(Err(SfuError::Config(format!("engine runtime: {e}"))));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match Sfu::start_with_metrics(cfg, metrics, shutdown).await {
+                        Ok(sfu) => {
+                            let sfu = Arc::new(sfu);
+                            let task = sfu.task.lock().take();
+                            if tx.send(Ok(sfu)).is_ok() {
+                                if let Some(task) = task {
+                                    let _ = task.await;
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                        }
+                    }
+                });
+            })
+            .map_err(|e| SfuError::Config(format!("engine thread: {e}")))?;
+        match rx.await {
+            Ok(Ok(sfu)) => Ok((sfu, thread)),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(SfuError::Stopped)
+            }
+        }
+    }
+
     /// [`Sfu::start`] without a registry (benchmarks, tests); metrics are still counted.
     pub async fn start_with_metrics(
         cfg: SfuConfig,

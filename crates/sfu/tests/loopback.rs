@@ -751,3 +751,38 @@ async fn ice_tcp_peers_publish_and_receive() {
     token.cancel();
     sfu.stopped().await;
 }
+
+#[tokio::test]
+async fn engine_on_its_own_thread_forwards_and_ends_with_shutdown() {
+    let cfg = SfuConfig {
+        udp_port: 0,
+        tcp_port: 0,
+        bind_ip: "127.0.0.1".into(),
+        ..SfuConfig::default()
+    };
+    let token = CancellationToken::new();
+    let mut reg = Registry::with_prefix("switchboard");
+    let (sfu, thread) = Sfu::start_on_thread(cfg, &mut reg, token.clone())
+        .await
+        .expect("sfu starts");
+    assert_eq!(thread.thread().name(), Some("sfu-engine"));
+    let mut clients = vec![
+        join(&sfu, "r", "bob", false, false).await,
+        join(&sfu, "r", "alice", true, false).await,
+    ];
+    wait_connected(&mut clients).await;
+    publish(&mut clients, 1, Duration::from_secs(1)).await;
+    assert!(clients[0].peer.video_frames() >= 10, "bob decodes alice");
+
+    token.cancel();
+    let joined = tokio::task::spawn_blocking(move || thread.join());
+    tokio::time::timeout(Duration::from_secs(5), joined)
+        .await
+        .expect("engine thread ends within 5 s of shutdown")
+        .expect("join task")
+        .expect("engine thread did not panic");
+    assert!(
+        sfu.join("r", "late").await.is_err(),
+        "a stopped engine refuses joins"
+    );
+}

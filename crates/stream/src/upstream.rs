@@ -157,14 +157,10 @@ type UpstreamIo = TokioIo<CoalescingIo<tokio::net::TcpStream>>;
 impl tower::Service<http::Uri> for UpstreamConnector {
     type Response = UpstreamIo;
     type Error = <HttpConnector as tower::Service<http::Uri>>::Error;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<UpstreamIo, Self::Error>> + Send>,
-    >;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<UpstreamIo, Self::Error>> + Send>>;
 
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.http.poll_ready(cx)
     }
 

@@ -20,13 +20,17 @@ struct Client {
     tracks_ended: Vec<String>,
 }
 
-async fn start() -> (Sfu, CancellationToken) {
-    let cfg = SfuConfig {
+fn loopback_cfg() -> SfuConfig {
+    SfuConfig {
         udp_port: 0,
         tcp_port: 0,
         bind_ip: "127.0.0.1".into(),
         ..SfuConfig::default()
-    };
+    }
+}
+
+async fn start() -> (Sfu, CancellationToken) {
+    let cfg = loopback_cfg();
     let token = CancellationToken::new();
     let mut reg = Registry::with_prefix("switchboard");
     let sfu = Sfu::start(cfg, &mut reg, token.clone())
@@ -754,12 +758,7 @@ async fn ice_tcp_peers_publish_and_receive() {
 
 #[tokio::test]
 async fn engine_on_its_own_thread_forwards_and_ends_with_shutdown() {
-    let cfg = SfuConfig {
-        udp_port: 0,
-        tcp_port: 0,
-        bind_ip: "127.0.0.1".into(),
-        ..SfuConfig::default()
-    };
+    let cfg = loopback_cfg();
     let token = CancellationToken::new();
     let mut reg = Registry::with_prefix("switchboard");
     let (sfu, thread) = Sfu::start_on_thread(cfg, &mut reg, token.clone())

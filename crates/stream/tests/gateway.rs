@@ -40,6 +40,24 @@ fn upstream_cfg(urls: Vec<String>) -> StreamConfig {
     }
 }
 
+/// Opens `n` streams for task `ok:<chunks>` one after another; each must end cleanly with
+/// `chunks + 1` messages.
+async fn expect_ok_streams(h: &Harness, chunks: usize, n: usize) {
+    let t = h.token("kim", &[Scope::Grpc]);
+    let mut c = h.client().await;
+    for _ in 0..n {
+        let (got, err) = collect(
+            c.stream_predict(request(Some(&t), &format!("ok:{chunks}"), ""))
+                .await
+                .unwrap()
+                .into_inner(),
+        )
+        .await;
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(got.len(), chunks + 1);
+    }
+}
+
 async fn collect(
     mut s: tonic::Streaming<PredictChunk>,
 ) -> (Vec<PredictChunk>, Option<tonic::Status>) {
@@ -392,19 +410,7 @@ async fn failover_before_first_chunk() {
     let mut cfg = upstream_cfg(vec![dead, url_up.clone()]);
     cfg.upstreams[0].max_attempts = 2;
     let h = Harness::start(cfg).await;
-    let t = h.token("kim", &[Scope::Grpc]);
-    let mut c = h.client().await;
-    for _ in 0..4 {
-        let (chunks, err) = collect(
-            c.stream_predict(request(Some(&t), "ok:2", ""))
-                .await
-                .unwrap()
-                .into_inner(),
-        )
-        .await;
-        assert!(err.is_none(), "{err:?}");
-        assert_eq!(chunks.len(), 3);
-    }
+    expect_ok_streams(&h, 2, 4).await;
     assert_eq!(up.stats.calls.load(Ordering::SeqCst), 4);
     let m = h.metrics_text();
     assert!(m.contains("kind=\"connect\""), "{m}");
@@ -486,32 +492,26 @@ async fn no_retry_after_first_chunk() {
     stop.cancel();
 }
 
+/// A pool of a refusing endpoint followed by a good mock: (dead url, good url, config).
+async fn dead_then_good(stop: &CancellationToken) -> (String, String, StreamConfig) {
+    let dead = dead_url().await;
+    let url = start_mock(Mock::default(), stop.clone()).await;
+    let cfg = upstream_cfg(vec![dead.clone(), url.clone()]);
+    (dead, url, cfg)
+}
+
 // The breaker and the health checks are tested apart: with both on, a probe that runs before
 // the first stream (the first probe fires at start) takes the dead endpoint out before any
 // stream tries it, and the breaker rightly never opens (seen on a loaded machine).
 #[tokio::test]
 async fn circuit_breaker_takes_a_dead_endpoint_out() {
     let stop = CancellationToken::new();
-    let good = Mock::default();
-    let dead = dead_url().await;
-    let url = start_mock(good.clone(), stop.clone()).await;
-    let mut cfg = upstream_cfg(vec![dead.clone(), url.clone()]);
+    let (dead, _url, mut cfg) = dead_then_good(&stop).await;
     cfg.upstreams[0].circuit_failure_threshold = 1;
     cfg.upstreams[0].max_attempts = 2;
     cfg.upstreams[0].health_check_interval = Duration::ZERO;
     let h = Harness::start(cfg).await;
-    let t = h.token("max", &[Scope::Grpc]);
-    let mut c = h.client().await;
-    for _ in 0..3 {
-        let (_, err) = collect(
-            c.stream_predict(request(Some(&t), "ok:1", ""))
-                .await
-                .unwrap()
-                .into_inner(),
-        )
-        .await;
-        assert!(err.is_none());
-    }
+    expect_ok_streams(&h, 1, 3).await;
     let m = h.metrics_text();
     assert!(
         m.contains(&format!(
@@ -530,10 +530,7 @@ async fn circuit_breaker_takes_a_dead_endpoint_out() {
 #[tokio::test]
 async fn health_checks_take_a_dead_endpoint_out() {
     let stop = CancellationToken::new();
-    let good = Mock::default();
-    let dead = dead_url().await;
-    let url = start_mock(good.clone(), stop.clone()).await;
-    let mut cfg = upstream_cfg(vec![dead.clone(), url.clone()]);
+    let (dead, url, mut cfg) = dead_then_good(&stop).await;
     cfg.upstreams[0].circuit_failure_threshold = 0;
     cfg.upstreams[0].max_attempts = 1;
     cfg.upstreams[0].health_check_interval = Duration::from_millis(50);
@@ -549,18 +546,7 @@ async fn health_checks_take_a_dead_endpoint_out() {
     })
     .await;
     // Out of rotation: with one attempt per stream and no breaker, every stream still works.
-    let t = h.token("max", &[Scope::Grpc]);
-    let mut c = h.client().await;
-    for _ in 0..4 {
-        let (_, err) = collect(
-            c.stream_predict(request(Some(&t), "ok:1", ""))
-                .await
-                .unwrap()
-                .into_inner(),
-        )
-        .await;
-        assert!(err.is_none());
-    }
+    expect_ok_streams(&h, 1, 4).await;
     stop.cancel();
 }
 

@@ -6,8 +6,9 @@
 //! and the socket: writes are copied into a buffer, and a flush of a small buffer is deferred
 //! once. The connection task is woken right away, so every frame that is ready by the time it
 //! runs again (other streams' tasks run first) leaves in the same `write`. A flush with nothing
-//! new since the deferral, a buffer of [`FLUSH_AT`] bytes and shutdown all write for real, so
-//! nothing waits longer than one turn of the connection's thread.
+//! new since the deferral, a buffer of [`FLUSH_AT`] bytes, [`MAX_DEFERS`] deferrals in a row
+//! and shutdown all write for real. So a quiet connection writes after one turn of its thread,
+//! and one that keeps adding small frames after at most [`MAX_DEFERS`] turns.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -18,6 +19,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Pending bytes at which a write or flush goes to the socket without waiting.
 pub const FLUSH_AT: usize = 64 * 1024;
 
+/// Flushes deferred in a row (each because bytes were added since the last one) before one
+/// writes anyway: bounds the delay for a producer that adds a small frame every turn.
+pub const MAX_DEFERS: u8 = 16;
+
 /// An I/O object whose writes are coalesced (see the module docs). Reads pass through.
 pub struct CoalescingIo<T> {
     inner: T,
@@ -26,6 +31,8 @@ pub struct CoalescingIo<T> {
     pos: usize,
     /// `buf.len()` when a flush was last deferred.
     deferred: Option<usize>,
+    /// Flushes deferred since the buffer was last written.
+    defers: u8,
     /// Read-ahead (see [`CoalescingIo::with_read_ahead`]): bytes read from `inner` and not yet
     /// handed out start at `rpos`.
     rbuf: Box<[u8]>,
@@ -42,6 +49,7 @@ impl<T> CoalescingIo<T> {
             buf: Vec::new(),
             pos: 0,
             deferred: None,
+            defers: 0,
             rbuf: Box::default(),
             rpos: 0,
             rend: 0,
@@ -90,6 +98,7 @@ impl<T: AsyncWrite + Unpin> CoalescingIo<T> {
         self.buf.clear();
         self.pos = 0;
         self.deferred = None;
+        self.defers = 0;
         // A burst can leave a large buffer behind; keep at most one flush's worth.
         if self.buf.capacity() > 2 * FLUSH_AT {
             self.buf.shrink_to(FLUSH_AT);
@@ -167,10 +176,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CoalescingIo<T> {
             me.deferred = None;
             return Pin::new(&mut me.inner).poll_flush(cx);
         }
-        if me.pending() < FLUSH_AT && me.deferred != Some(me.buf.len()) {
+        if me.pending() < FLUSH_AT && me.deferred != Some(me.buf.len()) && me.defers < MAX_DEFERS {
             // Something was written since the last deferral: give the other ready tasks of
             // this thread one turn to add to it, then flush when polled again.
             me.deferred = Some(me.buf.len());
+            me.defers += 1;
             cx.waker().wake_by_ref();
             return Poll::Ready(Ok(()));
         }
@@ -265,6 +275,27 @@ mod tests {
         // Empty: a flush goes straight to the socket.
         assert!(flush(&mut io).is_ready());
         assert_eq!(*sink.flushes.lock().unwrap(), 2);
+        assert_eq!(sink.writes.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_producer_adding_a_frame_every_turn_is_flushed_after_max_defers() {
+        let sink = Sink::default();
+        let mut io = CoalescingIo::new(sink.clone());
+        for turn in 0..MAX_DEFERS {
+            assert!(write(&mut io, b"tick").is_ready());
+            assert!(flush(&mut io).is_ready());
+            assert!(
+                sink.writes.lock().unwrap().is_empty(),
+                "deferred at turn {turn}"
+            );
+        }
+        assert!(write(&mut io, b"tick").is_ready());
+        assert!(flush(&mut io).is_ready());
+        assert_eq!(written(&sink), b"tick".repeat(MAX_DEFERS as usize + 1));
+        // The count starts over after a real write.
+        assert!(write(&mut io, b"next").is_ready());
+        assert!(flush(&mut io).is_ready());
         assert_eq!(sink.writes.lock().unwrap().len(), 1);
     }
 

@@ -14,6 +14,9 @@
 # read-ahead off (`[http] coalesce_writes = false`, upstream `coalesce_io = false`) and runs the
 # (e) rows against it right after the default ones: e_off, e_off_c1 (decision 0033).
 #
+# ROUNDS=N runs only (d), (e) and, with AB=1, (e) off, interleaved N times, and prints the
+# median (e)/(d) ratios: the gateway's throughput cost with less drift between the rows.
+#
 # PIN=1 gives Switchboard CPU 1 and everything else (load generator, Python, tonic) CPU 0, the
 # way a proxy is deployed on its own cores: (d) and (e) then have the same CPU for tonic and the
 # client, and (e)/(d) shows whether the gateway limits throughput. Default: no pinning, all
@@ -120,6 +123,28 @@ echo "# $(date -u +%FT%TZ) $(nproc) cores, load average $(cut -d" " -f1-3 /proc/
 run warmup "http://127.0.0.1:$PY_PORT" w 8 "$PY_PID" >/dev/null
 run warmup "http://$SB" py-w 8 "$SB_PID" >/dev/null
 run warmup "http://$SB" tonic-w 32 "$SB_PID" >/dev/null
+if [ -n "${ROUNDS:-}" ]; then
+  [ -z "${SB_OFF:-}" ] || run warmup "http://$SB_OFF" tonic-w 32 "$SB_OFF_PID" >/dev/null
+  for _ in $(seq 1 "$ROUNDS"); do
+    run "d_tonic_direct" "http://$TONIC_ADDR" d "$STREAMS_FAST" "$TONIC_PID"
+    run "e_switchboard_to_tonic" "http://$SB" tonic-e "$STREAMS_FAST" "$SB_PID"
+    [ -z "${SB_OFF:-}" ] || run "e_off_switchboard_to_tonic" "http://$SB_OFF" tonic-e "$STREAMS_FAST" "$SB_OFF_PID"
+  done | tee "$WORK/rounds.jsonl"
+  python3 - "$WORK/rounds.jsonl" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+d = [r for r in rows if r["label"].startswith("d_")]
+for label in ("e_switchboard_to_tonic", "e_off_switchboard_to_tonic"):
+    e = [r for r in rows if r["label"] == label]
+    if e:
+        ratios = [x["chunks_per_s"] / y["chunks_per_s"] for x, y in zip(e, d)]
+        cpu = [x["server_cpu_us_per_chunk"] for x in e]
+        print(json.dumps({"label": label, "ratio_to_d_per_round": [round(r, 3) for r in ratios],
+                          "median_ratio": round(statistics.median(ratios), 3),
+                          "median_gateway_us_per_chunk": statistics.median(cpu)}))
+PY
+  exit 0
+fi
 run "a_python_direct" "http://127.0.0.1:$PY_PORT" py-a "$STREAMS_PY" "$PY_PID"
 run "b_switchboard_to_python" "http://$SB" py-b "$STREAMS_PY" "$SB_PID"
 run "b_python_side" "http://$SB" py-b2 "$STREAMS_PY" "$PY_PID"

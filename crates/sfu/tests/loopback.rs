@@ -39,40 +39,44 @@ async fn start() -> (Sfu, CancellationToken) {
     (sfu, token)
 }
 
-async fn join(sfu: &Sfu, room: &str, name: &str, video: bool, audio: bool) -> Client {
+impl Client {
+    fn new(name: &str, peer: Peer, handle: ParticipantHandle) -> Client {
+        Client {
+            name: name.into(),
+            peer,
+            handle,
+            server_data: Vec::new(),
+            tracks_added: Vec::new(),
+            tracks_ended: Vec::new(),
+        }
+    }
+}
+
+/// Joins `name` over UDP with the offer `make_offer` builds.
+async fn join_with(
+    sfu: &Sfu,
+    room: &str,
+    name: &str,
+    make_offer: impl FnOnce(&mut Peer) -> String,
+) -> Client {
     let handle = sfu.join(room, name).await.expect("join");
     let mut peer = Peer::bind(LO).await.expect("bind peer");
-    let offer = peer.offer(video, audio);
+    let offer = make_offer(&mut peer);
     let answer = handle.accept_offer(&offer).await.expect("answer");
     peer.accept_answer(&answer).expect("client accepts answer");
-    Client {
-        name: name.into(),
-        peer,
-        handle,
-        server_data: Vec::new(),
-        tracks_added: Vec::new(),
-        tracks_ended: Vec::new(),
-    }
+    Client::new(name, peer, handle)
+}
+
+async fn join(sfu: &Sfu, room: &str, name: &str, video: bool, audio: bool) -> Client {
+    join_with(sfu, room, name, |p| p.offer(video, audio)).await
+}
+
+/// Joins `name` publishing one video track as simulcast layers q, h, f.
+async fn join_simulcast(sfu: &Sfu, room: &str, name: &str) -> Client {
+    join_with(sfu, room, name, |p| p.offer_simulcast(&["q", "h", "f"])).await
 }
 
 /// Runs every client's I/O concurrently for `dur`, answering server offers as they come.
-/// Joins `name` publishing one video track as simulcast layers q, h, f.
-async fn join_simulcast(sfu: &Sfu, room: &str, name: &str) -> Client {
-    let handle = sfu.join(room, name).await.expect("join");
-    let mut peer = Peer::bind(LO).await.expect("bind");
-    let offer = peer.offer_simulcast(&["q", "h", "f"]);
-    let answer = handle.accept_offer(&offer).await.expect("answer");
-    peer.accept_answer(&answer).expect("accept");
-    Client {
-        name: name.into(),
-        peer,
-        handle,
-        server_data: Vec::new(),
-        tracks_added: Vec::new(),
-        tracks_ended: Vec::new(),
-    }
-}
-
 async fn pump(clients: &mut [Client], dur: Duration) {
     let end = Instant::now() + dur;
     while Instant::now() < end {
@@ -678,14 +682,7 @@ async fn join_tcp(sfu: &Sfu, room: &str, name: &str, video: bool) -> Client {
         "answer has the TCP candidate"
     );
     peer.accept_answer(&answer).expect("client accepts answer");
-    Client {
-        name: name.into(),
-        peer,
-        handle,
-        server_data: Vec::new(),
-        tracks_added: Vec::new(),
-        tracks_ended: Vec::new(),
-    }
+    Client::new(name, peer, handle)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

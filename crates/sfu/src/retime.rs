@@ -49,15 +49,20 @@ mod tests {
 
     const HZ: u32 = 90_000;
 
-    #[test]
-    fn one_source_passes_through_unchanged() {
-        let mut r = Retimer::default();
-        let t0 = Instant::now();
+    /// Two frames of layer 0, 33 ms apart, at source times 1,000 and 4,000: passed through.
+    fn two_frames_of_layer_0(r: &mut Retimer, t0: Instant) {
         assert_eq!(r.map(Layer(0), 1_000, HZ, t0), 1_000);
         assert_eq!(
             r.map(Layer(0), 4_000, HZ, t0 + Duration::from_millis(33)),
             4_000
         );
+    }
+
+    #[test]
+    fn one_source_passes_through_unchanged() {
+        let mut r = Retimer::default();
+        let t0 = Instant::now();
+        two_frames_of_layer_0(&mut r, t0);
         // Packets of one frame share its time.
         assert_eq!(
             r.map(Layer(0), 4_000, HZ, t0 + Duration::from_millis(34)),
@@ -69,11 +74,7 @@ mod tests {
     fn a_layer_switch_continues_from_the_last_output_time() {
         let mut r = Retimer::default();
         let t0 = Instant::now();
-        assert_eq!(r.map(Layer(0), 1_000, HZ, t0), 1_000);
-        assert_eq!(
-            r.map(Layer(0), 4_000, HZ, t0 + Duration::from_millis(33)),
-            4_000
-        );
+        two_frames_of_layer_0(&mut r, t0);
         // Layer 2 has an unrelated base, far below: output goes on 50 ms (4,500 ticks) later.
         let t = t0 + Duration::from_millis(83);
         assert_eq!(r.map(Layer(2), 7, HZ, t), 8_500);

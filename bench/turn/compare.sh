@@ -9,7 +9,10 @@
 #        ONLY=REGEX runs only the scenarios whose label matches (e.g. ONLY='flood')
 #        ALT='udp_gso = false' also runs a second Switchboard with these extra [turn] lines
 #        (same load, same run), labelled ALT_LABEL (default sb-alt)
+#        LADDER='10 20 40 80 2x80 3x80' sets the paced ladder: M sessions, or K uclients of M
 #        ALLOCS=0 skips the memory measurement
+#        PAR=K runs K uclient processes at once per scenario, each with its own echo peer,
+#        and sums their figures (one uclient tops out near 25-30k echoed msgs/s)
 #        PERF_DIR=DIR also records a `perf record -g` profile of each server per scenario
 #        (PERF_ARGS overrides the perf subcommand and options, e.g. "stat -e ...")
 set -euo pipefail
@@ -18,7 +21,7 @@ SB_BIN=${1:-$ROOT/target/release/switchboard}
 [ -x "$SB_BIN" ] || { echo "build first: cargo build --release --bin switchboard"; exit 1; }
 W=$(mktemp -d)
 PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
+cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$W"; }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket
 while True:
@@ -70,8 +73,16 @@ PY
   env ${ALT_ENV:-} RUST_LOG=warn "$SB_BIN" serve --config "$W/sb-alt.toml" >"$W/sb-alt.log" 2>&1 &
   NG_PID=$!; PIDS+=("$NG_PID")
 fi
-turnutils_peer -L 127.0.0.1 -p "$PEER_PORT" >/dev/null 2>&1 &
-PIDS+=("$!")
+PAR=${PAR:-1}
+MAXPAR=$PAR
+LADDER=${LADDER:-10 20 40 80 2x60 3x60 3x80 4x80}
+for t in $LADDER; do [[ $t == *x* ]] && [ "${t%%x*}" -gt "$MAXPAR" ] && MAXPAR=${t%%x*}; done || true
+PEER_PORTS=("$PEER_PORT")
+for ((k = 1; k < MAXPAR; k++)); do PEER_PORTS+=("$(free_port)"); done
+for pp in "${PEER_PORTS[@]}"; do
+  turnutils_peer -L 127.0.0.1 -p "$pp" >/dev/null 2>&1 &
+  PIDS+=("$!")
+done
 sleep 1.5
 kill -0 "$CO_PID" && kill -0 "$SB_PID" && { [ -z "${ALT:-}" ] || kill -0 "$NG_PID"; } || { cat "$W/sb.log" "$W/coturn.log" | tail -20; exit 1; }
 
@@ -81,7 +92,7 @@ ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 
 echo "# $(date -u '+%F %T UTC') $(uptime | sed 's/.*load/load/')"
-echo "server     scenario           flags                                  echoed    loss      msgs/s   server_cpu_s  us/echoed_msg"
+echo "server     scenario           flags                                  echoed    loss      msgs/s   server_cpu_s  us/echoed_msg  msgs/s_wall"
 run() { # server pid port label flags...
   local server=$1 pid=$2 port=$3 label=$4; shift 4
   local log="$W/$server-$label.log" c0 c1 t0 t1 perf_pid=""
@@ -92,19 +103,38 @@ run() { # server pid port label flags...
     perf ${PERF_ARGS:-record -F 999 -g} -p "$pid" -o "$PERF_DIR/$server-$label.data" >/dev/null 2>&1 &
     perf_pid=$!; sleep 0.5
   fi
+  local k drops_pid
+  python3 "$ROOT/bench/turn/udp_drops.py" 600 >"$log.drops" 2>/dev/null &
+  drops_pid=$!
   for attempt in 1 2 3; do
     # A stale allocation from an earlier run on a reused source port answers 437; retry.
     c0=$(ticks "$pid"); t0=$(date +%s.%N)
-    timeout 180 turnutils_uclient -p "$port" -e 127.0.0.1 -r "$PEER_PORT" -u "$U" -w "$P" -X "$@" 127.0.0.1 >"$log" 2>&1 || true
-    grep -q 'error 437' "$log" || break
+    local ucs=()
+    for ((k = 0; k < PAR; k++)); do
+      timeout 180 turnutils_uclient -p "$port" -e 127.0.0.1 -r "${PEER_PORTS[$k]}" -u "$U" -w "$P" -X "$@" 127.0.0.1 >"$log.$k" 2>&1 &
+      ucs+=("$!")
+    done
+    wait "${ucs[@]}" 2>/dev/null || true
+    grep -q 'error 437' "$log".[0-9]* || break
+    [ "$attempt" = 3 ] || rm -f "$log".[0-9]*
   done
   c1=$(ticks "$pid"); t1=$(date +%s.%N)
+  sleep 0.3; kill -TERM "$drops_pid" 2>/dev/null; wait "$drops_pid" 2>/dev/null || true
   if [ -n "$perf_pid" ]; then kill -INT "$perf_pid" 2>/dev/null; wait "$perf_pid" 2>/dev/null || true; fi
-  local recv loss tt
-  recv=$(grep -o 'tot_recv_msgs=[0-9]*' "$log" | tail -1 | cut -d= -f2 || true)
-  loss=$(grep -o 'Total lost packets [0-9]* ([0-9.]*%' "$log" | sed 's/.*(//' | tail -1 || true)
-  tt=$(grep -o 'Total transmit time is [0-9]*' "$log" | awk '{print $5}' | tail -1 || true)
-  [ -n "$recv" ] || { echo "$server $label: uclient failed: $(grep -i error "$log" | head -2 | tr '\n' ' ')"; return 0; }
+  local recv loss tt sent lost
+  # Sums over the K logs: received, lost, sent; the longest transmit time.
+  read -r recv sent lost tt < <(awk '
+    /tot_recv_msgs=/ { match($0, /tot_recv_msgs=[0-9]+/); r[FILENAME] = substr($0, RSTART + 14, RLENGTH - 14) }
+    /tot_send_msgs=/ { match($0, /tot_send_msgs=[0-9]+/); s[FILENAME] = substr($0, RSTART + 14, RLENGTH - 14) }
+    /Total lost packets/ { match($0, /Total lost packets [0-9]+/); l[FILENAME] = substr($0, RSTART + 19, RLENGTH - 19) }
+    /Total transmit time is/ { match($0, /Total transmit time is [0-9]+/); t = substr($0, RSTART + 23, RLENGTH - 23); if (t + 0 > tt) tt = t + 0 }
+    END { n = 0; for (f in r) { R += r[f]; n++ } for (f in s) S += s[f]; for (f in l) L += l[f]
+          if (n) printf "%d %d %d %d\n", R, S, L, tt }' "$log".[0-9]*) || true
+  loss=""
+  [ -n "${sent:-}" ] && [ "${sent:-0}" -gt 0 ] && loss=$(awk -v l="$lost" -v s="$sent" 'BEGIN { printf "%.6f%%", 100 * l / s }')
+  local drops
+  drops=$(cat "$log.drops" 2>/dev/null || true)
+  [ -n "${recv:-}" ] || { echo "$server $label: uclient failed: $(grep -hi error "$log".[0-9]* | head -2 | tr '\n' ' ')"; return 0; }
   python3 - "$server" "$label" "$*" "${recv:-0}" "${loss:-NA}" "${tt:-0}" "$c0" "$c1" "$HZ" "$t0" "$t1" <<'PY'
 import sys
 server, label, flags, recv, loss, tt, c0, c1, hz, t0, t1 = sys.argv[1:]
@@ -112,8 +142,10 @@ recv = int(recv); cpu = (int(c1) - int(c0)) / int(hz)
 wall = float(t1) - float(t0)
 rate = recv / float(tt) if float(tt) > 0 else recv / wall
 us = cpu * 1e6 / recv if recv else float("nan")
-print(f"{server:10} {label:18} {flags:38} {recv:8d} {loss:>8}  {rate:9.0f}  {cpu:12.2f}  {us:13.2f}")
+print(f"{server:10} {label:18} {flags:38} {recv:8d} {loss:>8}  {rate:9.0f}  {cpu:12.2f}  {us:13.2f}  {recv / wall:9.0f}")
 PY
+  # Kernel receive-buffer drops during the run, by the process owning the socket.
+  case "$loss" in 0.000000%|"") ;; *) echo "           ${drops:-udp_drops: not sampled}" ;; esac
 }
 both() { # label flags...  (switchboard first, then coturn, same flags)
   run switchboard "$SB_PID" "$SB_PORT" "$@"
@@ -131,9 +163,15 @@ N=${N:-20000}
 both udp-chan-flood  -m 10 -n "$N" -l 170 -z 0 -c
 both udp-send-flood  -m 10 -n "$N" -l 170 -z 0 -c -s
 both tcp-chan-flood  -t -m 10 -n "$N" -l 170 -z 0 -c
-# Loss-free ladder: M sessions each sending one 170-byte message per ms (offered ≈ M k msg/s).
-for m in 10 20 40 80; do
-  both "udp-paced-m$m" -m "$m" -n 3000 -l 170 -z 1 -c
+# Loss-free ladder: M sessions, each sending a 170-byte message every -z 1 tick (uclient
+# manages about one per 3 ms, so M sessions offer ≈ M/3 k msgs/s).
+# A LADDER entry KxM runs K uclients of M sessions each at once (offered ≈ K·M/3 k msgs/s).
+for t in $LADDER; do
+  if [[ $t == *x* ]]; then
+    PAR=${t%%x*} both "udp-paced-${t%%x*}x${t##*x}" -m "${t##*x}" -n 3000 -l 170 -z 1 -c
+  else
+    both "udp-paced-m$t" -m "$t" -n 3000 -l 170 -z 1 -c
+  fi
 done
 # Where Switchboard dropped anything (reasons), for the record.
 SB_HTTP=$(grep -ao 'http=[^ ]*' "$W/sb.log" | head -1 | cut -d= -f2)

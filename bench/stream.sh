@@ -14,8 +14,12 @@
 # read-ahead off (`[http] coalesce_writes = false`, upstream `coalesce_io = false`) and runs the
 # (e) rows against it right after the default ones: e_off, e_off_c1 (decision 0033).
 #
-# ROUNDS=N runs only (d), (e) and, with AB=1, (e) off, interleaved N times, and prints the
-# median (e)/(d) ratios: the gateway's throughput cost with less drift between the rows.
+# AB_BIN=PATH does the same with another Switchboard binary and the default config instead:
+# its rows are the e_off ones (for comparing two builds in one run).
+#
+# ROUNDS=N runs only (d), (e) and, with AB=1, (e) off, interleaved N times, each also at one
+# stream (c1), and prints the median (e)/(d) throughput ratios and the median time to first
+# chunk the gateway adds at one stream: the gateway's two costs with less drift between rows.
 #
 # PIN=1 gives Switchboard CPU 1 and everything else (load generator, Python, tonic) CPU 0, the
 # way a proxy is deployed on its own cores: (d) and (e) then have the same CPU for tonic and the
@@ -91,7 +95,14 @@ TOML
 SB_PID=$!; PIDS+=($SB_PID)
 wait_line "$WORK/sb.log" "^switchboard listening"
 SB=$(sed -n 's/.* http=\([^ ]*\).*/\1/p' "$WORK/sb.log" | head -1)
-if [ "${AB:-0}" = 1 ]; then
+if [ -n "${AB_BIN:-}" ]; then
+  # Same config, another binary: the (e) rows run against both, as e and e_off.
+  sed -e 's/^\[turn\]/[sfu]\nmode = "mesh"\n&/' "$WORK/sb.toml" >"$WORK/sb-off.toml"
+  "${PIN_SB[@]}" "$AB_BIN" serve --config "$WORK/sb-off.toml" >"$WORK/sb-off.log" 2>&1 &
+  SB_OFF_PID=$!; PIDS+=($SB_OFF_PID)
+  wait_line "$WORK/sb-off.log" "^switchboard listening"
+  SB_OFF=$(sed -n 's/.* http=\([^ ]*\).*/\1/p' "$WORK/sb-off.log" | head -1)
+elif [ "${AB:-0}" = 1 ]; then
   sed -e 's/^bind = .*/&\ncoalesce_writes = false/' -e 's/^url = .*/&\ncoalesce_io = false/' \
     -e 's/^\[turn\]/[sfu]\nmode = "mesh"\n&/' "$WORK/sb.toml" >"$WORK/sb-off.toml"
   "${PIN_SB[@]}" "$SB_BIN" serve --config "$WORK/sb-off.toml" >"$WORK/sb-off.log" 2>&1 &
@@ -129,19 +140,28 @@ if [ -n "${ROUNDS:-}" ]; then
     run "d_tonic_direct" "http://$TONIC_ADDR" d "$STREAMS_FAST" "$TONIC_PID"
     run "e_switchboard_to_tonic" "http://$SB" tonic-e "$STREAMS_FAST" "$SB_PID"
     [ -z "${SB_OFF:-}" ] || run "e_off_switchboard_to_tonic" "http://$SB_OFF" tonic-e "$STREAMS_FAST" "$SB_OFF_PID"
+    CONC=1 run "d_tonic_direct_c1" "http://$TONIC_ADDR" d 300 "$TONIC_PID"
+    CONC=1 run "e_switchboard_to_tonic_c1" "http://$SB" tonic-e 300 "$SB_PID"
+    [ -z "${SB_OFF:-}" ] || CONC=1 run "e_off_switchboard_to_tonic_c1" "http://$SB_OFF" tonic-e 300 "$SB_OFF_PID"
   done | tee "$WORK/rounds.jsonl"
   python3 - "$WORK/rounds.jsonl" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-d = [r for r in rows if r["label"].startswith("d_")]
+d = [r for r in rows if r["label"] == "d_tonic_direct"]
+d1 = [r for r in rows if r["label"] == "d_tonic_direct_c1"]
 for label in ("e_switchboard_to_tonic", "e_off_switchboard_to_tonic"):
     e = [r for r in rows if r["label"] == label]
+    e1 = [r for r in rows if r["label"] == label + "_c1"]
     if e:
         ratios = [x["chunks_per_s"] / y["chunks_per_s"] for x, y in zip(e, d)]
         cpu = [x["server_cpu_us_per_chunk"] for x in e]
+        # Added time to first chunk at one stream, (e) - (d) p50, per round.
+        added = [x["ttfc_p50_ms"] - y["ttfc_p50_ms"] for x, y in zip(e1, d1)]
         print(json.dumps({"label": label, "ratio_to_d_per_round": [round(r, 3) for r in ratios],
                           "median_ratio": round(statistics.median(ratios), 3),
-                          "median_gateway_us_per_chunk": statistics.median(cpu)}))
+                          "median_gateway_us_per_chunk": statistics.median(cpu),
+                          "added_ttfc_p50_ms_per_round": [round(a, 3) for a in added],
+                          "median_added_ttfc_p50_ms": round(statistics.median(added), 3)}))
 PY
   exit 0
 fi

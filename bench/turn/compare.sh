@@ -9,10 +9,12 @@
 #        ONLY=REGEX runs only the scenarios whose label matches (e.g. ONLY='flood')
 #        ALT='udp_gso = false' also runs a second Switchboard with these extra [turn] lines
 #        (same load, same run), labelled ALT_LABEL (default sb-alt)
-#        LADDER='10 20 40 80 2x80 3x80' sets the paced ladder: M sessions, or K uclients of M
+#        LADDER='10 20 40 80 2x60 3x60 3x80 4x80' (the default) sets the paced ladder: an entry
+#        M is M sessions, KxM is K uclients of M sessions each at once
 #        ALLOCS=0 skips the memory measurement
 #        PAR=K runs K uclient processes at once per scenario, each with its own echo peer,
 #        and sums their figures (one uclient tops out near 25-30k echoed msgs/s)
+#        KEEP=1 keeps the work directory (uclient logs, configs) for a look afterwards
 #        PERF_DIR=DIR also records a `perf record -g` profile of each server per scenario
 #        (PERF_ARGS overrides the perf subcommand and options, e.g. "stat -e ...")
 set -euo pipefail

@@ -9,7 +9,7 @@
 #        ONLY=REGEX runs only the scenarios whose label matches (e.g. ONLY='flood')
 #        ALT='udp_gso = false' also runs a second Switchboard with these extra [turn] lines
 #        (same load, same run), labelled ALT_LABEL (default sb-alt)
-#        LADDER='10 20 40 80 2x60 3x60 3x80 4x80' (the default) sets the paced ladder: an entry
+#        LADDER='10 20 40 80 2x60 3x60 3x80' (the default) sets the paced ladder: an entry
 #        M is M sessions, KxM is K uclients of M sessions each at once
 #        ALLOCS=0 skips the memory measurement
 #        PAR=K runs K uclient processes at once per scenario, each with its own echo peer,
@@ -77,7 +77,7 @@ PY
 fi
 PAR=${PAR:-1}
 MAXPAR=$PAR
-LADDER=${LADDER:-10 20 40 80 2x60 3x60 3x80 4x80}
+LADDER=${LADDER:-10 20 40 80 2x60 3x60 3x80}
 for t in $LADDER; do [[ $t == *x* ]] && [ "${t%%x*}" -gt "$MAXPAR" ] && MAXPAR=${t%%x*}; done || true
 PEER_PORTS=("$PEER_PORT")
 for ((k = 1; k < MAXPAR; k++)); do PEER_PORTS+=("$(free_port)"); done

@@ -95,17 +95,15 @@ TOML
 SB_PID=$!; PIDS+=($SB_PID)
 wait_line "$WORK/sb.log" "^switchboard listening"
 SB=$(sed -n 's/.* http=\([^ ]*\).*/\1/p' "$WORK/sb.log" | head -1)
-if [ -n "${AB_BIN:-}" ]; then
-  # Same config, another binary: the (e) rows run against both, as e and e_off.
-  sed -e 's/^\[turn\]/[sfu]\nmode = "mesh"\n&/' "$WORK/sb.toml" >"$WORK/sb-off.toml"
-  "${PIN_SB[@]}" "$AB_BIN" serve --config "$WORK/sb-off.toml" >"$WORK/sb-off.log" 2>&1 &
-  SB_OFF_PID=$!; PIDS+=($SB_OFF_PID)
-  wait_line "$WORK/sb-off.log" "^switchboard listening"
-  SB_OFF=$(sed -n 's/.* http=\([^ ]*\).*/\1/p' "$WORK/sb-off.log" | head -1)
-elif [ "${AB:-0}" = 1 ]; then
-  sed -e 's/^bind = .*/&\ncoalesce_writes = false/' -e 's/^url = .*/&\ncoalesce_io = false/' \
-    -e 's/^\[turn\]/[sfu]\nmode = "mesh"\n&/' "$WORK/sb.toml" >"$WORK/sb-off.toml"
-  "${PIN_SB[@]}" "$SB_BIN" serve --config "$WORK/sb-off.toml" >"$WORK/sb-off.log" 2>&1 &
+if [ -n "${AB_BIN:-}" ] || [ "${AB:-0}" = 1 ]; then
+  # The second server: AB_BIN is another binary with the same config; AB=1 is the same binary
+  # with coalescing off. Either way its SFU is off (one UDP port per host) and its (e) rows
+  # are the e_off ones.
+  OFF_BIN=${AB_BIN:-$SB_BIN}
+  OFF_SED=()
+  [ -n "${AB_BIN:-}" ] || OFF_SED=(-e 's/^bind = .*/&\ncoalesce_writes = false/' -e 's/^url = .*/&\ncoalesce_io = false/')
+  sed "${OFF_SED[@]}" -e 's/^\[turn\]/[sfu]\nmode = "mesh"\n&/' "$WORK/sb.toml" >"$WORK/sb-off.toml"
+  "${PIN_SB[@]}" "$OFF_BIN" serve --config "$WORK/sb-off.toml" >"$WORK/sb-off.log" 2>&1 &
   SB_OFF_PID=$!; PIDS+=($SB_OFF_PID)
   wait_line "$WORK/sb-off.log" "^switchboard listening"
   SB_OFF=$(sed -n 's/.* http=\([^ ]*\).*/\1/p' "$WORK/sb-off.log" | head -1)

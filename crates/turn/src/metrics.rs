@@ -41,6 +41,8 @@ pub struct TurnMetrics {
     /// Relayed packets dropped (no permission, bandwidth limit, full client queue).
     pub dropped: Family<ReasonLabel, Counter>,
     pub tcp_connections: Gauge,
+    /// RFC 6062 TCP connections to peers (pending a ConnectionBind, or relaying).
+    pub peer_tcp_connections: Gauge,
     /// UDP GSO messages the kernel refused (their datagrams were re-sent one by one).
     pub gso_fallbacks: Counter,
     /// 1 while client datagrams are spread over all UDP workers, 0 while the first takes them.
@@ -115,6 +117,11 @@ impl TurnMetrics {
             "tcp_connections",
             "Open TURN TCP and TLS client connections",
             m.tcp_connections.clone(),
+        );
+        r.register(
+            "peer_tcp_connections",
+            "Open RFC 6062 TCP connections to peers (waiting for ConnectionBind or relaying)",
+            m.peer_tcp_connections.clone(),
         );
         r.register(
             "gso_fallbacks",

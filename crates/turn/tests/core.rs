@@ -57,6 +57,9 @@ impl RelayAllocator for FakeRelays {
             Err(RelayError::Exhausted)
         }
     }
+    fn allocate_tcp(&mut self, family: Family) -> Result<SocketAddr, RelayError> {
+        self.allocate(family, Parity::Any).map(|(a, _)| a)
+    }
     fn release(&mut self, relay: SocketAddr) {
         self.live.remove(&relay);
         self.reserved.remove(&relay);
@@ -670,7 +673,7 @@ fn even_port_reservation_and_unknown_attributes() {
         w.reply().get(attr::UNKNOWN_ATTRIBUTES),
         Some(&[0x00, 0x31][..])
     );
-    // TCP relays (RFC 6062) are not offered: 442.
+    // A TCP relay (RFC 6062) asked for over UDP: 400 (§5.1; TCP relays are tested below).
     let req = build(method::ALLOCATE, &[4; 12], Some(&cr), |x| {
         x.u32_attr(attr::REQUESTED_TRANSPORT, 6 << 24);
     });
@@ -683,7 +686,7 @@ fn even_port_reservation_and_unknown_attributes() {
     });
     drop(req);
     w.send(2, &c3, &req2);
-    assert_eq!(w.error_code(), Some(442));
+    assert_eq!(w.error_code(), Some(400));
 }
 
 #[test]
@@ -734,4 +737,249 @@ fn garbage_is_counted_not_answered() {
         })
         .sum();
     assert_eq!(total, 4);
+}
+
+// ---- RFC 6062: TCP relays ----
+
+fn tcp_client(port: u16, conn: u64) -> ClientId {
+    ClientId {
+        transport: Transport::Tcp,
+        conn,
+        remote: SocketAddr::new("198.51.100.20".parse().unwrap(), port),
+    }
+}
+
+impl World {
+    /// Sends an authenticated request and returns what the core asked for.
+    fn raw(
+        &mut self,
+        secs: u64,
+        c: &ClientId,
+        cr: &Creds,
+        meth: u16,
+        f: impl FnOnce(&mut MessageWriter<'_>),
+    ) -> Output {
+        let tid: [u8; 12] = rand::random();
+        let req = build(meth, &tid, Some(cr), f);
+        self.send(secs, c, &req)
+    }
+
+    /// A TCP allocation for `c` with a permission for `peer`; returns its relay address.
+    fn tcp_allocation(&mut self, c: &ClientId, cr: &Creds, peer: SocketAddr) -> SocketAddr {
+        let code = self.request(0, c, cr, method::ALLOCATE, |w| {
+            w.u32_attr(attr::REQUESTED_TRANSPORT, 6 << 24);
+        });
+        assert_eq!(code, None, "TCP allocation over TCP succeeds");
+        let relay = self.relay();
+        let code = self.request(0, c, cr, method::CREATE_PERMISSION, |w| {
+            w.address(attr::XOR_PEER_ADDRESS, peer, true);
+        });
+        assert_eq!(code, None);
+        relay
+    }
+
+    fn connection_id(&self) -> u32 {
+        let m = self.reply();
+        let v = m.get(attr::CONNECTION_ID).expect("CONNECTION-ID");
+        u32::from_be_bytes([v[0], v[1], v[2], v[3]])
+    }
+}
+
+fn connect_to(peer: SocketAddr) -> impl FnOnce(&mut MessageWriter<'_>) {
+    move |w| {
+        w.address(attr::XOR_PEER_ADDRESS, peer, true);
+    }
+}
+
+fn bind_id(id: u32) -> impl FnOnce(&mut MessageWriter<'_>) {
+    move |w| {
+        w.u32_attr(attr::CONNECTION_ID, id);
+    }
+}
+
+#[test]
+fn tcp_allocations_need_a_stream_transport_and_refuse_udp_only_attributes() {
+    let mut w = world();
+    let udp = client();
+    let cr = w.rest_creds(0, &udp, SECRET, 600);
+    let code = w.request(0, &udp, &cr, method::ALLOCATE, |w| {
+        w.u32_attr(attr::REQUESTED_TRANSPORT, 6 << 24);
+    });
+    assert_eq!(code, Some(400), "RFC 6062 §5.1: TCP relay requested over UDP");
+    let tcp = tcp_client(41000, 1);
+    let cr = w.rest_creds(0, &tcp, SECRET, 600);
+    let code = w.request(0, &tcp, &cr, method::ALLOCATE, |w| {
+        w.u32_attr(attr::REQUESTED_TRANSPORT, 6 << 24)
+            .attr(attr::EVEN_PORT, &[0x80]);
+    });
+    assert_eq!(code, Some(400), "EVEN-PORT with a TCP relay");
+    let code = w.request(0, &tcp, &cr, method::ALLOCATE, |w| {
+        w.u32_attr(attr::REQUESTED_TRANSPORT, 132 << 24);
+    });
+    assert_eq!(code, Some(442), "SCTP is not relayed");
+    assert_eq!(w.core.allocation_count(), 0);
+}
+
+#[test]
+fn connect_then_connection_bind_relays_and_everything_is_released() {
+    let mut w = world();
+    let ctl = tcp_client(41000, 1);
+    let cr = w.rest_creds(0, &ctl, SECRET, 600);
+    let peer: SocketAddr = "192.0.2.44:5000".parse().unwrap();
+    let relay = w.tcp_allocation(&ctl, &cr, peer);
+
+    // Connect: nothing is answered until the driver reports the connection attempt.
+    let Output::Connect { id, relay: from, peer: to } =
+        w.raw(1, &ctl, &cr, method::CONNECT, connect_to(peer))
+    else {
+        panic!("Connect asks the driver to connect");
+    };
+    assert_eq!((from, to), (relay, peer));
+    assert_eq!(w.core.tcp_connection_count(), 1);
+    // A second Connect to the same peer while the first is in progress: 446.
+    let second = w.raw(1, &ctl, &cr, method::CONNECT, connect_to(peer));
+    assert_eq!(second, Output::ToClient);
+    assert_eq!(w.error_code(), Some(446));
+    // Channels and indications belong to UDP relays.
+    let code = w.request(1, &ctl, &cr, method::CHANNEL_BIND, |w| {
+        w.u32_attr(attr::CHANNEL_NUMBER, 0x4000 << 16)
+            .address(attr::XOR_PEER_ADDRESS, peer, true);
+    });
+    assert_eq!(code, Some(400));
+
+    let now = w.at(2);
+    assert_eq!(w.core.connect_done(now, id, true, &mut w.out), Some(ctl));
+    assert_eq!(w.error_code(), None);
+    assert_eq!(w.reply().method, method::CONNECT);
+    assert!(w.reply().check_integrity_sha1(cr.key.as_bytes()));
+    assert_eq!(w.connection_id(), id);
+
+    // ConnectionBind on the control connection itself, or for an unknown id: 400.
+    assert_eq!(w.raw(2, &ctl, &cr, method::CONNECTION_BIND, bind_id(id)), Output::ToClient);
+    assert_eq!(w.error_code(), Some(400));
+    let data = tcp_client(41001, 2);
+    assert_eq!(
+        w.raw(2, &data, &cr, method::CONNECTION_BIND, bind_id(id ^ 1)),
+        Output::ToClient
+    );
+    assert_eq!(w.error_code(), Some(400));
+    // Another user cannot take the connection.
+    let mut bob = w.rest_creds(2, &data, SECRET, 600);
+    bob.username = bob.username.replace("alice", "bob");
+    let pw = turn_rest::password(SECRET, &bob.username);
+    bob.key = derive_key(ALG_MD5, &bob.username, "switchboard", &pw);
+    assert_eq!(
+        w.raw(2, &data, &bob, method::CONNECTION_BIND, bind_id(id)),
+        Output::ToClient
+    );
+    assert_eq!(w.error_code(), Some(441));
+    // The owner binds it from a new connection.
+    assert_eq!(
+        w.raw(2, &data, &cr, method::CONNECTION_BIND, bind_id(id)),
+        Output::Bind { id }
+    );
+    assert_eq!(w.error_code(), None);
+    assert!(w.reply().check_integrity_sha1(cr.key.as_bytes()));
+    // Bound: a bind timeout no longer applies.
+    w.core.handle_timeout(w.at(100), &mut w.relays);
+    assert!(w.core.take_closed_tcp().is_empty());
+    assert_eq!(w.core.tcp_connection_count(), 1);
+
+    // Deleting the allocation ends its connections and frees the relay address.
+    let code = w.request(101, &ctl, &cr, method::REFRESH, |w| {
+        w.u32_attr(attr::LIFETIME, 0);
+    });
+    assert_eq!(code, None);
+    assert_eq!(w.core.take_closed_tcp(), vec![id]);
+    assert_eq!(w.core.tcp_connection_count(), 0);
+    assert_eq!(w.core.allocation_count(), 0);
+    assert!(w.relays.live.is_empty());
+    assert_eq!(w.metrics.peer_tcp_connections.get(), 0);
+}
+
+#[test]
+fn a_failed_connect_gets_447_and_denied_peers_get_403() {
+    let mut w = world();
+    let ctl = tcp_client(41000, 1);
+    let cr = w.rest_creds(0, &ctl, SECRET, 600);
+    let peer: SocketAddr = "192.0.2.44:5000".parse().unwrap();
+    w.tcp_allocation(&ctl, &cr, peer);
+    let Output::Connect { id, .. } = w.raw(1, &ctl, &cr, method::CONNECT, connect_to(peer))
+    else {
+        panic!("Connect");
+    };
+    let now = w.at(31);
+    assert_eq!(w.core.connect_done(now, id, false, &mut w.out), Some(ctl));
+    assert_eq!(w.error_code(), Some(447));
+    assert_eq!(w.core.tcp_connection_count(), 0);
+    // A result for a connection nobody waits for any more is ignored.
+    assert_eq!(w.core.connect_done(now, id, true, &mut w.out), None);
+    // Internal addresses are refused like for UDP relays.
+    for p in ["127.0.0.1:80", "10.1.2.3:80", "169.254.169.254:80", "[::ffff:127.0.0.1]:80"] {
+        let p: SocketAddr = p.parse().unwrap();
+        let o = w.raw(32, &ctl, &cr, method::CONNECT, connect_to(p));
+        assert_eq!(o, Output::ToClient, "{p}");
+        assert!(matches!(w.error_code(), Some(403) | Some(443)), "{p}");
+    }
+    // Connect on a UDP allocation: 400.
+    let udp = client();
+    let cu = w.rest_creds(32, &udp, SECRET, 600);
+    assert_eq!(w.allocate(32, &udp, &cu, [3; 12]), None);
+    assert_eq!(w.raw(32, &udp, &cu, method::CONNECT, connect_to(peer)), Output::ToClient);
+    assert_eq!(w.error_code(), Some(400));
+}
+
+#[test]
+fn peers_connect_in_with_a_permission_only_and_unbound_connections_time_out() {
+    let mut w = world();
+    let ctl = tcp_client(41000, 1);
+    let cr = w.rest_creds(0, &ctl, SECRET, 600);
+    let peer: SocketAddr = "192.0.2.44:5000".parse().unwrap();
+    let relay = w.tcp_allocation(&ctl, &cr, peer);
+    let now = w.at(1);
+    let stranger: SocketAddr = "192.0.2.99:6000".parse().unwrap();
+    assert_eq!(w.core.peer_connected(now, relay, stranger, &mut w.out), None);
+    let (id, owner) = w
+        .core
+        .peer_connected(now, relay, peer, &mut w.out)
+        .expect("a permitted peer connects");
+    assert_eq!(owner, ctl);
+    let m = w.reply();
+    assert_eq!((m.method, m.class), (method::CONNECTION_ATTEMPT, Class::Indication));
+    let from = decode_address(m.get(attr::XOR_PEER_ADDRESS).unwrap(), true, &m.transaction_id);
+    assert_eq!(from, Some(peer));
+    assert_eq!(w.connection_id(), id);
+    // Nobody binds it: closed after 30 s, not before.
+    w.core.handle_timeout(w.at(30), &mut w.relays);
+    assert!(w.core.take_closed_tcp().is_empty());
+    w.core.handle_timeout(w.at(32), &mut w.relays);
+    assert_eq!(w.core.take_closed_tcp(), vec![id]);
+    assert_eq!(w.core.tcp_connection_count(), 0);
+    let data = tcp_client(41001, 2);
+    assert_eq!(w.raw(33, &data, &cr, method::CONNECTION_BIND, bind_id(id)), Output::ToClient);
+    assert_eq!(w.error_code(), Some(400), "a timed-out connection cannot be bound");
+}
+
+#[test]
+fn tcp_peer_connections_per_allocation_are_bounded() {
+    let mut w = world();
+    let ctl = tcp_client(41000, 1);
+    let cr = w.rest_creds(0, &ctl, SECRET, 600);
+    let peer: SocketAddr = "192.0.2.44:5000".parse().unwrap();
+    let relay = w.tcp_allocation(&ctl, &cr, peer);
+    let now = w.at(1);
+    let max = switchboard_turn::core::allocation::MAX_TCP_CONNECTIONS_PER_ALLOCATION;
+    for port in 0..max {
+        let p = SocketAddr::new(peer.ip(), 10000 + port);
+        assert!(w.core.peer_connected(now, relay, p, &mut w.out).is_some());
+    }
+    let p = SocketAddr::new(peer.ip(), 20000);
+    assert_eq!(w.core.peer_connected(now, relay, p, &mut w.out), None);
+    let other: SocketAddr = "192.0.2.44:20001".parse().unwrap();
+    assert_eq!(w.raw(1, &ctl, &cr, method::CONNECT, connect_to(other)), Output::ToClient);
+    assert_eq!(w.error_code(), Some(508));
+    // The control connection closes: every peer connection goes with the allocation.
+    w.core.client_closed(&ctl, &mut w.relays);
+    assert_eq!(w.core.take_closed_tcp().len(), max as usize);
+    assert_eq!(w.core.tcp_connection_count(), 0);
 }

@@ -1,6 +1,6 @@
-//! The TURN state machine (RFC 8656 / RFC 5766, RFC 6156 address families): allocations,
-//! permissions and channel bindings keyed by the client's 5-tuple, driven by packets and
-//! time passed in. Sans-IO: it never touches a socket. Relay sockets come from a
+//! The TURN state machine (RFC 8656 / RFC 5766, RFC 6156 address families, RFC 6062 TCP
+//! relays): allocations, permissions, channel bindings and TCP peer connections keyed by the
+//! client's 5-tuple, driven by packets and time passed in. Sans-IO: it never touches a socket. Relay sockets come from a
 //! [`RelayAllocator`] the driver supplies; replies are written into a caller-owned buffer.
 //!
 //! Memory is bounded: allocations by `total_quota`/`user_quota` (and the relay port range),
@@ -85,6 +85,12 @@ pub trait RelayAllocator {
         family: Family,
         parity: Parity,
     ) -> Result<(SocketAddr, Option<SocketAddr>), RelayError>;
+    /// A TCP relay address (RFC 6062): a listening socket peers can connect to, from which
+    /// Connect requests also connect out. Allocators without TCP relays refuse (442).
+    fn allocate_tcp(&mut self, family: Family) -> Result<SocketAddr, RelayError> {
+        let _ = family;
+        Err(RelayError::Unsupported)
+    }
     /// Starts using an address handed out as reserved.
     fn activate_reserved(&mut self, addr: SocketAddr) -> Result<(), RelayError>;
     /// Frees an active or reserved address.
@@ -109,7 +115,22 @@ pub enum Output {
         start: usize,
         end: usize,
     },
+    /// RFC 6062 Connect: open a TCP connection from `relay` to `peer`, then report the result
+    /// with [`TurnCore::connect_done`] (which writes the response). Nothing is sent yet.
+    Connect {
+        id: u32,
+        relay: SocketAddr,
+        peer: SocketAddr,
+    },
+    /// RFC 6062 ConnectionBind succeeded: send `out` (the success response) on this
+    /// connection, then relay its bytes as they are to and from peer connection `id`.
+    Bind { id: u32 },
 }
+
+/// TCP peer connections per allocation (RFC 6062), pending and bound together.
+pub const MAX_TCP_CONNECTIONS_PER_ALLOCATION: u16 = 64;
+/// How long a connected peer waits for the client's ConnectionBind (RFC 6062 §5.2, §5.3).
+pub const CONNECTION_BIND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Core settings, derived from [`crate::TurnConfig`] by the driver.
 pub struct CoreConfig {
@@ -210,6 +231,26 @@ struct Allocation {
     channels: SmallMap<u16, (SocketAddr, Instant)>,
     peer_channels: SmallMap<SocketAddr, u16>,
     bucket: Bucket,
+    /// A TCP relay (RFC 6062): data flows over connections, not channels or indications.
+    tcp: bool,
+    /// Its TCP peer connections, any state.
+    tcp_conns: u16,
+}
+
+/// A TCP peer connection of a TCP allocation (RFC 6062).
+struct TcpConn {
+    owner: ClientId,
+    peer: SocketAddr,
+    state: TcpState,
+}
+
+enum TcpState {
+    /// Connect sent; the driver is connecting. The response needs the request's id and key.
+    Connecting { tid: [u8; 12], key: Key },
+    /// Connected; waiting for the client's ConnectionBind until then.
+    Pending { until: Instant },
+    /// Relaying between the peer and the client data connection.
+    Bound,
 }
 
 impl Allocation {
@@ -231,6 +272,10 @@ pub struct TurnCore {
     per_user: HashMap<Box<str>, u32>,
     passwords: Vec<String>,
     reservations: HashMap<[u8; 8], (SocketAddr, Instant)>,
+    tcp: HashMap<u32, TcpConn>,
+    /// TCP peer connections the core ended (allocation gone, bind timeout): the driver closes
+    /// their sockets ([`TurnCore::take_closed_tcp`]).
+    closed_tcp: Vec<u32>,
 }
 
 enum Authed<'a> {
@@ -262,6 +307,7 @@ const KNOWN_REQUIRED: &[u16] = &[
     attr::XOR_MAPPED_ADDRESS,
     attr::PRIORITY,
     attr::USE_CANDIDATE,
+    attr::CONNECTION_ID,
 ];
 
 impl TurnCore {
@@ -286,6 +332,8 @@ impl TurnCore {
             per_user: HashMap::new(),
             passwords: Vec::new(),
             reservations: HashMap::new(),
+            tcp: HashMap::new(),
+            closed_tcp: Vec::new(),
         }
     }
 
@@ -391,6 +439,16 @@ impl TurnCore {
             self.remove(&c, relays);
             self.metrics.allocations_expired.inc();
         }
+        let late: Vec<u32> = self
+            .tcp
+            .iter()
+            .filter(|(_, c)| matches!(c.state, TcpState::Pending { until } if until <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            self.metrics.dropped("connection_bind_timeout");
+            self.end_tcp(id);
+        }
         self.reservations.retain(|_, (addr, exp)| {
             let keep = *exp > now;
             if !keep {
@@ -411,6 +469,17 @@ impl TurnCore {
         let Some(a) = self.allocations.remove(client) else {
             return false;
         };
+        if a.tcp_conns > 0 {
+            let ids: Vec<u32> = self
+                .tcp
+                .iter()
+                .filter(|(_, c)| c.owner == *client)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in ids {
+                self.end_tcp(id);
+            }
+        }
         self.by_relay.remove(&a.relay);
         relays.release(a.relay);
         if let Some(n) = self.per_user.get_mut(&a.username) {
@@ -476,6 +545,10 @@ impl TurnCore {
             self.metrics.malformed("send_indication");
             return Output::None;
         };
+        if a.tcp {
+            self.metrics.dropped("tcp_allocation");
+            return Output::None;
+        }
         if !a.permitted(peer.ip(), now) {
             self.metrics.dropped("no_permission");
             return Output::None;
@@ -533,7 +606,12 @@ impl TurnCore {
         }
         if !matches!(
             m.method,
-            method::ALLOCATE | method::REFRESH | method::CREATE_PERMISSION | method::CHANNEL_BIND
+            method::ALLOCATE
+                | method::REFRESH
+                | method::CREATE_PERMISSION
+                | method::CHANNEL_BIND
+                | method::CONNECT
+                | method::CONNECTION_BIND
         ) {
             self.metrics.malformed("unknown_method");
             MessageWriter::new(out, m.method, Class::Error, &m.transaction_id)
@@ -556,6 +634,10 @@ impl TurnCore {
             method::ALLOCATE => self.allocate(now, client, m, username, key, relays, out),
             method::REFRESH => self.refresh(now, client, m, key, relays, out),
             method::CREATE_PERMISSION => self.create_permission(now, client, m, key, out),
+            method::CONNECT => return self.connect(client, m, key, out),
+            method::CONNECTION_BIND => {
+                return self.connection_bind(client, m, username, key, out)
+            }
             _ => self.channel_bind(now, client, m, key, out),
         }
         Output::ToClient
@@ -746,13 +828,22 @@ impl TurnCore {
             }
             return;
         }
-        match m.get(attr::REQUESTED_TRANSPORT) {
+        let tcp = match m.get(attr::REQUESTED_TRANSPORT) {
             None => return error(out, m, 400, "Bad Request", Some(&key)),
             Some(v) if v.len() != 4 => return error(out, m, 400, "Bad Request", Some(&key)),
-            Some(v) if v[0] != 17 => {
-                return error(out, m, 442, "Unsupported Transport Protocol", Some(&key))
-            }
-            Some(_) => {}
+            Some([17, ..]) => false,
+            Some([6, ..]) => true,
+            Some(_) => return error(out, m, 442, "Unsupported Transport Protocol", Some(&key)),
+        };
+        // RFC 6062 §5.1: a TCP relay is controlled over TCP or TLS, and has no port parity,
+        // reservation or DF bit.
+        if tcp
+            && (!client.transport.is_stream()
+                || m.get(attr::EVEN_PORT).is_some()
+                || m.get(attr::RESERVATION_TOKEN).is_some()
+                || m.get(attr::DONT_FRAGMENT).is_some())
+        {
+            return error(out, m, 400, "Bad Request", Some(&key));
         }
         let family = match m.get(attr::REQUESTED_ADDRESS_FAMILY) {
             None => Family::V4,
@@ -791,7 +882,18 @@ impl TurnCore {
             return error(out, m, 508, "Insufficient Capacity", Some(&key));
         }
         let mut new_token = None;
-        let relay = if let Some(t) = token {
+        let relay = if tcp {
+            match relays.allocate_tcp(family) {
+                Ok(r) => r,
+                Err(RelayError::Unsupported) => {
+                    return error(out, m, 442, "Unsupported Transport Protocol", Some(&key))
+                }
+                Err(RelayError::Exhausted) => {
+                    self.metrics.quota("ports");
+                    return error(out, m, 508, "Insufficient Capacity", Some(&key));
+                }
+            }
+        } else if let Some(t) = token {
             let Some((addr, _)) = <[u8; 8]>::try_from(t)
                 .ok()
                 .and_then(|t| self.reservations.remove(&t))
@@ -846,6 +948,8 @@ impl TurnCore {
                     tokens: self.cfg.max_bps,
                     last: now,
                 },
+                tcp,
+                tcp_conns: 0,
             },
         );
         self.by_relay.insert(relay, *client);
@@ -961,9 +1065,13 @@ impl TurnCore {
         key: Key,
         out: &mut Vec<u8>,
     ) {
-        let Some(relay) = self.allocations.get(client).map(|a| a.relay) else {
+        let Some((relay, tcp)) = self.allocations.get(client).map(|a| (a.relay, a.tcp)) else {
             return error(out, m, 437, "Allocation Mismatch", Some(&key));
         };
+        if tcp {
+            // A TCP relay carries data over connections (RFC 6062 §4).
+            return error(out, m, 400, "Bad Request", Some(&key));
+        }
         let channel = match m.get(attr::CHANNEL_NUMBER) {
             Some(v) if v.len() == 4 => u16::from_be_bytes([v[0], v[1]]),
             _ => return error(out, m, 400, "Bad Request", Some(&key)),
@@ -1010,6 +1118,220 @@ impl TurnCore {
         let mut w =
             MessageWriter::new(out, method::CHANNEL_BIND, Class::Success, &m.transaction_id);
         seal(&mut w, &key);
+    }
+}
+
+/// RFC 6062: TCP peer connections of TCP allocations.
+impl TurnCore {
+    /// Open TCP peer connections, any state.
+    pub fn tcp_connection_count(&self) -> usize {
+        self.tcp.len()
+    }
+
+    /// Ids of TCP peer connections the core ended since the last call; the driver closes
+    /// their sockets (a pending peer socket, or both ends of a bound pair).
+    pub fn take_closed_tcp(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.closed_tcp)
+    }
+
+    fn new_tcp_id(&self) -> u32 {
+        loop {
+            let id: u32 = rand::random();
+            if id != 0 && !self.tcp.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    fn add_tcp(&mut self, owner: ClientId, peer: SocketAddr, state: TcpState) -> u32 {
+        let id = self.new_tcp_id();
+        if let Some(a) = self.allocations.get_mut(&owner) {
+            a.tcp_conns += 1;
+        }
+        self.tcp.insert(id, TcpConn { owner, peer, state });
+        self.metrics.peer_tcp_connections.inc();
+        id
+    }
+
+    /// Forgets connection `id` and tells the driver to close it.
+    fn end_tcp(&mut self, id: u32) {
+        if self.forget_tcp(id) {
+            self.closed_tcp.push(id);
+        }
+    }
+
+    fn forget_tcp(&mut self, id: u32) -> bool {
+        let Some(c) = self.tcp.remove(&id) else {
+            return false;
+        };
+        if let Some(a) = self.allocations.get_mut(&c.owner) {
+            a.tcp_conns = a.tcp_conns.saturating_sub(1);
+        }
+        self.metrics.peer_tcp_connections.dec();
+        true
+    }
+
+    /// The driver closed connection `id` (either end of a bound pair went away, or the
+    /// connect attempt's socket was dropped): the core forgets it.
+    pub fn tcp_closed(&mut self, id: u32) {
+        self.forget_tcp(id);
+    }
+
+    /// Whether `owner` already has a connection to `peer` that is being set up or in use
+    /// (RFC 6062 §5.2: a second Connect to it gets 446).
+    fn has_tcp_to(&self, owner: &ClientId, peer: SocketAddr) -> bool {
+        self.tcp.values().any(|c| c.owner == *owner && c.peer == peer)
+    }
+
+    fn connect(&mut self, client: &ClientId, m: &Message<'_>, key: Key, out: &mut Vec<u8>) -> Output {
+        let Some(a) = self.allocations.get(client) else {
+            error(out, m, 437, "Allocation Mismatch", Some(&key));
+            return Output::ToClient;
+        };
+        let (relay, tcp, conns) = (a.relay, a.tcp, a.tcp_conns);
+        if !tcp {
+            error(out, m, 400, "Bad Request", Some(&key));
+            return Output::ToClient;
+        }
+        let Some(peer) = m
+            .get(attr::XOR_PEER_ADDRESS)
+            .and_then(|v| decode_address(v, true, &m.transaction_id))
+        else {
+            error(out, m, 400, "Bad Request", Some(&key));
+            return Output::ToClient;
+        };
+        if let Err((code, why)) = self.vet_peer(relay, peer) {
+            error(out, m, code, why, Some(&key));
+            return Output::ToClient;
+        }
+        if self.has_tcp_to(client, peer) {
+            error(out, m, 446, "Connection Already Exists", Some(&key));
+            return Output::ToClient;
+        }
+        if conns >= MAX_TCP_CONNECTIONS_PER_ALLOCATION {
+            self.metrics.quota("tcp_peer_connections");
+            error(out, m, 508, "Insufficient Capacity", Some(&key));
+            return Output::ToClient;
+        }
+        let tid = m.transaction_id;
+        let id = self.add_tcp(*client, peer, TcpState::Connecting { tid, key });
+        Output::Connect { id, relay, peer }
+    }
+
+    /// The driver's connect attempt for a Connect request ended. Writes the response (success
+    /// with CONNECTION-ID, or 447) to `out` and returns the client to send it to; `None` when
+    /// the allocation went away meanwhile (the driver then drops the socket).
+    pub fn connect_done(
+        &mut self,
+        now: Instant,
+        id: u32,
+        connected: bool,
+        out: &mut Vec<u8>,
+    ) -> Option<ClientId> {
+        out.clear();
+        let c = self.tcp.get_mut(&id)?;
+        let TcpState::Connecting { tid, key } = &c.state else {
+            return None;
+        };
+        let (tid, key, owner) = (*tid, *key, c.owner);
+        if connected {
+            c.state = TcpState::Pending {
+                until: now + CONNECTION_BIND_TIMEOUT,
+            };
+            let mut w = MessageWriter::new(out, method::CONNECT, Class::Success, &tid);
+            w.u32_attr(attr::CONNECTION_ID, id);
+            seal(&mut w, &key);
+        } else {
+            self.forget_tcp(id);
+            self.metrics.dropped("tcp_connect_failed");
+            let mut w = MessageWriter::new(out, method::CONNECT, Class::Error, &tid);
+            w.error(447, "Connection Timeout or Failure");
+            seal(&mut w, &key);
+        }
+        Some(owner)
+    }
+
+    /// A peer connected to TCP relay address `relay` (RFC 6062 §5.3). With a permission for
+    /// its IP, the connection gets an id and `out` holds the ConnectionAttempt indication for
+    /// the returned client; otherwise `None`: the driver closes the connection.
+    pub fn peer_connected(
+        &mut self,
+        now: Instant,
+        relay: SocketAddr,
+        peer: SocketAddr,
+        out: &mut Vec<u8>,
+    ) -> Option<(u32, ClientId)> {
+        out.clear();
+        let owner = *self.by_relay.get(&relay)?;
+        let a = self.allocations.get(&owner)?;
+        if !a.tcp || !a.permitted(peer.ip(), now) {
+            self.metrics.dropped("no_permission");
+            return None;
+        }
+        if a.tcp_conns >= MAX_TCP_CONNECTIONS_PER_ALLOCATION || self.has_tcp_to(&owner, peer) {
+            self.metrics.quota("tcp_peer_connections");
+            return None;
+        }
+        let id = self.add_tcp(
+            owner,
+            peer,
+            TcpState::Pending {
+                until: now + CONNECTION_BIND_TIMEOUT,
+            },
+        );
+        let tid: [u8; 12] = rand::random();
+        MessageWriter::new(out, method::CONNECTION_ATTEMPT, Class::Indication, &tid)
+            .address(attr::XOR_PEER_ADDRESS, peer, true)
+            .u32_attr(attr::CONNECTION_ID, id);
+        Some((id, owner))
+    }
+
+    /// ConnectionBind (RFC 6062 §5.4): on a new TCP/TLS connection with no allocation, by
+    /// the allocation's user, for a connection waiting for it.
+    fn connection_bind(
+        &mut self,
+        client: &ClientId,
+        m: &Message<'_>,
+        username: &str,
+        key: Key,
+        out: &mut Vec<u8>,
+    ) -> Output {
+        let id = match m.get(attr::CONNECTION_ID) {
+            Some(v) if v.len() == 4 => u32::from_be_bytes([v[0], v[1], v[2], v[3]]),
+            _ => {
+                error(out, m, 400, "Bad Request", Some(&key));
+                return Output::ToClient;
+            }
+        };
+        let waiting = self
+            .tcp
+            .get(&id)
+            .filter(|c| matches!(c.state, TcpState::Pending { .. }));
+        let Some(c) = waiting else {
+            error(out, m, 400, "Bad Request", Some(&key));
+            return Output::ToClient;
+        };
+        if !client.transport.is_stream() || self.allocations.contains_key(client) {
+            error(out, m, 400, "Bad Request", Some(&key));
+            return Output::ToClient;
+        }
+        let owner_user = self.allocations.get(&c.owner).map(|a| &*a.username);
+        if owner_user != Some(username) {
+            self.metrics.auth_failure("wrong_credentials");
+            error(out, m, 441, "Wrong Credentials", Some(&key));
+            return Output::ToClient;
+        }
+        if let Some(c) = self.tcp.get_mut(&id) {
+            c.state = TcpState::Bound;
+        }
+        let mut w = MessageWriter::new(
+            out,
+            method::CONNECTION_BIND,
+            Class::Success,
+            &m.transaction_id,
+        );
+        seal(&mut w, &key);
+        Output::Bind { id }
     }
 }
 

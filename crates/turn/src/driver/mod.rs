@@ -9,11 +9,14 @@
 //!   allocation costs only its socket, its task and its table entries.
 //! - TCP/TLS: one task per connection splitting the stream into STUN/ChannelData frames
 //!   (see [`stream`]); the allocation dies with the connection.
+//! - TCP relays (RFC 6062, see [`tcp_relay`]): a listening socket per TCP allocation, one
+//!   socket per peer connection, and a byte pump per bound client data connection.
 //! - A 1 s tick sweeps expired allocations, permissions and channels.
 
 mod batch;
 mod steer;
 mod stream;
+mod tcp_relay;
 mod udp;
 
 use crate::core::policy::PeerPolicy;
@@ -58,6 +61,8 @@ pub(crate) struct State {
     pub relays: Relays,
     /// Stream connections: outgoing frames go through a bounded queue to the writer task.
     pub conns: HashMap<u64, mpsc::Sender<Vec<u8>>>,
+    /// RFC 6062 connections to peers, by connection id.
+    pub tcp_peers: HashMap<u32, tcp_relay::TcpPeer>,
 }
 
 pub(crate) struct Shared {
@@ -82,6 +87,8 @@ struct RelaySocket {
 /// Binds relay sockets in the port range and runs their reader tasks.
 pub(crate) struct Relays {
     sockets: HashMap<SocketAddr, RelaySocket>,
+    /// TCP relay addresses (RFC 6062): their accept tasks, aborted when the allocation ends.
+    listeners: HashMap<SocketAddr, tokio::task::JoinHandle<()>>,
     reserved: HashMap<SocketAddr, Reserved>,
     v4: Option<IpAddr>,
     v6: Option<IpAddr>,
@@ -164,6 +171,30 @@ impl RelayAllocator for Relays {
         Ok((self.activate(std)?, next))
     }
 
+    fn allocate_tcp(&mut self, family: Family) -> Result<SocketAddr, RelayError> {
+        let ip = match family {
+            Family::V4 => self.v4,
+            Family::V6 => self.v6,
+        }
+        .ok_or(RelayError::Unsupported)?;
+        let span = (self.max_port as u32).saturating_sub(self.min_port as u32) + 1;
+        for _ in 0..span.min(64) {
+            let port = if self.min_port == 0 {
+                0
+            } else {
+                self.min_port + (rand::random::<u32>() % span) as u16
+            };
+            let Ok(l) = tcp_relay::listen(SocketAddr::new(ip, port)) else {
+                continue;
+            };
+            let addr = l.local_addr().map_err(|_| RelayError::Exhausted)?;
+            let task = tokio::spawn(tcp_relay::accept_peers(self.shared.clone(), l, addr));
+            self.listeners.insert(addr, task);
+            return Ok(addr);
+        }
+        Err(RelayError::Exhausted)
+    }
+
     fn activate_reserved(&mut self, addr: SocketAddr) -> Result<(), RelayError> {
         let r = self.reserved.remove(&addr).ok_or(RelayError::Exhausted)?;
         self.activate(r.0).map(|_| ())
@@ -172,6 +203,9 @@ impl RelayAllocator for Relays {
     fn release(&mut self, relay: SocketAddr) {
         if let Some(r) = self.sockets.remove(&relay) {
             r.task.abort();
+        }
+        if let Some(t) = self.listeners.remove(&relay) {
+            t.abort();
         }
         self.reserved.remove(&relay);
     }
@@ -426,6 +460,7 @@ impl TurnServer {
                 core: TurnCore::new(core_cfg, metrics.clone(), now, unix),
                 relays: Relays {
                     sockets: HashMap::new(),
+                    listeners: HashMap::new(),
                     reserved: HashMap::new(),
                     v4: relay_v4,
                     v6: relay_v6,
@@ -434,6 +469,7 @@ impl TurnServer {
                     shared: weak.clone(),
                 },
                 conns: HashMap::new(),
+                tcp_peers: HashMap::new(),
             }),
             udp: udp_socks,
             workers: worker_handles,
@@ -514,12 +550,24 @@ async fn sweep(shared: Arc<Shared>) {
             _ = shared.shutdown.cancelled() => break,
         }
         let mut st = shared.state.lock();
-        let State { core, relays, .. } = &mut *st;
+        let State {
+            core,
+            relays,
+            tcp_peers,
+            ..
+        } = &mut *st;
         core.handle_timeout(Instant::now(), relays);
+        tcp_relay::close_ended(core, tcp_peers);
     }
     let mut st = shared.state.lock();
-    let State { core, relays, .. } = &mut *st;
+    let State {
+        core,
+        relays,
+        tcp_peers,
+        ..
+    } = &mut *st;
     core.handle_timeout(Instant::now() + Duration::from_secs(366 * 86400), relays);
+    tcp_relay::close_ended(core, tcp_peers);
 }
 
 /// Queues framed bytes (one or more whole frames) for a TCP/TLS client connection's writer;

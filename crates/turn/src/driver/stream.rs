@@ -1,5 +1,7 @@
-//! TURN over TCP and TLS (RFC 8656 §3.1, RFC 6062 is not implemented): the byte stream is cut
-//! into STUN messages and ChannelData frames (padded to four bytes), each handed to the core.
+//! TURN over TCP and TLS (RFC 8656 §3.1): the byte stream is cut into STUN messages and
+//! ChannelData frames (padded to four bytes), each handed to the core. A connection that
+//! binds an RFC 6062 peer connection (ConnectionBind) becomes a client data connection: from
+//! then on its bytes are relayed as they are ([`super::tcp_relay::pump`]).
 //! Replies and relayed data go through a bounded queue to a writer task; when a slow client
 //! lets it fill, further relayed packets are dropped (as UDP would), never buffered without
 //! bound. TLS certificates are reloaded on SIGHUP.
@@ -224,7 +226,12 @@ async fn serve_stream<S>(
         let mut wbuf: Vec<u8> = Vec::new();
         loop {
             let b = tokio::select! {
-                b = rx.recv() => match b { Some(b) => b, None => break },
+                b = rx.recv() => match b {
+                    Some(b) => b,
+                    // Every sender is gone but the connection lives on (a ConnectionBind):
+                    // everything queued is written; hand the write half back.
+                    None => return Some(wr),
+                },
                 _ = writer_stop.cancelled() => break,
             };
             wbuf.clear();
@@ -244,6 +251,7 @@ async fn serve_stream<S>(
         }
         writer_stop.cancel();
         let _ = wr.shutdown().await;
+        None
     });
 
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
@@ -251,6 +259,8 @@ async fn serve_stream<S>(
     let mut chunk = vec![0u8; 16 * 1024];
     // Datagrams for peers cut from one read leave together (see `PeerSends`).
     let mut to_peers = super::udp::PeerSends::default();
+    // Set by a successful ConnectionBind: (connection id, where the relayed bytes start).
+    let mut bound: Option<(u32, usize)> = None;
     'read: loop {
         let n = tokio::select! {
             r = tokio::time::timeout(IDLE, rd.read(&mut chunk)) => match r {
@@ -282,8 +292,16 @@ async fn serve_stream<S>(
             at += len;
             let peer_send = {
                 let mut st = shared.state.lock();
-                let State { core, relays, .. } = &mut *st;
-                match core.handle_client(Instant::now(), &client, frame, relays, &mut out) {
+                let State {
+                    core,
+                    relays,
+                    tcp_peers,
+                    ..
+                } = &mut *st;
+                let o = core.handle_client(Instant::now(), &client, frame, relays, &mut out);
+                // A Refresh with lifetime 0 may have ended TCP peer connections.
+                super::tcp_relay::close_ended(core, tcp_peers);
+                match o {
                     Output::None => None,
                     Output::ToClient => {
                         if tx.try_send(out.clone()).is_err() {
@@ -297,10 +315,25 @@ async fn serve_stream<S>(
                         start,
                         end,
                     } => relays.socket(relay).map(|s| (s, peer, start, end)),
+                    Output::Connect { id, relay, peer } => {
+                        tokio::spawn(super::tcp_relay::connect(shared.clone(), id, relay, peer));
+                        None
+                    }
+                    Output::Bind { id } => {
+                        if tx.try_send(out.clone()).is_err() {
+                            shared.metrics.dropped("client_queue_full");
+                        }
+                        bound = Some((id, at));
+                        None
+                    }
                 }
             };
             if let Some((s, peer, start, end)) = peer_send {
                 to_peers.push(s, peer, 0, frame_at + start, frame_at + end);
+            }
+            if bound.is_some() {
+                // What follows the ConnectionBind is the client's data, not TURN frames.
+                break 'read;
             }
         }
         to_peers.flush(&shared, |_, start, end| &buf[start..end]);
@@ -311,12 +344,32 @@ async fn serve_stream<S>(
     }
     // A bad frame ends the connection; the good ones before it still go out.
     to_peers.flush(&shared, |_, start, end| &buf[start..end]);
+    if let Some((id, at)) = bound {
+        // A client data connection now: the writer sends the ConnectionBind response, then
+        // gives its half back and the connection relays raw bytes to and from the peer.
+        shared.state.lock().conns.remove(&conn);
+        drop(tx);
+        if let Ok(Some(wr)) = writer.await {
+            let early = buf[at..].to_vec();
+            super::tcp_relay::pump(shared.clone(), id, client, rd.unsplit(wr), early).await;
+        } else {
+            shared.state.lock().core.tcp_closed(id);
+        }
+        shared.metrics.tcp_connections.dec();
+        return;
+    }
     stop.cancel();
     {
         let mut st = shared.state.lock();
         st.conns.remove(&conn);
-        let State { core, relays, .. } = &mut *st;
+        let State {
+            core,
+            relays,
+            tcp_peers,
+            ..
+        } = &mut *st;
         core.client_closed(&client, relays);
+        super::tcp_relay::close_ended(core, tcp_peers);
     }
     shared.metrics.tcp_connections.dec();
     let _ = writer.await;

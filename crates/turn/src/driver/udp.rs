@@ -212,6 +212,8 @@ pub(crate) async fn listener_loop(shared: Arc<Shared>, idx: usize, sock: Arc<Udp
                                 to_peers.push(sock, peer, i, start, end);
                             }
                         }
+                        // TCP relays (RFC 6062) are refused over UDP; the core never asks.
+                        Output::Connect { .. } | Output::Bind { .. } => {}
                     }
                 }
             }

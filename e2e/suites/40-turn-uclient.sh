@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 4: coturn's own test client (turnutils_uclient, with turnutils_peer as the UDP echo
 # peer) against Switchboard's embedded TURN with REST credentials from /v1/ice-servers:
-# UDP and TCP, channels and Send indications, zero loss at a paced load; wrong password and
+# UDP and TCP, channels and Send indications, RFC 6062 TCP relays (uclient -T: pairs of
+# clients Connect to each other's TCP relay address), zero loss at a paced load; wrong password and
 # expired username refused; internal peers denied (403) by default, IPv4-mapped included.
 source "$(dirname "$0")/../lib.sh"
 
@@ -55,6 +56,13 @@ run_uclient udp-channels "$UDP_PORT"
 run_uclient udp-send "$UDP_PORT" -s
 run_uclient tcp-channels "$TCP_PORT" -t
 run_uclient tcp-send "$TCP_PORT" -t -s
+# RFC 6062: TCP relay allocations. uclient pairs its sessions and Connects each to the other's
+# relay address (Connect + ConnectionBind on one side, ConnectionAttempt + ConnectionBind on
+# the other); every message crosses two TCP relays.
+run_uclient tcp-relay-rfc6062 "$TCP_PORT" -T
+peer_tcp=$(metric switchboard_turn_peer_tcp_connections)
+[ "${peer_tcp:-1}" = 0 ] || fail "RFC 6062 peer connections left open: ${peer_tcp:-?}"
+pass "RFC 6062 peer connections all closed after the run"
 if [ "$HAVE_V6" = 1 ]; then
   # RFC 6156: IPv4 client, IPv6 relay (-x), IPv6 echo peer on ::1.
   PEER6_PORT=$(free_port)

@@ -805,7 +805,11 @@ fn tcp_allocations_need_a_stream_transport_and_refuse_udp_only_attributes() {
     let code = w.request(0, &udp, &cr, method::ALLOCATE, |w| {
         w.u32_attr(attr::REQUESTED_TRANSPORT, 6 << 24);
     });
-    assert_eq!(code, Some(400), "RFC 6062 §5.1: TCP relay requested over UDP");
+    assert_eq!(
+        code,
+        Some(400),
+        "RFC 6062 §5.1: TCP relay requested over UDP"
+    );
     let tcp = tcp_client(41000, 1);
     let cr = w.rest_creds(0, &tcp, SECRET, 600);
     let code = w.request(0, &tcp, &cr, method::ALLOCATE, |w| {
@@ -829,8 +833,11 @@ fn connect_then_connection_bind_relays_and_everything_is_released() {
     let relay = w.tcp_allocation(&ctl, &cr, peer);
 
     // Connect: nothing is answered until the driver reports the connection attempt.
-    let Output::Connect { id, relay: from, peer: to } =
-        w.raw(1, &ctl, &cr, method::CONNECT, connect_to(peer))
+    let Output::Connect {
+        id,
+        relay: from,
+        peer: to,
+    } = w.raw(1, &ctl, &cr, method::CONNECT, connect_to(peer))
     else {
         panic!("Connect asks the driver to connect");
     };
@@ -855,7 +862,10 @@ fn connect_then_connection_bind_relays_and_everything_is_released() {
     assert_eq!(w.connection_id(), id);
 
     // ConnectionBind on the control connection itself, or for an unknown id: 400.
-    assert_eq!(w.raw(2, &ctl, &cr, method::CONNECTION_BIND, bind_id(id)), Output::ToClient);
+    assert_eq!(
+        w.raw(2, &ctl, &cr, method::CONNECTION_BIND, bind_id(id)),
+        Output::ToClient
+    );
     assert_eq!(w.error_code(), Some(400));
     let data = tcp_client(41001, 2);
     assert_eq!(
@@ -904,8 +914,7 @@ fn a_failed_connect_gets_447_and_denied_peers_get_403() {
     let cr = w.rest_creds(0, &ctl, SECRET, 600);
     let peer: SocketAddr = "192.0.2.44:5000".parse().unwrap();
     w.tcp_allocation(&ctl, &cr, peer);
-    let Output::Connect { id, .. } = w.raw(1, &ctl, &cr, method::CONNECT, connect_to(peer))
-    else {
+    let Output::Connect { id, .. } = w.raw(1, &ctl, &cr, method::CONNECT, connect_to(peer)) else {
         panic!("Connect");
     };
     let now = w.at(31);
@@ -915,7 +924,12 @@ fn a_failed_connect_gets_447_and_denied_peers_get_403() {
     // A result for a connection nobody waits for any more is ignored.
     assert_eq!(w.core.connect_done(now, id, true, &mut w.out), None);
     // Internal addresses are refused like for UDP relays.
-    for p in ["127.0.0.1:80", "10.1.2.3:80", "169.254.169.254:80", "[::ffff:127.0.0.1]:80"] {
+    for p in [
+        "127.0.0.1:80",
+        "10.1.2.3:80",
+        "169.254.169.254:80",
+        "[::ffff:127.0.0.1]:80",
+    ] {
         let p: SocketAddr = p.parse().unwrap();
         let o = w.raw(32, &ctl, &cr, method::CONNECT, connect_to(p));
         assert_eq!(o, Output::ToClient, "{p}");
@@ -925,7 +939,10 @@ fn a_failed_connect_gets_447_and_denied_peers_get_403() {
     let udp = client();
     let cu = w.rest_creds(32, &udp, SECRET, 600);
     assert_eq!(w.allocate(32, &udp, &cu, [3; 12]), None);
-    assert_eq!(w.raw(32, &udp, &cu, method::CONNECT, connect_to(peer)), Output::ToClient);
+    assert_eq!(
+        w.raw(32, &udp, &cu, method::CONNECT, connect_to(peer)),
+        Output::ToClient
+    );
     assert_eq!(w.error_code(), Some(400));
 }
 
@@ -938,15 +955,25 @@ fn peers_connect_in_with_a_permission_only_and_unbound_connections_time_out() {
     let relay = w.tcp_allocation(&ctl, &cr, peer);
     let now = w.at(1);
     let stranger: SocketAddr = "192.0.2.99:6000".parse().unwrap();
-    assert_eq!(w.core.peer_connected(now, relay, stranger, &mut w.out), None);
+    assert_eq!(
+        w.core.peer_connected(now, relay, stranger, &mut w.out),
+        None
+    );
     let (id, owner) = w
         .core
         .peer_connected(now, relay, peer, &mut w.out)
         .expect("a permitted peer connects");
     assert_eq!(owner, ctl);
     let m = w.reply();
-    assert_eq!((m.method, m.class), (method::CONNECTION_ATTEMPT, Class::Indication));
-    let from = decode_address(m.get(attr::XOR_PEER_ADDRESS).unwrap(), true, &m.transaction_id);
+    assert_eq!(
+        (m.method, m.class),
+        (method::CONNECTION_ATTEMPT, Class::Indication)
+    );
+    let from = decode_address(
+        m.get(attr::XOR_PEER_ADDRESS).unwrap(),
+        true,
+        &m.transaction_id,
+    );
     assert_eq!(from, Some(peer));
     assert_eq!(w.connection_id(), id);
     // Nobody binds it: closed after 30 s, not before.
@@ -956,8 +983,15 @@ fn peers_connect_in_with_a_permission_only_and_unbound_connections_time_out() {
     assert_eq!(w.core.take_closed_tcp(), vec![id]);
     assert_eq!(w.core.tcp_connection_count(), 0);
     let data = tcp_client(41001, 2);
-    assert_eq!(w.raw(33, &data, &cr, method::CONNECTION_BIND, bind_id(id)), Output::ToClient);
-    assert_eq!(w.error_code(), Some(400), "a timed-out connection cannot be bound");
+    assert_eq!(
+        w.raw(33, &data, &cr, method::CONNECTION_BIND, bind_id(id)),
+        Output::ToClient
+    );
+    assert_eq!(
+        w.error_code(),
+        Some(400),
+        "a timed-out connection cannot be bound"
+    );
 }
 
 #[test]
@@ -976,7 +1010,10 @@ fn tcp_peer_connections_per_allocation_are_bounded() {
     let p = SocketAddr::new(peer.ip(), 20000);
     assert_eq!(w.core.peer_connected(now, relay, p, &mut w.out), None);
     let other: SocketAddr = "192.0.2.44:20001".parse().unwrap();
-    assert_eq!(w.raw(1, &ctl, &cr, method::CONNECT, connect_to(other)), Output::ToClient);
+    assert_eq!(
+        w.raw(1, &ctl, &cr, method::CONNECT, connect_to(other)),
+        Output::ToClient
+    );
     assert_eq!(w.error_code(), Some(508));
     // The control connection closes: every peer connection goes with the allocation.
     w.core.client_closed(&ctl, &mut w.relays);

@@ -257,3 +257,193 @@ async fn udp_clients_move_to_one_worker_at_rest_and_spread_under_load() {
     );
     shutdown.cancel();
 }
+
+/// Reads one STUN message from a TURN TCP connection.
+async fn read_stun(s: &mut TcpStream) -> Vec<u8> {
+    let mut hdr = [0u8; 20];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut hdr))
+        .await
+        .expect("a STUN message within 5 s")
+        .unwrap();
+    let len = u16::from_be_bytes([hdr[2], hdr[3]]) as usize;
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await.unwrap();
+    [&hdr[..], &body].concat()
+}
+
+async fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut b = vec![0u8; n];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut b))
+        .await
+        .expect("relayed bytes within 5 s")
+        .unwrap();
+    b
+}
+
+/// Long-term credentials for the REST user `drv`, with a nonce the server gave out.
+struct Signer {
+    user: String,
+    key: switchboard_turn::core::auth::Key,
+    nonce: Vec<u8>,
+}
+
+impl Signer {
+    async fn new(s: &mut TcpStream) -> Signer {
+        let mut out = Vec::new();
+        MessageWriter::new(&mut out, method::ALLOCATE, Class::Request, &[1; 12])
+            .u32_attr(attr::REQUESTED_TRANSPORT, 6 << 24)
+            .fingerprint();
+        s.write_all(&out).await.unwrap();
+        let r = read_stun(s).await;
+        let nonce = Message::decode(&r)
+            .unwrap()
+            .get(attr::NONCE)
+            .unwrap()
+            .to_vec();
+        let user = format!("{}:drv", switchboard_auth::unix_now() + 600);
+        let pw = turn_rest::password(b"driver-secret", &user);
+        let key = derive_key(ALG_MD5, &user, "switchboard", &pw);
+        Signer { user, key, nonce }
+    }
+
+    /// Sends a signed request on `s` and returns the decoded reply bytes.
+    async fn call(
+        &self,
+        s: &mut TcpStream,
+        meth: u16,
+        f: impl FnOnce(&mut MessageWriter<'_>),
+    ) -> Vec<u8> {
+        let tid: [u8; 12] = rand::random();
+        let mut out = Vec::new();
+        let mut w = MessageWriter::new(&mut out, meth, Class::Request, &tid);
+        f(&mut w);
+        w.attr(attr::USERNAME, self.user.as_bytes())
+            .attr(attr::REALM, b"switchboard")
+            .attr(attr::NONCE, &self.nonce)
+            .integrity_sha1(self.key.as_bytes())
+            .fingerprint();
+        drop(w);
+        s.write_all(&out).await.unwrap();
+        let r = read_stun(s).await;
+        let m = Message::decode(&r).unwrap();
+        assert_eq!(m.transaction_id, tid);
+        assert_eq!(m.get(attr::ERROR_CODE), None, "method {meth:#x} succeeds");
+        r
+    }
+}
+
+fn connection_id(r: &[u8]) -> u32 {
+    let m = Message::decode(r).unwrap();
+    let v = m.get(attr::CONNECTION_ID).expect("CONNECTION-ID");
+    u32::from_be_bytes([v[0], v[1], v[2], v[3]])
+}
+
+/// RFC 6062 over real sockets: a TCP allocation connects out to a TCP echo peer (Connect,
+/// then ConnectionBind on a second connection), and accepts a peer that connects in
+/// (ConnectionAttempt, then ConnectionBind). Bytes pass unframed both ways; closing the
+/// client's data connection closes the peer's; closing the control connection frees all.
+#[tokio::test]
+async fn tcp_relay_connects_out_accepts_in_and_cleans_up() {
+    let shutdown = CancellationToken::new();
+    let mut reg = Registry::default();
+    let server = TurnServer::start(&config(), &mut reg, shutdown.clone()).unwrap();
+    let tcp = server.local_addrs().tcp;
+
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = echo.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+
+    let mut ctl = TcpStream::connect(tcp).await.unwrap();
+    let sg = Signer::new(&mut ctl).await;
+    let r = sg
+        .call(&mut ctl, method::ALLOCATE, |w| {
+            w.u32_attr(attr::REQUESTED_TRANSPORT, 6 << 24);
+        })
+        .await;
+    let m = Message::decode(&r).unwrap();
+    let relay = decode_address(
+        m.get(attr::XOR_RELAYED_ADDRESS).unwrap(),
+        true,
+        &m.transaction_id,
+    )
+    .unwrap();
+    sg.call(&mut ctl, method::CREATE_PERMISSION, |w| {
+        w.address(attr::XOR_PEER_ADDRESS, echo_addr, true);
+    })
+    .await;
+
+    // Active: Connect to the echo peer, bind a data connection, echo through it.
+    let r = sg
+        .call(&mut ctl, method::CONNECT, |w| {
+            w.address(attr::XOR_PEER_ADDRESS, echo_addr, true);
+        })
+        .await;
+    let id = connection_id(&r);
+    let mut data = TcpStream::connect(tcp).await.unwrap();
+    sg.call(&mut data, method::CONNECTION_BIND, |w| {
+        w.u32_attr(attr::CONNECTION_ID, id);
+    })
+    .await;
+    let payload: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
+    data.write_all(&payload).await.unwrap();
+    assert_eq!(read_n(&mut data, payload.len()).await, payload);
+    assert_eq!(metric(&reg, "turn_peer_tcp_connections"), 1.0);
+
+    // Passive: a peer connects to the relay address; the client hears of it and binds it.
+    let mut peer = TcpStream::connect(relay).await.unwrap();
+    let ind = read_stun(&mut ctl).await;
+    let m = Message::decode(&ind).unwrap();
+    assert_eq!(
+        (m.method, m.class),
+        (method::CONNECTION_ATTEMPT, Class::Indication)
+    );
+    let from = decode_address(
+        m.get(attr::XOR_PEER_ADDRESS).unwrap(),
+        true,
+        &m.transaction_id,
+    );
+    assert_eq!(from, Some(peer.local_addr().unwrap()));
+    let id2 = connection_id(&ind);
+    let mut data2 = TcpStream::connect(tcp).await.unwrap();
+    sg.call(&mut data2, method::CONNECTION_BIND, |w| {
+        w.u32_attr(attr::CONNECTION_ID, id2);
+    })
+    .await;
+    peer.write_all(b"ping from the peer").await.unwrap();
+    assert_eq!(read_n(&mut data2, 18).await, b"ping from the peer");
+    data2.write_all(b"pong").await.unwrap();
+    assert_eq!(read_n(&mut peer, 4).await, b"pong");
+
+    // The client closes its data connection: the peer's connection closes too.
+    drop(data2);
+    let mut b = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(5), peer.read(&mut b))
+        .await
+        .expect("peer connection closed within 5 s");
+    assert!(matches!(n, Ok(0) | Err(_)), "got {n:?}");
+
+    // Closing the control connection ends the allocation and every connection of it.
+    drop(ctl);
+    let n = tokio::time::timeout(Duration::from_secs(5), data.read(&mut b))
+        .await
+        .expect("data connection closed within 5 s");
+    assert!(matches!(n, Ok(0) | Err(_)), "got {n:?}");
+    for _ in 0..50 {
+        if metric(&reg, "turn_peer_tcp_connections") == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(metric(&reg, "turn_peer_tcp_connections"), 0.0);
+    assert_eq!(metric(&reg, "turn_allocations"), 0.0);
+    // The relay address is free again: nobody listens there any more.
+    assert!(TcpStream::connect(relay).await.is_err());
+    shutdown.cancel();
+}

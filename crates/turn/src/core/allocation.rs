@@ -635,9 +635,7 @@ impl TurnCore {
             method::REFRESH => self.refresh(now, client, m, key, relays, out),
             method::CREATE_PERMISSION => self.create_permission(now, client, m, key, out),
             method::CONNECT => return self.connect(client, m, key, out),
-            method::CONNECTION_BIND => {
-                return self.connection_bind(client, m, username, key, out)
-            }
+            method::CONNECTION_BIND => return self.connection_bind(client, m, username, key, out),
             _ => self.channel_bind(now, client, m, key, out),
         }
         Output::ToClient
@@ -1180,10 +1178,18 @@ impl TurnCore {
     /// Whether `owner` already has a connection to `peer` that is being set up or in use
     /// (RFC 6062 §5.2: a second Connect to it gets 446).
     fn has_tcp_to(&self, owner: &ClientId, peer: SocketAddr) -> bool {
-        self.tcp.values().any(|c| c.owner == *owner && c.peer == peer)
+        self.tcp
+            .values()
+            .any(|c| c.owner == *owner && c.peer == peer)
     }
 
-    fn connect(&mut self, client: &ClientId, m: &Message<'_>, key: Key, out: &mut Vec<u8>) -> Output {
+    fn connect(
+        &mut self,
+        client: &ClientId,
+        m: &Message<'_>,
+        key: Key,
+        out: &mut Vec<u8>,
+    ) -> Output {
         let Some(a) = self.allocations.get(client) else {
             error(out, m, 437, "Allocation Mismatch", Some(&key));
             return Output::ToClient;

@@ -19,6 +19,9 @@ impl RelayAllocator for FixedRelay {
     ) -> Result<(SocketAddr, Option<SocketAddr>), RelayError> {
         Ok((SocketAddr::from(([192, 0, 2, 1], 50000)), None))
     }
+    fn allocate_tcp(&mut self, _: Family) -> Result<SocketAddr, RelayError> {
+        Ok(SocketAddr::from(([192, 0, 2, 1], 50000)))
+    }
     fn activate_reserved(&mut self, _: SocketAddr) -> Result<(), RelayError> {
         Err(RelayError::Exhausted)
     }

@@ -165,6 +165,9 @@ N=${N:-20000}
 both udp-chan-flood  -m 10 -n "$N" -l 170 -z 0 -c
 both udp-send-flood  -m 10 -n "$N" -l 170 -z 0 -c -s
 both tcp-chan-flood  -t -m 10 -n "$N" -l 170 -z 0 -c
+# RFC 6062 TCP relays: uclient pairs its sessions and Connects each to the other's TCP relay
+# address, so every message crosses two relayed TCP connections (no echo peer involved).
+both tcp-relay-flood -T -m 10 -n "$N" -l 170 -z 0
 # Loss-free ladder: M sessions, each sending a 170-byte message every -z 1 tick (uclient
 # manages about one per 3 ms, so M sessions offer ≈ M/3 k msgs/s).
 # A LADDER entry KxM runs K uclients of M sessions each at once (offered ≈ K·M/3 k msgs/s).

@@ -338,19 +338,10 @@ fn connection_id(r: &[u8]) -> u32 {
     u32::from_be_bytes([v[0], v[1], v[2], v[3]])
 }
 
-/// RFC 6062 over real sockets: a TCP allocation connects out to a TCP echo peer (Connect,
-/// then ConnectionBind on a second connection), and accepts a peer that connects in
-/// (ConnectionAttempt, then ConnectionBind). Bytes pass unframed both ways; closing the
-/// client's data connection closes the peer's; closing the control connection frees all.
-#[tokio::test]
-async fn tcp_relay_connects_out_accepts_in_and_cleans_up() {
-    let shutdown = CancellationToken::new();
-    let mut reg = Registry::default();
-    let server = TurnServer::start(&config(), &mut reg, shutdown.clone()).unwrap();
-    let tcp = server.local_addrs().tcp;
-
+/// A TCP echo server on loopback.
+async fn tcp_echo() -> SocketAddr {
     let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let echo_addr = echo.local_addr().unwrap();
+    let addr = echo.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = echo.accept().await {
             tokio::spawn(async move {
@@ -359,7 +350,15 @@ async fn tcp_relay_connects_out_accepts_in_and_cleans_up() {
             });
         }
     });
+    addr
+}
 
+/// A TCP allocation on the server at `tcp` with a permission for `peer`, Connected to it,
+/// and a data connection bound to that connection: (control, credentials, relay, data).
+async fn tcp_relay_to(
+    tcp: SocketAddr,
+    peer: SocketAddr,
+) -> (TcpStream, Signer, SocketAddr, TcpStream) {
     let mut ctl = TcpStream::connect(tcp).await.unwrap();
     let sg = Signer::new(&mut ctl).await;
     let r = sg
@@ -375,14 +374,12 @@ async fn tcp_relay_connects_out_accepts_in_and_cleans_up() {
     )
     .unwrap();
     sg.call(&mut ctl, method::CREATE_PERMISSION, |w| {
-        w.address(attr::XOR_PEER_ADDRESS, echo_addr, true);
+        w.address(attr::XOR_PEER_ADDRESS, peer, true);
     })
     .await;
-
-    // Active: Connect to the echo peer, bind a data connection, echo through it.
     let r = sg
         .call(&mut ctl, method::CONNECT, |w| {
-            w.address(attr::XOR_PEER_ADDRESS, echo_addr, true);
+            w.address(attr::XOR_PEER_ADDRESS, peer, true);
         })
         .await;
     let id = connection_id(&r);
@@ -391,6 +388,23 @@ async fn tcp_relay_connects_out_accepts_in_and_cleans_up() {
         w.u32_attr(attr::CONNECTION_ID, id);
     })
     .await;
+    (ctl, sg, relay, data)
+}
+
+/// RFC 6062 over real sockets: a TCP allocation connects out to a TCP echo peer (Connect,
+/// then ConnectionBind on a second connection), and accepts a peer that connects in
+/// (ConnectionAttempt, then ConnectionBind). Bytes pass unframed both ways; closing the
+/// client's data connection closes the peer's; closing the control connection frees all.
+#[tokio::test]
+async fn tcp_relay_connects_out_accepts_in_and_cleans_up() {
+    let shutdown = CancellationToken::new();
+    let mut reg = Registry::default();
+    let server = TurnServer::start(&config(), &mut reg, shutdown.clone()).unwrap();
+    let tcp = server.local_addrs().tcp;
+
+    // Active: Connect to an echo peer, bind a data connection, echo through it.
+    let echo_addr = tcp_echo().await;
+    let (mut ctl, sg, relay, mut data) = tcp_relay_to(tcp, echo_addr).await;
     let payload: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
     data.write_all(&payload).await.unwrap();
     assert_eq!(read_n(&mut data, payload.len()).await, payload);
@@ -445,5 +459,34 @@ async fn tcp_relay_connects_out_accepts_in_and_cleans_up() {
     assert_eq!(metric(&reg, "turn_allocations"), 0.0);
     // The relay address is free again: nobody listens there any more.
     assert!(TcpStream::connect(relay).await.is_err());
+    shutdown.cancel();
+}
+
+/// `max_bps` holds for TCP relays too: one bucket per allocation, both directions; over TCP
+/// the excess waits (flow control) instead of being dropped. Only a lower bound on the time
+/// is checked: 120 kB through a 40 kB/s bucket that starts full must take well over 1.5 s.
+#[tokio::test]
+async fn tcp_relay_is_paced_to_max_bps() {
+    let shutdown = CancellationToken::new();
+    let mut reg = Registry::default();
+    let cfg = TurnConfig {
+        max_bps: 40_000,
+        ..config()
+    };
+    let server = TurnServer::start(&cfg, &mut reg, shutdown.clone()).unwrap();
+    let echo_addr = tcp_echo().await;
+    let (_ctl, _sg, _relay, mut data) = tcp_relay_to(server.local_addrs().tcp, echo_addr).await;
+    let payload = vec![7u8; 60_000];
+    let t0 = std::time::Instant::now();
+    data.write_all(&payload).await.unwrap();
+    let mut got = vec![0u8; payload.len()];
+    tokio::time::timeout(Duration::from_secs(20), data.read_exact(&mut got))
+        .await
+        .expect("all bytes back within 20 s")
+        .unwrap();
+    assert_eq!(got, payload);
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_millis(1500), "took only {took:?}");
+    assert!(metric(&reg, r#"turn_quota_rejections_total{quota="bandwidth"}"#) >= 1.0);
     shutdown.cancel();
 }

@@ -1169,6 +1169,12 @@ impl TurnCore {
         true
     }
 
+    /// The relay address of the allocation that owns TCP peer connection `id`.
+    pub fn tcp_relay_of(&self, id: u32) -> Option<SocketAddr> {
+        let c = self.tcp.get(&id)?;
+        self.allocations.get(&c.owner).map(|a| a.relay)
+    }
+
     /// The driver closed connection `id` (either end of a bound pair went away, or the
     /// connect attempt's socket was dropped): the core forgets it.
     pub fn tcp_closed(&mut self, id: u32) {

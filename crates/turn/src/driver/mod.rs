@@ -87,8 +87,11 @@ struct RelaySocket {
 /// Binds relay sockets in the port range and runs their reader tasks.
 pub(crate) struct Relays {
     sockets: HashMap<SocketAddr, RelaySocket>,
-    /// TCP relay addresses (RFC 6062): their accept tasks, aborted when the allocation ends.
+    /// TCP relay addresses (RFC 6062): their accept tasks, aborted when the allocation ends,
+    /// and their `max_bps` budgets (when set).
     listeners: HashMap<SocketAddr, tokio::task::JoinHandle<()>>,
+    budgets: HashMap<SocketAddr, Arc<tcp_relay::TcpBudget>>,
+    max_bps: u64,
     reserved: HashMap<SocketAddr, Reserved>,
     v4: Option<IpAddr>,
     v6: Option<IpAddr>,
@@ -100,6 +103,10 @@ pub(crate) struct Relays {
 impl Relays {
     pub fn socket(&self, relay: SocketAddr) -> Option<Arc<UdpSocket>> {
         self.sockets.get(&relay).map(|r| r.sock.clone())
+    }
+
+    pub fn tcp_budget(&self, relay: SocketAddr) -> Option<Arc<tcp_relay::TcpBudget>> {
+        self.budgets.get(&relay).cloned()
     }
 
     fn bind(&self, ip: IpAddr, parity: Parity) -> Option<(StdUdpSocket, Option<StdUdpSocket>)> {
@@ -190,6 +197,10 @@ impl RelayAllocator for Relays {
             let addr = l.local_addr().map_err(|_| RelayError::Exhausted)?;
             let task = tokio::spawn(tcp_relay::accept_peers(self.shared.clone(), l, addr));
             self.listeners.insert(addr, task);
+            if self.max_bps > 0 {
+                self.budgets
+                    .insert(addr, tcp_relay::TcpBudget::new(self.max_bps));
+            }
             return Ok(addr);
         }
         Err(RelayError::Exhausted)
@@ -206,6 +217,7 @@ impl RelayAllocator for Relays {
         }
         if let Some(t) = self.listeners.remove(&relay) {
             t.abort();
+            self.budgets.remove(&relay);
         }
         self.reserved.remove(&relay);
     }
@@ -461,6 +473,8 @@ impl TurnServer {
                 relays: Relays {
                     sockets: HashMap::new(),
                     listeners: HashMap::new(),
+                    budgets: HashMap::new(),
+                    max_bps: cfg.max_bps,
                     reserved: HashMap::new(),
                     v4: relay_v4,
                     v6: relay_v6,

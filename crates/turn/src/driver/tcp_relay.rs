@@ -21,6 +21,39 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections a relay listener queues before they are accepted.
 const BACKLOG: u32 = 64;
 
+/// `max_bps` for a TCP allocation: one token bucket for all its connections, both directions
+/// (as for UDP relays). Over TCP the excess is not dropped: a pump that overdraws it pauses
+/// until the debt is repaid, and TCP flow control slows the sender.
+pub(crate) struct TcpBudget {
+    bps: u64,
+    state: parking_lot::Mutex<(f64, Instant)>,
+}
+
+impl TcpBudget {
+    pub fn new(bps: u64) -> Arc<Self> {
+        Arc::new(TcpBudget {
+            bps,
+            state: parking_lot::Mutex::new((bps as f64, Instant::now())),
+        })
+    }
+
+    /// Takes `n` bytes; returns how long to wait before relaying more.
+    fn take(&self, n: usize) -> Duration {
+        let mut g = self.state.lock();
+        let now = Instant::now();
+        let (tokens, last) = &mut *g;
+        let rate = self.bps as f64;
+        *tokens = (*tokens + now.saturating_duration_since(*last).as_secs_f64() * rate).min(rate);
+        *last = now;
+        *tokens -= n as f64;
+        if *tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-*tokens / rate)
+        }
+    }
+}
+
 /// A TCP connection to a peer, as the driver holds it.
 pub(crate) enum TcpPeer {
     /// Connected, waiting for the client's ConnectionBind.
@@ -127,29 +160,35 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let stop = CancellationToken::new();
-    let peer = {
+    let (peer, budget) = {
         let mut st = shared.state.lock();
-        match st.tcp_peers.remove(&id) {
+        let budget = st
+            .core
+            .tcp_relay_of(id)
+            .and_then(|r| st.relays.tcp_budget(r));
+        let peer = match st.tcp_peers.remove(&id) {
             Some(TcpPeer::Waiting(s)) => {
                 st.tcp_peers.insert(id, TcpPeer::Relaying(stop.clone()));
                 Some(s)
             }
             _ => None,
-        }
+        };
+        (peer, budget)
     };
     let peer = peer.and_then(|s| TcpStream::from_std(s).ok());
     if let Some(peer) = peer {
         let (mut pr, mut pw) = peer.into_split();
         let (mut cr, mut cw) = tokio::io::split(data);
         let m = &shared.metrics;
+        let budget = budget.as_deref();
         let up = async {
             if !early.is_empty() {
                 pw.write_all(&early).await?;
                 m.bytes_to_peer.inc_by(early.len() as u64);
             }
-            copy_counted(&mut cr, &mut pw, &m.bytes_to_peer).await
+            copy_counted(&mut cr, &mut pw, &m.bytes_to_peer, budget, m).await
         };
-        let down = copy_counted(&mut pr, &mut cw, &m.bytes_to_client);
+        let down = copy_counted(&mut pr, &mut cw, &m.bytes_to_client, budget, m);
         tokio::select! {
             _ = up => {}
             _ = down => {}
@@ -168,6 +207,8 @@ async fn copy_counted<R, W>(
     r: &mut R,
     w: &mut W,
     bytes: &prometheus_client::metrics::counter::Counter,
+    budget: Option<&TcpBudget>,
+    metrics: &crate::TurnMetrics,
 ) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
@@ -181,5 +222,10 @@ where
         }
         w.write_all(&buf[..n]).await?;
         bytes.inc_by(n as u64);
+        let wait = budget.map_or(Duration::ZERO, |b| b.take(n));
+        if !wait.is_zero() {
+            metrics.quota("bandwidth");
+            tokio::time::sleep(wait).await;
+        }
     }
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 4: TURN over TLS (rustls) with a certificate from config, and reload on SIGHUP:
 # an independent client (Python ssl + a stdlib TURN client) allocates over TLS, the cert
-# files are replaced, SIGHUP is sent, and new connections see the new certificate.
+# files are replaced, SIGHUP is sent, and new connections see the new certificate. Then
+# coturn's uclient relays over RFC 6062 TCP relays with every connection in TLS.
 source "$(dirname "$0")/../lib.sh"
 
 mkcert() { # CN → $WORK/cert.pem + $WORK/key.pem (self-signed, also used as the CA file)
@@ -43,3 +44,13 @@ kill -0 "$SB_PID" || fail "switchboard died on SIGHUP"
 out=$("$PY" "$E2E_DIR/turn/turn_probe.py" tls 127.0.0.1 "$TLS_PORT" "$U" "$P" "$WORK/ca-turn-two.test.pem") || fail "TLS after reload: $out"
 [[ "$out" == *"cn=turn-two.test allocate=ok"* ]] || fail "unexpected after reload: $out"
 pass "SIGHUP reloaded the certificate ($out)"
+
+# RFC 6062 over TLS: coturn's uclient pairs TCP-relay allocations made over TLS control
+# connections, and its ConnectionBind data connections are TLS too.
+log="$WORK/uclient-tls-tcp-relay.log"
+timeout 60 turnutils_uclient -p "$TLS_PORT" -S -T -u "$U" -w "$P" -m 3 -n 100 -l 170 -z 2 127.0.0.1 \
+  >"$log" 2>&1 || { tail -20 "$log"; fail "uclient -S -T exited non-zero"; }
+grep -q 'Total lost packets 0 (0.000000%)' "$log" || { tail -20 "$log"; fail "uclient -S -T lost packets"; }
+recv=$(grep -o 'tot_recv_msgs=[0-9]*' "$log" | tail -1 | cut -d= -f2)
+[ "${recv:-0}" -ge 300 ] || { tail -20 "$log"; fail "uclient -S -T relayed only ${recv:-0}"; }
+pass "uclient over TLS with RFC 6062 TCP relays: $recv messages, zero loss"

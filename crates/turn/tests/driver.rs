@@ -313,6 +313,17 @@ impl Signer {
         meth: u16,
         f: impl FnOnce(&mut MessageWriter<'_>),
     ) -> Vec<u8> {
+        self.call_then(s, meth, f, b"").await
+    }
+
+    /// Like `call`, with `then` written in the same `write` right behind the request.
+    async fn call_then(
+        &self,
+        s: &mut TcpStream,
+        meth: u16,
+        f: impl FnOnce(&mut MessageWriter<'_>),
+        then: &[u8],
+    ) -> Vec<u8> {
         let tid: [u8; 12] = rand::random();
         let mut out = Vec::new();
         let mut w = MessageWriter::new(&mut out, meth, Class::Request, &tid);
@@ -323,6 +334,7 @@ impl Signer {
             .integrity_sha1(self.key.as_bytes())
             .fingerprint();
         drop(w);
+        out.extend_from_slice(then);
         s.write_all(&out).await.unwrap();
         let r = read_stun(s).await;
         let m = Message::decode(&r).unwrap();
@@ -355,9 +367,11 @@ async fn tcp_echo() -> SocketAddr {
 
 /// A TCP allocation on the server at `tcp` with a permission for `peer`, Connected to it,
 /// and a data connection bound to that connection: (control, credentials, relay, data).
+/// `early` goes out in the same write as the ConnectionBind.
 async fn tcp_relay_to(
     tcp: SocketAddr,
     peer: SocketAddr,
+    early: &[u8],
 ) -> (TcpStream, Signer, SocketAddr, TcpStream) {
     let mut ctl = TcpStream::connect(tcp).await.unwrap();
     let sg = Signer::new(&mut ctl).await;
@@ -384,9 +398,14 @@ async fn tcp_relay_to(
         .await;
     let id = connection_id(&r);
     let mut data = TcpStream::connect(tcp).await.unwrap();
-    sg.call(&mut data, method::CONNECTION_BIND, |w| {
-        w.u32_attr(attr::CONNECTION_ID, id);
-    })
+    sg.call_then(
+        &mut data,
+        method::CONNECTION_BIND,
+        |w| {
+            w.u32_attr(attr::CONNECTION_ID, id);
+        },
+        early,
+    )
     .await;
     (ctl, sg, relay, data)
 }
@@ -404,7 +423,9 @@ async fn tcp_relay_connects_out_accepts_in_and_cleans_up() {
 
     // Active: Connect to an echo peer, bind a data connection, echo through it.
     let echo_addr = tcp_echo().await;
-    let (mut ctl, sg, relay, mut data) = tcp_relay_to(tcp, echo_addr).await;
+    // Bytes sent right behind the ConnectionBind, in the same write, are data for the peer.
+    let (mut ctl, sg, relay, mut data) = tcp_relay_to(tcp, echo_addr, b"early bytes").await;
+    assert_eq!(read_n(&mut data, 11).await, b"early bytes");
     let payload: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
     data.write_all(&payload).await.unwrap();
     assert_eq!(read_n(&mut data, payload.len()).await, payload);
@@ -475,7 +496,8 @@ async fn tcp_relay_is_paced_to_max_bps() {
     };
     let server = TurnServer::start(&cfg, &mut reg, shutdown.clone()).unwrap();
     let echo_addr = tcp_echo().await;
-    let (_ctl, _sg, _relay, mut data) = tcp_relay_to(server.local_addrs().tcp, echo_addr).await;
+    let (_ctl, _sg, _relay, mut data) =
+        tcp_relay_to(server.local_addrs().tcp, echo_addr, b"").await;
     let payload = vec![7u8; 60_000];
     let t0 = std::time::Instant::now();
     data.write_all(&payload).await.unwrap();

@@ -65,6 +65,20 @@ pub(crate) struct State {
     pub tcp_peers: HashMap<u32, tcp_relay::TcpPeer>,
 }
 
+impl State {
+    /// Closes the TCP peer connections (RFC 6062) the core ended since it was last asked.
+    pub fn close_ended_tcp(&mut self) {
+        tcp_relay::close_ended(&mut self.core, &mut self.tcp_peers);
+    }
+
+    /// Expires what is due at `now` (allocations, permissions, channels, unbound TCP peer
+    /// connections) and closes what that ended.
+    fn sweep(&mut self, now: Instant) {
+        self.core.handle_timeout(now, &mut self.relays);
+        self.close_ended_tcp();
+    }
+}
+
 pub(crate) struct Shared {
     pub state: Mutex<State>,
     /// Send handles of the UDP listener sockets (index = worker).
@@ -109,14 +123,24 @@ impl Relays {
         self.budgets.get(&relay).cloned()
     }
 
-    fn bind(&self, ip: IpAddr, parity: Parity) -> Option<(StdUdpSocket, Option<StdUdpSocket>)> {
-        let span = (self.max_port as u32).saturating_sub(self.min_port as u32) + 1;
-        for _ in 0..span.min(64) {
-            let mut port = if self.min_port == 0 {
+    /// Ports to try for a new relay address: up to 64 random ones from the range (or 0, any
+    /// port, when no range is set).
+    fn candidate_ports(&self) -> impl Iterator<Item = u16> {
+        let (min, span) = (
+            self.min_port,
+            (self.max_port as u32).saturating_sub(self.min_port as u32) + 1,
+        );
+        (0..span.min(64)).map(move |_| {
+            if min == 0 {
                 0
             } else {
-                self.min_port + (rand::random::<u32>() % span) as u16
-            };
+                min + (rand::random::<u32>() % span) as u16
+            }
+        })
+    }
+
+    fn bind(&self, ip: IpAddr, parity: Parity) -> Option<(StdUdpSocket, Option<StdUdpSocket>)> {
+        for mut port in self.candidate_ports() {
             if parity != Parity::Any {
                 port &= !1;
                 if port < self.min_port || port == u16::MAX {
@@ -184,13 +208,7 @@ impl RelayAllocator for Relays {
             Family::V6 => self.v6,
         }
         .ok_or(RelayError::Unsupported)?;
-        let span = (self.max_port as u32).saturating_sub(self.min_port as u32) + 1;
-        for _ in 0..span.min(64) {
-            let port = if self.min_port == 0 {
-                0
-            } else {
-                self.min_port + (rand::random::<u32>() % span) as u16
-            };
+        for port in self.candidate_ports() {
             let Ok(l) = tcp_relay::listen(SocketAddr::new(ip, port)) else {
                 continue;
             };
@@ -563,25 +581,12 @@ async fn sweep(shared: Arc<Shared>) {
             _ = tick.tick() => {}
             _ = shared.shutdown.cancelled() => break,
         }
-        let mut st = shared.state.lock();
-        let State {
-            core,
-            relays,
-            tcp_peers,
-            ..
-        } = &mut *st;
-        core.handle_timeout(Instant::now(), relays);
-        tcp_relay::close_ended(core, tcp_peers);
+        shared.state.lock().sweep(Instant::now());
     }
-    let mut st = shared.state.lock();
-    let State {
-        core,
-        relays,
-        tcp_peers,
-        ..
-    } = &mut *st;
-    core.handle_timeout(Instant::now() + Duration::from_secs(366 * 86400), relays);
-    tcp_relay::close_ended(core, tcp_peers);
+    shared
+        .state
+        .lock()
+        .sweep(Instant::now() + Duration::from_secs(366 * 86400));
 }
 
 /// Queues framed bytes (one or more whole frames) for a TCP/TLS client connection's writer;

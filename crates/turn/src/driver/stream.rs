@@ -292,16 +292,9 @@ async fn serve_stream<S>(
             at += len;
             let peer_send = {
                 let mut st = shared.state.lock();
-                let State {
-                    core,
-                    relays,
-                    tcp_peers,
-                    ..
-                } = &mut *st;
+                let State { core, relays, .. } = &mut *st;
                 let o = core.handle_client(Instant::now(), &client, frame, relays, &mut out);
-                // A Refresh with lifetime 0 may have ended TCP peer connections.
-                super::tcp_relay::close_ended(core, tcp_peers);
-                match o {
+                let send = match o {
                     Output::None => None,
                     Output::ToClient => {
                         if tx.try_send(out.clone()).is_err() {
@@ -326,7 +319,10 @@ async fn serve_stream<S>(
                         bound = Some((id, at));
                         None
                     }
-                }
+                };
+                // A Refresh with lifetime 0 may have ended TCP peer connections.
+                st.close_ended_tcp();
+                send
             };
             if let Some((s, peer, start, end)) = peer_send {
                 to_peers.push(s, peer, 0, frame_at + start, frame_at + end);
@@ -362,14 +358,9 @@ async fn serve_stream<S>(
     {
         let mut st = shared.state.lock();
         st.conns.remove(&conn);
-        let State {
-            core,
-            relays,
-            tcp_peers,
-            ..
-        } = &mut *st;
+        let State { core, relays, .. } = &mut *st;
         core.client_closed(&client, relays);
-        super::tcp_relay::close_ended(core, tcp_peers);
+        st.close_ended_tcp();
     }
     shared.metrics.tcp_connections.dec();
     let _ = writer.await;

@@ -822,6 +822,14 @@ fn tcp_allocations_need_a_stream_transport_and_refuse_udp_only_attributes() {
     });
     assert_eq!(code, Some(442), "SCTP is not relayed");
     assert_eq!(w.core.allocation_count(), 0);
+    // RFC 6156 applies to TCP relays too: an IPv6 relay address when asked for.
+    w.relays.v6 = true;
+    let code = w.request(0, &tcp, &cr, method::ALLOCATE, |w| {
+        w.u32_attr(attr::REQUESTED_TRANSPORT, 6 << 24)
+            .attr(attr::REQUESTED_ADDRESS_FAMILY, &[2, 0, 0, 0]);
+    });
+    assert_eq!(code, None);
+    assert!(w.relay().is_ipv6());
 }
 
 #[test]

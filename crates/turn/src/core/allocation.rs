@@ -1,7 +1,8 @@
 //! The TURN state machine (RFC 8656 / RFC 5766, RFC 6156 address families, RFC 6062 TCP
 //! relays): allocations, permissions, channel bindings and TCP peer connections keyed by the
-//! client's 5-tuple, driven by packets and time passed in. Sans-IO: it never touches a socket. Relay sockets come from a
-//! [`RelayAllocator`] the driver supplies; replies are written into a caller-owned buffer.
+//! client's 5-tuple, driven by packets and time passed in. Sans-IO: it never touches a
+//! socket. Relay sockets come from a [`RelayAllocator`] the driver supplies; replies are
+//! written into a caller-owned buffer.
 //!
 //! Memory is bounded: allocations by `total_quota`/`user_quota` (and the relay port range),
 //! permissions and channels per allocation by `max_permissions`/`max_channels`; everything
@@ -231,10 +232,16 @@ struct Allocation {
     channels: SmallMap<u16, (SocketAddr, Instant)>,
     peer_channels: SmallMap<SocketAddr, u16>,
     bucket: Bucket,
-    /// A TCP relay (RFC 6062): data flows over connections, not channels or indications.
-    tcp: bool,
-    /// Its TCP peer connections, any state.
-    tcp_conns: u16,
+    /// `Some` for a TCP relay (RFC 6062: data flows over connections, not channels or
+    /// indications). Boxed, so a UDP allocation pays one word for it.
+    tcp: Option<Box<TcpRelay>>,
+}
+
+/// What a TCP allocation adds: the ids of its TCP peer connections, any state (at most
+/// [`MAX_TCP_CONNECTIONS_PER_ALLOCATION`]).
+#[derive(Default)]
+struct TcpRelay {
+    conns: Vec<u32>,
 }
 
 /// A TCP peer connection of a TCP allocation (RFC 6062).
@@ -254,6 +261,10 @@ enum TcpState {
 }
 
 impl Allocation {
+    fn tcp_ids(&self) -> &[u32] {
+        self.tcp.as_deref().map_or(&[], |t| t.conns.as_slice())
+    }
+
     fn permitted(&self, ip: IpAddr, now: Instant) -> bool {
         self.permissions.get(&ip).is_some_and(|e| *e > now)
     }
@@ -469,16 +480,8 @@ impl TurnCore {
         let Some(a) = self.allocations.remove(client) else {
             return false;
         };
-        if a.tcp_conns > 0 {
-            let ids: Vec<u32> = self
-                .tcp
-                .iter()
-                .filter(|(_, c)| c.owner == *client)
-                .map(|(id, _)| *id)
-                .collect();
-            for id in ids {
-                self.end_tcp(id);
-            }
+        for id in a.tcp_ids() {
+            self.end_tcp(*id);
         }
         self.by_relay.remove(&a.relay);
         relays.release(a.relay);
@@ -545,7 +548,7 @@ impl TurnCore {
             self.metrics.malformed("send_indication");
             return Output::None;
         };
-        if a.tcp {
+        if a.tcp.is_some() {
             self.metrics.dropped("tcp_allocation");
             return Output::None;
         }
@@ -946,8 +949,7 @@ impl TurnCore {
                     tokens: self.cfg.max_bps,
                     last: now,
                 },
-                tcp,
-                tcp_conns: 0,
+                tcp: tcp.then(Box::default),
             },
         );
         self.by_relay.insert(relay, *client);
@@ -1063,7 +1065,11 @@ impl TurnCore {
         key: Key,
         out: &mut Vec<u8>,
     ) {
-        let Some((relay, tcp)) = self.allocations.get(client).map(|a| (a.relay, a.tcp)) else {
+        let Some((relay, tcp)) = self
+            .allocations
+            .get(client)
+            .map(|a| (a.relay, a.tcp.is_some()))
+        else {
             return error(out, m, 437, "Allocation Mismatch", Some(&key));
         };
         if tcp {
@@ -1144,7 +1150,7 @@ impl TurnCore {
     fn add_tcp(&mut self, owner: ClientId, peer: SocketAddr, state: TcpState) -> u32 {
         let id = self.new_tcp_id();
         if let Some(a) = self.allocations.get_mut(&owner) {
-            a.tcp_conns += 1;
+            a.tcp.get_or_insert_with(Box::default).conns.push(id);
         }
         self.tcp.insert(id, TcpConn { owner, peer, state });
         self.metrics.peer_tcp_connections.inc();
@@ -1163,7 +1169,9 @@ impl TurnCore {
             return false;
         };
         if let Some(a) = self.allocations.get_mut(&c.owner) {
-            a.tcp_conns = a.tcp_conns.saturating_sub(1);
+            if let Some(t) = a.tcp.as_mut() {
+                t.conns.retain(|x| *x != id);
+            }
         }
         self.metrics.peer_tcp_connections.dec();
         true
@@ -1184,9 +1192,11 @@ impl TurnCore {
     /// Whether `owner` already has a connection to `peer` that is being set up or in use
     /// (RFC 6062 §5.2: a second Connect to it gets 446).
     fn has_tcp_to(&self, owner: &ClientId, peer: SocketAddr) -> bool {
-        self.tcp
-            .values()
-            .any(|c| c.owner == *owner && c.peer == peer)
+        self.allocations.get(owner).is_some_and(|a| {
+            a.tcp_ids()
+                .iter()
+                .any(|id| self.tcp.get(id).is_some_and(|c| c.peer == peer))
+        })
     }
 
     fn connect(
@@ -1200,7 +1210,7 @@ impl TurnCore {
             error(out, m, 437, "Allocation Mismatch", Some(&key));
             return Output::ToClient;
         };
-        let (relay, tcp, conns) = (a.relay, a.tcp, a.tcp_conns);
+        let (relay, tcp, conns) = (a.relay, a.tcp.is_some(), a.tcp_ids().len());
         if !tcp {
             error(out, m, 400, "Bad Request", Some(&key));
             return Output::ToClient;
@@ -1220,7 +1230,7 @@ impl TurnCore {
             error(out, m, 446, "Connection Already Exists", Some(&key));
             return Output::ToClient;
         }
-        if conns >= MAX_TCP_CONNECTIONS_PER_ALLOCATION {
+        if conns >= MAX_TCP_CONNECTIONS_PER_ALLOCATION as usize {
             self.metrics.quota("tcp_peer_connections");
             error(out, m, 508, "Insufficient Capacity", Some(&key));
             return Output::ToClient;
@@ -1276,11 +1286,13 @@ impl TurnCore {
         out.clear();
         let owner = *self.by_relay.get(&relay)?;
         let a = self.allocations.get(&owner)?;
-        if !a.tcp || !a.permitted(peer.ip(), now) {
+        if a.tcp.is_none() || !a.permitted(peer.ip(), now) {
             self.metrics.dropped("no_permission");
             return None;
         }
-        if a.tcp_conns >= MAX_TCP_CONNECTIONS_PER_ALLOCATION || self.has_tcp_to(&owner, peer) {
+        if a.tcp_ids().len() >= MAX_TCP_CONNECTIONS_PER_ALLOCATION as usize
+            || self.has_tcp_to(&owner, peer)
+        {
             self.metrics.quota("tcp_peer_connections");
             return None;
         }

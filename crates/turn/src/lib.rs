@@ -144,6 +144,9 @@ pub struct TurnConfig {
     pub udp_consolidate: bool,
     /// Concurrent TCP + TLS client connections; more are closed at accept.
     pub max_tcp_connections: usize,
+    /// Refuse RFC 6062 TCP relay allocations (coturn: no-tcp-relay); Allocate with
+    /// REQUESTED-TRANSPORT TCP then answers 442.
+    pub no_tcp_relay: bool,
 }
 
 impl Default for TurnConfig {
@@ -186,6 +189,7 @@ impl Default for TurnConfig {
             udp_yield: true,
             udp_consolidate: true,
             max_tcp_connections: 10_000,
+            no_tcp_relay: false,
         }
     }
 }

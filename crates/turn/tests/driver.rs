@@ -512,3 +512,37 @@ async fn tcp_relay_is_paced_to_max_bps() {
     assert!(metric(&reg, r#"turn_quota_rejections_total{quota="bandwidth"}"#) >= 1.0);
     shutdown.cancel();
 }
+
+/// `no_tcp_relay = true` (coturn's no-tcp-relay): a TCP relay Allocate answers 442, and a
+/// UDP relay over the same TCP connection still works.
+#[tokio::test]
+async fn no_tcp_relay_refuses_tcp_allocations_with_442() {
+    let shutdown = CancellationToken::new();
+    let mut reg = Registry::default();
+    let cfg = TurnConfig {
+        no_tcp_relay: true,
+        ..config()
+    };
+    let server = TurnServer::start(&cfg, &mut reg, shutdown.clone()).unwrap();
+    let mut ctl = TcpStream::connect(server.local_addrs().tcp).await.unwrap();
+    let sg = Signer::new(&mut ctl).await;
+    let tid = [9u8; 12];
+    let mut out = Vec::new();
+    MessageWriter::new(&mut out, method::ALLOCATE, Class::Request, &tid)
+        .u32_attr(attr::REQUESTED_TRANSPORT, 6 << 24)
+        .attr(attr::USERNAME, sg.user.as_bytes())
+        .attr(attr::REALM, b"switchboard")
+        .attr(attr::NONCE, &sg.nonce)
+        .integrity_sha1(sg.key.as_bytes())
+        .fingerprint();
+    ctl.write_all(&out).await.unwrap();
+    let r = read_stun(&mut ctl).await;
+    let m = Message::decode(&r).unwrap();
+    let e = m.get(attr::ERROR_CODE).expect("an error");
+    assert_eq!(e[2] as u16 * 100 + e[3] as u16, 442);
+    sg.call(&mut ctl, method::ALLOCATE, |w| {
+        w.u32_attr(attr::REQUESTED_TRANSPORT, 17 << 24);
+    })
+    .await;
+    shutdown.cancel();
+}

@@ -106,6 +106,8 @@ pub(crate) struct Relays {
     listeners: HashMap<SocketAddr, tokio::task::JoinHandle<()>>,
     budgets: HashMap<SocketAddr, Arc<tcp_relay::TcpBudget>>,
     max_bps: u64,
+    /// `no_tcp_relay`: TCP relay allocations are refused (442).
+    tcp_relays: bool,
     reserved: HashMap<SocketAddr, Reserved>,
     v4: Option<IpAddr>,
     v6: Option<IpAddr>,
@@ -203,6 +205,9 @@ impl RelayAllocator for Relays {
     }
 
     fn allocate_tcp(&mut self, family: Family) -> Result<SocketAddr, RelayError> {
+        if !self.tcp_relays {
+            return Err(RelayError::Unsupported);
+        }
         let ip = match family {
             Family::V4 => self.v4,
             Family::V6 => self.v6,
@@ -493,6 +498,7 @@ impl TurnServer {
                     listeners: HashMap::new(),
                     budgets: HashMap::new(),
                     max_bps: cfg.max_bps,
+                    tcp_relays: !cfg.no_tcp_relay,
                     reserved: HashMap::new(),
                     v4: relay_v4,
                     v6: relay_v6,

@@ -785,6 +785,17 @@ impl World {
     }
 }
 
+/// A world where a TCP control connection holds a TCP allocation with a permission for a
+/// peer: (world, control client, its credentials, the peer, the relay address).
+fn tcp_world() -> (World, ClientId, Creds, SocketAddr, SocketAddr) {
+    let mut w = world();
+    let ctl = tcp_client(41000, 1);
+    let cr = w.rest_creds(0, &ctl, SECRET, 600);
+    let peer: SocketAddr = "192.0.2.44:5000".parse().unwrap();
+    let relay = w.tcp_allocation(&ctl, &cr, peer);
+    (w, ctl, cr, peer, relay)
+}
+
 fn connect_to(peer: SocketAddr) -> impl FnOnce(&mut MessageWriter<'_>) {
     move |w| {
         w.address(attr::XOR_PEER_ADDRESS, peer, true);
@@ -834,11 +845,7 @@ fn tcp_allocations_need_a_stream_transport_and_refuse_udp_only_attributes() {
 
 #[test]
 fn connect_then_connection_bind_relays_and_everything_is_released() {
-    let mut w = world();
-    let ctl = tcp_client(41000, 1);
-    let cr = w.rest_creds(0, &ctl, SECRET, 600);
-    let peer: SocketAddr = "192.0.2.44:5000".parse().unwrap();
-    let relay = w.tcp_allocation(&ctl, &cr, peer);
+    let (mut w, ctl, cr, peer, relay) = tcp_world();
 
     // Connect: nothing is answered until the driver reports the connection attempt.
     let Output::Connect {
@@ -917,11 +924,7 @@ fn connect_then_connection_bind_relays_and_everything_is_released() {
 
 #[test]
 fn a_failed_connect_gets_447_and_denied_peers_get_403() {
-    let mut w = world();
-    let ctl = tcp_client(41000, 1);
-    let cr = w.rest_creds(0, &ctl, SECRET, 600);
-    let peer: SocketAddr = "192.0.2.44:5000".parse().unwrap();
-    w.tcp_allocation(&ctl, &cr, peer);
+    let (mut w, ctl, cr, peer, _) = tcp_world();
     let Output::Connect { id, .. } = w.raw(1, &ctl, &cr, method::CONNECT, connect_to(peer)) else {
         panic!("Connect");
     };
@@ -956,11 +959,7 @@ fn a_failed_connect_gets_447_and_denied_peers_get_403() {
 
 #[test]
 fn peers_connect_in_with_a_permission_only_and_unbound_connections_time_out() {
-    let mut w = world();
-    let ctl = tcp_client(41000, 1);
-    let cr = w.rest_creds(0, &ctl, SECRET, 600);
-    let peer: SocketAddr = "192.0.2.44:5000".parse().unwrap();
-    let relay = w.tcp_allocation(&ctl, &cr, peer);
+    let (mut w, ctl, cr, peer, relay) = tcp_world();
     let now = w.at(1);
     let stranger: SocketAddr = "192.0.2.99:6000".parse().unwrap();
     assert_eq!(
@@ -1004,11 +1003,7 @@ fn peers_connect_in_with_a_permission_only_and_unbound_connections_time_out() {
 
 #[test]
 fn tcp_peer_connections_per_allocation_are_bounded() {
-    let mut w = world();
-    let ctl = tcp_client(41000, 1);
-    let cr = w.rest_creds(0, &ctl, SECRET, 600);
-    let peer: SocketAddr = "192.0.2.44:5000".parse().unwrap();
-    let relay = w.tcp_allocation(&ctl, &cr, peer);
+    let (mut w, ctl, cr, peer, relay) = tcp_world();
     let now = w.at(1);
     let max = switchboard_turn::core::allocation::MAX_TCP_CONNECTIONS_PER_ALLOCATION;
     for port in 0..max {

@@ -101,15 +101,11 @@ pub(crate) async fn accept_peers(shared: Weak<Shared>, l: TcpListener, relay: So
         };
         let Ok(s) = s.into_std() else { continue };
         let mut st = shared.state.lock();
-        let State {
-            core,
-            conns,
-            tcp_peers,
-            ..
-        } = &mut *st;
-        if let Some((id, owner)) = core.peer_connected(Instant::now(), relay, peer, &mut out) {
-            tcp_peers.insert(id, TcpPeer::Waiting(s));
-            super::queue_to_stream(&shared, conns, owner.conn, std::mem::take(&mut out));
+        if let Some((id, owner)) = st
+            .core
+            .peer_connected(Instant::now(), relay, peer, &mut out)
+        {
+            st.peer_ready(&shared, id, Some(s), owner.conn, std::mem::take(&mut out));
         }
     }
 }
@@ -128,19 +124,31 @@ pub(crate) async fn connect(shared: Arc<Shared>, id: u32, relay: SocketAddr, pee
     };
     let mut out = Vec::new();
     let mut st = shared.state.lock();
-    let State {
-        core,
-        conns,
-        tcp_peers,
-        ..
-    } = &mut *st;
-    let Some(owner) = core.connect_done(Instant::now(), id, stream.is_some(), &mut out) else {
-        return;
-    };
-    if let Some(s) = stream {
-        tcp_peers.insert(id, TcpPeer::Waiting(s));
+    if let Some(owner) = st
+        .core
+        .connect_done(Instant::now(), id, stream.is_some(), &mut out)
+    {
+        st.peer_ready(&shared, id, stream, owner.conn, out);
     }
-    super::queue_to_stream(&shared, conns, owner.conn, std::mem::take(&mut out));
+}
+
+impl State {
+    /// Keeps peer connection `id` (when there is a socket) until a ConnectionBind takes it,
+    /// and sends `frames` (the Connect response or the ConnectionAttempt indication) to the
+    /// client on control connection `conn`.
+    fn peer_ready(
+        &mut self,
+        shared: &Shared,
+        id: u32,
+        stream: Option<std::net::TcpStream>,
+        conn: u64,
+        frames: Vec<u8>,
+    ) {
+        if let Some(s) = stream {
+            self.tcp_peers.insert(id, TcpPeer::Waiting(s));
+        }
+        super::queue_to_stream(shared, &self.conns, conn, frames);
+    }
 }
 
 /// Closes the peer connections the core ended since it was last asked.

@@ -171,6 +171,20 @@ impl World {
         .unwrap()
     }
 
+    /// Sends an authenticated request and returns what the core asked for.
+    fn raw(
+        &mut self,
+        secs: u64,
+        c: &ClientId,
+        cr: &Creds,
+        meth: u16,
+        f: impl FnOnce(&mut MessageWriter<'_>),
+    ) -> Output {
+        let tid: [u8; 12] = rand::random();
+        let req = build(meth, &tid, Some(cr), f);
+        self.send(secs, c, &req)
+    }
+
     fn request(
         &mut self,
         secs: u64,
@@ -179,9 +193,7 @@ impl World {
         meth: u16,
         f: impl FnOnce(&mut MessageWriter<'_>),
     ) -> Option<u16> {
-        let tid: [u8; 12] = rand::random();
-        let req = build(meth, &tid, Some(cr), f);
-        assert_eq!(self.send(secs, c, &req), Output::ToClient);
+        assert_eq!(self.raw(secs, c, cr, meth, f), Output::ToClient);
         let code = self.error_code();
         if code.is_none() {
             let m = self.reply();
@@ -750,20 +762,6 @@ fn tcp_client(port: u16, conn: u64) -> ClientId {
 }
 
 impl World {
-    /// Sends an authenticated request and returns what the core asked for.
-    fn raw(
-        &mut self,
-        secs: u64,
-        c: &ClientId,
-        cr: &Creds,
-        meth: u16,
-        f: impl FnOnce(&mut MessageWriter<'_>),
-    ) -> Output {
-        let tid: [u8; 12] = rand::random();
-        let req = build(meth, &tid, Some(cr), f);
-        self.send(secs, c, &req)
-    }
-
     /// A TCP allocation for `c` with a permission for `peer`; returns its relay address.
     fn tcp_allocation(&mut self, c: &ClientId, cr: &Creds, peer: SocketAddr) -> SocketAddr {
         let code = self.request(0, c, cr, method::ALLOCATE, |w| {

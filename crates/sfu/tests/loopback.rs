@@ -106,8 +106,14 @@ async fn pump(clients: &mut [Client], dur: Duration) {
 /// Publishes 30 fps video (+50 pps audio) from clients[idx] for `dur`, keyframe every second and
 /// whenever the SFU asks for one.
 async fn publish(clients: &mut [Client], idx: usize, dur: Duration) {
+    publish_from(clients, idx, dur, 0).await;
+}
+
+/// [`publish`], starting the keyframe cadence at `first_frame`: from 1, the stream starts
+/// mid-GOP and the first keyframe before the 1 s cadence is one the SFU asked for.
+async fn publish_from(clients: &mut [Client], idx: usize, dur: Duration, first_frame: u64) {
     let end = Instant::now() + dur;
-    let mut frame = 0u64;
+    let mut frame = first_frame;
     let mut kf_seen = clients[idx].peer.keyframe_requests;
     while Instant::now() < end {
         let p = &mut clients[idx].peer;
@@ -152,7 +158,11 @@ async fn publisher_reaches_two_subscribers_and_a_late_joiner() {
     // Someone in another room must see nothing.
     clients.push(join(&sfu, "r2", "mallory", false, false).await);
     wait_connected(&mut clients).await;
-    publish(&mut clients, 2, Duration::from_secs(2)).await;
+    // Start mid-GOP. Subscribers can become ready before the publisher's first packet, when a
+    // keyframe request cannot reach it yet; the SFU must ask again once media flows (it did
+    // not have to when the stream happened to open with a keyframe, which made the
+    // keyframe-request assertion below depend on timing).
+    publish_from(&mut clients, 2, Duration::from_secs(2), 1).await;
 
     for c in &clients[..2] {
         let video: u64 = c

@@ -17,6 +17,9 @@
 # AB_BIN=PATH does the same with another Switchboard binary and the default config instead:
 # its rows are the e_off ones (for comparing two builds in one run).
 #
+# AB_HTTP='threads = 1' does the same with the same binary and these extra [http] lines instead
+# (for comparing one setting in one run).
+#
 # ROUNDS=N runs only (d), (e) and, with AB=1, (e) off, interleaved N times, each also at one
 # stream (c1), and prints the median (e)/(d) throughput ratios and the median time to first
 # chunk the gateway adds at one stream: the gateway's two costs with less drift between rows.
@@ -95,13 +98,14 @@ TOML
 SB_PID=$!; PIDS+=($SB_PID)
 wait_line "$WORK/sb.log" "^switchboard listening"
 SB=$(sed -n 's/.* http=\([^ ]*\).*/\1/p' "$WORK/sb.log" | head -1)
-if [ -n "${AB_BIN:-}" ] || [ "${AB:-0}" = 1 ]; then
+if [ -n "${AB_BIN:-}" ] || [ -n "${AB_HTTP:-}" ] || [ "${AB:-0}" = 1 ]; then
   # The second server: AB_BIN is another binary with the same config; AB=1 is the same binary
   # with coalescing off. Either way its SFU is off (one UDP port per host) and its (e) rows
   # are the e_off ones.
   OFF_BIN=${AB_BIN:-$SB_BIN}
   OFF_SED=()
-  [ -n "${AB_BIN:-}" ] || OFF_SED=(-e 's/^bind = .*/&\ncoalesce_writes = false/' -e 's/^url = .*/&\ncoalesce_io = false/')
+  if [ -n "${AB_HTTP:-}" ]; then OFF_SED=(-e "s/^bind = .*/&\n$AB_HTTP/")
+  elif [ -z "${AB_BIN:-}" ]; then OFF_SED=(-e 's/^bind = .*/&\ncoalesce_writes = false/' -e 's/^url = .*/&\ncoalesce_io = false/'); fi
   sed "${OFF_SED[@]}" -e 's/^\[turn\]/[sfu]\nmode = "mesh"\n&/' "$WORK/sb.toml" >"$WORK/sb-off.toml"
   "${PIN_SB[@]}" "$OFF_BIN" serve --config "$WORK/sb-off.toml" >"$WORK/sb-off.log" 2>&1 &
   SB_OFF_PID=$!; PIDS+=($SB_OFF_PID)

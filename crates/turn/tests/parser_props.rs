@@ -146,3 +146,29 @@ fn replay_corpus() {
     }
     assert!(n >= 10, "corpus has only {n} files");
 }
+
+/// The stateful session corpus (fuzz/corpus/turn_session) through the `turn_session` target's
+/// entry point. Each run ends with the core checking that nothing was left behind; together
+/// the seeds must still reach past authentication into allocations, peer traffic both ways
+/// and RFC 6062 connections, or the harness has stopped testing the deep paths.
+#[test]
+fn replay_corpus_turn_session() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/turn_session");
+    let mut total = switchboard_turn::fuzzing::SessionReach::default();
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).expect("fuzz/corpus/turn_session exists") {
+        let data = std::fs::read(e.unwrap().path()).unwrap();
+        let r = switchboard_turn::fuzzing::exercise_session(&data);
+        total.allocations = total.allocations.max(r.allocations);
+        total.tcp_connections = total.tcp_connections.max(r.tcp_connections);
+        total.to_peer += r.to_peer;
+        total.to_client += r.to_client;
+        n += 1;
+    }
+    assert!(n >= 6, "corpus has only {n} files");
+    assert!(total.allocations >= 1, "{total:?}");
+    assert!(total.tcp_connections >= 1, "{total:?}");
+    assert!(total.to_peer >= 2, "{total:?}");
+    assert!(total.to_client >= 2, "{total:?}");
+}

@@ -12,6 +12,7 @@
 //! size, send queue, resume buffer) come from [`SignalSettings`], filled from `[limits]` and
 //! `[sfu]` by the server.
 
+pub mod fuzzing;
 pub mod grpc;
 pub mod hub;
 pub mod metrics;

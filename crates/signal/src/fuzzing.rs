@@ -125,7 +125,7 @@ fn client_message(c: &mut Cursor<'_>) -> ClientMessage {
         5 => ClientMessage::Ping { ts: json!(c.u8()) },
         _ => ClientMessage::Subscribe {
             publisher: target,
-            video: Some(c.u8() % 2 == 0),
+            video: Some(c.u8().is_multiple_of(2)),
             max_layer: Some(c.u8() % 4),
         },
     }
@@ -232,7 +232,7 @@ pub fn exercise_hub(data: &[u8]) -> HubReach {
             }
             _ => {
                 let identity = c.pick(&IDENTITIES);
-                if c.u8() % 2 == 0 {
+                if c.u8().is_multiple_of(2) {
                     hub.notify(identity, json!({"type": "progress", "n": 1}));
                 } else {
                     let room = c.pick(&ROOMS);

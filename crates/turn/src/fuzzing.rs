@@ -399,7 +399,7 @@ pub fn exercise_session(data: &[u8]) -> SessionReach {
                 match c.u8() % 4 {
                     0 | 1 => {
                         if core
-                            .connect_done(now, id, pick % 2 == 0, &mut out)
+                            .connect_done(now, id, pick.is_multiple_of(2), &mut out)
                             .is_some()
                         {
                             l.reply(&out);

@@ -13,6 +13,7 @@
 
 pub mod core;
 pub mod driver;
+pub mod fuzzing;
 pub mod metrics;
 pub mod peer;
 pub mod retime;

@@ -1,0 +1,284 @@
+//! The stateful fuzz entry point for the SFU's forwarding core (fuzz/fuzz_targets/sfu_rooms.rs)
+//! and its stable replay (`fuzzing::tests::replay_corpus_sfu_rooms`).
+
+use crate::core::{Action, CoreTuning, Layer, ParticipantId, Rooms, TrackKey, TrackKind};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// What a [`exercise_rooms`] run reached, so the corpus replay can check that the harness still
+/// gets to forwarding.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RoomsReach {
+    /// Media units forwarded to a subscriber.
+    pub forwarded: usize,
+    /// Keyframe requests the core asked for.
+    pub keyframe_requests: usize,
+    /// Most subscriptions alive at once.
+    pub subscriptions: usize,
+}
+
+const ROOMS: [&str; 2] = ["r1", "r2"];
+
+/// The fuzz input, read front to back; past its end every read is zero.
+struct Cursor<'a>(&'a [u8]);
+
+impl Cursor<'_> {
+    fn u8(&mut self) -> u8 {
+        match self.0.split_first() {
+            Some((b, rest)) => {
+                self.0 = rest;
+                *b
+            }
+            None => 0,
+        }
+    }
+}
+
+/// The driver's view: who is in which room, which tracks exist, which down-tracks (m-lines)
+/// each subscriber has. Every action the core returns is checked against it.
+#[derive(Default)]
+struct Driver {
+    room: HashMap<ParticipantId, &'static str>,
+    tracks: HashMap<TrackKey, TrackKind>,
+    down: HashSet<(ParticipantId, TrackKey)>,
+    /// Down-tracks their subscriber paused.
+    paused: HashSet<(ParticipantId, TrackKey)>,
+    muted: HashSet<TrackKey>,
+    reach: RoomsReach,
+}
+
+impl Driver {
+    fn apply(&mut self, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::AddDownTrack {
+                    subscriber,
+                    track,
+                    kind,
+                } => {
+                    assert_eq!(self.tracks.get(&track), Some(&kind), "{track:?}");
+                    assert_ne!(subscriber, track.publisher, "own track sent back");
+                    assert!(self.room.contains_key(&subscriber), "gone {subscriber:?}");
+                    assert_eq!(self.room.get(&subscriber), self.room.get(&track.publisher));
+                    assert!(self.down.insert((subscriber, track)), "second m-line");
+                    self.paused.remove(&(subscriber, track));
+                }
+                Action::RemoveDownTrack { subscriber, track } => {
+                    assert!(self.down.remove(&(subscriber, track)), "no such m-line");
+                    self.paused.remove(&(subscriber, track));
+                }
+                Action::RequestKeyframe { track, layer } => {
+                    assert_eq!(self.tracks.get(&track), Some(&TrackKind::Video));
+                    assert!(layer.0 <= 2);
+                    self.reach.keyframe_requests += 1;
+                }
+            }
+        }
+    }
+
+    /// A participant picked by the input: mostly a live one, sometimes one that left.
+    fn pick(&self, b: u8, next: u64) -> ParticipantId {
+        let mut live: Vec<ParticipantId> = self.room.keys().copied().collect();
+        live.sort();
+        match live.get(usize::from(b) % (live.len() + 1)) {
+            Some(p) => *p,
+            None => ParticipantId(u64::from(b) % next.max(1)),
+        }
+    }
+
+    fn track(&self, b: u8) -> TrackKey {
+        let mut all: Vec<TrackKey> = self.tracks.keys().copied().collect();
+        all.sort();
+        all.get(usize::from(b) % all.len().max(1))
+            .copied()
+            .unwrap_or(TrackKey {
+                publisher: ParticipantId(u64::from(b)),
+                index: 0,
+            })
+    }
+
+    fn left(&mut self, p: ParticipantId) {
+        self.room.remove(&p);
+        self.tracks.retain(|k, _| k.publisher != p);
+        self.muted.retain(|k| k.publisher != p);
+        self.paused.retain(|(s, k)| *s != p && k.publisher != p);
+        // The driver drops the session and every m-line in it.
+        self.down.retain(|(s, _)| *s != p);
+    }
+}
+
+/// A stateful run of the forwarding core as the engine drives it: joins, leaves, publishing
+/// and unpublishing, explicit subscriptions, down-tracks becoming ready, mute, pause, layer
+/// caps, bandwidth estimates, keyframe requests, loss, media on any layer, time, and data
+/// queues.
+///
+/// Every action must make sense to the driver: a down-track is added once, for a live
+/// subscriber in the publisher's room, never for the publisher itself, and removed only if it
+/// was added; keyframes are asked for video tracks only. Media goes only to subscribers that
+/// have the track's down-track and have not paused it, and nothing of a muted track goes out.
+/// At the end, once everyone has left, nothing may be left: no participant, room, track,
+/// subscription or queued byte.
+pub fn exercise_rooms(data: &[u8]) -> RoomsReach {
+    let tuning = CoreTuning {
+        data_queue_bytes: 4096,
+        ..CoreTuning::default()
+    };
+    let mut rooms = Rooms::new(tuning);
+    let mut d = Driver::default();
+    let mut now = Instant::now();
+    let mut next = 1u64;
+    let mut c = Cursor(data);
+    let mut out = Vec::new();
+    let mut steps = 0;
+    while !c.0.is_empty() && steps < 256 {
+        steps += 1;
+        let op = c.u8();
+        let p = d.pick(c.u8(), next);
+        let key = d.track(c.u8());
+        let arg = c.u8();
+        let actions = match op % 18 {
+            0 => {
+                let room = ROOMS[usize::from(arg) % ROOMS.len()];
+                let id = ParticipantId(next);
+                next += 1;
+                d.room.insert(id, room);
+                rooms.join(room, id)
+            }
+            1 => {
+                let a = rooms.leave(p);
+                d.left(p);
+                a
+            }
+            2 => {
+                rooms.set_auto_subscribe(p, arg % 2 == 1);
+                Vec::new()
+            }
+            3 => {
+                let kind = if arg.is_multiple_of(2) {
+                    TrackKind::Video
+                } else {
+                    TrackKind::Audio
+                };
+                let key = TrackKey {
+                    publisher: p,
+                    index: u32::from(arg / 2 % 4),
+                };
+                if d.room.contains_key(&p) {
+                    d.tracks.entry(key).or_insert(kind);
+                }
+                rooms.publish(p, key.index, kind)
+            }
+            4 => {
+                let a = rooms.unpublish(key);
+                d.tracks.remove(&key);
+                d.muted.remove(&key);
+                a
+            }
+            5 => rooms.subscribe_to(p, key),
+            6 => rooms.unsubscribe(p, key),
+            7 => rooms.down_track_ready(p, key, now),
+            8 => {
+                let muted = arg % 2 == 1;
+                if muted && d.tracks.contains_key(&key) {
+                    d.muted.insert(key);
+                } else {
+                    d.muted.remove(&key);
+                }
+                rooms.set_muted(key, muted, now)
+            }
+            9 => {
+                let paused = arg % 2 == 1;
+                if paused && d.down.contains(&(p, key)) {
+                    d.paused.insert((p, key));
+                } else {
+                    d.paused.remove(&(p, key));
+                }
+                rooms.set_paused(p, key, paused, now)
+            }
+            10 => rooms.set_max_layer(p, key, Layer(arg % 4), now),
+            11 => rooms.set_bandwidth(p, u64::from(arg) * 20_000, now),
+            12 => rooms.subscriber_keyframe_request(p, key, now),
+            13 => rooms.publisher_loss(key, Layer(arg % 3), now),
+            14 => {
+                let layer = Layer(arg % 3);
+                let keyframe = arg & 0x10 != 0;
+                let bytes = usize::from(arg) * 16;
+                let a = rooms.route_media(key, layer, keyframe, bytes, now, &mut out);
+                assert!(
+                    out.is_empty() || !d.muted.contains(&key),
+                    "muted {key:?} forwarded"
+                );
+                for s in &out {
+                    assert!(
+                        d.down.contains(&(*s, key)),
+                        "{s:?} has no m-line for {key:?}"
+                    );
+                    assert!(!d.paused.contains(&(*s, key)), "{s:?} paused {key:?}");
+                    d.reach.forwarded += 1;
+                }
+                a
+            }
+            15 => {
+                now += Duration::from_millis(u64::from(arg) * 20);
+                rooms.tick(now)
+            }
+            16 => {
+                let n = usize::from(arg) * 8;
+                let _ = rooms.enqueue_data(p, arg.is_multiple_of(2), vec![0; n]);
+                assert!(rooms.queued_bytes_of(p) <= 4096);
+                Vec::new()
+            }
+            _ => {
+                let mut budget = usize::from(arg) * 8;
+                rooms.drain_data(p, |m| {
+                    let ok = m.bytes.len() <= budget;
+                    budget = budget.saturating_sub(m.bytes.len());
+                    ok
+                });
+                Vec::new()
+            }
+        };
+        d.apply(actions);
+        d.reach.subscriptions = d.reach.subscriptions.max(rooms.subscription_count());
+    }
+
+    let mut everyone: Vec<ParticipantId> = d.room.keys().copied().collect();
+    everyone.sort();
+    for p in everyone {
+        let a = rooms.leave(p);
+        d.left(p);
+        d.apply(a);
+    }
+    assert_eq!(rooms.participant_count(), 0);
+    assert_eq!(rooms.room_count(), 0);
+    assert_eq!(rooms.track_count(), 0);
+    assert_eq!(rooms.subscription_count(), 0);
+    assert_eq!(rooms.queued_bytes(), 0);
+    d.reach
+}
+
+#[cfg(test)]
+mod tests {
+    /// The stateful corpus (fuzz/corpus/sfu_rooms) through the `sfu_rooms` target's entry
+    /// point. Each run ends with the core checked empty; together the seeds must still reach
+    /// subscriptions, forwarding and keyframe requests.
+    #[test]
+    fn replay_corpus_sfu_rooms() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/sfu_rooms");
+        let mut total = super::RoomsReach::default();
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).expect("fuzz/corpus/sfu_rooms exists") {
+            let data = std::fs::read(e.unwrap().path()).unwrap();
+            let r = super::exercise_rooms(&data);
+            total.forwarded += r.forwarded;
+            total.keyframe_requests += r.keyframe_requests;
+            total.subscriptions = total.subscriptions.max(r.subscriptions);
+            n += 1;
+        }
+        assert!(n >= 3, "corpus has only {n} files");
+        assert!(total.subscriptions >= 2, "{total:?}");
+        assert!(total.forwarded >= 5, "{total:?}");
+        assert!(total.keyframe_requests >= 1, "{total:?}");
+    }
+}

@@ -252,8 +252,10 @@ impl Rooms {
     }
 
     /// Adds a participant; returns the down-tracks it must get for already published tracks
-    /// (automatic subscription).
+    /// (automatic subscription). A participant that is already in leaves first (its tracks
+    /// end for the others), so it is never listed twice or leaves tracks behind.
     pub fn join(&mut self, room: &str, p: ParticipantId) -> Vec<Action> {
+        let mut actions = self.leave(p);
         self.participants.insert(
             p,
             Participant {
@@ -273,7 +275,6 @@ impl Rooms {
             .filter(|k| k.publisher != p && self.room_of(k.publisher) == Some(room))
             .copied()
             .collect();
-        let mut actions = Vec::new();
         for key in existing {
             self.subscribe(p, key, &mut actions);
         }

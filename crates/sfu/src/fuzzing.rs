@@ -139,8 +139,15 @@ pub fn exercise_rooms(data: &[u8]) -> RoomsReach {
         let actions = match op % 18 {
             0 => {
                 let room = ROOMS[usize::from(arg) % ROOMS.len()];
-                let id = ParticipantId(next);
-                next += 1;
+                // Mostly a new participant; sometimes one that is in already joins again
+                // (it leaves first: a fresh session as far as the driver is concerned).
+                let id = if arg & 0x80 != 0 && d.room.contains_key(&p) {
+                    d.left(p);
+                    p
+                } else {
+                    next += 1;
+                    ParticipantId(next - 1)
+                };
                 d.room.insert(id, room);
                 rooms.join(room, id)
             }

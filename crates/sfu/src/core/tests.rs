@@ -571,3 +571,31 @@ fn keyframe_before_the_down_track_is_ready_does_not_leave_a_wait_forever() {
     assert_eq!(out, vec![B]);
     assert!(r.tick(ms(now, 2000)).is_empty(), "B no longer waits");
 }
+
+#[test]
+fn joining_again_replaces_the_old_membership() {
+    let mut r = Rooms::default();
+    r.join("r", A);
+    r.join("r", B);
+    r.publish(A, 0, TrackKind::Video);
+    // A joins again (here: another room) without leaving: its old track ends for B and it is
+    // listed once, in the new room only.
+    let acts = r.join("s", A);
+    assert_eq!(
+        acts,
+        vec![Action::RemoveDownTrack {
+            subscriber: B,
+            track: video(A),
+        }]
+    );
+    assert_eq!(r.members("r"), &[B]);
+    assert_eq!(r.members("s"), &[A]);
+    assert_eq!(r.track_count(), 0);
+    assert_eq!(r.subscription_count(), 0);
+    r.leave(A);
+    r.leave(B);
+    assert_eq!(
+        (r.participant_count(), r.room_count(), r.track_count()),
+        (0, 0, 0)
+    );
+}

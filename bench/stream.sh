@@ -99,9 +99,9 @@ SB_PID=$!; PIDS+=($SB_PID)
 wait_line "$WORK/sb.log" "^switchboard listening"
 SB=$(sed -n 's/.* http=\([^ ]*\).*/\1/p' "$WORK/sb.log" | head -1)
 if [ -n "${AB_BIN:-}" ] || [ -n "${AB_HTTP:-}" ] || [ "${AB:-0}" = 1 ]; then
-  # The second server: AB_BIN is another binary with the same config; AB=1 is the same binary
-  # with coalescing off. Either way its SFU is off (one UDP port per host) and its (e) rows
-  # are the e_off ones.
+  # The second server: AB_BIN is another binary with the same config; AB_HTTP is the same
+  # binary with extra [http] lines; AB=1 is the same binary with coalescing off. Either way its
+  # SFU is off (one UDP port per host) and its (e) rows are the e_off ones.
   OFF_BIN=${AB_BIN:-$SB_BIN}
   OFF_SED=()
   if [ -n "${AB_HTTP:-}" ]; then OFF_SED=(-e "s/^bind = .*/&\n$AB_HTTP/")

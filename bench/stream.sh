@@ -24,10 +24,16 @@
 # stream (c1), and prints the median (e)/(d) throughput ratios and the median time to first
 # chunk the gateway adds at one stream: the gateway's two costs with less drift between rows.
 #
-# PIN=1 gives Switchboard CPU 1 and everything else (load generator, Python, tonic) CPU 0, the
-# way a proxy is deployed on its own cores: (d) and (e) then have the same CPU for tonic and the
-# client, and (e)/(d) shows whether the gateway limits throughput. Default: no pinning, all
-# processes share every core, so (e)/(d) mostly measures the gateway's CPU cost.
+# PIN chooses where the processes run on a 2-core machine (bench/RESULTS.md, "Stream gateway",
+# session 9, says what each layout distorts):
+#   0 (default) no pinning: every process shares both cores, so (e)/(d) mostly measures the
+#     gateway's CPU cost, taken from the CPU that tonic and the load generator need;
+#   1 Switchboard on CPU 1, everything else (load generator, Python, tonic) on CPU 0: the
+#     gateway has a core of its own, but in (d) the client reaches tonic without crossing CPUs
+#     while in (e) every hop crosses;
+#   2 the upstream servers (Python, tonic) on CPU 0, Switchboard and the load generator on
+#     CPU 1: the upstream gets the same core in (d) and (e), and both cross CPUs only between
+#     the client side and the upstream, the way the upstream runs on its own machine.
 #
 # Server CPU is utime+stime of the server process(es) from /proc/PID/stat over the run.
 set -euo pipefail
@@ -36,8 +42,13 @@ REL=$ROOT/target/release
 PY=${PY:-$ROOT/.venv/bin/python}
 CONC=${CONC:-32}
 SB_BIN=${SB_BIN:-$REL/switchboard}
-PIN_SB=() PIN_OTHER=()
-if [ "${PIN:-0}" = 1 ]; then PIN_SB=(taskset -c 1); PIN_OTHER=(taskset -c 0); fi
+PIN_SB=() PIN_UP=() PIN_LOAD=()
+case "${PIN:-0}" in
+  0) ;;
+  1) PIN_SB=(taskset -c 1); PIN_UP=(taskset -c 0); PIN_LOAD=(taskset -c 0) ;;
+  2) PIN_SB=(taskset -c 1); PIN_UP=(taskset -c 0); PIN_LOAD=(taskset -c 1) ;;
+  *) echo "PIN must be 0, 1 or 2" >&2; exit 2 ;;
+esac
 STREAMS_FAST=${STREAMS_FAST:-1600}
 STREAMS_PY=${STREAMS_PY:-160}
 CHUNKS=${CHUNKS:-200}
@@ -54,9 +65,9 @@ HZ=$(getconf CLK_TCK)
 
 PY="$PY" "$ROOT/examples/python-ml-worker/generate.sh" "$WORK/gen" >/dev/null
 PY_PORT=$(port)
-INFERENCE_STUBS=$WORK/gen "${PIN_OTHER[@]}" "$PY" "$ROOT/examples/python-ml-worker/server.py" --port "$PY_PORT" --workers 64 >"$WORK/py.log" 2>&1 &
+INFERENCE_STUBS=$WORK/gen "${PIN_UP[@]}" "$PY" "$ROOT/examples/python-ml-worker/server.py" --port "$PY_PORT" --workers 64 >"$WORK/py.log" 2>&1 &
 PY_PID=$!; PIDS+=($PY_PID)
-"${PIN_OTHER[@]}" "$REL/examples/tonic_digest_server" 127.0.0.1:0 >"$WORK/tonic.log" 2>&1 &
+"${PIN_UP[@]}" "$REL/examples/tonic_digest_server" 127.0.0.1:0 >"$WORK/tonic.log" 2>&1 &
 TONIC_PID=$!; PIDS+=($TONIC_PID)
 wait_line "$WORK/py.log" listening
 wait_line "$WORK/tonic.log" listening
@@ -116,17 +127,19 @@ TOKEN=$(SWITCHBOARD_CONFIG="$WORK/sb.toml" "$REL/switchboard" token create --ide
 
 run() { # label target task streams pids...
   local label=$1 target=$2 task=$3 streams=$4; shift 4
-  local c0; c0=$(ticks "$@")
+  local c0 t0; c0=$(ticks "$@"); t0=$(ticks "$TONIC_PID")
   local out
-  out=$("${PIN_OTHER[@]}" "$REL/examples/stream_load" --target "$target" --token "$TOKEN" --concurrency "$CONC" \
+  out=$("${PIN_LOAD[@]}" "$REL/examples/stream_load" --target "$target" --token "$TOKEN" --concurrency "$CONC" \
     --streams "$streams" --task "$task" --payload "$PAYLOAD" --label "$label")
-  local c1; c1=$(ticks "$@")
-  python3 - "$out" "$((c1 - c0))" "$HZ" <<'PY'
+  local c1 t1; c1=$(ticks "$@"); t1=$(ticks "$TONIC_PID")
+  python3 - "$out" "$((c1 - c0))" "$HZ" "$((t1 - t0))" <<'PY'
 import json, sys
 r = json.loads(sys.argv[1]); ticks = int(sys.argv[2]); hz = int(sys.argv[3])
 cpu_s = ticks / hz
 r["server_cpu_s"] = round(cpu_s, 2)
 r["server_cpu_us_per_chunk"] = round(cpu_s * 1e6 / max(1, r["chunks"]), 2)
+# The bare tonic server's CPU over the same row: the upstream's cost in (d) and (e).
+r["tonic_cpu_us_per_chunk"] = round(int(sys.argv[4]) / hz * 1e6 / max(1, r["chunks"]), 2)
 print(json.dumps(r))
 PY
 }

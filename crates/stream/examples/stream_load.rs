@@ -46,6 +46,7 @@ struct One {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
+    let cpu0 = own_cpu_seconds();
     let mut clients = Vec::new();
     for _ in 0..a.connections.max(1) {
         let ch = tonic::transport::Endpoint::from_shared(a.target.clone())?
@@ -131,8 +132,9 @@ async fn main() -> anyhow::Result<()> {
     let chunks: u64 = all.iter().map(|o| o.chunks).sum();
     let bytes: u64 = all.iter().map(|o| o.bytes).sum();
     let failed = all.iter().filter(|o| !o.ok).count();
+    let client_cpu = own_cpu_seconds() - cpu0;
     println!(
-        "{{\"label\":\"{}\",\"streams\":{},\"failed\":{},\"seconds\":{:.3},\"ttfc_p50_ms\":{:.3},\"ttfc_p99_ms\":{:.3},\"chunks\":{},\"chunks_per_s\":{:.0},\"mb_per_s\":{:.2}}}",
+        "{{\"label\":\"{}\",\"streams\":{},\"failed\":{},\"seconds\":{:.3},\"ttfc_p50_ms\":{:.3},\"ttfc_p99_ms\":{:.3},\"chunks\":{},\"chunks_per_s\":{:.0},\"mb_per_s\":{:.2},\"client_cpu_us_per_chunk\":{:.2}}}",
         a.label,
         all.len(),
         failed,
@@ -141,7 +143,23 @@ async fn main() -> anyhow::Result<()> {
         pct(0.99),
         chunks,
         chunks as f64 / secs,
-        bytes as f64 / secs / 1e6
+        bytes as f64 / secs / 1e6,
+        client_cpu * 1e6 / chunks.max(1) as f64
     );
     Ok(())
+}
+
+/// This process's CPU time (user + system) in seconds, from /proc/self/stat (0 where absent).
+fn own_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which may contain spaces) start at state (field 3);
+    // utime and stime are fields 14 and 15, in clock ticks (100 per second on Linux).
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }

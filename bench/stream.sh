@@ -24,8 +24,8 @@
 # stream (c1), and prints the median (e)/(d) throughput ratios and the median time to first
 # chunk the gateway adds at one stream: the gateway's two costs with less drift between rows.
 #
-# PIN chooses where the processes run on a 2-core machine (bench/RESULTS.md, "Stream gateway",
-# session 9, says what each layout distorts):
+# PIN chooses where the processes run on a 2-core machine (docs/decisions/0034; bench/RESULTS.md,
+# "Stream gateway", session 9, says what each layout distorts):
 #   0 (default) no pinning: every process shares both cores, so (e)/(d) mostly measures the
 #     gateway's CPU cost, taken from the CPU that tonic and the load generator need;
 #   1 Switchboard on CPU 1, everything else (load generator, Python, tonic) on CPU 0: the

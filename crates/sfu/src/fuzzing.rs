@@ -1,5 +1,7 @@
-//! The stateful fuzz entry point for the SFU's forwarding core (fuzz/fuzz_targets/sfu_rooms.rs)
-//! and its stable replay (`fuzzing::tests::replay_corpus_sfu_rooms`).
+//! Fuzz entry points of the SFU and their stable replays: the stateful forwarding core
+//! (fuzz/fuzz_targets/sfu_rooms.rs, `fuzzing::tests::replay_corpus_sfu_rooms`) and SRTP/SRTCP
+//! unprotection of hostile bytes (fuzz/fuzz_targets/srtp_unprotect.rs,
+//! `fuzzing::tests::replay_corpus_srtp_unprotect`).
 
 use crate::core::{Action, CoreTuning, Layer, ParticipantId, Rooms, TrackKey, TrackKind};
 use std::collections::{HashMap, HashSet};
@@ -15,6 +17,61 @@ pub struct RoomsReach {
     pub keyframe_requests: usize,
     /// Most subscriptions alive at once.
     pub subscriptions: usize,
+}
+
+/// SRTP/SRTCP unprotection of arbitrary bytes with fixed keys. The first byte picks the
+/// profile (low two bits `% 3`), RTP or RTCP (top bit) and, for RTP, the rollover counter (bits 2..7).
+/// Unprotecting must never panic; a packet that authenticates must protect back to exactly
+/// the input bytes. Returns whether the packet authenticated.
+pub fn exercise_srtp(data: &[u8]) -> bool {
+    use crate::srtp::{Context, Profile};
+    let Some((&sel, wire)) = data.split_first() else {
+        return false;
+    };
+    let profile = [
+        Profile::Aes128CmSha1_80,
+        Profile::AeadAes128Gcm,
+        Profile::AeadAes256Gcm,
+    ][usize::from(sel & 0x03) % 3];
+    let ctx = Context::new(&fuzz_master_key(profile)).expect("fixed keys are valid");
+    let mut buf = wire.to_vec();
+    if sel & 0x80 == 0 {
+        let roc = u32::from((sel >> 2) & 0x1f);
+        if ctx.unprotect_rtp(&mut buf, roc).is_err() {
+            return false;
+        }
+        ctx.protect_rtp(&mut buf, roc)
+            .expect("an authenticated packet protects again");
+    } else {
+        let Ok(index) = ctx.unprotect_rtcp(&mut buf) else {
+            return false;
+        };
+        // E = 0 (authenticated only) does not come back byte for byte: we always encrypt.
+        // The E|index word sits before the tag with AES-CM, after it with GCM.
+        let tag = profile.rtp_overhead();
+        let word_at = match profile {
+            Profile::Aes128CmSha1_80 => wire.len() - tag - 4,
+            Profile::AeadAes128Gcm | Profile::AeadAes256Gcm => wire.len() - 4,
+        };
+        if wire[word_at] & 0x80 == 0 {
+            return true;
+        }
+        ctx.protect_rtcp(&mut buf, index)
+            .expect("an authenticated packet protects again");
+    }
+    assert_eq!(buf, wire, "unprotect then protect changed the packet");
+    true
+}
+
+/// The fixed master key the SRTP fuzz target and its seeds use.
+pub fn fuzz_master_key(profile: crate::srtp::Profile) -> crate::srtp::MasterKey {
+    crate::srtp::MasterKey {
+        profile,
+        key: (1..=profile.master_key_len() as u8).collect(),
+        salt: (0..profile.master_salt_len() as u8)
+            .map(|b| b ^ 0xa5)
+            .collect(),
+    }
 }
 
 const ROOMS: [&str; 2] = ["r1", "r2"];
@@ -287,5 +344,59 @@ mod tests {
         assert!(total.subscriptions >= 2, "{total:?}");
         assert!(total.forwarded >= 5, "{total:?}");
         assert!(total.keyframe_requests >= 1, "{total:?}");
+    }
+
+    /// The checked-in SRTP corpus (fuzz/corpus/srtp_unprotect) through the target's entry
+    /// point; its seeds include packets that authenticate, for every profile and both kinds.
+    #[test]
+    fn replay_corpus_srtp_unprotect() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fuzz/corpus/srtp_unprotect");
+        let mut authenticated = 0;
+        for e in std::fs::read_dir(&dir).expect("fuzz/corpus/srtp_unprotect exists") {
+            let data = std::fs::read(e.unwrap().path()).unwrap();
+            authenticated += usize::from(super::exercise_srtp(&data));
+        }
+        assert!(
+            authenticated >= 6,
+            "only {authenticated} seeds authenticate"
+        );
+    }
+
+    /// Regenerates the authenticating seeds of fuzz/corpus/srtp_unprotect:
+    /// `cargo test -p switchboard-sfu --lib write_srtp_seeds -- --ignored`.
+    #[test]
+    #[ignore]
+    fn write_srtp_seeds() {
+        use crate::srtp::{Context, Profile};
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fuzz/corpus/srtp_unprotect");
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, profile) in [
+            Profile::Aes128CmSha1_80,
+            Profile::AeadAes128Gcm,
+            Profile::AeadAes256Gcm,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let ctx = Context::new(&super::fuzz_master_key(profile)).unwrap();
+            // RTP with one CSRC and a one-byte header extension, rollover counter 1.
+            let mut rtp = vec![
+                0x91, 0xe0, 0x12, 0x34, 0, 0, 0x0b, 0xb8, 0xca, 0xfe, 0xba, 0xbe,
+            ];
+            rtp.extend_from_slice(&[0, 0, 0, 7, 0xbe, 0xde, 0, 1, 0x10, 0x01, 0, 0]);
+            rtp.extend_from_slice(b"vp8 payload bytes");
+            ctx.protect_rtp(&mut rtp, 1).unwrap();
+            let mut seed = vec![i as u8 | (1 << 2)];
+            seed.extend_from_slice(&rtp);
+            std::fs::write(dir.join(format!("rtp-{i}")), &seed).unwrap();
+            // A PLI.
+            let mut rtcp = vec![0x81, 206, 0, 2, 0, 0, 0, 1, 0xca, 0xfe, 0xba, 0xbe];
+            ctx.protect_rtcp(&mut rtcp, 42).unwrap();
+            let mut seed = vec![i as u8 | 0x80];
+            seed.extend_from_slice(&rtcp);
+            std::fs::write(dir.join(format!("rtcp-{i}")), &seed).unwrap();
+        }
     }
 }

@@ -14,9 +14,11 @@
 pub mod core;
 pub mod driver;
 pub mod fuzzing;
+pub mod keys;
 pub mod metrics;
 pub mod peer;
 pub mod retime;
+pub mod srtp;
 pub mod tcp;
 pub mod timers;
 pub mod wire;

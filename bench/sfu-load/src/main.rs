@@ -41,6 +41,9 @@ struct Args {
     /// `[sfu] bwe_initial_kbps` for the SFU under test (0: no estimation/pacing).
     #[arg(long, default_value_t = 0)]
     bwe_initial_kbps: u64,
+    /// `[sfu] egress` for the SFU under test: "str0m" or "own" (decision 0047).
+    #[arg(long, default_value = "str0m")]
+    egress: String,
     /// Client runtime worker threads.
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
@@ -89,6 +92,7 @@ fn main() -> anyhow::Result<()> {
         bind_ip: "127.0.0.1".into(),
         max_sessions: 100_000,
         bwe_initial_kbps: args.bwe_initial_kbps,
+        egress: args.egress.clone(),
         ..SfuConfig::default()
     };
     let (sfu, engine) = rt.block_on(Sfu::start_on_thread_with_metrics(
@@ -294,7 +298,7 @@ async fn run(
         0.0
     };
     Ok(format!(
-        "rooms={} publishers/room={} subscribers/room={} video_kbps={} bwe_initial_kbps={} window={:.1}s\n\
+        "rooms={} publishers/room={} subscribers/room={} video_kbps={} bwe_initial_kbps={} egress={} window={:.1}s\n\
          sfu outbound datagrams/s: {:.0}   inbound datagrams/s: {:.0}\n\
          sfu engine CPU: {:.2} core-seconds over {:.1}s ({:.0}% of one core)\n\
          outbound datagrams per engine core-second: {:.0}\n\
@@ -307,6 +311,7 @@ async fn run(
         args.subscribers,
         args.video_kbps,
         args.bwe_initial_kbps,
+        args.egress,
         wall,
         out_pps,
         in_pps,

@@ -15,6 +15,7 @@ use prometheus_client::registry::Registry;
 use str0m::bwe::BweKind;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
+use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Rid};
 use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
@@ -25,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::core::{Action, CoreTuning, Layer, ParticipantId, Rooms, TrackKey, TrackKind};
+use crate::egress::{OwnCodec, OwnTrack, SessionEgress};
 use crate::metrics::{KindLabel, LayerLabel, ReasonLabel, SfuMetrics};
 use crate::tcp::TcpIn;
 use crate::timers::TimerQueue;
@@ -270,6 +272,20 @@ impl Sfu {
             None if !bind_ip.is_unspecified() => bind_ip,
             None => default_route_ip().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         };
+        match cfg.egress.as_str() {
+            "str0m" => {}
+            "own" if cfg.bwe_initial_kbps == 0 => {}
+            "own" => {
+                return Err(SfuError::Config(
+                    "egress = \"own\" sends without transport-wide sequence numbers; it needs bwe_initial_kbps = 0".into(),
+                ))
+            }
+            e => {
+                return Err(SfuError::Config(format!(
+                    "egress {e:?}: expected \"str0m\" or \"own\""
+                )))
+            }
+        }
         if cfg.max_sessions == 0 || cfg.event_queue == 0 {
             return Err(SfuError::Config(
                 "max_sessions and event_queue must be > 0".into(),
@@ -559,6 +575,17 @@ struct DownTrack {
     state: DownState,
     /// Keeps the media time continuous across simulcast layer switches.
     retimer: crate::retime::Retimer,
+    /// Which egress sends this down-track, decided at its first frame.
+    path: Path,
+}
+
+/// Who sends a down-track's media (decision 0047).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Undecided,
+    Str0m,
+    /// Our own egress, on this SSRC.
+    Own(u32),
 }
 
 #[derive(Debug)]
@@ -591,6 +618,10 @@ struct Session {
     connected: bool,
     /// Media written into this session's `Rtc` and not yet polled out: earliest arrival, units.
     fwd_since: Option<(Instant, u32)>,
+    /// Our own egress (`[sfu] egress = "own"`).
+    egress: Option<SessionEgress>,
+    /// Where str0m last sent this session's datagrams: the own egress sends there too.
+    dest: Option<(Protocol, SocketAddr)>,
 }
 
 struct TcpConn {
@@ -930,6 +961,16 @@ impl Engine {
             tracing::debug!(error = %e, "sfu input rejected");
             drop_reason(&self.metrics, "rtc_error");
         }
+        // A subscriber's NACKs for packets the own egress sent: resend them from its history.
+        if let Some(e) = s.egress.as_mut().filter(|e| e.track_count() > 0) {
+            if kind == DatagramKind::Rtp {
+                let out = &mut self.out;
+                let sent = e.on_incoming_rtcp(data, now, |b| out.push(b, src));
+                self.metrics
+                    .egress_retransmissions
+                    .inc_by(sent.datagrams as u64);
+            }
+        }
         // Learn the source address from STUN carrying this session's ufrag that str0m accepted.
         // An address owned by another session is never taken over, and a session keeps at most
         // MAX_ADDRS addresses, so spoofed checks cannot grow the table or steal routes.
@@ -1053,6 +1094,9 @@ impl Engine {
         loop {
             match s.rtc.poll_output() {
                 Ok(Output::Transmit(t)) if t.proto == Protocol::Tcp => {
+                    if s.egress.is_some() {
+                        s.dest = Some((Protocol::Tcp, t.destination));
+                    }
                     let sent = self
                         .tcp_by_remote
                         .get(&t.destination)
@@ -1063,7 +1107,14 @@ impl Engine {
                     }
                 }
                 Ok(Output::Transmit(t)) => {
-                    self.out.push_owned(t.contents.into(), t.destination);
+                    let mut data: Vec<u8> = t.contents.into();
+                    if let Some(e) = &s.egress {
+                        s.dest = Some((Protocol::Udp, t.destination));
+                        if e.patch_outgoing_rtcp(&mut data, Instant::now()) {
+                            self.metrics.egress_reports.inc();
+                        }
+                    }
+                    self.out.push_owned(data, t.destination);
                 }
                 Ok(Output::Timeout(t)) => {
                     if due_rounds < DUE_ROUNDS {
@@ -1219,7 +1270,7 @@ impl Engine {
         }
         let bwe = (self.cfg.bwe_initial_kbps > 0)
             .then(|| str0m::bwe::Bitrate::kbps(self.cfg.bwe_initial_kbps));
-        let mut rtc = Rtc::builder()
+        let config = Rtc::builder()
             .set_ice_lite(true)
             .enable_bwe(bwe)
             .set_stats_interval(Some(Duration::from_secs(1)))
@@ -1227,8 +1278,13 @@ impl Engine {
                 u32::try_from(self.cfg.max_data_message_bytes)
                     .unwrap_or(u32::MAX)
                     .max(1024),
-            )
-            .build(now);
+            );
+        let (mut rtc, egress) = if self.cfg.egress == "own" {
+            let (rtc, keys) = crate::keys::build(config, now);
+            (rtc, Some(SessionEgress::new(keys)))
+        } else {
+            (config.build(now), None)
+        };
         let cand = Candidate::host(self.local, "udp")
             .map_err(|e| SfuError::Config(format!("host candidate {}: {e}", self.local)))?;
         rtc.add_local_candidate(cand);
@@ -1268,6 +1324,8 @@ impl Engine {
                 dirty: false,
                 connected: false,
                 fwd_since: None,
+                egress,
+                dest: None,
             },
         );
         self.timers.schedule(id, now);
@@ -1352,6 +1410,9 @@ impl Engine {
             if let Some(d) = s.down.remove(&key) {
                 if let Some(mid) = d.mid {
                     s.down_by_mid.remove(&mid);
+                }
+                if let (Path::Own(ssrc), Some(e)) = (d.path, s.egress.as_mut()) {
+                    e.remove_track(ssrc);
                 }
                 let _ = s.events.try_send(SfuEvent::TrackEnded {
                     publisher: d.publisher,
@@ -1641,6 +1702,42 @@ impl Engine {
             } else {
                 d.time
             };
+            if let Some(egress) = s2.egress.as_mut() {
+                if down.path == Path::Undecided {
+                    down.path = own_path(&mut s2.rtc, egress, s2.dest.is_some(), mid, &d);
+                }
+                if let Path::Own(ssrc) = down.path {
+                    let (tcp_by_remote, tcp_conns, out) =
+                        (&self.tcp_by_remote, &self.tcp_conns, &mut self.out);
+                    let dest = s2.dest;
+                    let sent =
+                        egress.write_frame(
+                            ssrc,
+                            &d.data,
+                            time.numer() as u32,
+                            now,
+                            |b| match dest {
+                                Some((Protocol::Udp, to)) => out.push(b, to),
+                                Some((_, to)) => {
+                                    let _ = tcp_by_remote
+                                        .get(&to)
+                                        .and_then(|c| tcp_conns.get(c))
+                                        .map(|c| c.tx.try_send(b.to_vec()));
+                                }
+                                None => {}
+                            },
+                        );
+                    match sent {
+                        Ok(_) => {
+                            forwarded += 1;
+                            // Observed when the batch leaves (see `flush_out`).
+                            self.fwd_sent.push((d.network_time, 1));
+                        }
+                        Err(e) => tracing::debug!(error = %e, "own egress could not protect"),
+                    }
+                    continue;
+                }
+            }
             let Some(w) = s2.rtc.writer(mid) else {
                 continue;
             };
@@ -1810,6 +1907,7 @@ impl Engine {
                             mid: None,
                             state: DownState::ToAdd,
                             retimer: Default::default(),
+                            path: Path::Undecided,
                         },
                     );
                     self.renegotiate.insert(subscriber);
@@ -1921,6 +2019,46 @@ impl Engine {
         self.apply(actions, Instant::now());
         self.sync_gauges();
     }
+}
+
+/// Decides, at a down-track's first frame, whether the own egress sends it: VP8 or Opus, the
+/// session's SRTP keys known, a destination known, and the SSRC str0m negotiated for `mid`.
+/// Otherwise str0m keeps it for good (the two paths cannot share one SSRC's sequence).
+fn own_path(
+    rtc: &mut Rtc,
+    egress: &mut SessionEgress,
+    has_dest: bool,
+    mid: Mid,
+    d: &MediaData,
+) -> Path {
+    let codec = match d.params.spec().codec {
+        Codec::Vp8 => OwnCodec::Vp8,
+        Codec::Opus => OwnCodec::Opus,
+        _ => return Path::Str0m,
+    };
+    if !has_dest || !egress.ready() {
+        return Path::Str0m;
+    }
+    let Some(pt) = rtc.writer(mid).and_then(|w| w.match_params(d.params)) else {
+        return Path::Str0m;
+    };
+    let Some(ssrc) = rtc
+        .direct_api()
+        .stream_tx_by_mid(mid, None)
+        .map(|t| *t.ssrc())
+    else {
+        return Path::Str0m;
+    };
+    // Any start will do; vary it per track like any RTP sender (RFC 3550 §5.1).
+    let first_seq = (ssrc as u16) ^ (d.network_time.elapsed().subsec_nanos() as u16) ^ 0x5a5a;
+    egress.add_track(OwnTrack::new(
+        ssrc,
+        *pt,
+        codec,
+        d.params.spec().clock_rate.get(),
+        first_seq,
+    ));
+    Path::Own(ssrc)
 }
 
 /// Puts offered-but-unanswered down-track changes back in the queue.

@@ -56,7 +56,7 @@ impl KeySlot {
         self.0.lock().clone()
     }
 
-    fn set(&self, keys: SessionKeys) {
+    pub(crate) fn set(&self, keys: SessionKeys) {
         *self.0.lock() = Some(keys);
     }
 }

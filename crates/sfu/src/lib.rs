@@ -13,6 +13,7 @@
 
 pub mod core;
 pub mod driver;
+pub mod egress;
 pub mod fuzzing;
 pub mod keys;
 pub mod metrics;
@@ -124,6 +125,12 @@ pub struct SfuConfig {
     /// overloaded run collapsed (bench/RESULTS.md "## SFU"). Without it, layers follow the
     /// subscriber's requested size. 10000 is the value to try.
     pub bwe_initial_kbps: u64,
+    /// Who sends forwarded media to subscribers: "str0m" (default: each frame is written into
+    /// the subscriber's str0m session, which packetizes, encrypts and sends it) or "own" (the
+    /// SFU packetizes VP8 and Opus itself and protects them with the SRTP keys of str0m's
+    /// handshake; other codecs stay with str0m). "own" needs `bwe_initial_kbps = 0`
+    /// (decision 0047).
+    pub egress: String,
 }
 
 impl Default for SfuConfig {
@@ -141,6 +148,7 @@ impl Default for SfuConfig {
             max_data_message_bytes: 64 * 1024,
             event_queue: 256,
             bwe_initial_kbps: 0,
+            egress: "str0m".into(),
         }
     }
 }

@@ -52,6 +52,10 @@ pub struct SfuMetrics {
     pub nacks: Counter,
     /// Keyframe requests (PLI) sent to publishers.
     pub plis: Counter,
+    /// Own egress (`[sfu] egress = "own"`): packets resent for subscribers' NACKs.
+    pub egress_retransmissions: Counter,
+    /// Own egress: str0m sender reports rewritten with the own path's RTP time and counts.
+    pub egress_reports: Counter,
     /// Times a subscriber had to wait for a keyframe (subscribe, layer switch, unmute, loss).
     pub keyframe_waits: Counter,
     /// Time from the arrival of a media unit's first datagram to the send (`sendmmsg`) of the
@@ -80,6 +84,8 @@ impl Default for SfuMetrics {
             datagrams_dropped: Family::default(),
             nacks: Counter::default(),
             plis: Counter::default(),
+            egress_retransmissions: Counter::default(),
+            egress_reports: Counter::default(),
             keyframe_waits: Counter::default(),
             // 5 µs .. ~80 ms
             forwarding_latency: Histogram::new(exponential_buckets(0.000_005, 2.0, 15)),
@@ -140,6 +146,16 @@ impl SfuMetrics {
             "plis",
             "Keyframe requests sent to publishers",
             self.plis.clone(),
+        );
+        r.register(
+            "egress_retransmissions",
+            "Own egress: packets resent for subscribers' NACKs",
+            self.egress_retransmissions.clone(),
+        );
+        r.register(
+            "egress_reports",
+            "Own egress: sender reports rewritten with the own path's RTP time and counts",
+            self.egress_reports.clone(),
         );
         r.register(
             "keyframe_waits",

@@ -69,6 +69,13 @@ pub struct Peer {
     pub latencies_us: Vec<u64>,
     /// Keyframe requests (PLI/FIR) received from the SFU.
     pub keyframe_requests: u64,
+    /// Tests: drop every Nth RTP datagram received over UDP (0: none), as a lossy network
+    /// would; str0m then asks for them again (NACK).
+    pub drop_media_every: u64,
+    /// RTP datagrams received over UDP and how many of them were dropped on purpose.
+    pub media_seen: u64,
+    /// See `media_seen`.
+    pub media_dropped: u64,
     next_timeout: Instant,
     video_time: u64,
     audio_time: u64,
@@ -109,6 +116,9 @@ impl Peer {
             data: Vec::new(),
             latencies_us: Vec::new(),
             keyframe_requests: 0,
+            drop_media_every: 0,
+            media_seen: 0,
+            media_dropped: 0,
             next_timeout: now,
             video_time: 0,
             audio_time: 0,
@@ -405,6 +415,13 @@ impl Peer {
     }
 
     fn input(&mut self, src: SocketAddr, n: usize) {
+        if self.drop_media_every > 0 && is_media(&self.buf[..n]) {
+            self.media_seen += 1;
+            if self.media_seen.is_multiple_of(self.drop_media_every) {
+                self.media_dropped += 1;
+                return;
+            }
+        }
         let Ok(recv) = Receive::new(Protocol::Udp, src, self.local, &self.buf[..n]) else {
             return;
         };
@@ -485,4 +502,9 @@ impl Peer {
     pub fn local_addr(&self) -> SocketAddr {
         self.local
     }
+}
+
+/// An RTP (not RTCP) datagram: version 2, payload type outside RTCP's 192–223 (RFC 5761).
+fn is_media(d: &[u8]) -> bool {
+    d.len() >= 12 && d[0] >> 6 == 2 && !(192..=223).contains(&d[1])
 }

@@ -30,7 +30,15 @@ fn loopback_cfg() -> SfuConfig {
 }
 
 async fn start() -> (Sfu, CancellationToken) {
-    let cfg = loopback_cfg();
+    start_egress("str0m").await
+}
+
+/// An SFU on loopback with `[sfu] egress` set (decision 0047).
+async fn start_egress(egress: &str) -> (Sfu, CancellationToken) {
+    let cfg = SfuConfig {
+        egress: egress.into(),
+        ..loopback_cfg()
+    };
     let token = CancellationToken::new();
     let mut reg = Registry::with_prefix("switchboard");
     let sfu = Sfu::start(cfg, &mut reg, token.clone())
@@ -149,7 +157,16 @@ fn dropped(sfu: &Sfu, reason: &'static str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publisher_reaches_two_subscribers_and_a_late_joiner() {
-    let (sfu, token) = start().await;
+    publisher_reaches_two_subscribers_and_a_late_joiner_with("str0m").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_reaches_two_subscribers_and_a_late_joiner_own_egress() {
+    publisher_reaches_two_subscribers_and_a_late_joiner_with("own").await;
+}
+
+async fn publisher_reaches_two_subscribers_and_a_late_joiner_with(egress: &str) {
+    let (sfu, token) = start_egress(egress).await;
     let mut clients = vec![
         join(&sfu, "r1", "bob", false, false).await,
         join(&sfu, "r1", "carol", false, false).await,
@@ -347,7 +364,16 @@ async fn push_backpressure_is_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_leave_loop_returns_every_count_to_zero() {
-    let (sfu, token) = start().await;
+    join_leave_loop_returns_every_count_to_zero_with("str0m").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_leave_loop_returns_every_count_to_zero_own_egress() {
+    join_leave_loop_returns_every_count_to_zero_with("own").await;
+}
+
+async fn join_leave_loop_returns_every_count_to_zero_with(egress: &str) {
+    let (sfu, token) = start_egress(egress).await;
     for i in 0..8 {
         let mut clients = vec![
             join(&sfu, "loop", "pub", true, true).await,
@@ -584,7 +610,16 @@ async fn simulcast_layer_follows_subscriber_preference() {
 /// holds or drops the new layer's frames (received but never decoded).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulcast_layer_switches_keep_the_subscribers_media_time_continuous() {
-    let (sfu, token) = start().await;
+    simulcast_layer_switches_keep_the_subscribers_media_time_continuous_with("str0m").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulcast_layer_switches_keep_the_subscribers_media_time_continuous_own_egress() {
+    simulcast_layer_switches_keep_the_subscribers_media_time_continuous_with("own").await;
+}
+
+async fn simulcast_layer_switches_keep_the_subscribers_media_time_continuous_with(egress: &str) {
+    let (sfu, token) = start_egress(egress).await;
     let mut clients = vec![join(&sfu, "t", "bob", false, false).await];
     clients.push(join_simulcast(&sfu, "t", "alice").await);
     wait_connected(&mut clients).await;
@@ -637,7 +672,16 @@ async fn simulcast_layer_switches_keep_the_subscribers_media_time_continuous() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ice_restart_keeps_media_flowing() {
-    let (sfu, token) = start().await;
+    ice_restart_keeps_media_flowing_with("str0m").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_restart_keeps_media_flowing_own_egress() {
+    ice_restart_keeps_media_flowing_with("own").await;
+}
+
+async fn ice_restart_keeps_media_flowing_with(egress: &str) {
+    let (sfu, token) = start_egress(egress).await;
     let mut clients = vec![
         join(&sfu, "i", "bob", false, false).await,
         join(&sfu, "i", "alice", true, false).await,
@@ -697,7 +741,16 @@ async fn join_tcp(sfu: &Sfu, room: &str, name: &str, video: bool) -> Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ice_tcp_peers_publish_and_receive() {
-    let (sfu, token) = start().await;
+    ice_tcp_peers_publish_and_receive_with("str0m").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_tcp_peers_publish_and_receive_own_egress() {
+    ice_tcp_peers_publish_and_receive_with("own").await;
+}
+
+async fn ice_tcp_peers_publish_and_receive_with(egress: &str) {
+    let (sfu, token) = start_egress(egress).await;
     let mut clients = vec![
         join(&sfu, "t", "udp-bob", true, false).await,
         join_tcp(&sfu, "t", "tcp-alice", true).await,
@@ -791,4 +844,47 @@ async fn engine_on_its_own_thread_forwards_and_ends_with_shutdown() {
         sfu.join("r", "late").await.is_err(),
         "a stopped engine refuses joins"
     );
+}
+
+/// A subscriber that loses every 10th media datagram still gets every video frame: its NACKs
+/// reach the SFU, and the own egress resends the packets from its history (str0m's egress
+/// does the same from its RTX cache).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_packets_are_retransmitted_own_egress() {
+    let (sfu, token) = start_egress("own").await;
+    let mut clients = vec![
+        join(&sfu, "n", "bob", false, false).await,
+        join(&sfu, "n", "alice", true, false).await,
+    ];
+    wait_connected(&mut clients).await;
+    publish(&mut clients, 1, Duration::from_millis(500)).await;
+    clients[0].peer.drop_media_every = 10;
+    let before = clients[0].peer.video_frames();
+    let mut frames = 0;
+    let end = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < end {
+        let p = &mut clients[1].peer;
+        let kf = std::mem::take(&mut p.keyframe_requests) > 0;
+        p.send_video(kf, 3000);
+        frames += 1;
+        pump(&mut clients, Duration::from_millis(33)).await;
+    }
+    // Stop losing and let the last retransmissions land.
+    clients[0].peer.drop_media_every = 0;
+    pump(&mut clients, Duration::from_millis(300)).await;
+    let got = clients[0].peer.video_frames() - before;
+    let lost = clients[0].peer.media_dropped;
+    let resent = sfu.metrics().egress_retransmissions.get();
+    assert!(lost >= 10, "the test dropped only {lost} datagrams");
+    assert!(resent >= lost / 2, "{lost} dropped, {resent} resent");
+    assert!(
+        got + 2 >= frames,
+        "{got} of {frames} frames arrived ({lost} datagrams dropped, {resent} resent)"
+    );
+    assert!(
+        sfu.metrics().egress_reports.get() > 0,
+        "no sender report rewritten"
+    );
+    token.cancel();
+    sfu.stopped().await;
 }

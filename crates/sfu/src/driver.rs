@@ -1728,7 +1728,8 @@ impl Engine {
                             },
                         );
                     match sent {
-                        Ok(_) => {
+                        Ok(sent) => {
+                            self.metrics.egress_packets.inc_by(sent.datagrams as u64);
                             forwarded += 1;
                             // Observed when the batch leaves (see `flush_out`).
                             self.fwd_sent.push((d.network_time, 1));

@@ -52,7 +52,9 @@ pub struct SfuMetrics {
     pub nacks: Counter,
     /// Keyframe requests (PLI) sent to publishers.
     pub plis: Counter,
-    /// Own egress (`[sfu] egress = "own"`): packets resent for subscribers' NACKs.
+    /// Own egress (`[sfu] egress = "own"`): RTP packets sent (first transmissions).
+    pub egress_packets: Counter,
+    /// Own egress: packets resent for subscribers' NACKs.
     pub egress_retransmissions: Counter,
     /// Own egress: str0m sender reports rewritten with the own path's RTP time and counts.
     pub egress_reports: Counter,
@@ -84,6 +86,7 @@ impl Default for SfuMetrics {
             datagrams_dropped: Family::default(),
             nacks: Counter::default(),
             plis: Counter::default(),
+            egress_packets: Counter::default(),
             egress_retransmissions: Counter::default(),
             egress_reports: Counter::default(),
             keyframe_waits: Counter::default(),
@@ -146,6 +149,11 @@ impl SfuMetrics {
             "plis",
             "Keyframe requests sent to publishers",
             self.plis.clone(),
+        );
+        r.register(
+            "egress_packets",
+            "Own egress: RTP packets sent (first transmissions)",
+            self.egress_packets.clone(),
         );
         r.register(
             "egress_retransmissions",

@@ -1704,7 +1704,12 @@ impl Engine {
             };
             if let Some(egress) = s2.egress.as_mut() {
                 if down.path == Path::Undecided {
-                    down.path = own_path(&mut s2.rtc, egress, s2.dest.is_some(), mid, &d);
+                    if s2.dest.is_none() || !egress.ready() {
+                        // Not connected yet (no SRTP keys or no route): str0m could not send
+                        // this frame either. Decide at the first frame after the handshake.
+                        continue;
+                    }
+                    down.path = own_path(&mut s2.rtc, egress, mid, &d);
                 }
                 if let Path::Own(ssrc) = down.path {
                     let (tcp_by_remote, tcp_conns, out) =
@@ -1735,6 +1740,11 @@ impl Engine {
                             self.fwd_sent.push((d.network_time, 1));
                         }
                         Err(e) => tracing::debug!(error = %e, "own egress could not protect"),
+                    }
+                    // A large fan-out leaves in batches: the first subscribers do not wait
+                    // for the packets of the last ones to be built.
+                    if self.out.len() >= SEND_FLUSH_AT {
+                        self.flush_out();
                     }
                     continue;
                 }
@@ -2022,24 +2032,16 @@ impl Engine {
     }
 }
 
-/// Decides, at a down-track's first frame, whether the own egress sends it: VP8 or Opus, the
-/// session's SRTP keys known, a destination known, and the SSRC str0m negotiated for `mid`.
-/// Otherwise str0m keeps it for good (the two paths cannot share one SSRC's sequence).
-fn own_path(
-    rtc: &mut Rtc,
-    egress: &mut SessionEgress,
-    has_dest: bool,
-    mid: Mid,
-    d: &MediaData,
-) -> Path {
+/// Decides, at a down-track's first frame once the session is connected (SRTP keys and a
+/// route known), whether the own egress sends it: VP8 or Opus, and the SSRC str0m negotiated
+/// for `mid`. Otherwise str0m keeps it for good (the two paths cannot share one SSRC's
+/// sequence numbers).
+fn own_path(rtc: &mut Rtc, egress: &mut SessionEgress, mid: Mid, d: &MediaData) -> Path {
     let codec = match d.params.spec().codec {
         Codec::Vp8 => OwnCodec::Vp8,
         Codec::Opus => OwnCodec::Opus,
         _ => return Path::Str0m,
     };
-    if !has_dest || !egress.ready() {
-        return Path::Str0m;
-    }
     let Some(pt) = rtc.writer(mid).and_then(|w| w.match_params(d.params)) else {
         return Path::Str0m;
     };

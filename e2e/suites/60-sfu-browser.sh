@@ -3,8 +3,9 @@
 # media forwarded to every subscriber, DataChannel relay (targeted, broadcast, 1 MiB intact),
 # late join, leave + session gauge, auto mode (mesh -> SFU on the third join), demo video grid.
 source "$(dirname "$0")/../lib.sh"
-# [sfu] egress under test: "str0m" (default) or "own" (decision 0047; 62-sfu-own-egress.sh).
-EGRESS=${SFU_EGRESS:-str0m}
+# [sfu] egress under test (decision 0047): the default ("auto", which is "own" here) unless
+# SFU_EGRESS says otherwise; 62-sfu-str0m-egress.sh runs these suites again with "str0m".
+EGRESS=${SFU_EGRESS:-auto}
 
 # Server 1: every room is an SFU room.
 cfg="$WORK/sb-sfu.toml"
@@ -27,7 +28,7 @@ echo "switchboard (auto mode) at $AUTO_URL"
 
 SFU_URL=$SFU_URL AUTO_URL=$AUTO_URL ARTIFACTS=$ARTIFACTS timeout 170 node "$E2E_DIR/browser/sfu.mjs" \
   || fail "SFU browser suite"
-if [ "$EGRESS" = own ]; then
+if [ "$EGRESS" != str0m ]; then
   # The browsers' media really took the own path.
   metrics=$(curl -fsS "$SFU_URL/metrics")
   own=$(sed -n 's/^switchboard_sfu_egress_packets_total \([0-9]*\)$/\1/p' <<<"$metrics")

@@ -204,6 +204,39 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 
 /// Approximate quantile from the forwarding-latency histogram (upper bucket bound).
 fn histogram_quantile(text: &str, q: f64) -> Option<f64> {
+    let buckets = histogram_buckets(text)?;
+    let total = buckets.last()?.1;
+    if total == 0.0 {
+        return None;
+    }
+    buckets
+        .iter()
+        .find(|(_, c)| *c >= total * q)
+        .map(|(le, _)| *le)
+}
+
+/// Share of forwarding-latency observations at or under each of `bounds` (seconds, bucket
+/// bounds of the histogram), as percentages.
+fn histogram_shares(text: &str, bounds: &[f64]) -> Vec<f64> {
+    let Some(buckets) = histogram_buckets(text) else {
+        return vec![0.0; bounds.len()];
+    };
+    let total = buckets.last().map_or(0.0, |b| b.1).max(1.0);
+    bounds
+        .iter()
+        .map(|b| {
+            let c = buckets
+                .iter()
+                .filter(|(le, _)| *le <= b * 1.000_001)
+                .map(|(_, c)| *c)
+                .fold(0.0, f64::max);
+            100.0 * c / total
+        })
+        .collect()
+}
+
+/// The forwarding-latency histogram's cumulative buckets: (upper bound in seconds, count).
+fn histogram_buckets(text: &str) -> Option<Vec<(f64, f64)>> {
     let mut buckets: Vec<(f64, f64)> = Vec::new();
     for line in text.lines() {
         if let Some(rest) =
@@ -218,14 +251,7 @@ fn histogram_quantile(text: &str, q: f64) -> Option<f64> {
             buckets.push((le, v.trim().parse().ok()?));
         }
     }
-    let total = buckets.last()?.1;
-    if total == 0.0 {
-        return None;
-    }
-    buckets
-        .iter()
-        .find(|(_, c)| *c >= total * q)
-        .map(|(le, _)| *le)
+    Some(buckets)
 }
 
 async fn run(
@@ -283,6 +309,8 @@ async fn run(
     prometheus_client::encoding::text::encode(&mut text, &registry)?;
     let fwd_p50 = histogram_quantile(&text, 0.5);
     let fwd_p99 = histogram_quantile(&text, 0.99);
+    let ms1 = 0.000_64 * std::f64::consts::SQRT_2; // the 905 µs bucket
+    let shares = histogram_shares(&text, &[0.000_64, ms1, 0.001_28, 0.002_56]);
 
     let cpu = (cpu1 - cpu0).max(1e-9);
     let out_pps = (sent1 - sent0) as f64 / wall;
@@ -303,6 +331,7 @@ async fn run(
          sfu engine CPU: {:.2} core-seconds over {:.1}s ({:.0}% of one core)\n\
          outbound datagrams per engine core-second: {:.0}\n\
          forwarding latency inside the SFU (histogram bucket bound): p50 <= {} p99 <= {}\n\
+         forwarding observations within 640 us / 905 us / 1.28 ms / 2.56 ms: {:.2}% / {:.2}% / {:.2}% / {:.2}%\n\
          end-to-end client->SFU->client latency over {} frames: p50 {} us, p99 {} us\n\
          video frames expected {:.0}, received {:.0}, loss {:.2}%\n\
          RTP packets received by clients in window: {}",
@@ -321,6 +350,10 @@ async fn run(
         per_core,
         fwd_p50.map_or("n/a".into(), |v| format!("{:.0} us", v * 1e6)),
         fwd_p99.map_or("n/a".into(), |v| format!("{:.0} us", v * 1e6)),
+        shares[0],
+        shares[1],
+        shares[2],
+        shares[3],
         lat.len(),
         percentile(&lat, 0.5),
         percentile(&lat, 0.99),

@@ -273,7 +273,7 @@ impl Sfu {
             None => default_route_ip().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         };
         match cfg.egress.as_str() {
-            "str0m" => {}
+            "str0m" | "auto" => {}
             "own" if cfg.bwe_initial_kbps == 0 => {}
             "own" => {
                 return Err(SfuError::Config(
@@ -282,7 +282,7 @@ impl Sfu {
             }
             e => {
                 return Err(SfuError::Config(format!(
-                    "egress {e:?}: expected \"str0m\" or \"own\""
+                    "egress {e:?}: expected \"auto\", \"own\" or \"str0m\""
                 )))
             }
         }
@@ -1279,7 +1279,7 @@ impl Engine {
                     .unwrap_or(u32::MAX)
                     .max(1024),
             );
-        let (mut rtc, egress) = if self.cfg.egress == "own" {
+        let (mut rtc, egress) = if self.cfg.own_egress() {
             let (rtc, keys) = crate::keys::build(config, now);
             (rtc, Some(SessionEgress::new(keys)))
         } else {

@@ -14,7 +14,7 @@
 //!   with the same SRTCP index. Only the rewritten packet is ever sent, so no nonce protects
 //!   two different ciphertexts on the wire.
 //! - **Retransmissions.** str0m's RTX cache has none of our packets. Each own track keeps its
-//!   last [`HISTORY`] protected packets; [`SessionEgress::on_incoming_rtcp`] reads the
+//!   last [`HISTORY`] protected packets ([`HISTORY_AUDIO`] for audio); [`SessionEgress::on_incoming_rtcp`] reads the
 //!   subscriber's generic NACKs (decrypting a copy of its SRTCP) and sends the named packets
 //!   again, unchanged, on the media SSRC (the receiver never saw that index, so it accepts
 //!   it; no second encryption with the same nonce).
@@ -30,8 +30,11 @@ use std::time::Instant;
 use crate::keys::KeySlot;
 use crate::srtp::{Context, SrtpError};
 
-/// Protected packets kept per own track for retransmission (≈ 1.7 s of 1.2 Mbit/s video).
+/// Protected packets kept per own video track for retransmission (≈ 1.7 s of 1.2 Mbit/s
+/// video; str0m keeps 1,000 by default).
 pub const HISTORY: usize = 256;
+/// The same for audio (1 s of 20 ms Opus packets, as str0m keeps).
+pub const HISTORY_AUDIO: usize = 50;
 /// Largest codec payload per RTP packet (VP8 descriptor included); with the 12-byte header
 /// and a 16-byte tag a datagram stays under 1,200 bytes.
 pub const MAX_PAYLOAD: usize = 1_150;
@@ -65,6 +68,8 @@ pub struct OwnTrack {
     octets: u32,
     /// Ring of the last protected packets: (sequence number, bytes, last resend).
     history: Vec<(u16, Vec<u8>, Option<Instant>)>,
+    /// Ring size: [`HISTORY`] or [`HISTORY_AUDIO`].
+    keep: usize,
     next: usize,
 }
 
@@ -85,6 +90,10 @@ impl OwnTrack {
             packets: 0,
             octets: 0,
             history: Vec::new(),
+            keep: match codec {
+                OwnCodec::Vp8 => HISTORY,
+                OwnCodec::Opus => HISTORY_AUDIO,
+            },
             next: 0,
         }
     }
@@ -219,7 +228,7 @@ impl SessionEgress {
             emit(b);
             sent.datagrams += 1;
             sent.bytes += descriptor + c.len();
-            t.next = (t.next + 1) % HISTORY;
+            t.next = (t.next + 1) % t.keep;
             t.seq = t.seq.wrapping_add(1);
             if t.seq == 0 {
                 t.roc = t.roc.wrapping_add(1);

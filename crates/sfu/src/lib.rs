@@ -28,6 +28,17 @@ use serde::{Deserialize, Serialize};
 
 pub use driver::{ParticipantHandle, Sfu, SfuCounts, SfuEvent};
 
+impl SfuConfig {
+    /// Whether forwarded media leaves through the SFU's own egress (`egress`, resolved).
+    pub fn own_egress(&self) -> bool {
+        match self.egress.as_str() {
+            "own" => true,
+            "auto" => self.bwe_initial_kbps == 0,
+            _ => false,
+        }
+    }
+}
+
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]
 pub enum SfuError {
@@ -125,11 +136,14 @@ pub struct SfuConfig {
     /// overloaded run collapsed (bench/RESULTS.md "## SFU"). Without it, layers follow the
     /// subscriber's requested size. 10000 is the value to try.
     pub bwe_initial_kbps: u64,
-    /// Who sends forwarded media to subscribers: "str0m" (default: each frame is written into
-    /// the subscriber's str0m session, which packetizes, encrypts and sends it) or "own" (the
-    /// SFU packetizes VP8 and Opus itself and protects them with the SRTP keys of str0m's
-    /// handshake; other codecs stay with str0m). "own" needs `bwe_initial_kbps = 0`
-    /// (decision 0047).
+    /// Who sends forwarded media to subscribers (decision 0047):
+    /// - "own": the SFU packetizes VP8 and Opus itself and protects them with the SRTP keys of
+    ///   str0m's handshake (about twice the outbound packets per core; other codecs stay
+    ///   with str0m). Needs `bwe_initial_kbps = 0`: it sends no transport-wide sequence
+    ///   numbers, so str0m's estimator would get no feedback for that media.
+    /// - "str0m": every frame is written into the subscriber's str0m session, which
+    ///   packetizes, encrypts, paces and sends it.
+    /// - "auto" (default): "own" while `bwe_initial_kbps = 0`, else "str0m".
     pub egress: String,
 }
 
@@ -148,7 +162,7 @@ impl Default for SfuConfig {
             max_data_message_bytes: 64 * 1024,
             event_queue: 256,
             bwe_initial_kbps: 0,
-            egress: "str0m".into(),
+            egress: "auto".into(),
         }
     }
 }

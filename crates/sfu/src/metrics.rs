@@ -91,7 +91,13 @@ impl Default for SfuMetrics {
             egress_reports: Counter::default(),
             keyframe_waits: Counter::default(),
             // 5 µs .. ~80 ms
-            forwarding_latency: Histogram::new(exponential_buckets(0.000_005, 2.0, 15)),
+            // Half-octave buckets (…, 640 µs, 905 µs, 1.28 ms, …, 116 ms): fine enough to tell
+            // a p99 under 1 ms from one above it.
+            forwarding_latency: Histogram::new(exponential_buckets(
+                0.000_005,
+                std::f64::consts::SQRT_2,
+                30,
+            )),
             subscriber_layers: Family::default(),
             data_relayed: Counter::default(),
             data_dropped: Family::default(),

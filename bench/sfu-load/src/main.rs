@@ -41,8 +41,8 @@ struct Args {
     /// `[sfu] bwe_initial_kbps` for the SFU under test (0: no estimation/pacing).
     #[arg(long, default_value_t = 0)]
     bwe_initial_kbps: u64,
-    /// `[sfu] egress` for the SFU under test: "str0m" or "own" (decision 0047).
-    #[arg(long, default_value = "str0m")]
+    /// `[sfu] egress` for the SFU under test: "auto" (the default: own while estimation is off), "own" or "str0m" (decision 0047).
+    #[arg(long, default_value = "auto")]
     egress: String,
     /// Client runtime worker threads.
     #[arg(long, default_value_t = 2)]

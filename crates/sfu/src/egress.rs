@@ -17,7 +17,8 @@
 //!   last [`HISTORY`] protected packets ([`HISTORY_AUDIO`] for audio); [`SessionEgress::on_incoming_rtcp`] reads the
 //!   subscriber's generic NACKs (decrypting a copy of its SRTCP) and sends the named packets
 //!   again, unchanged, on the media SSRC (the receiver never saw that index, so it accepts
-//!   it; no second encryption with the same nonce).
+//!   it; no second encryption with the same nonce). Bounded: once per packet per 20 ms, 64
+//!   per RTCP datagram, 512 per track per second.
 //!
 //! Codecs: VP8 (RFC 7741 payload descriptor with a 15-bit picture ID per down-track) and Opus
 //! (one packet per frame). Anything else stays on str0m's path. The choice is made once per
@@ -42,6 +43,9 @@ pub const MAX_PAYLOAD: usize = 1_150;
 const RESEND_GUARD_MS: u64 = 20;
 /// Retransmissions one incoming RTCP datagram can trigger.
 const MAX_RESENDS_PER_RTCP: usize = 64;
+/// Retransmissions one track sends per second at most, however many NACKs arrive (a
+/// subscriber asking for everything again and again costs the engine at most this).
+const MAX_RESENDS_PER_SECOND: u32 = 512;
 
 /// Codecs the own path packetizes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +75,8 @@ pub struct OwnTrack {
     /// Ring size: [`HISTORY`] or [`HISTORY_AUDIO`].
     keep: usize,
     next: usize,
+    /// Resend budget: start of the current one-second window and resends in it.
+    resend_window: Option<(Instant, u32)>,
 }
 
 impl OwnTrack {
@@ -95,6 +101,7 @@ impl OwnTrack {
                 OwnCodec::Opus => HISTORY_AUDIO,
             },
             next: 0,
+            resend_window: None,
         }
     }
 
@@ -326,7 +333,15 @@ impl SessionEgress {
                                     now.saturating_duration_since(at).as_millis()
                                         < u128::from(RESEND_GUARD_MS)
                                 });
+                                let window = t.resend_window.get_or_insert((now, 0));
+                                if now.saturating_duration_since(window.0).as_secs() >= 1 {
+                                    *window = (now, 0);
+                                }
+                                if window.1 >= MAX_RESENDS_PER_SECOND {
+                                    return sent;
+                                }
                                 if !recent {
+                                    window.1 += 1;
                                     slot.2 = Some(now);
                                     emit(&slot.1);
                                     sent.datagrams += 1;
@@ -470,6 +485,37 @@ mod tests {
         let mut forged = nack.clone();
         forged[10] ^= 1;
         assert_eq!(e.on_incoming_rtcp(&forged, later, |_| ()).datagrams, 0);
+    }
+
+    #[test]
+    fn a_track_resends_at_most_its_budget_per_second() {
+        let (mut e, _, theirs) = egress();
+        let now = Instant::now();
+        for f in 0..100u32 {
+            e.write_frame(0xabc, &[7; 3000], f * 3000, now, |_| ())
+                .unwrap();
+        }
+        // NACKs for 17 packets each (PID + all 16 BLP bits), over the whole history.
+        let mut nack = vec![0x81, 205, 0, 0, 0, 0, 0, 9];
+        nack.extend_from_slice(&0xabcu32.to_be_bytes());
+        for i in 0..15u16 {
+            nack.extend_from_slice(&65_534u16.wrapping_add(i * 17).to_be_bytes());
+            nack.extend_from_slice(&[0xff, 0xff]);
+        }
+        let words = (nack.len() / 4 - 1) as u16;
+        nack[2..4].copy_from_slice(&words.to_be_bytes());
+        theirs.protect_rtcp(&mut nack, 1).unwrap();
+        let mut total = 0;
+        let mut t = now;
+        for _ in 0..40 {
+            t += Duration::from_millis(RESEND_GUARD_MS + 1);
+            total += e.on_incoming_rtcp(&nack, t, |_| ()).datagrams;
+        }
+        // 40 rounds in ≈ 0.84 s: without the budget 40 × 64 = 2,560 resends.
+        assert_eq!(total, MAX_RESENDS_PER_SECOND as usize);
+        // A new second, a new budget.
+        t += Duration::from_secs(1);
+        assert_eq!(e.on_incoming_rtcp(&nack, t, |_| ()).datagrams, 64);
     }
 
     #[test]

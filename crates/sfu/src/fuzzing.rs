@@ -1,7 +1,8 @@
 //! Fuzz entry points of the SFU and their stable replays: the stateful forwarding core
 //! (fuzz/fuzz_targets/sfu_rooms.rs, `fuzzing::tests::replay_corpus_sfu_rooms`) and SRTP/SRTCP
 //! unprotection of hostile bytes (fuzz/fuzz_targets/srtp_unprotect.rs,
-//! `fuzzing::tests::replay_corpus_srtp_unprotect`).
+//! `fuzzing::tests::replay_corpus_srtp_unprotect`), and the own egress's RTCP handling
+//! (fuzz/fuzz_targets/egress_rtcp.rs, `fuzzing::tests::replay_corpus_egress_rtcp`).
 
 use crate::core::{Action, CoreTuning, Layer, ParticipantId, Rooms, TrackKey, TrackKind};
 use std::collections::{HashMap, HashSet};
@@ -61,6 +62,70 @@ pub fn exercise_srtp(data: &[u8]) -> bool {
     }
     assert_eq!(buf, wire, "unprotect then protect changed the packet");
     true
+}
+
+/// The own egress's RTCP handling on hostile plaintext (fuzz/fuzz_targets/egress_rtcp.rs): an
+/// egress with one VP8 track that has sent a few frames gets `data` as a compound RTCP
+/// packet, protected with the subscriber's key (so it authenticates and reaches the NACK
+/// parser) and with ours (so it reaches the sender-report rewrite). Never panics; every
+/// resend is a packet the track sent; returns the number of resends.
+pub fn exercise_egress_rtcp(data: &[u8]) -> usize {
+    use crate::egress::{OwnCodec, OwnTrack, SessionEgress};
+    use crate::keys::{KeySlot, SessionKeys};
+    use crate::srtp::{Context, Profile};
+    let profile = Profile::AeadAes128Gcm;
+    let mut theirs_key = fuzz_master_key(profile);
+    theirs_key.key.reverse();
+    let slot = KeySlot::default();
+    slot.set(SessionKeys {
+        profile,
+        local: fuzz_master_key(profile),
+        remote: theirs_key.clone(),
+    });
+    let mut e = SessionEgress::new(slot);
+    assert!(e.ready());
+    e.add_track(OwnTrack::new(
+        0x0102_0304,
+        96,
+        OwnCodec::Vp8,
+        90_000,
+        65_500,
+    ));
+    let now = Instant::now();
+    let mut sent = std::collections::HashSet::new();
+    for f in 0..20u32 {
+        e.write_frame(0x0102_0304, &[0x10; 2500], f * 3000, now, |d| {
+            sent.insert(d.to_vec());
+        })
+        .expect("fixed keys protect");
+    }
+    // The plaintext must look like RTCP for the packet to be taken as RTCP at all.
+    let mut rtcp = data.to_vec();
+    if rtcp.len() < 8 {
+        rtcp.resize(8, 0);
+    }
+    rtcp[0] = 0x80 | (rtcp[0] & 0x3f);
+    rtcp[1] = 192 + rtcp[1] % 32;
+    let mut from_them = rtcp.clone();
+    let _ = Context::new(&theirs_key)
+        .expect("fixed keys")
+        .protect_rtcp(&mut from_them, 7);
+    let mut resends = 0;
+    for t in [now, now + Duration::from_millis(25)] {
+        e.on_incoming_rtcp(&from_them, t, |d| {
+            assert!(sent.contains(d), "resent a packet the track never sent");
+            resends += 1;
+        });
+    }
+    let mut to_them = rtcp;
+    let _ = Context::new(&fuzz_master_key(profile))
+        .expect("fixed keys")
+        .protect_rtcp(&mut to_them, 9);
+    let before = to_them.len();
+    if e.patch_outgoing_rtcp(&mut to_them, now) {
+        assert_eq!(to_them.len(), before, "a rewritten report changed length");
+    }
+    resends
 }
 
 /// The fixed master key the SRTP fuzz target and its seeds use.
@@ -361,6 +426,23 @@ mod tests {
             authenticated >= 6,
             "only {authenticated} seeds authenticate"
         );
+    }
+
+    /// The checked-in egress RTCP corpus (fuzz/corpus/egress_rtcp): together its seeds must
+    /// make the egress resend packets (a NACK for sent sequence numbers is among them).
+    #[test]
+    fn replay_corpus_egress_rtcp() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/egress_rtcp");
+        let mut resends = 0;
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).expect("fuzz/corpus/egress_rtcp exists") {
+            let data = std::fs::read(e.unwrap().path()).unwrap();
+            resends += super::exercise_egress_rtcp(&data);
+            n += 1;
+        }
+        assert!(n >= 3, "corpus has only {n} files");
+        assert!(resends >= 2, "the seeds resend only {resends} packets");
     }
 
     /// Regenerates the authenticating seeds of fuzz/corpus/srtp_unprotect:

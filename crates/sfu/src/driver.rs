@@ -842,6 +842,18 @@ impl Engine {
         if s.rtc.handle_input(input).is_err() {
             drop_reason(&self.metrics, "rtc_error");
         }
+        // NACKs for packets the own egress sent, as over UDP (see `datagram`).
+        if let Some(e) = s.egress.as_mut().filter(|e| e.track_count() > 0) {
+            if kind == DatagramKind::Rtp {
+                let tx = &c.tx;
+                let sent = e.on_incoming_rtcp(data, Instant::now(), |b| {
+                    let _ = tx.try_send(b.to_vec());
+                });
+                self.metrics
+                    .egress_retransmissions
+                    .inc_by(sent.datagrams as u64);
+            }
+        }
         c.session = Some(id);
         if !s.dirty {
             s.dirty = true;
@@ -1094,14 +1106,18 @@ impl Engine {
         loop {
             match s.rtc.poll_output() {
                 Ok(Output::Transmit(t)) if t.proto == Protocol::Tcp => {
-                    if s.egress.is_some() {
+                    let mut data = t.contents.to_vec();
+                    if let Some(e) = &s.egress {
                         s.dest = Some((Protocol::Tcp, t.destination));
+                        if e.patch_outgoing_rtcp(&mut data, Instant::now()) {
+                            self.metrics.egress_reports.inc();
+                        }
                     }
                     let sent = self
                         .tcp_by_remote
                         .get(&t.destination)
                         .and_then(|c| self.tcp_conns.get(c))
-                        .is_some_and(|c| c.tx.try_send(t.contents.to_vec()).is_ok());
+                        .is_some_and(|c| c.tx.try_send(data).is_ok());
                     if !sent {
                         drop_reason(&self.metrics, "tcp_send_failed");
                     }

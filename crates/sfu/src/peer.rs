@@ -69,10 +69,10 @@ pub struct Peer {
     pub latencies_us: Vec<u64>,
     /// Keyframe requests (PLI/FIR) received from the SFU.
     pub keyframe_requests: u64,
-    /// Tests: drop every Nth RTP datagram received over UDP (0: none), as a lossy network
-    /// would; str0m then asks for them again (NACK).
+    /// Tests: drop every Nth RTP datagram received (0: none), as a lossy network would;
+    /// str0m then asks for them again (NACK).
     pub drop_media_every: u64,
-    /// RTP datagrams received over UDP and how many of them were dropped on purpose.
+    /// RTP datagrams received and how many of them were dropped on purpose.
     pub media_seen: u64,
     /// See `media_seen`.
     pub media_dropped: u64,
@@ -386,6 +386,7 @@ impl Peer {
                 };
                 let (local, remote) = (link.local, link.remote);
                 match frame {
+                    Some(f) if self.drop_this(&f) => {}
                     Some(f) => {
                         if let Ok(recv) = Receive::new(Protocol::Tcp, remote, local, &f) {
                             let _ = self.rtc.handle_input(Input::Receive(Instant::now(), recv));
@@ -414,13 +415,23 @@ impl Peer {
         }
     }
 
+    /// Whether to lose this received datagram on purpose (see `drop_media_every`).
+    fn drop_this(&mut self, d: &[u8]) -> bool {
+        if self.drop_media_every == 0 || !is_media(d) {
+            return false;
+        }
+        self.media_seen += 1;
+        let drop = self.media_seen.is_multiple_of(self.drop_media_every);
+        self.media_dropped += u64::from(drop);
+        drop
+    }
+
     fn input(&mut self, src: SocketAddr, n: usize) {
-        if self.drop_media_every > 0 && is_media(&self.buf[..n]) {
-            self.media_seen += 1;
-            if self.media_seen.is_multiple_of(self.drop_media_every) {
-                self.media_dropped += 1;
-                return;
-            }
+        let buf = std::mem::take(&mut self.buf);
+        let drop = self.drop_this(&buf[..n]);
+        self.buf = buf;
+        if drop {
+            return;
         }
         let Ok(recv) = Receive::new(Protocol::Udp, src, self.local, &self.buf[..n]) else {
             return;

@@ -851,11 +851,23 @@ async fn engine_on_its_own_thread_forwards_and_ends_with_shutdown() {
 /// does the same from its RTX cache).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_packets_are_retransmitted_own_egress() {
+    lost_packets_are_retransmitted(false).await;
+}
+
+/// The same with the subscriber on ICE-TCP (its NACKs and the resends cross the TCP link).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_packets_are_retransmitted_own_egress_tcp() {
+    lost_packets_are_retransmitted(true).await;
+}
+
+async fn lost_packets_are_retransmitted(tcp: bool) {
     let (sfu, token) = start_egress("own").await;
-    let mut clients = vec![
-        join(&sfu, "n", "bob", false, false).await,
-        join(&sfu, "n", "alice", true, false).await,
-    ];
+    let bob = if tcp {
+        join_tcp(&sfu, "n", "bob", false).await
+    } else {
+        join(&sfu, "n", "bob", false, false).await
+    };
+    let mut clients = vec![bob, join(&sfu, "n", "alice", true, false).await];
     wait_connected(&mut clients).await;
     publish(&mut clients, 1, Duration::from_millis(500)).await;
     clients[0].peer.drop_media_every = 10;

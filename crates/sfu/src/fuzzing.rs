@@ -445,15 +445,19 @@ mod tests {
         assert!(resends >= 2, "the seeds resend only {resends} packets");
     }
 
-    /// Regenerates the authenticating seeds of fuzz/corpus/srtp_unprotect:
-    /// `cargo test -p switchboard-sfu --lib write_srtp_seeds -- --ignored`.
+    /// The authenticating seeds of fuzz/corpus/srtp_unprotect are what this generator makes
+    /// (fixed keys and packets; AES-GCM and AES-CM are deterministic). With
+    /// `SB_WRITE_SEEDS=1` it writes them instead:
+    /// `SB_WRITE_SEEDS=1 cargo test -p switchboard-sfu --lib srtp_seeds`.
     #[test]
-    #[ignore]
-    fn write_srtp_seeds() {
+    fn srtp_seeds_are_current() {
+        let write = std::env::var_os("SB_WRITE_SEEDS").is_some();
         use crate::srtp::{Context, Profile};
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../fuzz/corpus/srtp_unprotect");
-        std::fs::create_dir_all(&dir).unwrap();
+        if write {
+            std::fs::create_dir_all(&dir).unwrap();
+        }
         for (i, profile) in [
             Profile::Aes128CmSha1_80,
             Profile::AeadAes128Gcm,
@@ -472,13 +476,27 @@ mod tests {
             ctx.protect_rtp(&mut rtp, 1).unwrap();
             let mut seed = vec![i as u8 | (1 << 2)];
             seed.extend_from_slice(&rtp);
-            std::fs::write(dir.join(format!("rtp-{i}")), &seed).unwrap();
+            check_or_write(&dir.join(format!("rtp-{i}")), &seed, write);
             // A PLI.
             let mut rtcp = vec![0x81, 206, 0, 2, 0, 0, 0, 1, 0xca, 0xfe, 0xba, 0xbe];
             ctx.protect_rtcp(&mut rtcp, 42).unwrap();
             let mut seed = vec![i as u8 | 0x80];
             seed.extend_from_slice(&rtcp);
-            std::fs::write(dir.join(format!("rtcp-{i}")), &seed).unwrap();
+            check_or_write(&dir.join(format!("rtcp-{i}")), &seed, write);
+        }
+    }
+
+    fn check_or_write(path: &std::path::Path, seed: &[u8], write: bool) {
+        if write {
+            std::fs::write(path, seed).unwrap();
+        } else {
+            let on_disk = std::fs::read(path).unwrap_or_default();
+            assert_eq!(
+                on_disk,
+                seed,
+                "{} is stale: rerun with SB_WRITE_SEEDS=1",
+                path.display()
+            );
         }
     }
 }

@@ -223,6 +223,7 @@ mod tests {
     use str0m::{Candidate, Event, Input, Output};
 
     use super::*;
+    use crate::egress::is_rtcp;
     use crate::srtp::Context;
 
     struct Side {
@@ -284,11 +285,7 @@ mod tests {
     }
 
     fn is_rtp(d: &[u8]) -> bool {
-        d.len() >= 12 && d[0] >> 6 == 2 && !(192..=223).contains(&d[1])
-    }
-
-    fn is_rtcp(d: &[u8]) -> bool {
-        d.len() >= 8 && d[0] >> 6 == 2 && (192..=223).contains(&d[1])
+        d.len() >= 12 && d[0] >> 6 == 2 && !is_rtcp(d)
     }
 
     /// A publishes one VP8 track to B (B in RTP mode, so it hands back each packet).

@@ -515,7 +515,7 @@ impl Peer {
     }
 }
 
-/// An RTP (not RTCP) datagram: version 2, payload type outside RTCP's 192–223 (RFC 5761).
+/// An RTP (not RTCP) datagram: version 2, and not RTCP by RFC 5761's payload-type rule.
 fn is_media(d: &[u8]) -> bool {
-    d.len() >= 12 && d[0] >> 6 == 2 && !(192..=223).contains(&d[1])
+    d.len() >= 12 && d[0] >> 6 == 2 && !crate::egress::is_rtcp(d)
 }

@@ -842,17 +842,11 @@ impl Engine {
         if s.rtc.handle_input(input).is_err() {
             drop_reason(&self.metrics, "rtc_error");
         }
-        // NACKs for packets the own egress sent, as over UDP (see `datagram`).
-        if let Some(e) = s.egress.as_mut().filter(|e| e.track_count() > 0) {
-            if kind == DatagramKind::Rtp {
-                let tx = &c.tx;
-                let sent = e.on_incoming_rtcp(data, Instant::now(), |b| {
-                    let _ = tx.try_send(b.to_vec());
-                });
-                self.metrics
-                    .egress_retransmissions
-                    .inc_by(sent.datagrams as u64);
-            }
+        if kind == DatagramKind::Rtp {
+            let tx = &c.tx;
+            egress_nacks(s, data, Instant::now(), &self.metrics, |b| {
+                let _ = tx.try_send(b.to_vec());
+            });
         }
         c.session = Some(id);
         if !s.dirty {
@@ -973,15 +967,9 @@ impl Engine {
             tracing::debug!(error = %e, "sfu input rejected");
             drop_reason(&self.metrics, "rtc_error");
         }
-        // A subscriber's NACKs for packets the own egress sent: resend them from its history.
-        if let Some(e) = s.egress.as_mut().filter(|e| e.track_count() > 0) {
-            if kind == DatagramKind::Rtp {
-                let out = &mut self.out;
-                let sent = e.on_incoming_rtcp(data, now, |b| out.push(b, src));
-                self.metrics
-                    .egress_retransmissions
-                    .inc_by(sent.datagrams as u64);
-            }
+        if kind == DatagramKind::Rtp {
+            let out = &mut self.out;
+            egress_nacks(s, data, now, &self.metrics, |b| out.push(b, src));
         }
         // Learn the source address from STUN carrying this session's ufrag that str0m accepted.
         // An address owned by another session is never taken over, and a session keeps at most
@@ -1107,12 +1095,7 @@ impl Engine {
             match s.rtc.poll_output() {
                 Ok(Output::Transmit(t)) if t.proto == Protocol::Tcp => {
                     let mut data = t.contents.to_vec();
-                    if let Some(e) = &s.egress {
-                        s.dest = Some((Protocol::Tcp, t.destination));
-                        if e.patch_outgoing_rtcp(&mut data, Instant::now()) {
-                            self.metrics.egress_reports.inc();
-                        }
-                    }
+                    egress_saw_transmit(s, Protocol::Tcp, t.destination, &mut data, &self.metrics);
                     let sent = self
                         .tcp_by_remote
                         .get(&t.destination)
@@ -1124,12 +1107,7 @@ impl Engine {
                 }
                 Ok(Output::Transmit(t)) => {
                     let mut data: Vec<u8> = t.contents.into();
-                    if let Some(e) = &s.egress {
-                        s.dest = Some((Protocol::Udp, t.destination));
-                        if e.patch_outgoing_rtcp(&mut data, Instant::now()) {
-                            self.metrics.egress_reports.inc();
-                        }
-                    }
+                    egress_saw_transmit(s, Protocol::Udp, t.destination, &mut data, &self.metrics);
                     self.out.push_owned(data, t.destination);
                 }
                 Ok(Output::Timeout(t)) => {
@@ -2045,6 +2023,38 @@ impl Engine {
         let actions = self.rooms.leave(id);
         self.apply(actions, Instant::now());
         self.sync_gauges();
+    }
+}
+
+/// The own egress's look at a datagram str0m sends to the session: it remembers the route
+/// (own-path packets follow it) and rewrites str0m's sender reports for own-path streams.
+fn egress_saw_transmit(
+    s: &mut Session,
+    proto: Protocol,
+    to: SocketAddr,
+    data: &mut Vec<u8>,
+    metrics: &SfuMetrics,
+) {
+    if let Some(e) = &s.egress {
+        s.dest = Some((proto, to));
+        if e.patch_outgoing_rtcp(data, Instant::now()) {
+            metrics.egress_reports.inc();
+        }
+    }
+}
+
+/// A subscriber's NACKs (in an RTP-range datagram it sent, UDP or ICE-TCP) for packets the own
+/// egress sent: the packets go to `emit` again, from the track's history.
+fn egress_nacks(
+    s: &mut Session,
+    data: &[u8],
+    now: Instant,
+    metrics: &SfuMetrics,
+    emit: impl FnMut(&[u8]),
+) {
+    if let Some(e) = s.egress.as_mut().filter(|e| e.track_count() > 0) {
+        let sent = e.on_incoming_rtcp(data, now, emit);
+        metrics.egress_retransmissions.inc_by(sent.datagrams as u64);
     }
 }
 

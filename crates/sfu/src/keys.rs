@@ -288,8 +288,9 @@ mod tests {
         d.len() >= 12 && d[0] >> 6 == 2 && !is_rtcp(d)
     }
 
-    /// A publishes one VP8 track to B (B in RTP mode, so it hands back each packet).
-    fn connected() -> (Side, Side, Mid, Instant) {
+    /// A publishes one VP8 track to B (B in RTP mode, so it hands back each packet); also
+    /// returns the track's mid and the SSRC str0m sends it on.
+    fn connected() -> (Side, Side, Mid, u32, Instant) {
         let mut now = Instant::now();
         let mut a = Side::new(Rtc::builder(), "10.0.0.1:5000", now);
         let mut b = Side::new(Rtc::builder().set_rtp_mode(true), "10.0.0.2:6000", now);
@@ -301,7 +302,13 @@ mod tests {
         run(&mut a, &mut b, &mut now, 300);
         assert!(a.events.iter().any(|e| matches!(e, Event::Connected)));
         assert!(b.events.iter().any(|e| matches!(e, Event::Connected)));
-        (a, b, mid, now)
+        let ssrc = *a
+            .rtc
+            .direct_api()
+            .stream_tx_by_mid(mid, None)
+            .unwrap()
+            .ssrc();
+        (a, b, mid, ssrc, now)
     }
 
     fn send_frame(a: &mut Side, mid: Mid, now: Instant, n: u32) {
@@ -319,7 +326,7 @@ mod tests {
 
     #[test]
     fn keys_match_on_both_sides() {
-        let (a, b, _, _) = connected();
+        let (a, b, _, _, _) = connected();
         let ka = a.keys.get().expect("A learned its keys");
         let kb = b.keys.get().expect("B learned its keys");
         assert_eq!(ka.profile, kb.profile);
@@ -331,13 +338,7 @@ mod tests {
 
     #[test]
     fn we_decrypt_what_str0m_sent_and_str0m_accepts_what_we_protect() {
-        let (mut a, mut b, mid, mut now) = connected();
-        let ssrc = *a
-            .rtc
-            .direct_api()
-            .stream_tx_by_mid(mid, None)
-            .unwrap()
-            .ssrc();
+        let (mut a, mut b, mid, ssrc, mut now) = connected();
         let before = a.sent.len();
         send_frame(&mut a, mid, now, 1);
         run(&mut a, &mut b, &mut now, 20);
@@ -388,13 +389,7 @@ mod tests {
 
     #[test]
     fn srtcp_both_ways() {
-        let (mut a, mut b, mid, mut now) = connected();
-        let ssrc = *a
-            .rtc
-            .direct_api()
-            .stream_tx_by_mid(mid, None)
-            .unwrap()
-            .ssrc();
+        let (mut a, mut b, mid, ssrc, mut now) = connected();
         let before = a.sent.len();
         for n in 1..=90 {
             send_frame(&mut a, mid, now, n);

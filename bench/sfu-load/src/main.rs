@@ -56,19 +56,17 @@ struct Shared {
     packets_received: AtomicU64,
 }
 
+/// CPU time of the thread called `name`, in seconds, from /proc/self/task/*/schedstat (its first
+/// field is the time spent on a CPU in nanoseconds; `stat`'s utime/stime count 10 ms ticks, too
+/// coarse for an engine that is busy a fraction of a second per run).
 fn thread_cpu_seconds(name: &str) -> Option<f64> {
-    let tck = 100.0; // USER_HZ on Linux
     for e in std::fs::read_dir("/proc/self/task").ok()? {
         let p = e.ok()?.path();
         let comm = std::fs::read_to_string(p.join("comm")).ok()?;
         if comm.trim() == name {
-            let stat = std::fs::read_to_string(p.join("stat")).ok()?;
-            // Fields after the ")" that closes comm: state is field 3; utime 14, stime 15.
-            let rest = stat.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let ut: f64 = f.get(11)?.parse().ok()?;
-            let st: f64 = f.get(12)?.parse().ok()?;
-            return Some((ut + st) / tck);
+            let stat = std::fs::read_to_string(p.join("schedstat")).ok()?;
+            let ns: f64 = stat.split_whitespace().next()?.parse().ok()?;
+            return Some(ns / 1e9);
         }
     }
     None
@@ -203,8 +201,7 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 }
 
 /// Approximate quantile from the forwarding-latency histogram (upper bucket bound).
-fn histogram_quantile(text: &str, q: f64) -> Option<f64> {
-    let buckets = histogram_buckets(text)?;
+fn histogram_quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
     let total = buckets.last()?.1;
     if total == 0.0 {
         return None;
@@ -217,10 +214,7 @@ fn histogram_quantile(text: &str, q: f64) -> Option<f64> {
 
 /// Share of forwarding-latency observations at or under each of `bounds` (seconds, bucket
 /// bounds of the histogram), as percentages.
-fn histogram_shares(text: &str, bounds: &[f64]) -> Vec<f64> {
-    let Some(buckets) = histogram_buckets(text) else {
-        return vec![0.0; bounds.len()];
-    };
+fn histogram_shares(buckets: &[(f64, f64)], bounds: &[f64]) -> Vec<f64> {
     let total = buckets.last().map_or(0.0, |b| b.1).max(1.0);
     bounds
         .iter()
@@ -252,6 +246,17 @@ fn histogram_buckets(text: &str) -> Option<Vec<(f64, f64)>> {
         }
     }
     Some(buckets)
+}
+
+/// The forwarding-latency buckets of the measured window: the end's counts minus the start's, so
+/// the warm-up (connections, first keyframes) is left out.
+fn window_buckets(start: &str, end: &str) -> Vec<(f64, f64)> {
+    let before = histogram_buckets(start).unwrap_or_default();
+    let mut after = histogram_buckets(end).unwrap_or_default();
+    for (i, b) in after.iter_mut().enumerate() {
+        b.1 -= before.get(i).map_or(0.0, |x| x.1);
+    }
+    after
 }
 
 async fn run(
@@ -290,6 +295,8 @@ async fn run(
         )));
     }
     tokio::time::sleep_until(measure_from.into()).await;
+    let mut text0 = String::new();
+    prometheus_client::encoding::text::encode(&mut text0, &registry)?;
     let cpu0 = thread_cpu_seconds("sfu-engine").unwrap_or(0.0);
     let sent0 = metrics.datagrams_sent.get();
     let recv0 = metrics.datagrams_received.get();
@@ -299,18 +306,19 @@ async fn run(
     let sent1 = metrics.datagrams_sent.get();
     let recv1 = metrics.datagrams_received.get();
     let wall = t0.elapsed().as_secs_f64();
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry)?;
     let mut lat = Vec::new();
     for t in tasks {
         lat.extend(t.await?);
     }
     lat.sort_unstable();
 
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &registry)?;
-    let fwd_p50 = histogram_quantile(&text, 0.5);
-    let fwd_p99 = histogram_quantile(&text, 0.99);
+    let buckets = window_buckets(&text0, &text);
+    let fwd_p50 = histogram_quantile(&buckets, 0.5);
+    let fwd_p99 = histogram_quantile(&buckets, 0.99);
     let ms1 = 0.000_64 * std::f64::consts::SQRT_2; // the 905 µs bucket
-    let shares = histogram_shares(&text, &[0.000_64, ms1, 0.001_28, 0.002_56]);
+    let shares = histogram_shares(&buckets, &[0.000_64, ms1, 0.001_28, 0.002_56]);
 
     let cpu = (cpu1 - cpu0).max(1e-9);
     let out_pps = (sent1 - sent0) as f64 / wall;

@@ -197,7 +197,7 @@ impl SessionEgress {
         while let Some(c) = chunks.next() {
             let last = chunks.peek().is_none();
             // Built and protected in the history slot it is kept in for retransmission.
-            if t.history.len() < HISTORY {
+            if t.history.len() < t.keep {
                 t.history
                     .push((t.seq, Vec::with_capacity(MAX_PAYLOAD + 64), None));
                 t.next = t.history.len() - 1;
@@ -455,6 +455,22 @@ mod tests {
         ours.unprotect_rtp(&mut p, 1).unwrap();
         assert_eq!(u16::from_be_bytes([p[2], p[3]]), 1);
         assert_eq!(u16::from_be_bytes([p[14] & 0x7f, p[15]]), 0x7fff);
+    }
+
+    #[test]
+    fn history_is_bounded_per_codec() {
+        let (mut e, _, _) = egress();
+        e.add_track(OwnTrack::new(0xa0d, 111, OwnCodec::Opus, 48_000, 1));
+        let now = Instant::now();
+        for f in 0..600u32 {
+            e.write_frame(0xa0d, &[3; 100], f * 960, now, |_| {}).unwrap();
+            e.write_frame(0xabc, &[7; 100], f * 3000, now, |_| {}).unwrap();
+        }
+        assert_eq!(e.tracks[&0xa0d].history.len(), HISTORY_AUDIO);
+        assert_eq!(e.tracks[&0xabc].history.len(), HISTORY);
+        // The newest packets are the ones kept.
+        let newest = |t: &OwnTrack| t.history.iter().map(|s| s.0).max().unwrap();
+        assert_eq!(newest(&e.tracks[&0xa0d]), 600);
     }
 
     #[test]

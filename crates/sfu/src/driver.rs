@@ -2071,22 +2071,32 @@ fn own_path(rtc: &mut Rtc, egress: &mut SessionEgress, mid: Mid, d: &MediaData) 
     let Some(pt) = rtc.writer(mid).and_then(|w| w.match_params(d.params)) else {
         return Path::Str0m;
     };
-    let Some(ssrc) = rtc
+    // The RTX payload type the subscriber's answer paired with `pt`, if any.
+    let rtx_pt = rtc.writer(mid).and_then(|w| {
+        w.payload_params()
+            .find(|p| p.pt() == pt)
+            .and_then(|p| p.resend())
+    });
+    let Some((ssrc, rtx_ssrc)) = rtc
         .direct_api()
         .stream_tx_by_mid(mid, None)
-        .map(|t| *t.ssrc())
+        .map(|t| (*t.ssrc(), t.rtx().map(|r| *r)))
     else {
         return Path::Str0m;
     };
     // Any start will do; vary it per track like any RTP sender (RFC 3550 §5.1).
     let first_seq = (ssrc as u16) ^ (d.network_time.elapsed().subsec_nanos() as u16) ^ 0x5a5a;
-    egress.add_track(OwnTrack::new(
+    let mut track = OwnTrack::new(
         ssrc,
         *pt,
         codec,
         d.params.spec().clock_rate.get(),
         first_seq,
-    ));
+    );
+    if let (Some(rtx_ssrc), Some(rtx_pt)) = (rtx_ssrc, rtx_pt) {
+        track = track.with_rtx(rtx_ssrc, *rtx_pt);
+    }
+    egress.add_track(track);
     Path::Own(ssrc)
 }
 

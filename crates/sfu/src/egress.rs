@@ -16,9 +16,13 @@
 //! - **Retransmissions.** str0m's RTX cache has none of our packets. Each own track keeps its
 //!   last [`HISTORY`] protected packets ([`HISTORY_AUDIO`] for audio); [`SessionEgress::on_incoming_rtcp`] reads the
 //!   subscriber's generic NACKs (decrypting a copy of its SRTCP) and sends the named packets
-//!   again, unchanged, on the media SSRC (the receiver never saw that index, so it accepts
-//!   it; no second encryption with the same nonce). Bounded: once per packet per 20 ms, 64
-//!   per RTCP datagram, 512 per track per second.
+//!   again. Where the subscriber negotiated RTX for the track (RFC 4588: an RTX SSRC and
+//!   payload type, as Chromium always does for video), the resend is an RTX packet on the RTX
+//!   SSRC with its own sequence numbers, carrying the original sequence number and payload, so
+//!   the receiver's loss and jitter statistics of the media stream stay clean. Otherwise the
+//!   protected packet is sent again unchanged on the media SSRC (the receiver never saw that
+//!   index, so it accepts it; no second encryption with the same nonce). Bounded: once per
+//!   packet per 20 ms, 64 per RTCP datagram, 512 per track per second.
 //!
 //! Codecs: VP8 (RFC 7741 payload descriptor with a 15-bit picture ID per down-track) and Opus
 //! (one packet per frame). Anything else stays on str0m's path. The choice is made once per
@@ -56,6 +60,27 @@ pub enum OwnCodec {
     Opus,
 }
 
+/// A packet kept for retransmission.
+#[derive(Debug)]
+struct Kept {
+    seq: u16,
+    /// Rollover counter it was protected with.
+    roc: u32,
+    /// The protected datagram (empty: slot unused).
+    bytes: Vec<u8>,
+    /// When it was last sent again.
+    resent_at: Option<Instant>,
+}
+
+/// The RTX stream (RFC 4588) of an own track: where its retransmissions go.
+#[derive(Debug)]
+struct Rtx {
+    ssrc: u32,
+    pt: u8,
+    seq: u16,
+    roc: u32,
+}
+
 /// One down-track on the own path.
 #[derive(Debug)]
 pub struct OwnTrack {
@@ -70,13 +95,15 @@ pub struct OwnTrack {
     last_at: Option<Instant>,
     packets: u32,
     octets: u32,
-    /// Ring of the last protected packets: (sequence number, bytes, last resend).
-    history: Vec<(u16, Vec<u8>, Option<Instant>)>,
+    /// Ring of the last protected packets.
+    history: Vec<Kept>,
     /// Ring size: [`HISTORY`] or [`HISTORY_AUDIO`].
     keep: usize,
     next: usize,
     /// Resend budget: start of the current one-second window and resends in it.
     resend_window: Option<(Instant, u32)>,
+    /// RTX stream, when the subscriber negotiated one for this track.
+    rtx: Option<Rtx>,
 }
 
 impl OwnTrack {
@@ -102,7 +129,22 @@ impl OwnTrack {
             },
             next: 0,
             resend_window: None,
+            rtx: None,
         }
+    }
+
+    /// Retransmissions go out as RFC 4588 RTX packets with payload type `pt` on `ssrc` (the
+    /// RTX SSRC and payload type str0m negotiated for the down-track).
+    pub fn with_rtx(mut self, ssrc: u32, pt: u8) -> OwnTrack {
+        // Its own start, like the media stream's.
+        let seq = (self.seq ^ ssrc as u16).rotate_left(7);
+        self.rtx = Some(Rtx {
+            ssrc,
+            pt,
+            seq,
+            roc: 0,
+        });
+        self
     }
 
     /// The SSRC this track sends on.
@@ -118,6 +160,8 @@ pub struct SessionEgress {
     /// (our direction, the subscriber's direction), once the handshake produced keys.
     ctx: Option<(Context, Context)>,
     tracks: HashMap<u32, OwnTrack>,
+    /// Where RTX packets are built (reused).
+    rtx_buf: Vec<u8>,
 }
 
 /// What one frame or one NACK produced, for metrics.
@@ -136,6 +180,7 @@ impl SessionEgress {
             keys,
             ctx: None,
             tracks: HashMap::new(),
+            rtx_buf: Vec::new(),
         }
     }
 
@@ -198,14 +243,19 @@ impl SessionEgress {
             let last = chunks.peek().is_none();
             // Built and protected in the history slot it is kept in for retransmission.
             if t.history.len() < t.keep {
-                t.history
-                    .push((t.seq, Vec::with_capacity(MAX_PAYLOAD + 64), None));
+                t.history.push(Kept {
+                    seq: t.seq,
+                    roc: t.roc,
+                    bytes: Vec::with_capacity(MAX_PAYLOAD + 64),
+                    resent_at: None,
+                });
                 t.next = t.history.len() - 1;
             }
             let slot = &mut t.history[t.next];
-            slot.0 = t.seq;
-            slot.2 = None;
-            let b = &mut slot.1;
+            slot.seq = t.seq;
+            slot.roc = t.roc;
+            slot.resent_at = None;
+            let b = &mut slot.bytes;
             b.clear();
             let marker = if last && t.codec == OwnCodec::Vp8 {
                 0x80
@@ -300,7 +350,7 @@ impl SessionEgress {
         mut emit: impl FnMut(&[u8]),
     ) -> Sent {
         let mut sent = Sent::default();
-        let Some((_, rx)) = &self.ctx else {
+        let Some((tx, rx)) = &self.ctx else {
             return sent;
         };
         if self.tracks.is_empty() || !is_rtcp(datagram) {
@@ -326,10 +376,12 @@ impl SessionEgress {
                                 return sent;
                             }
                             let seq = pid.wrapping_add(bit);
-                            let found =
-                                t.history.iter_mut().find(|s| s.0 == seq && !s.1.is_empty());
+                            let found = t
+                                .history
+                                .iter_mut()
+                                .find(|s| s.seq == seq && !s.bytes.is_empty());
                             if let Some(slot) = found {
-                                let recent = slot.2.is_some_and(|at| {
+                                let recent = slot.resent_at.is_some_and(|at| {
                                     now.saturating_duration_since(at).as_millis()
                                         < u128::from(RESEND_GUARD_MS)
                                 });
@@ -342,10 +394,20 @@ impl SessionEgress {
                                 }
                                 if !recent {
                                     window.1 += 1;
-                                    slot.2 = Some(now);
-                                    emit(&slot.1);
+                                    slot.resent_at = Some(now);
+                                    let out = match t.rtx.as_mut() {
+                                        Some(rtx) => {
+                                            if rtx_packet(tx, rtx, slot, &mut self.rtx_buf).is_err()
+                                            {
+                                                continue;
+                                            }
+                                            &self.rtx_buf
+                                        }
+                                        None => &slot.bytes,
+                                    };
+                                    emit(out);
                                     sent.datagrams += 1;
-                                    sent.bytes += slot.1.len();
+                                    sent.bytes += out.len();
                                 }
                             }
                         }
@@ -356,6 +418,35 @@ impl SessionEgress {
         }
         sent
     }
+}
+
+/// Builds in `out` the RFC 4588 retransmission of the kept packet `slot` on the RTX stream: the
+/// packet decrypted, its payload type, sequence number and SSRC replaced by the RTX stream's,
+/// the original sequence number (OSN) in front of the payload, protected again with the RTX
+/// stream's own index (so no nonce is used twice).
+fn rtx_packet(
+    tx: &Context,
+    rtx: &mut Rtx,
+    slot: &Kept,
+    out: &mut Vec<u8>,
+) -> Result<(), SrtpError> {
+    out.clear();
+    out.extend_from_slice(&slot.bytes);
+    tx.unprotect_rtp(out, slot.roc)?;
+    // Our packets have a 12-byte header: no CSRCs, no extensions (see `write_frame`).
+    if out.len() < 12 {
+        return Err(SrtpError::TooShort);
+    }
+    out[1] = (out[1] & 0x80) | (rtx.pt & 0x7f);
+    out[2..4].copy_from_slice(&rtx.seq.to_be_bytes());
+    out[8..12].copy_from_slice(&rtx.ssrc.to_be_bytes());
+    out.splice(12..12, slot.seq.to_be_bytes());
+    tx.protect_rtp(out, rtx.roc)?;
+    rtx.seq = rtx.seq.wrapping_add(1);
+    if rtx.seq == 0 {
+        rtx.roc = rtx.roc.wrapping_add(1);
+    }
+    Ok(())
 }
 
 /// RTP/RTCP over one port (RFC 5761 §4): RTCP has packet types 192–223 in the second byte.
@@ -463,13 +554,15 @@ mod tests {
         e.add_track(OwnTrack::new(0xa0d, 111, OwnCodec::Opus, 48_000, 1));
         let now = Instant::now();
         for f in 0..600u32 {
-            e.write_frame(0xa0d, &[3; 100], f * 960, now, |_| {}).unwrap();
-            e.write_frame(0xabc, &[7; 100], f * 3000, now, |_| {}).unwrap();
+            e.write_frame(0xa0d, &[3; 100], f * 960, now, |_| {})
+                .unwrap();
+            e.write_frame(0xabc, &[7; 100], f * 3000, now, |_| {})
+                .unwrap();
         }
         assert_eq!(e.tracks[&0xa0d].history.len(), HISTORY_AUDIO);
         assert_eq!(e.tracks[&0xabc].history.len(), HISTORY);
         // The newest packets are the ones kept.
-        let newest = |t: &OwnTrack| t.history.iter().map(|s| s.0).max().unwrap();
+        let newest = |t: &OwnTrack| t.history.iter().map(|s| s.seq).max().unwrap();
         assert_eq!(newest(&e.tracks[&0xa0d]), 600);
     }
 
@@ -501,6 +594,47 @@ mod tests {
         let mut forged = nack.clone();
         forged[10] ^= 1;
         assert_eq!(e.on_incoming_rtcp(&forged, later, |_| ()).datagrams, 0);
+    }
+
+    #[test]
+    fn with_rtx_a_nacked_packet_is_resent_as_rfc4588_rtx() {
+        let (slot, ours, theirs) = keys();
+        let mut e = SessionEgress::new(slot);
+        assert!(e.ready());
+        e.add_track(OwnTrack::new(0xabc, 96, OwnCodec::Vp8, 90_000, 65_534).with_rtx(0xdef, 97));
+        let mut out = Vec::new();
+        let now = Instant::now();
+        for f in 0..4u32 {
+            e.write_frame(0xabc, &[f as u8; 2000], f * 3000, now, |d| {
+                out.push(d.to_vec())
+            })
+            .unwrap();
+        }
+        // NACK 65535 and 1 (the second after the media stream's rollover).
+        let mut nack = vec![0x81, 205, 0, 3, 0, 0, 0, 9];
+        nack.extend_from_slice(&0xabcu32.to_be_bytes());
+        nack.extend_from_slice(&[0xff, 0xff, 0x00, 0x02]);
+        theirs.protect_rtcp(&mut nack, 1).unwrap();
+        let mut again = Vec::new();
+        let s = e.on_incoming_rtcp(&nack, now, |d| again.push(d.to_vec()));
+        assert_eq!(s.datagrams, 2);
+        let mut rtx_seqs = Vec::new();
+        for (d, (orig, orig_roc)) in again.iter().zip([(&out[1], 0), (&out[3], 1)]) {
+            let mut r = d.clone();
+            ours.unprotect_rtp(&mut r, 0).unwrap();
+            let mut o = orig.clone();
+            ours.unprotect_rtp(&mut o, orig_roc).unwrap();
+            assert_eq!(r[1] & 0x7f, 97, "RTX payload type");
+            assert_eq!(r[1] & 0x80, o[1] & 0x80, "marker kept");
+            assert_eq!(be_u32(&r[8..]), 0xdef, "RTX SSRC");
+            assert_eq!(be_u32(&r[4..]), be_u32(&o[4..]), "timestamp kept");
+            assert_eq!(&r[12..14], &o[2..4], "original sequence number first");
+            assert_eq!(&r[14..], &o[12..], "then the original payload");
+            rtx_seqs.push(u16::from_be_bytes([r[2], r[3]]));
+        }
+        assert_eq!(rtx_seqs[1], rtx_seqs[0].wrapping_add(1), "own RTX sequence");
+        // Nothing was encrypted twice under one index: the RTX packets differ from the kept ones.
+        assert_ne!(again[0], out[1]);
     }
 
     #[test]

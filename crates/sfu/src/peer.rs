@@ -76,6 +76,8 @@ pub struct Peer {
     pub media_seen: u64,
     /// See `media_seen`.
     pub media_dropped: u64,
+    /// RTP datagrams received with a negotiated RTX payload type (RFC 4588 retransmissions).
+    pub rtx_received: u64,
     next_timeout: Instant,
     video_time: u64,
     audio_time: u64,
@@ -119,6 +121,7 @@ impl Peer {
             drop_media_every: 0,
             media_seen: 0,
             media_dropped: 0,
+            rtx_received: 0,
             next_timeout: now,
             video_time: 0,
             audio_time: 0,
@@ -417,7 +420,15 @@ impl Peer {
 
     /// Whether to lose this received datagram on purpose (see `drop_media_every`).
     fn drop_this(&mut self, d: &[u8]) -> bool {
-        if self.drop_media_every == 0 || !is_media(d) {
+        if !is_media(d) {
+            return false;
+        }
+        let pt = d[1] & 0x7f;
+        let params = self.rtc.codec_config().params();
+        if params.iter().any(|p| p.resend().is_some_and(|r| *r == pt)) {
+            self.rtx_received += 1;
+        }
+        if self.drop_media_every == 0 {
             return false;
         }
         self.media_seen += 1;

@@ -889,6 +889,12 @@ async fn lost_packets_are_retransmitted(tcp: bool) {
     let resent = sfu.metrics().egress_retransmissions.get();
     assert!(lost >= 10, "the test dropped only {lost} datagrams");
     assert!(resent >= lost / 2, "{lost} dropped, {resent} resent");
+    // The video track negotiated RTX, so its resends arrive as RFC 4588 RTX packets.
+    let rtx = clients[0].peer.rtx_received;
+    assert!(
+        rtx >= resent / 2 && rtx <= resent,
+        "{rtx} RTX packets arrived for {resent} resends"
+    );
     assert!(
         got + 2 >= frames,
         "{got} of {frames} frames arrived ({lost} datagrams dropped, {resent} resent)"

@@ -6,4 +6,5 @@ set -euo pipefail
 here=$(dirname "$0")
 SFU_EGRESS=str0m bash "$here/60-sfu-browser.sh"
 SFU_EGRESS=str0m bash "$here/61-sfu-aiortc.sh"
+SFU_EGRESS=str0m bash "$here/63-sfu-lossy-browser.sh"
 echo "PASS: sfu suites with egress = str0m"

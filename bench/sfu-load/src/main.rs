@@ -47,6 +47,11 @@ struct Args {
     /// Client runtime worker threads.
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
+    /// Nice value of the client runtime's threads (0: same as the SFU engine). The simulated
+    /// participants stand for machines elsewhere; a positive value lets the engine thread take
+    /// a CPU from them when a datagram arrives, as it would on a server of its own.
+    #[arg(long, default_value_t = 0)]
+    client_nice: i32,
 }
 
 #[derive(Default)]
@@ -79,9 +84,18 @@ fn main() -> anyhow::Result<()> {
     let mut registry = Registry::with_prefix("switchboard");
     metrics.register(&mut registry);
 
+    let nice = args.client_nice;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.client_threads)
         .enable_all()
+        .on_thread_start(move || {
+            if nice != 0 {
+                // SAFETY: setpriority on this thread's own id; no memory is handed over.
+                unsafe {
+                    libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice);
+                }
+            }
+        })
         .build()?;
     // SFU engine on its own thread (`sfu-engine`), as in the server.
     let cfg = SfuConfig {
@@ -229,13 +243,13 @@ fn histogram_shares(buckets: &[(f64, f64)], bounds: &[f64]) -> Vec<f64> {
         .collect()
 }
 
-/// The forwarding-latency histogram's cumulative buckets: (upper bound in seconds, count).
-fn histogram_buckets(text: &str) -> Option<Vec<(f64, f64)>> {
+/// Cumulative buckets of the SFU histogram `name` (`forwarding_latency`, `receive_queue`): (upper
+/// bound in seconds, count).
+fn histogram_buckets(text: &str, name: &str) -> Option<Vec<(f64, f64)>> {
+    let prefix = format!("switchboard_sfu_{name}_seconds_bucket{{le=\"");
     let mut buckets: Vec<(f64, f64)> = Vec::new();
     for line in text.lines() {
-        if let Some(rest) =
-            line.strip_prefix("switchboard_sfu_forwarding_latency_seconds_bucket{le=\"")
-        {
+        if let Some(rest) = line.strip_prefix(prefix.as_str()) {
             let (le, v) = rest.split_once("\"} ")?;
             let le = if le == "+Inf" {
                 f64::INFINITY
@@ -248,11 +262,11 @@ fn histogram_buckets(text: &str) -> Option<Vec<(f64, f64)>> {
     Some(buckets)
 }
 
-/// The forwarding-latency buckets of the measured window: the end's counts minus the start's, so
-/// the warm-up (connections, first keyframes) is left out.
-fn window_buckets(start: &str, end: &str) -> Vec<(f64, f64)> {
-    let before = histogram_buckets(start).unwrap_or_default();
-    let mut after = histogram_buckets(end).unwrap_or_default();
+/// The buckets of histogram `name` over the measured window: the end's counts minus the start's,
+/// so the warm-up (connections, first keyframes) is left out.
+fn window_buckets(start: &str, end: &str, name: &str) -> Vec<(f64, f64)> {
+    let before = histogram_buckets(start, name).unwrap_or_default();
+    let mut after = histogram_buckets(end, name).unwrap_or_default();
     for (i, b) in after.iter_mut().enumerate() {
         b.1 -= before.get(i).map_or(0.0, |x| x.1);
     }
@@ -314,11 +328,14 @@ async fn run(
     }
     lat.sort_unstable();
 
-    let buckets = window_buckets(&text0, &text);
+    let buckets = window_buckets(&text0, &text, "forwarding_latency");
+    let queue = window_buckets(&text0, &text, "receive_queue");
+    let queue_p50 = histogram_quantile(&queue, 0.5);
+    let queue_p99 = histogram_quantile(&queue, 0.99);
     let fwd_p50 = histogram_quantile(&buckets, 0.5);
     let fwd_p99 = histogram_quantile(&buckets, 0.99);
     let ms1 = 0.000_64 * std::f64::consts::SQRT_2; // the 905 µs bucket
-    let shares = histogram_shares(&buckets, &[0.000_64, ms1, 0.001_28, 0.002_56]);
+    let shares = histogram_shares(&buckets, &[0.000_64, ms1, 0.001, 0.001_28, 0.002_56]);
 
     let cpu = (cpu1 - cpu0).max(1e-9);
     let out_pps = (sent1 - sent0) as f64 / wall;
@@ -334,12 +351,13 @@ async fn run(
         0.0
     };
     Ok(format!(
-        "rooms={} publishers/room={} subscribers/room={} video_kbps={} bwe_initial_kbps={} egress={} window={:.1}s\n\
+        "rooms={} publishers/room={} subscribers/room={} video_kbps={} bwe_initial_kbps={} egress={} client_nice={} window={:.1}s\n\
          sfu outbound datagrams/s: {:.0}   inbound datagrams/s: {:.0}\n\
          sfu engine CPU: {:.2} core-seconds over {:.1}s ({:.0}% of one core)\n\
          outbound datagrams per engine core-second: {:.0}\n\
          forwarding latency inside the SFU (histogram bucket bound): p50 <= {} p99 <= {}\n\
-         forwarding observations within 640 us / 905 us / 1.28 ms / 2.56 ms: {:.2}% / {:.2}% / {:.2}% / {:.2}%\n\
+         inbound datagrams' wait in the SFU socket's receive queue (counted in the latency above): p50 <= {} p99 <= {}\n\
+         forwarding observations within 640 us / 905 us / 1 ms / 1.28 ms / 2.56 ms: {:.2}% / {:.2}% / {:.2}% / {:.2}% / {:.2}%\n\
          end-to-end client->SFU->client latency over {} frames: p50 {} us, p99 {} us\n\
          video frames expected {:.0}, received {:.0}, loss {:.2}%\n\
          RTP packets received by clients in window: {}",
@@ -349,6 +367,7 @@ async fn run(
         args.video_kbps,
         args.bwe_initial_kbps,
         args.egress,
+        args.client_nice,
         wall,
         out_pps,
         in_pps,
@@ -358,10 +377,13 @@ async fn run(
         per_core,
         fwd_p50.map_or("n/a".into(), |v| format!("{:.0} us", v * 1e6)),
         fwd_p99.map_or("n/a".into(), |v| format!("{:.0} us", v * 1e6)),
+        queue_p50.map_or("n/a".into(), |v| format!("{:.0} us", v * 1e6)),
+        queue_p99.map_or("n/a".into(), |v| format!("{:.0} us", v * 1e6)),
         shares[0],
         shares[1],
         shares[2],
         shares[3],
+        shares[4],
         lat.len(),
         percentile(&lat, 0.5),
         percentile(&lat, 0.99),

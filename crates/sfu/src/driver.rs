@@ -673,6 +673,10 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     // Best effort: the kernel caps these at net.core.{r,w}mem_max.
     let _ = sock.set_recv_buffer_size(8 << 20);
     let _ = sock.set_send_buffer_size(8 << 20);
+    // Kernel receive times: the forwarding latency counts from there (see `drain_socket`).
+    if !switchboard_udp::enable_rx_timestamps(&sock) {
+        tracing::debug!("SO_TIMESTAMPNS refused; forwarding latency counts from the read");
+    }
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     UdpSocket::from_std(sock.into())
@@ -727,7 +731,7 @@ impl Engine {
         mut tcp_rx: mpsc::Receiver<TcpIn>,
         shutdown: CancellationToken,
     ) {
-        let mut rx_batch = RecvBatch::new();
+        let mut rx_batch = RecvBatch::with_timestamps();
         let mut tcp_open = self.local_tcp.is_some();
         loop {
             let deadline = self.next_deadline();
@@ -881,13 +885,22 @@ impl Engine {
             };
             self.metrics.datagrams_received.inc_by(n as u64);
             let now = Instant::now();
+            let wall = switchboard_udp::wall_clock();
             for i in 0..n {
                 let (data, src, truncated) = rx.get(i);
                 let Some(src) = src else {
                     drop_reason(&self.metrics, "unknown_source");
                     continue;
                 };
-                self.datagram(now, src, data, truncated || data.len() >= RECV_BUF);
+                // str0m gets the kernel's receive time, so a frame's `network_time` (where the
+                // forwarding latency starts) includes the time it waited in the socket queue.
+                let stamp = rx.timestamp(i);
+                let at = switchboard_udp::arrival(now, wall, stamp);
+                if stamp.is_some() {
+                    let queued = now.saturating_duration_since(at);
+                    self.metrics.receive_queue.observe(queued.as_secs_f64());
+                }
+                self.datagram(at, src, data, truncated || data.len() >= RECV_BUF);
             }
             if n < BATCH {
                 break;
@@ -903,7 +916,7 @@ impl Engine {
         }
         let dropped = self.out.flush(&self.socket).dropped;
         // Forwarding latency per (media unit, subscriber): arrival of the unit's first datagram
-        // to this send of the subscriber's packets.
+        // (the kernel's receive time, UDP) to this send of the subscriber's packets.
         if !self.fwd_sent.is_empty() {
             let now = Instant::now();
             for (t, units) in self.fwd_sent.drain(..) {

@@ -1060,6 +1060,7 @@ impl Engine {
             let mut events = std::mem::take(&mut self.events_buf);
             for id in ids.drain(..) {
                 self.poll(id, &mut events);
+                audio_first(&mut events);
                 for ev in events.drain(..) {
                     self.event(id, ev);
                 }
@@ -2113,6 +2114,36 @@ fn own_path(rtc: &mut Rtc, egress: &mut SessionEgress, mid: Mid, d: &MediaData) 
     Path::Own(ssrc)
 }
 
+/// Within each run of consecutive media events of one session, audio goes before video: an Opus
+/// packet to every subscriber is a few microseconds of work, a video frame's fan-out can be a
+/// millisecond (a keyframe to 20 subscribers), and audio polled in the same turn should not wait
+/// behind it. Other events keep their place, so nothing moves across a track being added or
+/// removed.
+fn audio_first(events: &mut [Event]) {
+    first_within_runs(
+        events,
+        |e| matches!(e, Event::MediaData(_)),
+        |e| matches!(e, Event::MediaData(d) if d.params.spec().codec.is_audio()),
+    );
+}
+
+/// Stable: in each maximal run of items where `in_run` holds, those where `first` holds move to
+/// the front of the run, keeping their order; everything else keeps its order and place.
+fn first_within_runs<T>(items: &mut [T], in_run: impl Fn(&T) -> bool, first: impl Fn(&T) -> bool) {
+    let mut i = 0;
+    while i < items.len() {
+        if !in_run(&items[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < items.len() && in_run(&items[i]) {
+            i += 1;
+        }
+        items[start..i].sort_by_key(|x| !first(x));
+    }
+}
+
 /// Puts offered-but-unanswered down-track changes back in the queue.
 fn rollback_offered(s: &mut Session) {
     for d in s.down.values_mut() {
@@ -2126,5 +2157,34 @@ fn rollback_offered(s: &mut Session) {
             DownState::RemoveOffered => d.state = DownState::ToRemove,
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_within_runs;
+
+    #[test]
+    fn first_within_runs_moves_only_inside_each_run() {
+        // Runs are the numbers; odd numbers go first; 'x' and 'y' stay where they are.
+        #[derive(Debug, PartialEq, Clone, Copy)]
+        enum E {
+            N(u32),
+            X,
+            Y,
+        }
+        use E::*;
+        let mut v = vec![N(2), N(4), N(1), X, N(6), N(3), N(5), N(8), Y, N(7)];
+        first_within_runs(
+            &mut v,
+            |e| matches!(e, N(_)),
+            |e| matches!(e, N(n) if n % 2 == 1),
+        );
+        assert_eq!(
+            v,
+            vec![N(1), N(2), N(4), X, N(3), N(5), N(6), N(8), Y, N(7)]
+        );
+        let mut empty: Vec<E> = Vec::new();
+        first_within_runs(&mut empty, |_| true, |_| true);
     }
 }

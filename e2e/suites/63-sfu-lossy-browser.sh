@@ -7,7 +7,11 @@
 # which on the default (own) egress means an RFC 4588 RTX packet built by the SFU. A GSO batch
 # crosses the hook as one unit, so a drop can take several packets of a frame at once.
 if [ -z "${SB_LOSSY_NETNS:-}" ]; then
-  exec unshare -n env SB_LOSSY_NETNS=1 bash "$(readlink -f "$0")" "$@"
+  # Making a network namespace needs root (as CI runs); otherwise through sudo.
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  exec $SUDO unshare -n env SB_LOSSY_NETNS=1 SB_BIN="${SB_BIN:-}" SFU_EGRESS="${SFU_EGRESS:-}" \
+    LOSS="${LOSS:-}" bash "$(readlink -f "$0")" "$@"
 fi
 source "$(dirname "$0")/../lib.sh"
 LOSS=${LOSS:-5}

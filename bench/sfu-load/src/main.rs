@@ -54,6 +54,10 @@ struct Args {
     client_nice: i32,
 }
 
+/// How long participants keep receiving after the measured window, so frames sent just before
+/// its end are not counted as lost.
+const DRAIN: Duration = Duration::from_millis(300);
+
 #[derive(Default)]
 struct Shared {
     frames_sent: AtomicU64,
@@ -148,25 +152,27 @@ async fn participant(
     let mut next_frame = Instant::now();
     let mut frame = 0u64;
     let mut measuring = false;
-    let mut base_frames = 0u64;
+    // Frames count by the time they were sent: a frame sent in [measure_from, end) counts as
+    // received whenever it arrives, so none in flight at either edge is miscounted. Everyone
+    // keeps receiving for DRAIN after `end` (publishers stop sending at `end`).
+    peer.count_window = Some((measure_from, end));
     let mut base_packets = 0u64;
     let mut kf_seen = 0u64;
     loop {
         let now = Instant::now();
-        if now >= end {
+        if now >= end + DRAIN {
             break;
         }
         if !measuring && now >= measure_from {
             measuring = true;
             peer.latencies_us.clear();
-            base_frames = peer.video_frames();
             base_packets = peer.received.values().map(|r| r.packets).sum();
         }
-        if publish && now >= next_frame {
+        if publish && now >= next_frame && now < end {
             let kf = frame.is_multiple_of(60) || peer.keyframe_requests > kf_seen;
             kf_seen = peer.keyframe_requests;
             let size = if kf { frame_bytes * 4 } else { frame_bytes };
-            if peer.send_video(kf, size) && measuring {
+            if peer.send_video(kf, size) && measuring && now < end {
                 shared.frames_sent.fetch_add(1, Ordering::Relaxed);
             }
             peer.send_audio(100);
@@ -177,9 +183,12 @@ async fn participant(
             frame += 1;
             next_frame += Duration::from_micros(33_333);
         }
-        let wait = next_frame
-            .min(end)
-            .saturating_duration_since(Instant::now());
+        let wake = if now < end {
+            next_frame.min(end)
+        } else {
+            end + DRAIN
+        };
+        let wait = wake.saturating_duration_since(Instant::now());
         peer.run_for(
             wait.max(Duration::from_micros(200))
                 .min(Duration::from_millis(20)),
@@ -194,10 +203,9 @@ async fn participant(
         }
     }
     // Count only frames of tracks that carry video (keyframes seen).
-    shared.frames_received.fetch_add(
-        peer.video_frames().saturating_sub(base_frames),
-        Ordering::Relaxed,
-    );
+    shared
+        .frames_received
+        .fetch_add(peer.frames_in_window, Ordering::Relaxed);
     let packets: u64 = peer.received.values().map(|r| r.packets).sum();
     shared
         .packets_received

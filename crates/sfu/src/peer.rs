@@ -78,6 +78,11 @@ pub struct Peer {
     pub media_dropped: u64,
     /// RTP datagrams received with a negotiated RTX payload type (RFC 4588 retransmissions).
     pub rtx_received: u64,
+    /// Send-time window (see [`Peer::sent_at`]): received synthetic video frames that were sent
+    /// inside it are counted in `frames_in_window`, whenever they arrive.
+    pub count_window: Option<(Instant, Instant)>,
+    /// See `count_window`.
+    pub frames_in_window: u64,
     next_timeout: Instant,
     video_time: u64,
     audio_time: u64,
@@ -122,6 +127,8 @@ impl Peer {
             media_seen: 0,
             media_dropped: 0,
             rtx_received: 0,
+            count_window: None,
+            frames_in_window: 0,
             next_timeout: now,
             video_time: 0,
             audio_time: 0,
@@ -512,6 +519,12 @@ impl Peer {
                     let now = Instant::now().duration_since(epoch()).as_nanos() as u64;
                     if now >= sent && self.latencies_us.len() < 1_000_000 {
                         self.latencies_us.push((now - sent) / 1000);
+                    }
+                    if let Some((from, to)) = self.count_window {
+                        let sent_at = epoch() + std::time::Duration::from_nanos(sent);
+                        if from <= sent_at && sent_at < to {
+                            self.frames_in_window += 1;
+                        }
                     }
                 }
             }

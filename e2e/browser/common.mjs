@@ -15,6 +15,20 @@ export function launchChromium(extra = []) {
 }
 
 /**
+ * A page in a fresh context of `browser` (720p viewport, camera and microphone granted), its
+ * errors logged, opened on `base`/healthz so it shares the server's origin; added to `pages`.
+ */
+export async function openPage(browser, base, pages) {
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 720 } });
+  await ctx.grantPermissions(['camera', 'microphone']);
+  const page = await ctx.newPage();
+  pages.push(page);
+  page.on('pageerror', (e) => console.error('pageerror:', e.message));
+  await page.goto(`${base}/healthz`);
+  return page;
+}
+
+/**
  * A loopback TCP proxy to `target` (an http:// URL). `cut()` destroys every proxied connection
  * and refuses new ones until `restore()`.
  */

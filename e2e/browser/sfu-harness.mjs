@@ -1,6 +1,8 @@
 // Helpers shared by the SFU browser suites (sfu.mjs, sfu-lossy.mjs): pages that join a room
 // through the SDK and publish a fake camera, waits with diagnostics, frames-decoded checks and
 // /metrics reads.
+import { openPage } from './common.mjs';
+
 export function check(cond, msg) {
   if (!cond) { console.error('FAIL:', msg); process.exit(1); }
   console.log(`ok - ${msg}`);
@@ -10,15 +12,7 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 /** Page helpers bound to one launched `browser`. */
 export function sfuHarness(browser) {
   const allPages = [];
-  async function newPage(base) {
-    const ctx = await browser.newContext({ viewport: { width: 1280, height: 720 } });
-    await ctx.grantPermissions(['camera', 'microphone']);
-    const page = await ctx.newPage();
-    allPages.push(page);
-    page.on('pageerror', (e) => console.error('pageerror:', e.message));
-    await page.goto(`${base}/healthz`);
-    return page;
-  }
+  const newPage = (base) => openPage(browser, base, allPages);
 
   /** Joins `room` via the SDK; publishes the fake camera when `publish` is set. */
   async function sdkJoin(page, room, { publish = true, simulcast = false, via = null } = {}) {

@@ -8,7 +8,7 @@
 //  4. two pages running the seed's own WebRTCClient/DataChannelClient (no SDK) connect;
 //  5. the demo page, with two people in it, is screenshotted.
 // Usage: SB_URL=http://127.0.0.1:PORT ARTIFACTS=dir node e2e/browser/signal.mjs
-import { cuttableProxy, launchChromium } from './common.mjs';
+import { cuttableProxy, launchChromium, openPage } from './common.mjs';
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -29,15 +29,7 @@ const proxyUrl = proxy.url;
 const browser = await launchChromium(['--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost']);
 
 const allPages = [];
-async function newPage() {
-  const ctx = await browser.newContext({ viewport: { width: 1280, height: 720 } });
-  await ctx.grantPermissions(['camera', 'microphone']);
-  const page = await ctx.newPage();
-  allPages.push(page);
-  page.on('pageerror', (e) => console.error('pageerror:', e.message));
-  await page.goto(`${SB_URL}/healthz`);
-  return page;
-}
+const newPage = () => openPage(browser, SB_URL, allPages);
 
 /** Joins `room` through the SDK in `page`; signaling via `via` (default: the server). */
 async function sdkJoin(page, room, via = SB_URL) {

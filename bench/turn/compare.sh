@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # coturn vs Switchboard's TURN, same machine, same session, same load: coturn's own
 # turnutils_uclient (with turnutils_peer as the UDP echo peer) with identical flags against
-# both. Reports server CPU µs per echoed message (from /proc/PID/stat), echoed msgs/s, loss,
+# both. Reports server CPU µs per echoed message (from its threads' /proc schedstat, in ns),
+# echoed msgs/s, loss,
 # and memory per idle allocation (alloc_mem.py).
 #
 # usage: bench/turn/compare.sh [SWITCHBOARD_BIN]     (default: target/release/switchboard)
@@ -90,8 +91,10 @@ kill -0 "$CO_PID" && kill -0 "$SB_PID" && { [ -z "${ALT:-}" ] || kill -0 "$NG_PI
 
 U="$(( $(date +%s) + 7200 )):bench"
 P=$(python3 -c 'import base64,hashlib,hmac,sys; print(base64.b64encode(hmac.new(sys.argv[1].encode(), sys.argv[2].encode(), hashlib.sha1).digest()).decode())' "$SECRET" "$U")
-ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-HZ=$(getconf CLK_TCK)
+# A server's CPU time in ns: the sum of its threads' schedstat run times (exact, where
+# /proc/PID/stat counts 10 ms ticks; a paced row costs only 20-60 ticks).
+ticks() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f\n", s}'; }
+HZ=1000000000
 
 echo "# $(date -u '+%F %T UTC') $(uptime | sed 's/.*load/load/')"
 echo "server     scenario           flags                                  echoed    loss      msgs/s   server_cpu_s  us/echoed_msg  msgs/s_wall"
@@ -144,7 +147,7 @@ recv = int(recv); cpu = (int(c1) - int(c0)) / int(hz)
 wall = float(t1) - float(t0)
 rate = recv / float(tt) if float(tt) > 0 else recv / wall
 us = cpu * 1e6 / recv if recv else float("nan")
-print(f"{server:10} {label:18} {flags:38} {recv:8d} {loss:>8}  {rate:9.0f}  {cpu:12.2f}  {us:13.2f}  {recv / wall:9.0f}")
+print(f"{server:10} {label:18} {flags:38} {recv:8d} {loss:>8}  {rate:9.0f}  {cpu:12.3f}  {us:13.2f}  {recv / wall:9.0f}")
 PY
   # Kernel receive-buffer drops during the run, by the process owning the socket.
   case "$loss" in 0.000000%|"") ;; *) echo "           ${drops:-udp_drops: not sampled}" ;; esac

@@ -228,6 +228,7 @@ async fn on_signal(
 ) {
     match msg {
         ClientMessage::Offer { offer, .. } => {
+            let offer = offer.to_value();
             let Some(sdp) = sdp_of(&offer) else {
                 return inner.fail(room, peer, &SfuError::Sdp("offer has no sdp".into()));
             };
@@ -251,6 +252,7 @@ async fn on_signal(
             }
         }
         ClientMessage::Answer { answer, .. } => {
+            let answer = answer.to_value();
             let r = match (session.as_ref(), sdp_of(&answer)) {
                 (None, _) => Err(SfuError::UnknownParticipant),
                 (_, None) => Err(SfuError::Sdp("answer has no sdp".into())),
@@ -264,8 +266,8 @@ async fn on_signal(
             // Before the first offer there is no session to trickle into; the SFU is ICE-lite
             // and learns the client's addresses from its connectivity checks anyway.
             if let Some(s) = session.as_ref() {
-                let text = match &candidate {
-                    Value::String(c) => c.clone(),
+                let text = match candidate.to_value() {
+                    Value::String(c) => c,
                     other => other.to_string(),
                 };
                 if let Err(e) = s.handle.add_remote_candidate(&text).await {

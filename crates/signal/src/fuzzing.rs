@@ -106,7 +106,7 @@ fn client_message(c: &mut Cursor<'_>) -> ClientMessage {
         4 => "nobody".to_string(),
         i => IDENTITIES[usize::from(i)].to_string(),
     };
-    let payload = json!({"sdp": "v=0", "n": c.u8()});
+    let payload = json!({"sdp": "v=0", "n": c.u8()}).into();
     match c.u8() % 7 {
         0 => ClientMessage::Offer {
             target,

@@ -120,15 +120,15 @@ pub fn to_response(m: &ServerMessage, seq: Option<u64>) -> SignalResponse {
         }),
         ServerMessage::Offer { offer, from } => Resp::Offer(OfferFrom {
             from: from.clone(),
-            offer: Some(sdp(offer)),
+            offer: Some(sdp(&offer.to_value())),
         }),
         ServerMessage::Answer { answer, from } => Resp::Answer(AnswerFrom {
             from: from.clone(),
-            answer: Some(sdp(answer)),
+            answer: Some(sdp(&answer.to_value())),
         }),
         ServerMessage::IceCandidate { candidate, from } => Resp::IceCandidate(IceCandidateFrom {
             from: from.clone(),
-            candidate_json: candidate.to_string(),
+            candidate_json: candidate.json().to_string(),
         }),
         ServerMessage::Bye { from } => Resp::Bye(ByeFrom { from: from.clone() }),
         ServerMessage::Pong { ts } => Resp::Pong(Pong {

@@ -738,7 +738,7 @@ mod tests {
     fn offer(to: &str, n: u64) -> ClientMessage {
         ClientMessage::Offer {
             target: to.into(),
-            offer: json!({"type":"offer","sdp":n.to_string()}),
+            offer: json!({"type":"offer","sdp":n.to_string()}).into(),
         }
     }
 
@@ -1124,7 +1124,7 @@ mod tests {
                         Op::Join(c, i, r) => {
                             let _ = h.join(c as u64, &format!("id{i}"), &format!("r{r}"), None, None, JoinInfo::default());
                         }
-                        Op::Offer(c, t) => h.message(c as u64, ClientMessage::Offer { target: format!("id{t}"), offer: Value::Null }),
+                        Op::Offer(c, t) => h.message(c as u64, ClientMessage::Offer { target: format!("id{t}"), offer: Value::Null.into() }),
                         Op::Leave(c) => h.message(c as u64, ClientMessage::Leave),
                         Op::Lost(c) => h.disconnect(c as u64, Disconnect::Lost, now),
                         Op::Resume(i) => {

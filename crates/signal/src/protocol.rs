@@ -2,13 +2,89 @@
 //! (`joined`, `rtt_report`, `seq` on delivered messages). Parsing never panics; every failure
 //! is a [`ProtocolError`] with a stable code that goes back to the client as `{"type":"error"}`.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
 use serde_json::Value;
+use std::borrow::Cow;
+use std::fmt;
 
 /// Largest identity, room id or peer id accepted, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
 /// Most RTT samples accepted in one `rtt_report`.
 pub const MAX_RTT_SAMPLES: usize = 256;
+
+/// A relayed payload (an offer, answer or ICE candidate): the client's JSON text, checked to
+/// be valid JSON and forwarded as it came (same key order, same escapes), never built into a
+/// tree. Relaying is the hot path; building and re-serializing a `Value` for every SDP was
+/// most of the server's own CPU per message (bench/RESULTS.md, signaling, session 12).
+#[derive(Clone)]
+pub struct Payload(Box<RawValue>);
+
+impl Payload {
+    /// The JSON text.
+    pub fn json(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The payload as a tree, for the few places that look inside (the SFU, gRPC).
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
+    }
+}
+
+impl From<&Value> for Payload {
+    fn from(v: &Value) -> Payload {
+        // A `Value` always serializes (its map keys are strings); `null` is the fallback.
+        Payload(
+            serde_json::value::to_raw_value(v)
+                .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null is JSON")),
+        )
+    }
+}
+
+impl From<Value> for Payload {
+    fn from(v: Value) -> Payload {
+        Payload::from(&v)
+    }
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Payload) -> bool {
+        self.json() == other.json()
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.json())
+    }
+}
+
+impl Serialize for Payload {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    /// Through a `Value`: inside the internally tagged [`ClientMessage`] serde hands fields
+    /// over as buffered content, which a `RawValue` cannot be read from. [`ClientMessage::parse`]
+    /// reads relay messages without this detour.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Payload, D::Error> {
+        Value::deserialize(d).map(Payload::from)
+    }
+}
+
+/// The fields of a relay message, read straight from the text (see [`ClientMessage::parse`]).
+#[derive(Deserialize)]
+struct RelayProbe<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    target: Option<String>,
+    offer: Option<Box<RawValue>>,
+    answer: Option<Box<RawValue>>,
+    candidate: Option<Box<RawValue>>,
+}
 
 /// A message from a client.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -30,15 +106,15 @@ pub enum ClientMessage {
     },
     Offer {
         target: String,
-        offer: Value,
+        offer: Payload,
     },
     Answer {
         target: String,
-        answer: Value,
+        answer: Payload,
     },
     IceCandidate {
         target: String,
-        candidate: Value,
+        candidate: Payload,
     },
     Bye {
         target: String,
@@ -115,10 +191,49 @@ fn check_id(kind: &str, field: &str, v: &str) -> Result<(), ProtocolError> {
 
 impl ClientMessage {
     /// Parses one text frame.
+    ///
+    /// Offers, answers and candidates are read in one pass, their payload kept as text. Anything
+    /// that pass does not settle (other types, a missing or `null` payload, a duplicate key,
+    /// malformed JSON) goes through the general path, so results and error messages are the
+    /// same either way.
     pub fn parse(text: &str) -> Result<ClientMessage, ProtocolError> {
+        if let Some(m) = Self::parse_relay(text) {
+            return m;
+        }
         let v: Value =
             serde_json::from_str(text).map_err(|e| ProtocolError::MalformedJson(e.to_string()))?;
         Self::from_value(v)
+    }
+
+    /// The one-pass read of a relay message; `None` when the general path has to decide.
+    fn parse_relay(text: &str) -> Option<Result<ClientMessage, ProtocolError>> {
+        let p: RelayProbe = serde_json::from_str(text).ok()?;
+        let target = p.target?;
+        let (kind, m) = match &*p.kind {
+            "offer" => (
+                "offer",
+                ClientMessage::Offer {
+                    target,
+                    offer: Payload(p.offer?),
+                },
+            ),
+            "answer" => (
+                "answer",
+                ClientMessage::Answer {
+                    target,
+                    answer: Payload(p.answer?),
+                },
+            ),
+            "ice_candidate" => (
+                "ice_candidate",
+                ClientMessage::IceCandidate {
+                    target,
+                    candidate: Payload(p.candidate?),
+                },
+            ),
+            _ => return None,
+        };
+        Some(m.validate(kind).map(|()| m))
     }
 
     /// Validates an already-parsed JSON value (the gRPC transport's `json` escape hatch).
@@ -208,15 +323,15 @@ pub enum ServerMessage {
         peer_id: String,
     },
     Offer {
-        offer: Value,
+        offer: Payload,
         from: String,
     },
     Answer {
-        answer: Value,
+        answer: Payload,
         from: String,
     },
     IceCandidate {
-        candidate: Value,
+        candidate: Payload,
         from: String,
     },
     Bye {
@@ -345,7 +460,7 @@ mod tests {
     #[test]
     fn server_shapes_match_the_seed() {
         let m = ServerMessage::Offer {
-            offer: json!({"type":"offer","sdp":"v=0"}),
+            offer: json!({"type":"offer","sdp":"v=0"}).into(),
             from: "a".into(),
         };
         let v: Value = serde_json::from_str(&m.to_json(None)).unwrap();
@@ -366,7 +481,111 @@ mod tests {
         assert_eq!(v, json!({"type":"stream_progress","n":1,"seq":2}));
     }
 
+    /// What the general path (a `Value` first) makes of `text`, payloads compared as trees.
+    fn general(text: &str) -> Result<ClientMessage, ProtocolError> {
+        let v: Value =
+            serde_json::from_str(text).map_err(|e| ProtocolError::MalformedJson(e.to_string()))?;
+        ClientMessage::from_value(v)
+    }
+
+    fn same(a: &Result<ClientMessage, ProtocolError>, b: &Result<ClientMessage, ProtocolError>) {
+        use ClientMessage::*;
+        match (a, b) {
+            (
+                Ok(Offer {
+                    target: t,
+                    offer: p,
+                }),
+                Ok(Offer {
+                    target: u,
+                    offer: q,
+                }),
+            )
+            | (
+                Ok(Answer {
+                    target: t,
+                    answer: p,
+                }),
+                Ok(Answer {
+                    target: u,
+                    answer: q,
+                }),
+            )
+            | (
+                Ok(IceCandidate {
+                    target: t,
+                    candidate: p,
+                }),
+                Ok(IceCandidate {
+                    target: u,
+                    candidate: q,
+                }),
+            ) => {
+                assert_eq!(t, u);
+                assert_eq!(p.to_value(), q.to_value());
+            }
+            _ => assert_eq!(a, b),
+        }
+    }
+
+    #[test]
+    fn the_one_pass_relay_read_agrees_with_the_general_path() {
+        for text in [
+            r#"{"type":"offer","target":"b","offer":{"type":"offer","sdp":"v=0\r\n"}}"#,
+            r#" { "offer" : { "sdp" : "x" } , "target" : "b" , "type" : "offer" } "#,
+            r#"{"type":"answer","target":"b","answer":{"type":"answer","sdp":"\u00e9"}}"#,
+            r#"{"type":"ice_candidate","target":"b","candidate":"candidate:1 1 udp 1 h 9 typ host"}"#,
+            r#"{"type":"ice_candidate","target":"b","candidate":{"candidate":"c","sdpMid":"0"},"x":[1]}"#,
+            r#"{"type":"offer","target":"b","offer":null}"#,
+            r#"{"type":"offer","target":"b"}"#,
+            r#"{"type":"offer","offer":{}}"#,
+            r#"{"type":"offer","target":7,"offer":{}}"#,
+            r#"{"type":"offer","target":"","offer":{}}"#,
+            r#"{"type":"offer","target":"a","target":"b","offer":{}}"#,
+            r#"{"type":"offer","type":"answer","target":"b","answer":{}}"#,
+            r#"{"type":"answer","target":"b","offer":{}}"#,
+            r#"{"type":"offer","target":"b","offer":{}} trailing"#,
+            r#"{"type":"offer","target":"b","offer":{"sdp":"unterminated}"#,
+            r#"{"type":"of\u0066er","target":"b","offer":{"sdp":"x"}}"#,
+            r#"{"type":"bye","target":"b"}"#,
+            r#"{"type":"join","room_id":"r"}"#,
+        ] {
+            same(&ClientMessage::parse(text), &general(text));
+        }
+        let long = "x".repeat(300);
+        let text = format!(r#"{{"type":"offer","target":"{long}","offer":{{}}}}"#);
+        assert_eq!(
+            ClientMessage::parse(&text).unwrap_err().code(),
+            "bad_message"
+        );
+    }
+
+    #[test]
+    fn a_relayed_payload_leaves_as_it_came() {
+        let text = r#"{"type":"offer","target":"b","offer":{"type":"offer","sdp":"v=0\r\na=x"}}"#;
+        let ClientMessage::Offer { offer, .. } = ClientMessage::parse(text).unwrap() else {
+            panic!("not an offer");
+        };
+        assert_eq!(offer.json(), r#"{"type":"offer","sdp":"v=0\r\na=x"}"#);
+        let out = ServerMessage::Offer {
+            offer,
+            from: "a".into(),
+        }
+        .to_json(Some(3));
+        assert_eq!(
+            out,
+            r#"{"type":"offer","offer":{"type":"offer","sdp":"v=0\r\na=x"},"from":"a","seq":3}"#
+        );
+    }
+
     proptest! {
+        #[test]
+        fn relay_reads_agree(kind in "(offer|answer|ice_candidate)", field in "(offer|answer|candidate|sdp)",
+                             target in "(\"[a-z]{0,4}\"|null|1)", v in "(\"[a-z]{0,8}\"|[0-9]{1,5}|null|\\[\\]|\\{\\}|\\{\"sdp\":\"v\"\\})") {
+            let text = format!(r#"{{"type":"{kind}","target":{target},"{field}":{v}}}"#);
+            same(&ClientMessage::parse(&text), &general(&text));
+        }
+
         #[test]
         fn parse_never_panics(s in ".{0,512}") {
             let _ = ClientMessage::parse(&s);

@@ -1,11 +1,10 @@
-//! Any bytes as a signaling text frame: parsing must never panic, and a parsed message must
-//! survive the same validation again (what the gRPC `json` escape hatch does).
+//! Any bytes as a signaling text frame: parsing must never panic, and the one-pass read of
+//! relay messages must agree with the general path (`switchboard_signal::fuzzing::check_message`).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use switchboard_signal::protocol::ClientMessage;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = ClientMessage::parse(text);
+        switchboard_signal::fuzzing::check_message(text);
     }
 });

@@ -216,31 +216,22 @@ impl ClientMessage {
     fn parse_relay(text: &str) -> Option<Result<ClientMessage, ProtocolError>> {
         let p: RelayProbe = serde_json::from_str(text).ok()?;
         let target = p.target?;
-        let (kind, m) = match &*p.kind {
-            "offer" => (
-                "offer",
-                ClientMessage::Offer {
-                    target,
-                    offer: Payload(p.offer?),
-                },
-            ),
-            "answer" => (
-                "answer",
-                ClientMessage::Answer {
-                    target,
-                    answer: Payload(p.answer?),
-                },
-            ),
-            "ice_candidate" => (
-                "ice_candidate",
-                ClientMessage::IceCandidate {
-                    target,
-                    candidate: Payload(p.candidate?),
-                },
-            ),
+        let m = match &*p.kind {
+            "offer" => ClientMessage::Offer {
+                target,
+                offer: Payload(p.offer?),
+            },
+            "answer" => ClientMessage::Answer {
+                target,
+                answer: Payload(p.answer?),
+            },
+            "ice_candidate" => ClientMessage::IceCandidate {
+                target,
+                candidate: Payload(p.candidate?),
+            },
             _ => return None,
         };
-        Some(m.validate(kind).map(|()| m))
+        Some(m.validate(m.kind()).map(|()| m))
     }
 
     /// Validates an already-parsed JSON value (the gRPC transport's `json` escape hatch).

@@ -15,6 +15,9 @@
 #        ALLOCS=0 skips the memory measurement
 #        PAR=K runs K uclient processes at once per scenario, each with its own echo peer,
 #        and sums their figures (one uclient tops out near 25-30k echoed msgs/s)
+#        FLOOR=1 also runs bench/tools/turn_floor.c (a relay with no TURN logic at all, same
+#        I/O shape) on the UDP rows: what any server must at least pay on this machine;
+#        FLOOR_YIELD=1 makes it yield after work as Switchboard does
 #        KEEP=1 keeps the work directory (uclient logs, configs) for a look afterwards
 #        PERF_DIR=DIR also records a `perf record -g` profile of each server per scenario
 #        (PERF_ARGS overrides the perf subcommand and options, e.g. "stat -e ...")
@@ -76,6 +79,12 @@ PY
   env ${ALT_ENV:-} RUST_LOG=warn "$SB_BIN" serve --config "$W/sb-alt.toml" >"$W/sb-alt.log" 2>&1 &
   NG_PID=$!; PIDS+=("$NG_PID")
 fi
+if [ -n "${FLOOR:-}" ]; then
+  FL_PORT=$(free_port)
+  cc -O2 -o "$W/turn_floor" "$ROOT/bench/tools/turn_floor.c"
+  "$W/turn_floor" 127.0.0.1 "$FL_PORT" "${FLOOR_YIELD:-0}" >"$W/floor.log" 2>&1 &
+  FL_PID=$!; PIDS+=("$FL_PID")
+fi
 PAR=${PAR:-1}
 MAXPAR=$PAR
 LADDER=${LADDER:-10 20 40 80 2x60 3x60 3x80}
@@ -87,7 +96,7 @@ for pp in "${PEER_PORTS[@]}"; do
   PIDS+=("$!")
 done
 sleep 1.5
-kill -0 "$CO_PID" && kill -0 "$SB_PID" && { [ -z "${ALT:-}" ] || kill -0 "$NG_PID"; } || { cat "$W/sb.log" "$W/coturn.log" | tail -20; exit 1; }
+kill -0 "$CO_PID" && kill -0 "$SB_PID" && { [ -z "${ALT:-}" ] || kill -0 "$NG_PID"; } && { [ -z "${FLOOR:-}" ] || kill -0 "$FL_PID"; } || { cat "$W/sb.log" "$W/coturn.log" | tail -20; exit 1; }
 
 U="$(( $(date +%s) + 7200 )):bench"
 P=$(python3 -c 'import base64,hashlib,hmac,sys; print(base64.b64encode(hmac.new(sys.argv[1].encode(), sys.argv[2].encode(), hashlib.sha1).digest()).decode())' "$SECRET" "$U")
@@ -113,6 +122,9 @@ run() { # server pid port label flags...
   drops_pid=$!
   for attempt in 1 2 3; do
     # A stale allocation from an earlier run on a reused source port answers 437; retry.
+    # So does uclient's own channel bind when its two random channel numbers (0x4000-0x4FFF)
+    # collide: every server must answer 400 (RFC 8656 §12.2: a number already bound to
+    # another peer), and uclient exits; about one session in 4,096.
     c0=$(ticks "$pid"); t0=$(date +%s.%N)
     local ucs=()
     for ((k = 0; k < PAR; k++)); do
@@ -120,7 +132,7 @@ run() { # server pid port label flags...
       ucs+=("$!")
     done
     wait "${ucs[@]}" 2>/dev/null || true
-    grep -q 'error 437' "$log".[0-9]* || break
+    grep -qE 'error 437|channel bind: error 400' "$log".[0-9]* || break
     [ "$attempt" = 3 ] || rm -f "$log".[0-9]*
   done
   c1=$(ticks "$pid"); t1=$(date +%s.%N)
@@ -155,6 +167,7 @@ PY
 both() { # label flags...  (switchboard first, then coturn, same flags)
   run switchboard "$SB_PID" "$SB_PORT" "$@"
   [ -z "${ALT:-}" ] || run "${ALT_LABEL:-sb-alt}" "$NG_PID" "$NG_PORT" "$@"
+  [ -z "${FLOOR:-}" ] || [[ $1 == tcp* ]] || run floor "$FL_PID" "$FL_PORT" "$@"
   run coturn "$CO_PID" "$CO_PORT" "$@"
 }
 # Memory per idle allocation.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Signaling benchmark: Switchboard (release) vs the seed's Python `websockets` server, same
 # load, same machine, one after the other. Prints one summary line per scenario.
-# Usage: cargo build --release --bin switchboard --bin signal-load && bench/run-signal.sh
+# Usage: cargo build --release -p switchboard -p signal-load && bench/run-signal.sh
 # Env: CLIENTS_IDLE (10000), CLIENTS (1000), ROOM (4), RATES ("20000 50000"), SEED_RATES
 # ("1000 2500 5000"), DURATION (10), PIN (unset; PIN=1 runs each server on CPU 0 and the load
 # generator on CPU 1, as if on separate machines, so neither preempts the other).

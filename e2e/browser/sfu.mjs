@@ -2,7 +2,7 @@
 //  1. three pages join one SFU room and publish their camera (one with simulcast); each decodes
 //     the two others (inbound-rtp framesDecoded grows between two samples, per publisher);
 //  2. DataChannel messages through the server: targeted (and not seen by the third page),
-//     broadcast, updates, and one 1 MiB message intact (length + SHA-256); RTT pings to $server;
+//     broadcast, updates, and one 1 MiB message intact (length + SHA-256); RTT pings to the server (peer id "$server");
 //  3. a fourth page joins late and decodes a frame of each publisher within 2 s;
 //  4. one page leaves: the others get track_ended for its track; the SFU session gauge drops;
 //  5. auto mode (mesh_max_peers = 2): two pages mesh (with media), a third joins, all three end
@@ -220,7 +220,7 @@ check(got[0] === 1 << 20 && got[1] === sent.hash,
   `1 MiB message intact through the SFU (length ${got[0]}, sha256 ${sent.hash.slice(0, 12)}…, ~${got[2] - sent.at} ms end to end)`);
 await sleep(1500);
 const rtt = await A.evaluate(() => window.t.room.stats());
-check(rtt.mode === 'sfu' && rtt.rtt.count > 0, `RTT pings to $server: p50=${rtt.rtt.p50?.toFixed(2)} p95=${rtt.rtt.p95?.toFixed(2)} ms over ${rtt.rtt.count} samples`);
+check(rtt.mode === 'sfu' && rtt.rtt.count > 0, `RTT pings to the server: p50=${rtt.rtt.p50?.toFixed(2)} p95=${rtt.rtt.p95?.toFixed(2)} ms over ${rtt.rtt.count} samples`);
 
 // Stream progress for B's own gRPC-Web stream arrives over its DataChannel (topic
 // stream_progress) as well as over signaling; the SDK emits each event once.

@@ -4,7 +4,7 @@ use thiserror::Error;
 /// metrics and in the JSON `error` field; messages never contain secrets or token contents.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum AuthError {
-    #[error("no token was presented")]
+    #[error("no token was presented: send `Authorization: Bearer <token>` (signaling WebSocket and GET /v1/ice-servers also take `?access_token=<token>`)")]
     MissingToken,
     #[error("token is larger than 8 KiB")]
     Oversized,

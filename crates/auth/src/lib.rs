@@ -17,6 +17,7 @@ pub mod gate;
 mod jwt;
 mod keyring;
 pub mod limit;
+pub mod presented;
 pub mod replay;
 pub mod store;
 pub mod turn_rest;

@@ -5,7 +5,7 @@
 //! | `POST /v1/login` `{username,password}` | — | session cookie `sb_session` (HttpOnly, SameSite=Strict) |
 //! | `POST /v1/logout` | cookie | ends the session |
 //! | `POST /v1/token` `{room?,scope?,ttl?,identity?}` | API key (Basic `id:secret`) or cookie | `{token, expires_at, ...}` |
-//! | `GET /v1/ice-servers` | Bearer ticket (scope `webrtc`) | STUN + TURN with REST credentials |
+//! | `GET /v1/ice-servers` | ticket (scope `webrtc`): Bearer or `?access_token=` | STUN + TURN with REST credentials |
 //! | `GET /healthz`, `/readyz`, `/metrics` | — | liveness, readiness (503 while draining), Prometheus text |
 
 use crate::app::AppState;
@@ -82,13 +82,6 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter_map(|kv| kv.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
-}
-
-/// `Authorization: Bearer <jwt>`.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, rest) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
 }
 
 fn basic(headers: &HeaderMap) -> Option<Result<(String, String), ApiError>> {
@@ -419,13 +412,21 @@ pub fn ice_uris(s: &AppState, host_header: Option<&str>) -> (Vec<String>, Vec<St
     (stun, turn)
 }
 
-async fn ice_servers(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let token = bearer(&headers).ok_or_else(|| {
-        s.gate.count_failure(&AuthError::MissingToken);
-        ApiError::from(AuthError::MissingToken)
-    })?;
+async fn ice_servers(
+    State(s): State<AppState>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let token =
+        switchboard_auth::presented::ticket(authorization, uri.query()).ok_or_else(|| {
+            s.gate.count_failure(&AuthError::MissingToken);
+            ApiError::from(AuthError::MissingToken)
+        })?;
     let now = unix_now();
-    let claims = s.gate.check(token, Scope::Webrtc, now)?;
+    let claims = s.gate.check(&token, Scope::Webrtc, now)?;
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     Ok(Json(ice_servers_json(&s, &claims.sub, host, now)).into_response())
 }

@@ -85,6 +85,20 @@ impl RunningServer {
         line
     }
 
+    /// The demo page for `room`. On a dev server (anonymous guest tickets allowed) every tab
+    /// opened from it mints its own single-use ticket, so the same URL works in many tabs.
+    pub fn demo_url(&self, room: &str) -> String {
+        let mut addr = self.http_addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        format!("http://{addr}/?room={room}")
+    }
+
     /// Resolves when the server has stopped (after a shutdown began elsewhere).
     pub async fn wait(self) {
         let _ = self.join.await;

@@ -194,8 +194,19 @@ impl Config {
             ),
             None => (String::new(), "<defaults>".to_string()),
         };
+        Config::from_text(&text, &label, env)
+    }
+
+    /// Parses `text` (named `label` in errors), then applies `SWITCHBOARD_<SECTION>_<KEY>`
+    /// overrides from `env`.
+    pub fn from_text(
+        text: &str,
+        label: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigLoadError> {
+        let label = label.to_string();
         // First pass on the text itself, so that errors carry line and column.
-        let from_file: Config = toml::from_str(&text).map_err(|e| ConfigLoadError::Parse {
+        let from_file: Config = toml::from_str(text).map_err(|e| ConfigLoadError::Parse {
             path: label.clone(),
             message: e.to_string().trim_end().to_string(),
         })?;
@@ -208,7 +219,7 @@ impl Config {
         }
         let defaults = toml::Value::try_from(Config::default())
             .map_err(|e| ConfigLoadError::Invalid(e.to_string()))?;
-        let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigLoadError::Parse {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigLoadError::Parse {
             path: label,
             message: e.to_string(),
         })?;

@@ -161,8 +161,10 @@ fn init_logging(c: &Config) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&c.log.level))
         .with_context(|| format!("log.level {:?}", c.log.level))?;
+    // Colour only on a terminal: a log file or a pipe gets plain text.
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match c.log.format.as_str() {
         "json" => b.json().init(),
@@ -183,13 +185,19 @@ fn main() {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Serve { cfg, dev } => {
-            let mut c = load(&cfg)?;
-            if dev {
-                switchboard::dev::apply_dev_defaults(&mut c, cfg.config.is_some());
-            }
+            let (c, dev_keys) = if dev {
+                let mut c = match &cfg.config {
+                    Some(_) => load(&cfg)?,
+                    None => switchboard::dev::dev_config(std::env::vars())?,
+                };
+                let keys = switchboard::dev::apply_dev_defaults(&mut c);
+                (c, Some(keys))
+            } else {
+                (load(&cfg)?, None)
+            };
             init_logging(&c)?;
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(serve(c, dev))
+            rt.block_on(serve(c, dev_keys))
         }
         Cmd::CheckConfig { cfg } => {
             let c = load(&cfg)?;
@@ -354,39 +362,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(c: Config, dev: bool) -> anyhow::Result<()> {
+async fn serve(c: Config, dev: Option<switchboard::dev::DevKeys>) -> anyhow::Result<()> {
     let server = switchboard::start(c).await?;
     let addr = server.http_addr;
     tracing::info!(%addr, startup_ms = server.startup.as_millis() as u64, "switchboard ready");
     // One machine-readable line for scripts and tests that start the binary on ephemeral ports.
     println!("{}", server.listening_line());
-    if dev {
-        let s = &server.state;
-        let req = MintRequest {
-            identity: "dev-user".into(),
-            room: None,
-            scope: [
-                switchboard_auth::Scope::Webrtc,
-                switchboard_auth::Scope::Grpc,
-            ]
-            .into_iter()
-            .collect(),
-            ttl: None,
-        };
-        let (token, _) = s
-            .gate
-            .keyring
-            .mint(&req, unix_now())
-            .map_err(anyhow::Error::msg)?;
-        println!(
-            "Switchboard dev server ready in {} ms",
-            server.startup.as_millis()
-        );
-        println!("  demo page:  http://{addr}/?token={token}");
-        println!("  token:      {token}");
-        println!(
-            "  (dev mode: keys are in memory; POST /v1/token mints guest tickets without login)"
-        );
+    if let Some(keys) = dev {
+        print_dev_banner(&server, keys)?;
     }
     let shutdown = server.state.shutdown.clone();
     tokio::select! {
@@ -398,5 +381,52 @@ async fn serve(c: Config, dev: bool) -> anyhow::Result<()> {
     }
     server.wait().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// What a newcomer needs after `serve --dev`: where the demo is, a ticket to try the API with,
+/// how long it lives and how to present it, and where the keys came from.
+fn print_dev_banner(
+    server: &switchboard::RunningServer,
+    keys: switchboard::dev::DevKeys,
+) -> anyhow::Result<()> {
+    let addr = server.http_addr;
+    let s = &server.state;
+    let req = MintRequest {
+        identity: "dev-user".into(),
+        room: None,
+        scope: [
+            switchboard_auth::Scope::Webrtc,
+            switchboard_auth::Scope::Grpc,
+        ]
+        .into_iter()
+        .collect(),
+        ttl: None,
+    };
+    let now = unix_now();
+    let (token, claims) = s.gate.keyring.mint(&req, now).map_err(anyhow::Error::msg)?;
+    let ttl = switchboard_auth::duration::format(std::time::Duration::from_secs(claims.exp - now));
+    let keys_from = match (keys.signing_key_generated, keys.turn_secret_generated) {
+        (true, true) => "signing key and TURN secret generated in memory (new on every start)",
+        (true, false) => "signing key generated in memory; TURN secret from your configuration",
+        (false, true) => "signing key from your configuration; TURN secret generated in memory",
+        (false, false) => "signing key and TURN secret from your configuration",
+    };
+    println!(
+        "Switchboard dev server ready in {} ms",
+        server.startup.as_millis()
+    );
+    println!("  demo page:  {}", server.demo_url("lobby"));
+    println!("              open it in several tabs: each tab mints its own guest ticket");
+    println!("  ticket:     {token}");
+    println!(
+        "              identity dev-user, scopes webrtc,grpc, valid {ttl}; it opens one signaling"
+    );
+    println!(
+        "              session (single use); HTTP calls take it as `Authorization: Bearer <ticket>`"
+    );
+    println!("              or `?access_token=<ticket>`, e.g. curl -H \"Authorization: Bearer $TICKET\" http://{addr}/v1/ice-servers");
+    println!("  more:       POST /v1/token mints guest tickets without login (dev mode only)");
+    println!("  keys:       {keys_from}");
     Ok(())
 }

@@ -239,6 +239,8 @@ fn dev_mode_is_ready_fast_prints_a_token_and_stops_on_sigterm() {
         &[
             ("SWITCHBOARD_HTTP_BIND", "127.0.0.1:0"),
             ("SWITCHBOARD_TURN_ENABLED", "false"),
+            ("SWITCHBOARD_SFU_UDP_PORT", "0"),
+            ("SWITCHBOARD_SFU_TCP_PORT", "0"),
         ],
     );
     assert!(ready < Duration::from_secs(5), "startup took {ready:?}");
@@ -271,6 +273,114 @@ fn dev_mode_is_ready_fast_prints_a_token_and_stops_on_sigterm() {
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(err.contains("stopped"), "{err}");
+}
+
+/// The dev banner says what a newcomer needs (a demo URL that works in many tabs, the ticket's
+/// lifetime, that it is single use and how to present it), every listener follows the
+/// environment's overrides, and logs to a pipe carry no colour codes.
+#[test]
+fn dev_banner_explains_the_ticket_and_env_moves_every_listener() {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--dev"])
+        .env_remove("SWITCHBOARD_CONFIG")
+        .env_remove("RUST_LOG")
+        .envs([
+            ("SWITCHBOARD_HTTP_BIND", "127.0.0.1:0"),
+            ("SWITCHBOARD_TURN_LISTEN", "127.0.0.1:0"),
+            ("SWITCHBOARD_SFU_UDP_PORT", "0"),
+            ("SWITCHBOARD_SFU_TCP_PORT", "0"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = String::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        out.push_str(&line);
+        out.push('\n');
+        if line.trim_start().starts_with("keys:") {
+            break;
+        }
+    }
+    libc_kill(child.id() as i32, libc::SIGTERM);
+    child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+
+    let listening = out
+        .lines()
+        .find(|l| l.starts_with("switchboard listening"))
+        .unwrap_or_else(|| panic!("{out}"));
+    for name in ["turn_udp", "turn_tcp", "sfu_udp", "sfu_tcp"] {
+        let addr = listening
+            .split(' ')
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("{name} missing: {listening}"));
+        assert!(addr.starts_with("127.0.0.1:"), "{name}={addr}");
+        for fixed in [":3478", ":7881", ":7882"] {
+            assert!(!addr.ends_with(fixed), "{name}={addr} ignored the override");
+        }
+    }
+    let http = listening
+        .split(' ')
+        .find_map(|kv| kv.strip_prefix("http="))
+        .unwrap();
+    assert!(
+        out.contains(&format!("demo page:  http://{http}/?room=lobby")),
+        "{out}"
+    );
+    assert!(out.contains("valid 5m"), "ticket lifetime: {out}");
+    assert!(out.contains("single use"), "{out}");
+    assert!(
+        out.contains("Authorization: Bearer") && out.contains("?access_token="),
+        "{out}"
+    );
+    assert!(
+        out.contains("signing key and TURN secret generated in memory"),
+        "{out}"
+    );
+    assert!(
+        !err.contains('\x1b'),
+        "colour codes in a piped log: {err:?}"
+    );
+    assert!(err.contains("switchboard ready"), "{err}");
+}
+
+/// With keys from the environment, the banner does not claim they were generated.
+#[test]
+fn dev_banner_names_configured_keys() {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--dev"])
+        .env_remove("SWITCHBOARD_CONFIG")
+        .envs([
+            ("SWITCHBOARD_HTTP_BIND", "127.0.0.1:0"),
+            ("SWITCHBOARD_TURN_ENABLED", "false"),
+            ("SWITCHBOARD_SFU_UDP_PORT", "0"),
+            ("SWITCHBOARD_SFU_TCP_PORT", "0"),
+            (
+                "SWITCHBOARD_TURN_STATIC_AUTH_SECRET",
+                "cli-test-turn-secret",
+            ),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut keys = String::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line.trim_start().starts_with("keys:") {
+            keys = line;
+            break;
+        }
+    }
+    libc_kill(child.id() as i32, libc::SIGTERM);
+    child.wait().unwrap();
+    assert!(
+        keys.contains("signing key generated in memory; TURN secret from your configuration"),
+        "{keys}"
+    );
 }
 
 #[test]

@@ -361,6 +361,33 @@ async fn ice_servers_rejects_bad_tickets_with_reasons() {
     }
     let r = c.get(format!("{b}/v1/ice-servers")).send().await.unwrap();
     assert_eq!(r.status(), 401);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "missing_token");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("Authorization: Bearer") && message.contains("?access_token="),
+        "the refusal says how to present a ticket: {message}"
+    );
+
+    // The same ticket in the URL, as the WebSocket takes it (a browser GET cannot set headers).
+    let r = c
+        .get(format!("{b}/v1/ice-servers?access_token={good}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let by_query: serde_json::Value = r.json().await.unwrap();
+    assert!(by_query["iceServers"][1]["username"]
+        .as_str()
+        .unwrap()
+        .ends_with(":carol"));
+    // `?token=` is not a way to present a ticket: refused with the same clear message.
+    let r = c
+        .get(format!("{b}/v1/ice-servers?token={good}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
     s.shutdown().await;
 }
 

@@ -221,9 +221,8 @@ impl Signal for SignalService {
         } else {
             let token = meta("authorization")
                 .as_deref()
-                .and_then(|v| v.split_once(' '))
-                .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
-                .map(|(_, t)| t.trim().to_string())
+                .and_then(switchboard_auth::presented::bearer)
+                .map(str::to_string)
                 .unwrap_or_default();
             match inner
                 .gate

@@ -18,7 +18,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use futures::{SinkExt, StreamExt};
-use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,11 +31,21 @@ pub(crate) fn routes(inner: Arc<Inner>) -> Router {
         .with_state(inner)
 }
 
-#[derive(Deserialize, Default)]
+/// What a signaling URL carries: a ticket, or a resume token and the last `seq` received.
+#[derive(Default)]
 struct SignalQuery {
-    access_token: Option<String>,
     resume_token: Option<String>,
     last_seq: Option<u64>,
+}
+
+impl SignalQuery {
+    fn parse(query: &str) -> SignalQuery {
+        use switchboard_auth::presented::query_value;
+        SignalQuery {
+            resume_token: query_value(query, "resume_token"),
+            last_seq: query_value(query, "last_seq").and_then(|v| v.parse().ok()),
+        }
+    }
 }
 
 fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
@@ -48,12 +57,6 @@ fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-pub(crate) fn bearer(headers: &http::HeaderMap) -> Option<&str> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, rest) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-}
-
 async fn upgrade(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     let (mut parts, _) = req.into_parts();
     let ip = parts
@@ -61,10 +64,10 @@ async fn upgrade(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    let q: SignalQuery = parts
+    let q = parts
         .uri
         .query()
-        .and_then(serde_urlencoded_lite)
+        .map(SignalQuery::parse)
         .unwrap_or_default();
     // Verify first, consume the jti last: a refused upgrade (not a WebSocket request, too many
     // connections) must not burn the caller's single-use ticket.
@@ -80,12 +83,13 @@ async fn upgrade(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         }
         None
     } else {
-        let token = q
-            .access_token
-            .as_deref()
-            .or_else(|| bearer(&parts.headers))
-            .unwrap_or("");
-        match inner.gate.check(token, Scope::Webrtc, now) {
+        let authorization = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let token = switchboard_auth::presented::ticket(authorization, parts.uri.query())
+            .unwrap_or_default();
+        match inner.gate.check(&token, Scope::Webrtc, now) {
             Ok(c) => Some(c),
             Err(e) => {
                 inner.metrics.error("unauthorized");
@@ -150,46 +154,6 @@ async fn upgrade(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             move |_| inner.closed(&conn, Disconnect::Fatal)
         })
         .on_upgrade(move |socket| run(inner, conn, rx, caller, resume, socket))
-}
-
-/// Minimal `application/x-www-form-urlencoded` query parsing for our three keys.
-fn serde_urlencoded_lite(q: &str) -> Option<SignalQuery> {
-    let mut out = SignalQuery::default();
-    for pair in q.split('&') {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = percent_decode(v)?;
-        match k {
-            "access_token" => out.access_token = Some(v),
-            "resume_token" => out.resume_token = Some(v),
-            "last_seq" => out.last_seq = v.parse().ok(),
-            _ => {}
-        }
-    }
-    Some(out)
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                let h = std::str::from_utf8(&b[i + 1..i + 3]).ok()?;
-                out.push(u8::from_str_radix(h, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 async fn run(

@@ -373,10 +373,7 @@ fn trailers_only(mode: Mode, s: &Status) -> Response {
 
 fn bearer(h: &HeaderMap) -> Option<&str> {
     let v = h.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then_some(token.trim())
+    switchboard_auth::presented::bearer(v)
 }
 
 /// One stream slot for an identity (and on the node); released on drop.

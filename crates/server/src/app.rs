@@ -110,6 +110,7 @@ impl RunningServer {
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let t0 = Instant::now();
     let config = Arc::new(config);
+    let shutdown = CancellationToken::new();
     let mut registry = new_registry();
 
     let keyring = Arc::new(KeyRing::from_config(&config.auth).context("auth.keys")?);
@@ -121,6 +122,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             .with_context(|| format!("auth.database {:?}", config.auth.database))?,
     );
     let office = OfficeMetrics::register(&mut registry);
+    crate::memory::spawn_release_task(&mut registry, shutdown.clone());
 
     // --- stream gateway (inference.Inference/StreamPredict over gRPC and gRPC-Web) ---
     let stream_gateway = switchboard_stream::Gateway::new(
@@ -136,7 +138,6 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on http.bind {}: {e}", config.http.bind))?;
     let http_addr = listener.local_addr()?;
-    let shutdown = CancellationToken::new();
     #[allow(unused_mut)]
     let mut bound = BoundAddrs {
         http: Some(http_addr),

@@ -82,12 +82,18 @@ pub struct LimitsConfig {
     pub signal_messages_per_second: u32,
     /// Open signaling connections per client IP; more are refused with HTTP 429.
     pub signal_connections_per_ip: usize,
+    /// Open signaling connections on this node, all clients together; more are refused with
+    /// HTTP 503 (`server_full`).
+    pub signal_max_connections: usize,
     /// Joins per second per client IP (bursts of twice this); excess joins get
     /// `error{code:"join_rate_limited"}`.
     pub signal_joins_per_second_per_ip: u32,
     /// Messages queued for one signaling connection; when a slow reader lets it overflow, that
     /// connection alone is closed (4003, counted as `slow_consumer`).
     pub signal_send_queue: usize,
+    /// Bytes queued for one signaling connection (the same close when exceeded; one message
+    /// alone may be larger). At least `signal_resume_buffer_bytes`, so a resume's replay fits.
+    pub signal_send_queue_bytes: usize,
     /// Peers per room (`error{code:"room_full"}` beyond).
     pub signal_max_room_peers: usize,
     /// Interval of the server's WebSocket pings.
@@ -102,6 +108,12 @@ pub struct LimitsConfig {
     pub signal_resume_grace: std::time::Duration,
     /// Messages kept per session so a resumed connection misses none.
     pub signal_resume_buffer: usize,
+    /// Bytes kept per session for resume; the oldest messages go first (the newest always
+    /// stays). A session awaiting resume that loses messages this way ends (`peer_left`).
+    pub signal_resume_buffer_bytes: usize,
+    /// Bytes kept for resume by all sessions of the node together: past it, the session that
+    /// receives gives up its oldest messages while over its fair share, then the largest.
+    pub signal_resume_total_bytes: usize,
 }
 
 impl LimitsConfig {
@@ -111,13 +123,17 @@ impl LimitsConfig {
             max_frame_bytes: self.signal_max_frame_bytes,
             messages_per_second: self.signal_messages_per_second,
             connections_per_ip: self.signal_connections_per_ip,
+            max_connections: self.signal_max_connections,
             joins_per_second_per_ip: self.signal_joins_per_second_per_ip,
             send_queue: self.signal_send_queue,
+            send_queue_bytes: self.signal_send_queue_bytes,
             max_room_peers: self.signal_max_room_peers,
             ping_interval: self.signal_ping_interval,
             idle_timeout: self.signal_idle_timeout,
             resume_grace: self.signal_resume_grace,
             resume_buffer: self.signal_resume_buffer,
+            resume_buffer_bytes: self.signal_resume_buffer_bytes,
+            resume_total_bytes: self.signal_resume_total_bytes,
             mode: sfu.mode.clone(),
             mesh_max_peers: sfu.mesh_max_peers,
         }
@@ -132,13 +148,17 @@ impl Default for LimitsConfig {
             signal_max_frame_bytes: sig.max_frame_bytes,
             signal_messages_per_second: sig.messages_per_second,
             signal_connections_per_ip: sig.connections_per_ip,
+            signal_max_connections: sig.max_connections,
             signal_joins_per_second_per_ip: sig.joins_per_second_per_ip,
             signal_send_queue: sig.send_queue,
+            signal_send_queue_bytes: sig.send_queue_bytes,
             signal_max_room_peers: sig.max_room_peers,
             signal_ping_interval: sig.ping_interval,
             signal_idle_timeout: sig.idle_timeout,
             signal_resume_grace: sig.resume_grace,
             signal_resume_buffer: sig.resume_buffer,
+            signal_resume_buffer_bytes: sig.resume_buffer_bytes,
+            signal_resume_total_bytes: sig.resume_total_bytes,
         }
     }
 }

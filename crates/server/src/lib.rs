@@ -11,6 +11,7 @@ pub mod config;
 pub mod conn_threads;
 pub mod dev;
 pub mod error;
+pub mod memory;
 pub mod metrics;
 pub mod sfu_bridge;
 pub mod web;

@@ -200,6 +200,9 @@ pub fn exercise_hub(data: &[u8]) -> HubReach {
         max_room_peers: 3,
         resume_grace: Duration::from_secs(15),
         resume_buffer: 6,
+        // Small enough that inputs reach both byte bounds.
+        resume_buffer_bytes: 1500,
+        resume_total_bytes: 4000,
         mode: ModePolicy::Auto { mesh_max_peers: 2 },
         sfu_available: true,
     };
@@ -305,6 +308,8 @@ pub fn exercise_hub(data: &[u8]) -> HubReach {
         }
         let st = hub.stats();
         assert!(st.detached <= st.sessions);
+        // The node's byte bound holds after every step.
+        assert!(st.resume_bytes <= 4000, "{st:?}");
         conns.reach.sessions = conns.reach.sessions.max(st.sessions);
     }
 
@@ -316,7 +321,11 @@ pub fn exercise_hub(data: &[u8]) -> HubReach {
     hub.tick(now + Duration::from_secs(16));
     conns.apply(&mut hub);
     let st = hub.stats();
-    assert_eq!((st.rooms, st.sessions, st.detached), (0, 0, 0), "{st:?}");
+    assert_eq!(
+        (st.rooms, st.sessions, st.detached, st.resume_bytes),
+        (0, 0, 0, 0),
+        "{st:?}"
+    );
     for t in &conns.tokens {
         assert!(
             hub.resume_identity(t).is_none(),

@@ -244,9 +244,9 @@ impl Signal for SignalService {
                 }
             }
         };
-        let (conn, mut rx) = inner.open(ip, "grpc").map_err(|_| {
-            Status::resource_exhausted("too many signaling connections from your address")
-        })?;
+        let (conn, mut rx) = inner
+            .open(ip, "grpc")
+            .map_err(|code| Status::resource_exhausted(crate::open_refusal_message(code)))?;
         let mut incoming = request.into_inner();
         let (out_tx, out_rx) = mpsc::channel::<Result<SignalResponse, Status>>(16);
         // Writer: the hub's bounded queue → the response stream.
@@ -260,13 +260,15 @@ impl Signal for SignalService {
                     _ = kill.cancelled() => break,
                     m = rx.recv() => m,
                 };
-                let Some((msg, seq)) = m else { break };
+                let Some(crate::Outbound { msg, seq, .. }) = m else {
+                    break;
+                };
                 tokio::select! {
                     r = wtx.send(Ok(to_response(&msg, seq))) => if r.is_err() { return },
                     _ = kill.cancelled() => break,
                 }
             }
-            while let Ok((msg, seq)) = rx.try_recv() {
+            while let Ok(crate::Outbound { msg, seq, .. }) = rx.try_recv() {
                 if wtx.try_send(Ok(to_response(&msg, seq))).is_err() {
                     break;
                 }

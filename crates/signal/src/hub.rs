@@ -12,10 +12,15 @@
 //!   exactly the messages after it, in order, none duplicated. A session whose socket dropped
 //!   without a close frame stays in its room for `resume_grace`; if its ring overflows while
 //!   detached, resuming would lose messages, so the session ends at once (`peer_left`).
+//! - Rings are bounded by count and by bytes, per session (`resume_buffer`,
+//!   `resume_buffer_bytes`) and across the node (`resume_total_bytes`): past the node's bound the
+//!   receiving session gives up its oldest messages first while it holds more than its fair
+//!   share, then the session holding the most does. Every eviction is counted ([`Trims`]).
 
 use crate::protocol::{ClientMessage, ServerMessage};
+use crate::ring::Ring;
 use serde_json::Value;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -104,6 +109,10 @@ pub struct HubConfig {
     pub resume_grace: Duration,
     /// Messages kept per session for resume.
     pub resume_buffer: usize,
+    /// Bytes kept per session for resume (the newest message always stays).
+    pub resume_buffer_bytes: usize,
+    /// Bytes kept for resume by all sessions of the node together.
+    pub resume_total_bytes: usize,
     pub mode: ModePolicy,
     pub sfu_available: bool,
 }
@@ -114,6 +123,8 @@ impl Default for HubConfig {
             max_room_peers: 50,
             resume_grace: Duration::from_secs(15),
             resume_buffer: 256,
+            resume_buffer_bytes: 1024 * 1024,
+            resume_total_bytes: 256 * 1024 * 1024,
             mode: ModePolicy::Auto { mesh_max_peers: 4 },
             sfu_available: false,
         }
@@ -182,7 +193,7 @@ struct Session {
     room: String,
     conn: Option<ConnId>,
     next_seq: u64,
-    ring: VecDeque<(u64, Arc<ServerMessage>)>,
+    ring: Ring,
     lost_since: Option<Instant>,
     resume_token: String,
     /// Relay messages (offer/answer/ice_candidate/bye) accepted from this session, so a
@@ -204,6 +215,19 @@ pub struct HubStats {
     pub rooms: usize,
     pub sessions: usize,
     pub detached: usize,
+    /// Bytes held in resume buffers, all sessions together.
+    pub resume_bytes: usize,
+}
+
+/// Messages evicted from resume buffers, by the bound that evicted them (monotonic counters).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Trims {
+    /// `resume_buffer`: the session's message count.
+    pub count: u64,
+    /// `resume_buffer_bytes`: the session's bytes.
+    pub session_bytes: u64,
+    /// `resume_total_bytes`: the node's bytes.
+    pub total_bytes: u64,
 }
 
 /// All rooms and sessions of one node.
@@ -214,6 +238,10 @@ pub struct Hub {
     conns: HashMap<ConnId, String>,
     resume_tokens: HashMap<String, String>,
     effects: Vec<Effect>,
+    /// Bytes in every session's ring.
+    ring_bytes: usize,
+    /// Messages evicted from rings, by bound.
+    pub trims: Trims,
     /// Sessions ended because their ring overflowed while detached.
     pub overflowed_while_detached: u64,
 }
@@ -235,6 +263,8 @@ impl Hub {
             conns: HashMap::new(),
             resume_tokens: HashMap::new(),
             effects: Vec::new(),
+            ring_bytes: 0,
+            trims: Trims::default(),
             overflowed_while_detached: 0,
         }
     }
@@ -257,10 +287,20 @@ impl Hub {
             self.sessions.values().filter(|s| s.conn.is_none()).count(),
             "conns and attached sessions disagree"
         );
+        #[cfg(test)]
+        assert_eq!(
+            self.ring_bytes,
+            self.sessions
+                .values()
+                .map(|s| s.ring.bytes())
+                .sum::<usize>(),
+            "ring byte total drifted"
+        );
         HubStats {
             rooms: self.rooms.len(),
             sessions: self.sessions.len(),
             detached: self.sessions.len().saturating_sub(self.conns.len()),
+            resume_bytes: self.ring_bytes,
         }
     }
 
@@ -292,18 +332,20 @@ impl Hub {
 
     /// Sends `msg` to `identity`'s session: numbered, kept for resume, delivered if attached.
     fn deliver(&mut self, identity: &str, msg: Arc<ServerMessage>) -> bool {
-        let cap = self.cfg.resume_buffer.max(1);
+        let (max_len, max_bytes) = (self.cfg.resume_buffer.max(1), self.cfg.resume_buffer_bytes);
         let Some(s) = self.sessions.get_mut(identity) else {
             return false;
         };
         let seq = s.next_seq;
         s.next_seq += 1;
-        s.ring.push_back((seq, msg.clone()));
-        let mut overflow_detached = false;
-        if s.ring.len() > cap {
-            s.ring.pop_front();
-            overflow_detached = s.conn.is_none();
-        }
+        self.ring_bytes += s.ring.push(seq, msg.clone());
+        let over_count = s.ring.len().saturating_sub(max_len.max(1));
+        let (evicted, freed) = s.ring.trim(max_len, max_bytes);
+        self.ring_bytes -= freed;
+        let by_count = evicted.min(over_count) as u64;
+        self.trims.count += by_count;
+        self.trims.session_bytes += evicted as u64 - by_count;
+        let overflow_detached = evicted > 0 && s.conn.is_none();
         if let Some(conn) = s.conn {
             self.effects.push(Effect::Deliver {
                 conn,
@@ -315,7 +357,46 @@ impl Hub {
             self.overflowed_while_detached += 1;
             self.end_session(identity);
         }
+        self.enforce_total(identity);
         true
+    }
+
+    /// Keeps the node's resume bytes within `resume_total_bytes`: the session that just
+    /// received gives up its oldest messages while it holds more than its fair share, then
+    /// the largest ring does. A detached session that loses messages can no longer resume
+    /// without a gap, so it ends.
+    fn enforce_total(&mut self, receiver: &str) {
+        let cap = self.cfg.resume_total_bytes;
+        while self.ring_bytes > cap {
+            let fair = cap / self.sessions.len().max(1);
+            let victim = match self.sessions.get(receiver) {
+                Some(s) if s.ring.bytes() > fair => receiver.to_string(),
+                // Under the receiver's fair share: someone else holds too much. One scan, then
+                // that session gives up messages down to its fair share.
+                _ => match self
+                    .sessions
+                    .iter()
+                    .filter(|(_, s)| s.ring.len() > 0)
+                    .max_by_key(|(_, s)| s.ring.bytes())
+                {
+                    Some((id, _)) => id.clone(),
+                    None => return,
+                },
+            };
+            let Some(s) = self.sessions.get_mut(&victim) else {
+                return;
+            };
+            let mut evicted = false;
+            while self.ring_bytes > cap && s.ring.len() > 0 && (s.ring.bytes() > fair || !evicted) {
+                self.ring_bytes -= s.ring.pop_front();
+                self.trims.total_bytes += 1;
+                evicted = true;
+            }
+            if s.conn.is_none() {
+                self.overflowed_while_detached += 1;
+                self.end_session(&victim);
+            }
+        }
     }
 
     /// `join` on `conn` as `identity` (the token's `sub`); `token_room` is the token's
@@ -413,7 +494,7 @@ impl Hub {
             room: room_id.to_string(),
             conn: Some(conn),
             next_seq: 1,
-            ring: VecDeque::new(),
+            ring: Ring::default(),
             lost_since: None,
             resume_token: random_hex(16),
             received: 0,
@@ -477,7 +558,7 @@ impl Hub {
         if last_seq >= s.next_seq {
             return Err(JoinError::ResumeGap);
         }
-        let oldest = s.ring.front().map_or(s.next_seq, |(q, _)| *q);
+        let oldest = s.ring.oldest_seq().unwrap_or(s.next_seq);
         if last_seq + 1 < oldest {
             // Something the client never saw was evicted: resuming would lose it.
             self.end_session(&identity);
@@ -503,9 +584,7 @@ impl Hub {
         s.conn = Some(conn);
         s.lost_since = None;
         s.resume_token = new_token.clone();
-        while s.ring.front().is_some_and(|(q, _)| *q <= last_seq) {
-            s.ring.pop_front();
-        }
+        self.ring_bytes -= s.ring.ack(last_seq);
         let mode = self
             .rooms
             .get(&s.room)
@@ -523,7 +602,7 @@ impl Hub {
             resume_grace: grace,
             received: s.received,
         };
-        let replay: Vec<_> = s.ring.iter().cloned().collect();
+        let replay: Vec<_> = s.ring.iter().map(|e| (e.seq, e.msg.clone())).collect();
         self.conns.insert(conn, identity.clone());
         self.reply(conn, joined);
         for (seq, msg) in replay {
@@ -675,6 +754,7 @@ impl Hub {
         let Some(s) = self.sessions.remove(identity) else {
             return;
         };
+        self.ring_bytes -= s.ring.bytes();
         self.resume_tokens.remove(&s.resume_token);
         if let Some(c) = s.conn {
             self.conns.remove(&c);

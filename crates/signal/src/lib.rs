@@ -17,6 +17,7 @@ pub mod grpc;
 pub mod hub;
 pub mod metrics;
 pub mod protocol;
+mod ring;
 pub mod sfu;
 pub mod ws;
 
@@ -28,7 +29,7 @@ use protocol::{ClientMessage, ServerMessage};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchboard_auth::{KeyedRateLimiter, TicketGate};
@@ -51,10 +52,14 @@ pub struct SignalSettings {
     pub messages_per_second: u32,
     /// Open signaling connections per client IP.
     pub connections_per_ip: usize,
+    /// Open signaling connections on this node, all clients together.
+    pub max_connections: usize,
     /// Joins per second per client IP (burst: twice this).
     pub joins_per_second_per_ip: u32,
     /// Messages queued for one connection before it is closed as a slow consumer.
     pub send_queue: usize,
+    /// Bytes queued for one connection before it is closed as a slow consumer.
+    pub send_queue_bytes: usize,
     /// Peers per room.
     pub max_room_peers: usize,
     /// Server ping interval (WebSocket ping frames).
@@ -65,6 +70,10 @@ pub struct SignalSettings {
     pub resume_grace: Duration,
     /// Messages kept per session for resume.
     pub resume_buffer: usize,
+    /// Bytes kept per session for resume.
+    pub resume_buffer_bytes: usize,
+    /// Bytes kept for resume by all sessions of the node together.
+    pub resume_total_bytes: usize,
     /// `[sfu] mode`: "mesh", "sfu" or "auto".
     pub mode: String,
     /// `[sfu] mesh_max_peers`.
@@ -77,32 +86,87 @@ impl Default for SignalSettings {
             max_frame_bytes: 64 * 1024,
             messages_per_second: 100,
             connections_per_ip: 200,
+            max_connections: 20_000,
             joins_per_second_per_ip: 20,
             send_queue: 256,
+            send_queue_bytes: 2 * 1024 * 1024,
             max_room_peers: 50,
             ping_interval: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(15),
             resume_grace: Duration::from_secs(15),
             resume_buffer: 256,
+            resume_buffer_bytes: 1024 * 1024,
+            resume_total_bytes: 256 * 1024 * 1024,
             mode: "auto".into(),
             mesh_max_peers: 4,
         }
     }
 }
 
-/// An entry on a connection's send queue.
-pub(crate) type Outbound = (Arc<ServerMessage>, Option<u64>);
+/// An entry on a connection's send queue. Its bytes count against the queue's byte bound
+/// until the writer has sent it and drops it.
+pub(crate) struct Outbound {
+    pub msg: Arc<ServerMessage>,
+    pub seq: Option<u64>,
+    _queued: QueuedBytes,
+}
+
+/// Bytes of one queued message, taken off the connection's count when dropped.
+struct QueuedBytes {
+    count: Arc<AtomicUsize>,
+    bytes: usize,
+}
+
+impl Drop for QueuedBytes {
+    fn drop(&mut self) {
+        self.count.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
 
 /// The driver's side of one connection.
 struct ConnLink {
     tx: mpsc::Sender<Outbound>,
+    /// Bytes on `tx` not yet taken by the writer.
+    queued: Arc<AtomicUsize>,
     kill: CancellationToken,
     close: Arc<Mutex<Option<(u16, &'static str)>>>,
+}
+
+impl ConnLink {
+    /// Queues `msg` unless that would take the queue past `max_bytes` (one message alone may
+    /// exceed it) or its message count is full.
+    fn offer(
+        &self,
+        msg: Arc<ServerMessage>,
+        seq: Option<u64>,
+        max_bytes: usize,
+    ) -> Result<(), mpsc::error::TrySendError<()>> {
+        let bytes = msg.approx_bytes();
+        let queued = self.queued.load(Ordering::Relaxed);
+        if queued > 0 && queued + bytes > max_bytes {
+            return Err(mpsc::error::TrySendError::Full(()));
+        }
+        self.queued.fetch_add(bytes, Ordering::Relaxed);
+        let entry = Outbound {
+            msg,
+            seq,
+            _queued: QueuedBytes {
+                count: self.queued.clone(),
+                bytes,
+            },
+        };
+        self.tx.try_send(entry).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => mpsc::error::TrySendError::Full(()),
+            mpsc::error::TrySendError::Closed(_) => mpsc::error::TrySendError::Closed(()),
+        })
+    }
 }
 
 struct Core {
     hub: Hub,
     conns: HashMap<ConnId, ConnLink>,
+    /// The hub's eviction counters as last exported to metrics.
+    exported: (hub::Trims, u64),
 }
 
 pub(crate) struct Inner {
@@ -113,9 +177,25 @@ pub(crate) struct Inner {
     pub(crate) metrics: SignalMetrics,
     pub(crate) shutdown: CancellationToken,
     joins_per_ip: KeyedRateLimiter<IpAddr>,
-    conns_per_ip: Mutex<HashMap<IpAddr, usize>>,
+    open_conns: Mutex<OpenConns>,
     next_conn: AtomicU64,
     sfu: Arc<dyn SfuBridge>,
+}
+
+/// What a client is told when [`Inner::open`] refuses it with `code`.
+pub(crate) fn open_refusal_message(code: &str) -> &'static str {
+    if code == "server_full" {
+        "this server has reached its signaling connection limit; try again later"
+    } else {
+        "too many signaling connections from your address"
+    }
+}
+
+/// Open connections, per client IP and in all.
+#[derive(Default)]
+struct OpenConns {
+    per_ip: HashMap<IpAddr, usize>,
+    total: usize,
 }
 
 /// Signaling for one node: owns the rooms; mount [`Signaling::router`].
@@ -177,6 +257,8 @@ impl Signaling {
             max_room_peers: settings.max_room_peers.max(1),
             resume_grace: settings.resume_grace,
             resume_buffer: settings.resume_buffer.max(1),
+            resume_buffer_bytes: settings.resume_buffer_bytes,
+            resume_total_bytes: settings.resume_total_bytes,
             mode: ModePolicy::parse(&settings.mode, settings.mesh_max_peers),
             sfu_available: sfu.available(),
         });
@@ -185,6 +267,7 @@ impl Signaling {
             core: Mutex::new(Core {
                 hub,
                 conns: HashMap::new(),
+                exported: Default::default(),
             }),
             joins_per_ip: KeyedRateLimiter::new(jps * 2, Duration::from_secs(2), 100_000),
             settings,
@@ -192,7 +275,7 @@ impl Signaling {
             ice,
             metrics,
             shutdown: shutdown.clone(),
-            conns_per_ip: Mutex::new(HashMap::new()),
+            open_conns: Mutex::new(OpenConns::default()),
             next_conn: AtomicU64::new(1),
             sfu,
         });
@@ -296,7 +379,7 @@ impl Inner {
                         let Some(link) = core.conns.get(&conn) else {
                             continue;
                         };
-                        match link.tx.try_send((msg, seq)) {
+                        match link.offer(msg, seq, self.settings.send_queue_bytes) {
                             Ok(()) => {}
                             // The writer already ended (socket write failed) but the reader
                             // has not seen the end yet: the connection is lost, not slow;
@@ -333,6 +416,25 @@ impl Inner {
         self.metrics.sessions.set(s.sessions as i64);
         self.metrics.detached.set(s.detached as i64);
         self.metrics.rooms.set(s.rooms as i64);
+        self.metrics.resume_bytes.set(s.resume_bytes as i64);
+        let now = (core.hub.trims, core.hub.overflowed_while_detached);
+        if now != core.exported {
+            let (was, was_overflows) = core.exported;
+            for (bound, n) in [
+                ("count", now.0.count - was.count),
+                ("session_bytes", now.0.session_bytes - was.session_bytes),
+                ("total_bytes", now.0.total_bytes - was.total_bytes),
+            ] {
+                if n > 0 {
+                    self.metrics
+                        .resume_evictions
+                        .get_or_create(&metrics::BoundLabel { bound })
+                        .inc_by(n);
+                }
+            }
+            self.metrics.resume_overflows.inc_by(now.1 - was_overflows);
+            core.exported = now;
+        }
     }
 
     fn kill(&self, core: &mut Core, conn: ConnId, code: u16, reason: &'static str) {
@@ -349,13 +451,18 @@ impl Inner {
         transport: &'static str,
     ) -> Result<(Conn, mpsc::Receiver<Outbound>), &'static str> {
         {
-            let mut per_ip = self.conns_per_ip.lock();
-            let n = per_ip.entry(ip).or_insert(0);
+            let mut open = self.open_conns.lock();
+            if open.total >= self.settings.max_connections {
+                self.metrics.error("server_full");
+                return Err("server_full");
+            }
+            let n = open.per_ip.entry(ip).or_insert(0);
             if *n >= self.settings.connections_per_ip {
                 self.metrics.error("too_many_connections");
                 return Err("too_many_connections");
             }
             *n += 1;
+            open.total += 1;
         }
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(self.settings.send_queue.max(1));
@@ -366,6 +473,7 @@ impl Inner {
             id,
             ConnLink {
                 tx,
+                queued: Arc::new(AtomicUsize::new(0)),
                 kill: kill.clone(),
                 close: close.clone(),
             },
@@ -395,11 +503,12 @@ impl Inner {
             core.hub.disconnect(conn.id, how, Instant::now());
             self.apply(&mut core);
         }
-        let mut per_ip = self.conns_per_ip.lock();
-        if let Some(n) = per_ip.get_mut(&conn.ip) {
+        let mut open = self.open_conns.lock();
+        open.total = open.total.saturating_sub(1);
+        if let Some(n) = open.per_ip.get_mut(&conn.ip) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                per_ip.remove(&conn.ip);
+                open.per_ip.remove(&conn.ip);
             }
         }
         self.metrics
@@ -424,9 +533,11 @@ impl Inner {
         self.metrics.error(code);
         let core = self.core.lock();
         if let Some(link) = core.conns.get(&conn) {
-            let _ = link
-                .tx
-                .try_send((Arc::new(ServerMessage::error(code, message)), None));
+            let _ = link.offer(
+                Arc::new(ServerMessage::error(code, message)),
+                None,
+                self.settings.send_queue_bytes,
+            );
         }
     }
 

@@ -23,6 +23,11 @@ pub struct TypeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BoundLabel {
+    pub bound: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: &'static str,
 }
@@ -37,8 +42,17 @@ pub struct SignalMetrics {
     pub errors: Family<CodeLabel, Counter>,
     pub closes: Family<CodeLabel, Counter>,
     pub resumes: Family<ResultLabel, Counter>,
+    /// Bytes held in resume buffers.
+    pub resume_bytes: Gauge,
+    /// Messages evicted from resume buffers, by the bound that evicted them.
+    pub resume_evictions: Family<BoundLabel, Counter>,
+    /// Detached sessions ended because their resume buffer lost messages.
+    pub resume_overflows: Counter,
     pub client_rtt: Histogram,
 }
+
+/// The bounds that evict messages from resume buffers (`resume_evictions` labels).
+pub const RESUME_BOUNDS: &[&str] = &["count", "session_bytes", "total_bytes"];
 
 /// Error codes pre-registered at zero so dashboards see every series.
 pub const ERROR_CODES: &[&str] = &[
@@ -61,6 +75,7 @@ pub const ERROR_CODES: &[&str] = &[
     "unknown_resume_token",
     "resume_gap",
     "too_many_connections",
+    "server_full",
     "unauthorized",
 ];
 
@@ -86,6 +101,9 @@ impl SignalMetrics {
             errors: Family::default(),
             closes: Family::default(),
             resumes: Family::default(),
+            resume_bytes: Gauge::default(),
+            resume_evictions: Family::default(),
+            resume_overflows: Counter::default(),
             client_rtt: Histogram::new([
                 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0,
             ]),
@@ -100,6 +118,9 @@ impl SignalMetrics {
         }
         for c in CLOSE_REASONS {
             let _ = m.closes.get_or_create(&CodeLabel { code: c });
+        }
+        for b in RESUME_BOUNDS {
+            let _ = m.resume_evictions.get_or_create(&BoundLabel { bound: b });
         }
         r.register(
             "signal_connections",
@@ -140,6 +161,21 @@ impl SignalMetrics {
             "signal_resumes",
             "Resume attempts, by result",
             m.resumes.clone(),
+        );
+        r.register(
+            "signal_resume_bytes",
+            "Bytes held in resume buffers, all sessions together",
+            m.resume_bytes.clone(),
+        );
+        r.register(
+            "signal_resume_evictions",
+            "Messages evicted from resume buffers, by the bound that evicted them (count, session_bytes, total_bytes)",
+            m.resume_evictions.clone(),
+        );
+        r.register(
+            "signal_resume_overflows",
+            "Sessions awaiting resume that ended because their buffer lost messages",
+            m.resume_overflows.clone(),
         );
         r.register(
             "client_rtt_seconds",

@@ -384,6 +384,45 @@ impl ServerMessage {
         }
     }
 
+    /// Bytes this message holds in memory, close to its JSON size: what resume buffers and
+    /// send queues count against their byte bounds. Cheap for the relayed messages (their
+    /// payload is already text); server pushes (`Raw`) are measured by serializing them.
+    pub fn approx_bytes(&self) -> usize {
+        /// The enum, the `Arc` around it and the ring or queue slot that holds it.
+        const OVERHEAD: usize = 96;
+        OVERHEAD
+            + match self {
+                ServerMessage::RoomPeers { peers } => peers.iter().map(|p| p.len() + 24).sum(),
+                ServerMessage::PeerJoined { peer_id } | ServerMessage::PeerLeft { peer_id } => {
+                    peer_id.len()
+                }
+                ServerMessage::Offer { offer: p, from }
+                | ServerMessage::Answer { answer: p, from }
+                | ServerMessage::IceCandidate { candidate: p, from } => p.json().len() + from.len(),
+                ServerMessage::Bye { from } => from.len(),
+                ServerMessage::Pong { ts } => json_len(ts),
+                ServerMessage::Error { code, message } => code.len() + message.len(),
+                ServerMessage::Joined {
+                    peer_id,
+                    room_id,
+                    session_id,
+                    resume_token,
+                    ice_servers,
+                    mode,
+                    ..
+                } => {
+                    peer_id.len()
+                        + room_id.len()
+                        + session_id.len()
+                        + resume_token.len()
+                        + json_len(ice_servers)
+                        + mode.len()
+                }
+                ServerMessage::ModeChanged { mode } => mode.len(),
+                ServerMessage::Raw(v) => json_len(v),
+            }
+    }
+
     /// JSON text, with `"seq":N` appended when the message belongs to a resumable session.
     pub fn to_json(&self, seq: Option<u64>) -> String {
         let mut s = match self {
@@ -402,12 +441,46 @@ impl ServerMessage {
     }
 }
 
+/// The length of `v` as JSON text (a `Value`'s in-memory size is of the same order).
+fn json_len(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::fuzzing::check_message;
     use proptest::prelude::*;
     use serde_json::json;
+
+    #[test]
+    fn approx_bytes_follows_the_payload() {
+        let sdp = "v=0 ".repeat(16 * 1024);
+        let offer = ServerMessage::Offer {
+            offer: Payload::from(json!({"type": "offer", "sdp": sdp})),
+            from: "alice".into(),
+        };
+        let n = offer.approx_bytes();
+        assert!(n >= 64 * 1024 && n < 64 * 1024 + 256, "{n}");
+        let small = ServerMessage::PeerJoined {
+            peer_id: "bob".into(),
+        };
+        assert!(small.approx_bytes() < 128);
+        let raw = ServerMessage::Raw(json!({"type": "stream_progress", "blob": "x".repeat(5000)}));
+        assert!(raw.approx_bytes() > 5000);
+    }
 
     #[test]
     fn seed_shapes_parse() {

@@ -106,11 +106,12 @@ async fn upgrade(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     let (conn, rx) = match inner.open(ip, "websocket") {
         Ok(x) => x,
         Err(code) => {
-            return refuse(
-                StatusCode::TOO_MANY_REQUESTS,
-                code,
-                "too many signaling connections from your address",
-            )
+            let status = if code == "server_full" {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::TOO_MANY_REQUESTS
+            };
+            return refuse(status, code, crate::open_refusal_message(code));
         }
     };
     let caller = match claims {
@@ -250,6 +251,20 @@ async fn run(
     }
     conn.kill.cancel();
     let _ = writer.await;
+    let closed_by_us = matches!(*conn.close.lock(), Some((code, _)) if code != 0);
+    if how == Disconnect::Fatal && closed_by_us {
+        // The writer sent our close frame. Read what the client still sends until its own
+        // close frame (or a second passes): closing a socket with unread input makes the
+        // kernel send a reset, and the client would lose our close code (it would see 1006).
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Some(Ok(m)) = stream.next().await {
+                if matches!(m, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
     inner.closed(&conn, how);
 }
 
@@ -273,7 +288,7 @@ async fn writer(
             biased;
             _ = kill.cancelled() => break,
             m = rx.recv() => {
-                let Some((msg, seq)) = m else { break };
+                let Some(Outbound { msg, seq, .. }) = m else { break };
                 let text = msg.to_json(seq);
                 tokio::select! {
                     r = sink.send(Message::Text(text.into())) => if r.is_err() { stuck = true; break },
@@ -307,7 +322,7 @@ async fn writer(
         return;
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        while let Ok((msg, seq)) = rx.try_recv() {
+        while let Ok(Outbound { msg, seq, .. }) = rx.try_recv() {
             if sink
                 .send(Message::Text(msg.to_json(seq).into()))
                 .await

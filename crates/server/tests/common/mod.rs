@@ -5,6 +5,8 @@ use switchboard::config::Config;
 use switchboard::RunningServer;
 use switchboard_auth::KeyConfig;
 
+pub mod child;
+
 pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
 pub const TURN_SECRET: &str = "integration-turn-secret";
 

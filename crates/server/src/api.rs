@@ -6,7 +6,8 @@
 //! | `POST /v1/logout` | cookie | ends the session |
 //! | `POST /v1/token` `{room?,scope?,ttl?,identity?}` | API key (Basic `id:secret`) or cookie | `{token, expires_at, ...}` |
 //! | `GET /v1/ice-servers` | ticket (scope `webrtc`): Bearer or `?access_token=` | STUN + TURN with REST credentials |
-//! | `GET /healthz`, `/readyz`, `/metrics` | — | liveness, readiness (503 while draining), Prometheus text |
+//! | `GET /healthz`, `/readyz` | — | liveness, readiness (503 while starting or draining) |
+//! | `GET /metrics` | `[http] metrics_token` as Bearer, or a loopback client | Prometheus text |
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -41,14 +42,53 @@ pub fn routes(state: AppState) -> Router {
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
-    if s.ready.load(Ordering::Acquire) && !s.shutdown.is_cancelled() {
+    if s.shutdown.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else if s.ready.load(Ordering::Acquire) {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
     }
 }
 
-async fn metrics(State(s): State<AppState>) -> Response {
+/// Who may read `/metrics`: the bearer of `[http] metrics_token`, or, when none is set,
+/// clients on loopback addresses.
+fn may_read_metrics(s: &AppState, headers: &HeaderMap, remote: SocketAddr) -> Result<(), ApiError> {
+    let want = &s.config.http.metrics_token;
+    if want.is_empty() {
+        return if remote.ip().is_loopback() {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "/metrics answers loopback clients only; set [http] metrics_token and send it as a Bearer token",
+            ))
+        };
+    }
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(switchboard_auth::presented::bearer)
+        .unwrap_or("");
+    if bool::from(subtle::ConstantTimeEq::ct_eq(
+        given.as_bytes(),
+        want.as_bytes(),
+    )) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthenticated(
+            "/metrics requires `Authorization: Bearer <[http] metrics_token>`",
+        ))
+    }
+}
+
+async fn metrics(
+    State(s): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(e) = may_read_metrics(&s, &headers, remote) {
+        return e.into_response();
+    }
     s.office.replay_entries.set(s.gate.replay.len() as i64);
     let mut out = String::with_capacity(16 * 1024);
     if prometheus_client::encoding::text::encode(&mut out, &s.registry).is_err() {

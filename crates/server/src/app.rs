@@ -3,10 +3,7 @@
 use crate::config::Config;
 use crate::metrics::{new_registry, OfficeMetrics};
 use anyhow::Context;
-use axum::extract::ConnectInfo;
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +13,6 @@ use switchboard_auth::store::Store;
 use switchboard_auth::{InMemoryReplayGuard, KeyRing, KeyedRateLimiter, ReplayGuard, TicketGate};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 
 /// Everything request handlers share. Cheap to clone.
 #[derive(Clone)]
@@ -38,6 +34,8 @@ pub struct AppState {
     pub signaling: switchboard_signal::Signaling,
     /// The SFU behind SFU-mode rooms (`None` when `[sfu] mode = "mesh"`).
     pub sfu: Option<crate::sfu_bridge::Bridge>,
+    /// HTTP requests in flight, which a drain waits for.
+    pub in_flight: crate::accept::InFlight,
 }
 
 /// Where each listener ended up (ports may be ephemeral in tests).
@@ -123,6 +121,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     );
     let office = OfficeMetrics::register(&mut registry);
     crate::memory::spawn_release_task(&mut registry, shutdown.clone());
+    let edge_metrics = crate::accept::EdgeMetrics::register(&mut registry);
 
     // --- stream gateway (inference.Inference/StreamPredict over gRPC and gRPC-Web) ---
     let stream_gateway = switchboard_stream::Gateway::new(
@@ -250,6 +249,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         bound: Arc::new(bound),
         signaling,
         sfu: sfu_bridge,
+        in_flight: Default::default(),
     };
     let _ = ice_state.set(state.clone());
 
@@ -259,7 +259,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .merge(stream_gateway.router(state.shutdown.clone()));
     let threads = crate::conn_threads::ConnThreads::start(config.http.threads)
         .context("http.threads: cannot start connection threads")?;
-    let join = tokio::spawn(serve(listener, Arc::new(threads), router, state.clone()));
+    let join = tokio::spawn(crate::accept::serve(crate::accept::Edge {
+        listener,
+        threads: Arc::new(threads),
+        router,
+        state: state.clone(),
+        metrics: edge_metrics,
+        max_connections: crate::accept::connection_limit(config.http.max_connections),
+    }));
     state.ready.store(true, Ordering::Release);
     Ok(RunningServer {
         http_addr,
@@ -274,144 +281,6 @@ fn routes(state: AppState) -> Router {
         .merge(crate::web::routes(&state))
         .merge(state.signaling.router())
 }
-
-/// Accept loop: one hyper connection per TCP stream, HTTP/1.1 or HTTP/2 (prior knowledge)
-/// detected per connection, upgrades (WebSocket) allowed. Each connection is served on one
-/// of the connection threads ([`crate::conn_threads`]).
-async fn serve(
-    listener: TcpListener,
-    threads: Arc<crate::conn_threads::ConnThreads>,
-    router: Router,
-    state: AppState,
-) {
-    let builder = {
-        let mut b = auto::Builder::new(TokioExecutor::new());
-        b.http2()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .max_concurrent_streams(1024)
-            .keep_alive_interval(Some(Duration::from_secs(20)))
-            .keep_alive_timeout(Duration::from_secs(20));
-        b.http1()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(15));
-        b
-    };
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        let (stream, remote) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = state.shutdown.cancelled() => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let conn = Conn {
-            remote,
-            router: router.clone(),
-            builder: builder.clone(),
-            watcher: graceful.watcher(),
-        };
-        let threads = threads.clone();
-        let coalesce = state.config.http.coalesce_writes;
-        tokio::spawn(async move {
-            if !speaks_h2(&stream).await {
-                return conn.serve(stream).await;
-            }
-            // HTTP/2: move the socket to a connection thread's own reactor.
-            let stream = match stream.into_std() {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(%remote, error = %e, "cannot hand the connection over");
-                    return;
-                }
-            };
-            let (thread, slot) = threads.pick();
-            thread.spawn(async move {
-                let _slot = slot;
-                match tokio::net::TcpStream::from_std(stream) {
-                    Ok(s) if coalesce => {
-                        conn.serve(switchboard_stream::coalesce::CoalescingIo::new(s))
-                            .await
-                    }
-                    Ok(s) => conn.serve(s).await,
-                    Err(e) => tracing::warn!(%remote, error = %e, "cannot register the connection"),
-                }
-            });
-        });
-    }
-    state.ready.store(false, Ordering::Release);
-    drop(listener);
-    let grace = state.config.http.shutdown_grace;
-    tracing::info!(grace = ?grace, "shutting down: no new connections; waiting for in-flight work");
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("grace period over; closing remaining connections");
-    }
-    // Stopping the threads drops connections still open past the grace.
-    threads.stop();
-}
-
-/// What serving one connection needs.
-struct Conn {
-    remote: SocketAddr,
-    router: Router,
-    builder: auto::Builder<TokioExecutor>,
-    watcher: hyper_util::server::graceful::Watcher,
-}
-
-impl Conn {
-    async fn serve<I>(self, stream: I)
-    where
-        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let Conn {
-            remote,
-            router,
-            builder,
-            watcher,
-        } = self;
-        let svc =
-            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(remote));
-                router.clone().oneshot(req)
-            });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-        if let Err(e) = watcher.watch(conn.into_owned()).await {
-            tracing::debug!(%remote, error = %e, "connection ended with error");
-        }
-    }
-}
-
-/// Whether a new connection opens with the HTTP/2 preface (`PRI * HTTP/2.0`), peeked without
-/// consuming it. Gives up (false) after [`PREFACE_WAIT`] or on a short, closed stream.
-async fn speaks_h2(stream: &tokio::net::TcpStream) -> bool {
-    let peek = async {
-        let mut buf = [0u8; 4];
-        loop {
-            match stream.peek(&mut buf).await {
-                Ok(n) if n >= 4 => return &buf == b"PRI ",
-                Ok(0) | Err(_) => return false,
-                // Fewer than 4 bytes so far: wait for more without spinning.
-                Ok(_) => tokio::time::sleep(Duration::from_millis(1)).await,
-            }
-        }
-    };
-    tokio::time::timeout(PREFACE_WAIT, peek)
-        .await
-        .unwrap_or(false)
-}
-
-/// How long a new connection may take to send its first 4 bytes before it is served as
-/// HTTP/1.1 on the shared runtime (hyper's own header timeout then applies).
-const PREFACE_WAIT: Duration = Duration::from_secs(10);
 
 /// Waits for SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
@@ -433,47 +302,4 @@ pub async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::AsyncWriteExt;
-
-    /// What `speaks_h2` says about a connection whose client sends `first` (in two writes, 5 ms
-    /// apart) and then keeps it open or closes it; the bytes stay unread for hyper.
-    async fn classify(first: &[u8], close: bool) -> (bool, usize) {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let first = first.to_vec();
-        let client = tokio::spawn(async move {
-            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let (a, b) = first.split_at(first.len().min(2));
-            c.write_all(a).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            c.write_all(b).await.unwrap();
-            if close {
-                drop(c);
-                return None;
-            }
-            Some(c)
-        });
-        let (s, _) = l.accept().await.unwrap();
-        let h2 = speaks_h2(&s).await;
-        let mut buf = [0u8; 64];
-        let unread = s.peek(&mut buf).await.unwrap_or(0);
-        drop(client.await);
-        (h2, unread)
-    }
-
-    #[tokio::test]
-    async fn http2_preface_is_recognised_without_consuming_it() {
-        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-        assert_eq!(classify(preface, false).await, (true, preface.len()));
-        let get = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
-        assert_eq!(classify(get, false).await, (false, get.len()));
-        // Too short before the client hangs up: served as HTTP/1.1 (hyper then fails it).
-        assert!(!classify(b"PR", true).await.0);
-        assert!(!classify(b"", true).await.0);
-    }
 }

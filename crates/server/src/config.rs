@@ -49,6 +49,13 @@ pub struct HttpConfig {
     /// Coalesce an HTTP/2 connection's writes: frames that are ready within one turn of its
     /// thread leave in one `write` instead of one `writev` each (decision 0033).
     pub coalesce_writes: bool,
+    /// Open HTTP connections served (REST, WebSocket, gRPC all count); 0 = half the process's
+    /// open-files limit, which is raised to its hard limit at start. 32 more are served for
+    /// `/healthz`, `/readyz` and `/metrics` only; past those, new connections are closed.
+    pub max_connections: usize,
+    /// Bearer token `/metrics` requires (`Authorization: Bearer <token>`). Empty: `/metrics`
+    /// answers clients on loopback addresses only.
+    pub metrics_token: String,
 }
 
 impl Default for HttpConfig {
@@ -60,6 +67,8 @@ impl Default for HttpConfig {
             web_ui: true,
             threads: 0,
             coalesce_writes: true,
+            max_connections: 0,
+            metrics_token: String::new(),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! HTTP listener that speaks HTTP/1.1 and cleartext HTTP/2, and runs until SIGTERM/SIGINT.
 //! Integration tests start it in-process with [`app::start`] on ephemeral ports.
 
+pub mod accept;
 pub mod api;
 pub mod app;
 pub mod config;

@@ -363,6 +363,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(c: Config, dev: Option<switchboard::dev::DevKeys>) -> anyhow::Result<()> {
+    let nofile = switchboard::accept::raise_nofile_limit();
+    tracing::debug!(nofile, "open-files limit");
     let server = switchboard::start(c).await?;
     let addr = server.http_addr;
     tracing::info!(%addr, startup_ms = server.startup.as_millis() as u64, "switchboard ready");

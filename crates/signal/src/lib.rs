@@ -294,6 +294,11 @@ impl Signaling {
         Signaling { inner }
     }
 
+    /// Signaling connections open now (WebSocket and gRPC).
+    pub fn open_connections(&self) -> usize {
+        self.inner.open_conns.lock().total
+    }
+
     pub fn handle(&self) -> SignalHandle {
         SignalHandle {
             inner: self.inner.clone(),

@@ -473,7 +473,7 @@ mod tests {
             from: "alice".into(),
         };
         let n = offer.approx_bytes();
-        assert!(n >= 64 * 1024 && n < 64 * 1024 + 256, "{n}");
+        assert!((64 * 1024..64 * 1024 + 256).contains(&n), "{n}");
         let small = ServerMessage::PeerJoined {
             peer_id: "bob".into(),
         };

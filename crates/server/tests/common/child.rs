@@ -29,10 +29,8 @@ impl ServerProcess {
     pub fn start_with(extra: &str, tune: impl FnOnce(&mut Command)) -> ServerProcess {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("switchboard.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                r#"[http]
+        let base = format!(
+            r#"[http]
 bind = "127.0.0.1:0"
 shutdown_grace = "2s"
 [auth]
@@ -46,11 +44,9 @@ enabled = false
 mode = "mesh"
 [log]
 level = "warn"
-{extra}
 "#
-            ),
-        )
-        .unwrap();
+        );
+        std::fs::write(&cfg, merge_toml(&base, extra)).unwrap();
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--config", cfg.to_str().unwrap()])
             .env_remove("SWITCHBOARD_CONFIG")
@@ -170,4 +166,19 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `extra`'s keys laid over `base`, section by section.
+fn merge_toml(base: &str, extra: &str) -> String {
+    let mut merged: toml::Table = base.parse().unwrap();
+    let extra: toml::Table = extra.parse().expect("extra config is TOML");
+    for (section, value) in extra {
+        match (merged.get_mut(&section), value) {
+            (Some(toml::Value::Table(into)), toml::Value::Table(from)) => into.extend(from),
+            (_, v) => {
+                merged.insert(section, v);
+            }
+        }
+    }
+    toml::to_string(&merged).unwrap()
 }

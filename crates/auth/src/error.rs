@@ -22,6 +22,8 @@ pub enum AuthError {
     Expired,
     #[error("token is not valid yet")]
     NotYetValid,
+    #[error("token lifetime (exp - iat, or exp - now) is longer than this service accepts")]
+    LifetimeTooLong,
     #[error("token issuer is not accepted")]
     BadIssuer,
     #[error("token audience does not include this service")]
@@ -53,6 +55,7 @@ impl AuthError {
             AuthError::BadSignature => "bad_signature",
             AuthError::Expired => "expired",
             AuthError::NotYetValid => "not_yet_valid",
+            AuthError::LifetimeTooLong => "lifetime_too_long",
             AuthError::BadIssuer => "bad_issuer",
             AuthError::BadAudience => "bad_audience",
             AuthError::MissingClaim(_) => "missing_claim",
@@ -85,6 +88,7 @@ impl AuthError {
         "bad_signature",
         "expired",
         "not_yet_valid",
+        "lifetime_too_long",
         "bad_issuer",
         "bad_audience",
         "missing_claim",
@@ -105,4 +109,7 @@ pub enum ConfigError {
     Key { kid: String, message: String },
     #[error("auth.keys: kid {0:?} appears twice")]
     DuplicateKid(String),
+    #[error("auth.{key}: {message}")]
+    Setting { key: &'static str, message: String },
 }
+

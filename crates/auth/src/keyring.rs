@@ -62,6 +62,8 @@ pub struct VerifyPolicy {
     pub issuers: Vec<String>,
     pub audience: String,
     pub leeway: Duration,
+    /// Longest accepted lifetime, `exp - iat` and `exp - now` (each plus `leeway`).
+    pub max_lifetime: Duration,
 }
 
 /// Keys plus issuing policy. Cheap to share behind an `Arc`.
@@ -264,6 +266,24 @@ impl KeyRing {
         if cfg.keys.is_empty() {
             return Err(ConfigError::NoKeys);
         }
+        let lifetime = cfg.ticket_lifetime_limit();
+        if lifetime.is_zero() {
+            return Err(ConfigError::Setting {
+                key: "max_ticket_lifetime",
+                message: "must be positive".into(),
+            });
+        }
+        if lifetime < cfg.max_token_ttl {
+            return Err(ConfigError::Setting {
+                key: "max_ticket_lifetime",
+                message: format!(
+                    "{} is shorter than auth.max_token_ttl ({}): tickets this server mints \
+                     would be refused",
+                    crate::duration::format(lifetime),
+                    crate::duration::format(cfg.max_token_ttl)
+                ),
+            });
+        }
         let mut keys: Vec<Key> = Vec::with_capacity(cfg.keys.len());
         for kc in &cfg.keys {
             if keys.iter().any(|k| k.kid == kc.kid) {
@@ -286,6 +306,7 @@ impl KeyRing {
                 issuers,
                 audience: cfg.audience.clone(),
                 leeway: cfg.leeway,
+                max_lifetime: lifetime,
             },
             default_ttl: cfg.token_ttl,
             max_ttl: cfg.max_token_ttl,
@@ -414,9 +435,25 @@ impl KeyRing {
         if !exp.is_finite() || exp < 0.0 {
             return Err(AuthError::Malformed);
         }
+        // `as` saturates: 1e300 becomes u64::MAX and is refused below as too long. A fractional
+        // `exp` (RFC 7519 NumericDate allows it; PyJWT writes one for `time.time() + 300`) is
+        // rounded down.
         let exp = exp as u64;
         if now > exp.saturating_add(leeway) {
             return Err(AuthError::Expired);
+        }
+        let iat = raw
+            .iat
+            .filter(|n| n.is_finite() && *n >= 0.0)
+            .map(|n| n as u64);
+        // The lifetime the issuer granted (exp - iat) and what is left of it (exp - now, which
+        // also covers tickets without iat). Both allow the leeway: the issuer's clock may run
+        // ahead of ours, and an issuer may read its clock twice while minting.
+        let max_lifetime = self.policy.max_lifetime.as_secs().saturating_add(leeway);
+        if exp.saturating_sub(now) > max_lifetime
+            || iat.is_some_and(|iat| exp.saturating_sub(iat) > max_lifetime)
+        {
+            return Err(AuthError::LifetimeTooLong);
         }
         let nbf = raw
             .nbf
@@ -448,10 +485,7 @@ impl KeyRing {
             sub,
             aud,
             jti,
-            iat: raw
-                .iat
-                .filter(|n| n.is_finite() && *n >= 0.0)
-                .map(|n| n as u64),
+            iat,
             exp,
             nbf,
             scope: raw.scope,
@@ -477,6 +511,7 @@ pub fn generate_secret() -> String {
 mod tests {
     use super::*;
     use crate::jwt::Scope;
+    use proptest::strategy::Strategy;
 
     fn hs(kid: &str, secret: &str) -> KeyConfig {
         KeyConfig {
@@ -693,11 +728,193 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    const SECRET: &str = "s3cret-s3cret-s3cret-s3cret-s3cret";
+
+    /// Signs `payload` (raw JSON) with HS256 and no `kid`, as PyJWT does by default.
+    fn sign_raw(payload: &str) -> String {
+        let h = b64(br#"{"alg":"HS256","typ":"JWT"}"#);
+        let input = format!("{h}.{}", b64(payload.as_bytes()));
+        let mut mac = HmacSha256::new_from_slice(SECRET.as_bytes()).unwrap();
+        mac.update(input.as_bytes());
+        format!("{input}.{}", b64(&mac.finalize().into_bytes()))
+    }
+
+    /// A ring that also accepts the Django app's issuer.
+    fn django_ring() -> KeyRing {
+        KeyRing::from_config(&AuthConfig {
+            keys: vec![hs("k1", SECRET)],
+            accepted_issuers: vec!["your-service".into()],
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    /// A ticket the Django app would mint at `NOW`, with `extra` JSON members added.
+    fn django_payload(exp: &str, extra: &str) -> String {
+        format!(
+            r#"{{"sub":"42","iss":"your-service","aud":"realtime-clients","jti":"{}","exp":{exp},"scope":["webrtc","grpc"]{extra}}}"#,
+            NOW
+        )
+    }
+
+    fn claims_at(iat: Option<u64>, exp: u64) -> Claims {
+        Claims {
+            iss: "switchboard".into(),
+            sub: "alice".into(),
+            aud: Audience(vec!["realtime-clients".into()]),
+            jti: "j1".into(),
+            iat,
+            exp,
+            nbf: None,
+            scope: [Scope::Webrtc].into_iter().collect(),
+            room: None,
+        }
+    }
+
+    #[test]
+    fn a_ten_year_ticket_is_refused_with_or_without_iat() {
+        let r = ring(vec![hs("k1", SECRET)]);
+        let ten_years = 10 * 365 * 86_400;
+        for iat in [Some(NOW), None] {
+            let t = r.sign_claims(&claims_at(iat, NOW + ten_years));
+            assert_eq!(r.verify(&t, NOW), Err(AuthError::LifetimeTooLong));
+        }
+        // An old iat with a near exp: the lifetime the issuer granted is what counts.
+        let t = r.sign_claims(&claims_at(Some(NOW - 3600), NOW + 60));
+        assert_eq!(r.verify(&t, NOW), Err(AuthError::LifetimeTooLong));
+        assert_eq!(AuthError::LifetimeTooLong.reason(), "lifetime_too_long");
+    }
+
+    #[test]
+    fn the_lifetime_limit_is_inclusive_and_allows_the_leeway() {
+        // Defaults: max_ticket_lifetime unset = max_token_ttl = 5m, leeway 30 s.
+        let r = ring(vec![hs("k1", SECRET)]);
+        assert_eq!(r.policy().max_lifetime, Duration::from_secs(300));
+        for (iat, exp, ok) in [
+            (Some(NOW), NOW + 300, true),
+            (Some(NOW), NOW + 330, true),
+            (Some(NOW), NOW + 331, false),
+            (None, NOW + 300, true),
+            (None, NOW + 330, true),
+            (None, NOW + 331, false),
+        ] {
+            let t = r.sign_claims(&claims_at(iat, exp));
+            let got = r.verify(&t, NOW);
+            if ok {
+                assert!(got.is_ok(), "iat {iat:?} exp +{}: {got:?}", exp - NOW);
+            } else {
+                assert_eq!(got, Err(AuthError::LifetimeTooLong), "exp +{}", exp - NOW);
+            }
+        }
+        // A ticket minted at the maximum TTL verifies over its whole life.
+        let mut q = req();
+        q.ttl = Some(r.max_ttl());
+        let (tok, _) = r.mint(&q, NOW).unwrap();
+        for at in [NOW, NOW + 150, NOW + 330] {
+            assert!(r.verify(&tok, at).is_ok());
+        }
+    }
+
+    #[test]
+    fn max_ticket_lifetime_is_configurable_but_not_below_max_token_ttl() {
+        let r = KeyRing::from_config(&AuthConfig {
+            keys: vec![hs("k1", SECRET)],
+            max_ticket_lifetime: Some(Duration::from_secs(3600)),
+            ..Default::default()
+        })
+        .unwrap();
+        let t = r.sign_claims(&claims_at(Some(NOW), NOW + 3600));
+        assert!(r.verify(&t, NOW).is_ok());
+        let t = r.sign_claims(&claims_at(Some(NOW), NOW + 7200));
+        assert_eq!(r.verify(&t, NOW), Err(AuthError::LifetimeTooLong));
+        // Raising max_token_ttl raises the default bound with it.
+        let r = KeyRing::from_config(&AuthConfig {
+            keys: vec![hs("k1", SECRET)],
+            max_token_ttl: Duration::from_secs(7200),
+            ..Default::default()
+        })
+        .unwrap();
+        let mut q = req();
+        q.ttl = Some(Duration::from_secs(7200));
+        let (tok, _) = r.mint(&q, NOW).unwrap();
+        assert!(r.verify(&tok, NOW).is_ok());
+        let e = KeyRing::from_config(&AuthConfig {
+            keys: vec![hs("k1", SECRET)],
+            max_token_ttl: Duration::from_secs(3600),
+            max_ticket_lifetime: Some(Duration::from_secs(600)),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("max_ticket_lifetime") && e.contains("max_token_ttl"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn huge_negative_and_odd_exp_values_are_refused_without_panic() {
+        let r = django_ring();
+        for (exp, want) in [
+            ("1e300", AuthError::LifetimeTooLong),
+            ("1.7976931348623157e308", AuthError::LifetimeTooLong),
+            ("100000000000000000000000000000", AuthError::LifetimeTooLong),
+            ("18446744073709551615", AuthError::LifetimeTooLong),
+            ("-1", AuthError::Malformed),
+            ("-1e300", AuthError::Malformed),
+            ("\"1900000000\"", AuthError::Malformed),
+            ("null", AuthError::MissingClaim("exp")),
+        ] {
+            let t = sign_raw(&django_payload(exp, ""));
+            assert_eq!(r.verify(&t, NOW), Err(want), "exp {exp}");
+        }
+        // A huge iat with a normal exp: nothing overflows and the ticket is fine.
+        let t = sign_raw(&django_payload(&(NOW + 300).to_string(), r#","iat":1e300"#));
+        assert!(r.verify(&t, NOW).is_ok());
+    }
+
+    #[test]
+    fn a_pyjwt_style_five_minute_ticket_still_verifies() {
+        // What the Django view mints: HS256, no kid, no iat, integer exp five minutes ahead.
+        let r = django_ring();
+        let t = sign_raw(&django_payload(&(NOW + 300).to_string(), ""));
+        let c = r.verify(&t, NOW).unwrap();
+        assert_eq!((c.sub.as_str(), c.exp, c.iat), ("42", NOW + 300, None));
+        assert!(c.require(Scope::Grpc).is_ok());
+        // Its clock a little ahead of ours (within the leeway), with iat, or with a
+        // fractional exp (PyJWT given `time.time() + 300`): all accepted.
+        for (exp, extra) in [
+            (format!("{}", NOW + 320), String::new()),
+            (format!("{}", NOW + 300), format!(r#","iat":{NOW}"#)),
+            (format!("{}.734", NOW + 299), format!(r#","iat":{NOW}.734"#)),
+        ] {
+            let t = sign_raw(&django_payload(&exp, &extra));
+            let got = r.verify(&t, NOW);
+            assert!(got.is_ok(), "exp {exp}{extra}: {got:?}");
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn verify_never_panics(s in ".{0,600}") {
             let r = ring(vec![hs("k1", "s3cret-s3cret-s3cret-s3cret-s3cret")]);
             let _ = r.verify(&s, NOW);
+        }
+
+        #[test]
+        fn verify_never_panics_on_any_numeric_exp_or_iat(
+            exp in proptest::prop_oneof![
+                proptest::num::f64::NORMAL.prop_map(|f| format!("{f:e}")),
+                proptest::num::i64::ANY.prop_map(|i| i.to_string()),
+                proptest::num::u64::ANY.prop_map(|i| i.to_string()),
+            ],
+            iat in proptest::num::f64::POSITIVE.prop_map(|f| format!("{f:e}")),
+        ) {
+            let r = django_ring();
+            let t = sign_raw(&django_payload(&exp, &format!(r#","iat":{iat}"#)));
+            if let Ok(c) = r.verify(&t, NOW) {
+                proptest::prop_assert!(c.exp <= NOW + 330);
+            }
         }
 
         #[test]

@@ -30,6 +30,8 @@ pub enum AuthError {
     BadAudience,
     #[error("token lacks a required claim: {0}")]
     MissingClaim(&'static str),
+    #[error("token claim {0} is too large: {limit}", limit = crate::jwt::claim_limits::describe(.0))]
+    ClaimTooLarge(&'static str),
     #[error("token lacks the required scope: {0}")]
     MissingScope(&'static str),
     #[error("token is not valid for this room")]
@@ -59,6 +61,7 @@ impl AuthError {
             AuthError::BadIssuer => "bad_issuer",
             AuthError::BadAudience => "bad_audience",
             AuthError::MissingClaim(_) => "missing_claim",
+            AuthError::ClaimTooLarge(_) => "claim_too_large",
             AuthError::MissingScope(_) => "missing_scope",
             AuthError::ForbiddenRoom => "forbidden_room",
             AuthError::Replayed => "replayed",
@@ -92,6 +95,7 @@ impl AuthError {
         "bad_issuer",
         "bad_audience",
         "missing_claim",
+        "claim_too_large",
         "missing_scope",
         "forbidden_room",
         "replayed",
@@ -113,3 +117,40 @@ pub enum ConfigError {
     Setting { key: &'static str, message: String },
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_is_listed_and_refusals_are_401() {
+        let all = [
+            AuthError::MissingToken,
+            AuthError::Oversized,
+            AuthError::Malformed,
+            AuthError::AlgNone,
+            AuthError::UnsupportedAlg,
+            AuthError::UnknownKid,
+            AuthError::BadSignature,
+            AuthError::Expired,
+            AuthError::NotYetValid,
+            AuthError::LifetimeTooLong,
+            AuthError::BadIssuer,
+            AuthError::BadAudience,
+            AuthError::MissingClaim("sub"),
+            AuthError::ClaimTooLarge("sub"),
+            AuthError::MissingScope("webrtc"),
+            AuthError::ForbiddenRoom,
+            AuthError::Replayed,
+            AuthError::ReplayGuardFull,
+            AuthError::Internal,
+        ];
+        assert_eq!(all.len(), AuthError::ALL_REASONS.len());
+        for e in &all {
+            assert!(AuthError::ALL_REASONS.contains(&e.reason()), "{e:?}");
+        }
+        assert_eq!(AuthError::LifetimeTooLong.http_status(), 401);
+        assert_eq!(AuthError::ClaimTooLarge("sub").http_status(), 401);
+        let m = AuthError::ClaimTooLarge("sub").to_string();
+        assert!(m.contains("sub") && m.contains("256"), "{m}");
+    }
+}

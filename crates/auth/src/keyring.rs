@@ -5,7 +5,11 @@
 
 use crate::config::{AuthConfig, KeyConfig};
 use crate::error::{AuthError, ConfigError};
-use crate::jwt::{Audience, Claims, Header, MintRequest, Scopes};
+use crate::jwt::claim_limits::{
+    MAX_AUD_BYTES, MAX_AUD_VALUES, MAX_ISS_BYTES, MAX_JTI_BYTES, MAX_ROOM_BYTES, MAX_SCOPE_ENTRIES,
+    MAX_SUB_BYTES,
+};
+use crate::jwt::{Audience, Claims, CountedScopes, Header, MintRequest};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey};
@@ -95,7 +99,7 @@ struct RawClaims {
     exp: Option<f64>,
     nbf: Option<f64>,
     #[serde(default)]
-    scope: Scopes,
+    scope: CountedScopes,
     room: Option<String>,
 }
 
@@ -284,6 +288,22 @@ impl KeyRing {
                 ),
             });
         }
+        for (key, value) in std::iter::once(("issuer", &cfg.issuer))
+            .chain(cfg.accepted_issuers.iter().map(|i| ("accepted_issuers", i)))
+            .chain(std::iter::once(("audience", &cfg.audience)))
+        {
+            let max = if key == "audience" {
+                MAX_AUD_BYTES
+            } else {
+                MAX_ISS_BYTES
+            };
+            if value.is_empty() || value.len() > max {
+                return Err(ConfigError::Setting {
+                    key,
+                    message: format!("must be 1 to {max} bytes"),
+                });
+            }
+        }
         let mut keys: Vec<Key> = Vec::with_capacity(cfg.keys.len());
         for kc in &cfg.keys {
             if keys.iter().any(|k| k.kid == kc.kid) {
@@ -330,7 +350,8 @@ impl KeyRing {
         self.max_ttl
     }
 
-    /// Mints a ticket. Fails with a message when the TTL exceeds `max_token_ttl` or is zero.
+    /// Mints a ticket. Fails with a message when the TTL exceeds `max_token_ttl` or is zero, or
+    /// when the identity or room is empty or over the size verification accepts.
     pub fn mint(&self, req: &MintRequest, now: u64) -> Result<(String, Claims), String> {
         let ttl = req.ttl.unwrap_or(self.default_ttl);
         if ttl.is_zero() {
@@ -343,8 +364,13 @@ impl KeyRing {
                 crate::duration::format(self.max_ttl)
             ));
         }
-        if req.identity.is_empty() || req.identity.len() > 256 {
-            return Err("identity must be 1 to 256 bytes".into());
+        if req.identity.is_empty() || req.identity.len() > MAX_SUB_BYTES {
+            return Err(format!("identity must be 1 to {MAX_SUB_BYTES} bytes"));
+        }
+        if let Some(room) = &req.room {
+            if room.is_empty() || room.len() > MAX_ROOM_BYTES {
+                return Err(format!("room must be 1 to {MAX_ROOM_BYTES} bytes"));
+            }
         }
         let claims = Claims {
             iss: self.issuer.clone(),
@@ -465,10 +491,16 @@ impl KeyRing {
             }
         }
         let iss = raw.iss.ok_or(AuthError::MissingClaim("iss"))?;
+        if iss.len() > MAX_ISS_BYTES {
+            return Err(AuthError::ClaimTooLarge("iss"));
+        }
         if !self.policy.issuers.contains(&iss) {
             return Err(AuthError::BadIssuer);
         }
         let aud = raw.aud.ok_or(AuthError::MissingClaim("aud"))?;
+        if aud.0.len() > MAX_AUD_VALUES || aud.0.iter().any(|a| a.len() > MAX_AUD_BYTES) {
+            return Err(AuthError::ClaimTooLarge("aud"));
+        }
         if !aud.contains(&self.policy.audience) {
             return Err(AuthError::BadAudience);
         }
@@ -476,10 +508,22 @@ impl KeyRing {
             .sub
             .filter(|s| !s.is_empty())
             .ok_or(AuthError::MissingClaim("sub"))?;
+        if sub.len() > MAX_SUB_BYTES {
+            return Err(AuthError::ClaimTooLarge("sub"));
+        }
         let jti = raw
             .jti
             .filter(|s| !s.is_empty())
             .ok_or(AuthError::MissingClaim("jti"))?;
+        if jti.len() > MAX_JTI_BYTES {
+            return Err(AuthError::ClaimTooLarge("jti"));
+        }
+        if raw.room.as_ref().is_some_and(|r| r.len() > MAX_ROOM_BYTES) {
+            return Err(AuthError::ClaimTooLarge("room"));
+        }
+        if raw.scope.entries > MAX_SCOPE_ENTRIES {
+            return Err(AuthError::ClaimTooLarge("scope"));
+        }
         Ok(Claims {
             iss,
             sub,
@@ -488,7 +532,7 @@ impl KeyRing {
             iat,
             exp,
             nbf,
-            scope: raw.scope,
+            scope: raw.scope.scopes,
             room: raw.room,
         })
     }
@@ -892,6 +936,92 @@ mod tests {
             let got = r.verify(&t, NOW);
             assert!(got.is_ok(), "exp {exp}{extra}: {got:?}");
         }
+    }
+
+    #[test]
+    fn oversized_claims_are_refused_with_claim_too_large() {
+        let r = django_ring();
+        let exp = (NOW + 300).to_string();
+        let big = |n: usize| "x".repeat(n);
+        // (sub, jti, iss, aud as JSON, more members)
+        let payload = |sub: &str, jti: &str, iss: &str, aud: &str, extra: &str| {
+            format!(
+                r#"{{"sub":"{sub}","iss":"{iss}","aud":{aud},"jti":"{jti}","exp":{exp}{extra}}}"#
+            )
+        };
+        let (iss, aud) = ("your-service", r#""realtime-clients""#);
+        let many_aud = format!(
+            r#"[{}"realtime-clients"]"#,
+            r#""a","#.repeat(MAX_AUD_VALUES)
+        );
+        let long_aud = format!(r#"["realtime-clients","{}"]"#, big(MAX_AUD_BYTES + 1));
+        let many_scopes = format!(
+            r#","scope":[{}"webrtc"]"#,
+            r#""x","#.repeat(MAX_SCOPE_ENTRIES)
+        );
+        let many_scope_words = format!(r#","scope":"{}webrtc""#, "x ".repeat(MAX_SCOPE_ENTRIES));
+        let long_room = format!(r#","room":"{}""#, big(MAX_ROOM_BYTES + 1));
+        for (p, claim) in [
+            (payload(&big(5000), "j", iss, aud, ""), "sub"),
+            (payload(&big(MAX_SUB_BYTES + 1), "j", iss, aud, ""), "sub"),
+            (payload("u", &big(MAX_JTI_BYTES + 1), iss, aud, ""), "jti"),
+            (payload("u", "j", iss, aud, &long_room), "room"),
+            (payload("u", "j", &big(MAX_ISS_BYTES + 1), aud, ""), "iss"),
+            (payload("u", "j", iss, &long_aud, ""), "aud"),
+            (payload("u", "j", iss, &many_aud, ""), "aud"),
+            (payload("u", "j", iss, aud, &many_scopes), "scope"),
+            (payload("u", "j", iss, aud, &many_scope_words), "scope"),
+        ] {
+            let t = sign_raw(&p);
+            assert!(t.len() <= crate::MAX_TOKEN_BYTES);
+            assert_eq!(r.verify(&t, NOW), Err(AuthError::ClaimTooLarge(claim)));
+        }
+        assert_eq!(AuthError::ClaimTooLarge("sub").reason(), "claim_too_large");
+        // Exactly at each limit is fine; an empty sub is still a missing claim.
+        let at_limit = payload(
+            &big(MAX_SUB_BYTES),
+            &big(MAX_JTI_BYTES),
+            iss,
+            &format!(
+                r#"[{}"realtime-clients"]"#,
+                format!(r#""{}","#, big(MAX_AUD_BYTES)).repeat(MAX_AUD_VALUES - 1)
+            ),
+            &format!(
+                r#","room":"{}","scope":[{}"webrtc"]"#,
+                big(MAX_ROOM_BYTES),
+                r#""x","#.repeat(MAX_SCOPE_ENTRIES - 1)
+            ),
+        );
+        assert!(r.verify(&sign_raw(&at_limit), NOW).is_ok());
+        assert_eq!(
+            r.verify(&sign_raw(&payload("", "j", iss, aud, "")), NOW),
+            Err(AuthError::MissingClaim("sub"))
+        );
+    }
+
+    #[test]
+    fn minting_refuses_what_verification_would() {
+        let r = ring(vec![hs("k1", SECRET)]);
+        let mut q = req();
+        q.identity = "x".repeat(5000);
+        assert!(r.mint(&q, NOW).unwrap_err().contains("identity"));
+        q.identity = "x".repeat(MAX_SUB_BYTES);
+        q.room = Some("r".repeat(MAX_ROOM_BYTES + 1));
+        assert!(r.mint(&q, NOW).unwrap_err().contains("room"));
+        q.room = Some(String::new());
+        assert!(r.mint(&q, NOW).unwrap_err().contains("room"));
+        q.room = Some("r".repeat(MAX_ROOM_BYTES));
+        let (tok, _) = r.mint(&q, NOW).unwrap();
+        assert!(r.verify(&tok, NOW).is_ok());
+        // An issuer or audience the server would refuse on its own tickets is a config error.
+        let e = KeyRing::from_config(&AuthConfig {
+            keys: vec![hs("k1", SECRET)],
+            issuer: "i".repeat(MAX_ISS_BYTES + 1),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("auth.issuer"), "{e}");
     }
 
     proptest::proptest! {

@@ -14,6 +14,7 @@ use switchboard_turn::core::stun::{
 use switchboard_turn::core::{
     ClientId, CoreConfig, Family, Output, Parity, RelayAllocator, RelayError, Transport, TurnCore,
 };
+use switchboard_turn::core::allocation::quota_key;
 use switchboard_turn::TurnMetrics;
 
 const SECRET: &[u8] = b"rest-secret";
@@ -650,6 +651,18 @@ fn quotas_and_bandwidth() {
     assert!(w.peer_data(4, relay, peer, &[0; 600]).is_some());
     assert!(w.peer_data(4, relay, peer, &[0; 600]).is_none());
     assert!(w.peer_data(5, relay, peer, &[0; 600]).is_some());
+}
+
+#[test]
+fn quota_keys_are_rest_users_and_static_names() {
+    let users = std::collections::HashMap::from([("7:odd".to_string(), "pw".to_string())]);
+    assert_eq!(quota_key(&users, "1800003600:alice"), "alice");
+    assert_eq!(quota_key(&users, "1800003600:a:b"), "a:b");
+    assert_eq!(quota_key(&users, "1800003600"), "1800003600");
+    assert_eq!(quota_key(&users, "1800003600:"), "1800003600:");
+    assert_eq!(quota_key(&users, "bob"), "bob");
+    assert_eq!(quota_key(&users, "7:odd"), "7:odd");
+    assert_eq!(quota_key(&users, "x7:odd"), "x7:odd");
 }
 
 #[test]

@@ -59,6 +59,9 @@ static_auth_secret = "$SECRET"
 allow_loopback_peers = true
 min_port = 57344
 max_port = 65535
+# One credential drives every session (up to 640) and alloc_mem.py's 2,000 allocations; coturn
+# above runs with its default, no user quota, so this one has none either.
+user_quota = 0
 [sfu]
 mode = "mesh"
 [log]

@@ -19,7 +19,17 @@ pub struct AuthConfig {
     /// Upper bound on any minted ticket's lifetime; longer requests are refused with 400.
     #[serde(with = "crate::duration")]
     pub max_token_ttl: Duration,
-    /// Clock-skew tolerance applied to `exp` and `nbf`.
+    /// Longest lifetime a ticket may have to be accepted, whoever minted it: `exp - iat` (when
+    /// `iat` is present) and `exp - now` must not exceed it, each allowing `leeway`. Unset: the
+    /// same as `max_token_ttl`, the longest lifetime the server mints itself. It may not be
+    /// shorter than `max_token_ttl` (the server would refuse its own tickets).
+    #[serde(
+        default,
+        with = "crate::duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_ticket_lifetime: Option<Duration>,
+    /// Clock-skew tolerance applied to `exp`, `nbf` and the ticket lifetime bound.
     #[serde(with = "crate::duration")]
     pub leeway: Duration,
     /// Key ring. The first key signs; all keys verify (rotation: add the new key second, deploy,
@@ -51,6 +61,7 @@ impl Default for AuthConfig {
             audience: "realtime-clients".into(),
             token_ttl: Duration::from_secs(300),
             max_token_ttl: Duration::from_secs(300),
+            max_ticket_lifetime: None,
             leeway: Duration::from_secs(30),
             keys: Vec::new(),
             database: "switchboard.db".into(),
@@ -61,6 +72,14 @@ impl Default for AuthConfig {
             login_attempts_per_user_per_minute: 5,
             replay_max_entries: 1_000_000,
         }
+    }
+}
+
+impl AuthConfig {
+    /// The lifetime bound verification applies: `max_ticket_lifetime`, or `max_token_ttl`
+    /// when that is unset.
+    pub fn ticket_lifetime_limit(&self) -> Duration {
+        self.max_ticket_lifetime.unwrap_or(self.max_token_ttl)
     }
 }
 

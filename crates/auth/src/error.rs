@@ -22,12 +22,16 @@ pub enum AuthError {
     Expired,
     #[error("token is not valid yet")]
     NotYetValid,
+    #[error("token lifetime (exp - iat, or exp - now) is longer than this service accepts")]
+    LifetimeTooLong,
     #[error("token issuer is not accepted")]
     BadIssuer,
     #[error("token audience does not include this service")]
     BadAudience,
     #[error("token lacks a required claim: {0}")]
     MissingClaim(&'static str),
+    #[error("token claim {0} is too large: {limit}", limit = crate::jwt::claim_limits::describe(.0))]
+    ClaimTooLarge(&'static str),
     #[error("token lacks the required scope: {0}")]
     MissingScope(&'static str),
     #[error("token is not valid for this room")]
@@ -53,9 +57,11 @@ impl AuthError {
             AuthError::BadSignature => "bad_signature",
             AuthError::Expired => "expired",
             AuthError::NotYetValid => "not_yet_valid",
+            AuthError::LifetimeTooLong => "lifetime_too_long",
             AuthError::BadIssuer => "bad_issuer",
             AuthError::BadAudience => "bad_audience",
             AuthError::MissingClaim(_) => "missing_claim",
+            AuthError::ClaimTooLarge(_) => "claim_too_large",
             AuthError::MissingScope(_) => "missing_scope",
             AuthError::ForbiddenRoom => "forbidden_room",
             AuthError::Replayed => "replayed",
@@ -85,9 +91,11 @@ impl AuthError {
         "bad_signature",
         "expired",
         "not_yet_valid",
+        "lifetime_too_long",
         "bad_issuer",
         "bad_audience",
         "missing_claim",
+        "claim_too_large",
         "missing_scope",
         "forbidden_room",
         "replayed",
@@ -105,4 +113,44 @@ pub enum ConfigError {
     Key { kid: String, message: String },
     #[error("auth.keys: kid {0:?} appears twice")]
     DuplicateKid(String),
+    #[error("auth.{key}: {message}")]
+    Setting { key: &'static str, message: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_is_listed_and_refusals_are_401() {
+        let all = [
+            AuthError::MissingToken,
+            AuthError::Oversized,
+            AuthError::Malformed,
+            AuthError::AlgNone,
+            AuthError::UnsupportedAlg,
+            AuthError::UnknownKid,
+            AuthError::BadSignature,
+            AuthError::Expired,
+            AuthError::NotYetValid,
+            AuthError::LifetimeTooLong,
+            AuthError::BadIssuer,
+            AuthError::BadAudience,
+            AuthError::MissingClaim("sub"),
+            AuthError::ClaimTooLarge("sub"),
+            AuthError::MissingScope("webrtc"),
+            AuthError::ForbiddenRoom,
+            AuthError::Replayed,
+            AuthError::ReplayGuardFull,
+            AuthError::Internal,
+        ];
+        assert_eq!(all.len(), AuthError::ALL_REASONS.len());
+        for e in &all {
+            assert!(AuthError::ALL_REASONS.contains(&e.reason()), "{e:?}");
+        }
+        assert_eq!(AuthError::LifetimeTooLong.http_status(), 401);
+        assert_eq!(AuthError::ClaimTooLarge("sub").http_status(), 401);
+        let m = AuthError::ClaimTooLarge("sub").to_string();
+        assert!(m.contains("sub") && m.contains("256"), "{m}");
+    }
 }

@@ -76,7 +76,11 @@ impl TicketGate {
 
     /// Consumes the ticket's `jti`: the first session wins, a replay is refused and counted.
     pub async fn consume(&self, claims: &Claims, now: u64) -> Result<(), AuthError> {
-        let forget_after = claims.exp + self.keyring.policy().leeway.as_secs();
+        // `exp` is bounded by the lifetime check in `verify`; saturate anyway so that claims
+        // built by hand cannot wrap the expiry into the past.
+        let forget_after = claims
+            .exp
+            .saturating_add(self.keyring.policy().leeway.as_secs());
         let r = self
             .replay
             .claim(&claims.iss, &claims.jti, forget_after, now)

@@ -2,6 +2,40 @@
 
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
+/// Size limits on the claims of a ticket, applied when verifying (refused as
+/// `claim_too_large`) and when minting. A ticket is at most 8 KiB, but its claims end up in
+/// logs, in the replay guard (`jti`, kept until the ticket expires), in TURN usernames (`sub`)
+/// and in room tables (`room`), so each is bounded on its own.
+pub mod claim_limits {
+    /// `sub`: the identity (also the user part of TURN REST usernames).
+    pub const MAX_SUB_BYTES: usize = 256;
+    /// `room`: the same bound the signaling protocol puts on room ids.
+    pub const MAX_ROOM_BYTES: usize = 256;
+    /// `jti`: a UUID is 32-36 bytes, a minted id 22.
+    pub const MAX_JTI_BYTES: usize = 128;
+    /// `iss`.
+    pub const MAX_ISS_BYTES: usize = 256;
+    /// Each `aud` value.
+    pub const MAX_AUD_BYTES: usize = 256;
+    /// Number of `aud` values.
+    pub const MAX_AUD_VALUES: usize = 8;
+    /// Entries of `scope` (array elements or space-separated names, known or not).
+    pub const MAX_SCOPE_ENTRIES: usize = 16;
+
+    /// The limit on `claim`, in words, for error messages.
+    pub fn describe(claim: &str) -> String {
+        match claim {
+            "sub" => format!("at most {MAX_SUB_BYTES} bytes"),
+            "room" => format!("at most {MAX_ROOM_BYTES} bytes"),
+            "jti" => format!("at most {MAX_JTI_BYTES} bytes"),
+            "iss" => format!("at most {MAX_ISS_BYTES} bytes"),
+            "aud" => format!("at most {MAX_AUD_VALUES} values of at most {MAX_AUD_BYTES} bytes"),
+            "scope" => format!("at most {MAX_SCOPE_ENTRIES} entries"),
+            _ => "over its limit".into(),
+        }
+    }
+}
+
 /// A permission a ticket carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Scope {
@@ -144,6 +178,47 @@ impl<'de> Deserialize<'de> for Scopes {
     }
 }
 
+/// `scope` as found in a token: the scopes it grants and how many entries it had, so that
+/// verification can bound the entries (unknown names grant nothing but still count).
+#[derive(Default)]
+pub(crate) struct CountedScopes {
+    pub scopes: Scopes,
+    pub entries: usize,
+}
+
+impl<'de> Deserialize<'de> for CountedScopes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = CountedScopes;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of scope names or a space-separated string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<CountedScopes, E> {
+                let mut out = CountedScopes::default();
+                for name in v.split(' ').filter(|n| !n.is_empty()) {
+                    out.entries += 1;
+                    if let Some(sc) = Scope::parse(name) {
+                        out.scopes.insert(sc);
+                    }
+                }
+                Ok(out)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut a: A) -> Result<CountedScopes, A::Error> {
+                let mut out = CountedScopes::default();
+                while let Some(s) = a.next_element::<std::borrow::Cow<'de, str>>()? {
+                    out.entries += 1;
+                    if let Some(sc) = Scope::parse(&s) {
+                        out.scopes.insert(sc);
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// `aud`: a string or an array of strings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Audience(pub Vec<String>);
@@ -253,6 +328,16 @@ mod tests {
             "webrtc,grpc"
         );
         assert!(Scopes::parse_list("webrtc,root").is_err());
+    }
+
+    #[test]
+    fn counted_scopes_count_every_entry() {
+        let c: CountedScopes = serde_json::from_str(r#"["webrtc","x","grpc"]"#).unwrap();
+        assert_eq!(c.entries, 3);
+        assert!(c.scopes.contains(Scope::Webrtc) && c.scopes.contains(Scope::Grpc));
+        let c: CountedScopes = serde_json::from_str(r#"" admin  openid ""#).unwrap();
+        assert_eq!(c.entries, 2);
+        assert!(c.scopes.contains(Scope::Admin));
     }
 
     #[test]

@@ -5,7 +5,11 @@
 
 use crate::config::{AuthConfig, KeyConfig};
 use crate::error::{AuthError, ConfigError};
-use crate::jwt::{Audience, Claims, Header, MintRequest, Scopes};
+use crate::jwt::claim_limits::{
+    MAX_AUD_BYTES, MAX_AUD_VALUES, MAX_ISS_BYTES, MAX_JTI_BYTES, MAX_ROOM_BYTES, MAX_SCOPE_ENTRIES,
+    MAX_SUB_BYTES,
+};
+use crate::jwt::{Audience, Claims, CountedScopes, Header, MintRequest};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey};
@@ -62,6 +66,8 @@ pub struct VerifyPolicy {
     pub issuers: Vec<String>,
     pub audience: String,
     pub leeway: Duration,
+    /// Longest accepted lifetime, `exp - iat` and `exp - now` (each plus `leeway`).
+    pub max_lifetime: Duration,
 }
 
 /// Keys plus issuing policy. Cheap to share behind an `Arc`.
@@ -93,7 +99,7 @@ struct RawClaims {
     exp: Option<f64>,
     nbf: Option<f64>,
     #[serde(default)]
-    scope: Scopes,
+    scope: CountedScopes,
     room: Option<String>,
 }
 
@@ -264,6 +270,40 @@ impl KeyRing {
         if cfg.keys.is_empty() {
             return Err(ConfigError::NoKeys);
         }
+        let lifetime = cfg.ticket_lifetime_limit();
+        if lifetime.is_zero() {
+            return Err(ConfigError::Setting {
+                key: "max_ticket_lifetime",
+                message: "must be positive".into(),
+            });
+        }
+        if lifetime < cfg.max_token_ttl {
+            return Err(ConfigError::Setting {
+                key: "max_ticket_lifetime",
+                message: format!(
+                    "{} is shorter than auth.max_token_ttl ({}): tickets this server mints \
+                     would be refused",
+                    crate::duration::format(lifetime),
+                    crate::duration::format(cfg.max_token_ttl)
+                ),
+            });
+        }
+        for (key, value) in std::iter::once(("issuer", &cfg.issuer))
+            .chain(cfg.accepted_issuers.iter().map(|i| ("accepted_issuers", i)))
+            .chain(std::iter::once(("audience", &cfg.audience)))
+        {
+            let max = if key == "audience" {
+                MAX_AUD_BYTES
+            } else {
+                MAX_ISS_BYTES
+            };
+            if value.is_empty() || value.len() > max {
+                return Err(ConfigError::Setting {
+                    key,
+                    message: format!("must be 1 to {max} bytes"),
+                });
+            }
+        }
         let mut keys: Vec<Key> = Vec::with_capacity(cfg.keys.len());
         for kc in &cfg.keys {
             if keys.iter().any(|k| k.kid == kc.kid) {
@@ -286,6 +326,7 @@ impl KeyRing {
                 issuers,
                 audience: cfg.audience.clone(),
                 leeway: cfg.leeway,
+                max_lifetime: lifetime,
             },
             default_ttl: cfg.token_ttl,
             max_ttl: cfg.max_token_ttl,
@@ -309,7 +350,8 @@ impl KeyRing {
         self.max_ttl
     }
 
-    /// Mints a ticket. Fails with a message when the TTL exceeds `max_token_ttl` or is zero.
+    /// Mints a ticket. Fails with a message when the TTL exceeds `max_token_ttl` or is zero, or
+    /// when the identity or room is empty or over the size verification accepts.
     pub fn mint(&self, req: &MintRequest, now: u64) -> Result<(String, Claims), String> {
         let ttl = req.ttl.unwrap_or(self.default_ttl);
         if ttl.is_zero() {
@@ -322,8 +364,13 @@ impl KeyRing {
                 crate::duration::format(self.max_ttl)
             ));
         }
-        if req.identity.is_empty() || req.identity.len() > 256 {
-            return Err("identity must be 1 to 256 bytes".into());
+        if req.identity.is_empty() || req.identity.len() > MAX_SUB_BYTES {
+            return Err(format!("identity must be 1 to {MAX_SUB_BYTES} bytes"));
+        }
+        if let Some(room) = &req.room {
+            if room.is_empty() || room.len() > MAX_ROOM_BYTES {
+                return Err(format!("room must be 1 to {MAX_ROOM_BYTES} bytes"));
+            }
         }
         let claims = Claims {
             iss: self.issuer.clone(),
@@ -414,9 +461,25 @@ impl KeyRing {
         if !exp.is_finite() || exp < 0.0 {
             return Err(AuthError::Malformed);
         }
+        // `as` saturates: 1e300 becomes u64::MAX and is refused below as too long. A fractional
+        // `exp` (RFC 7519 NumericDate allows it; PyJWT writes one for `time.time() + 300`) is
+        // rounded down.
         let exp = exp as u64;
         if now > exp.saturating_add(leeway) {
             return Err(AuthError::Expired);
+        }
+        let iat = raw
+            .iat
+            .filter(|n| n.is_finite() && *n >= 0.0)
+            .map(|n| n as u64);
+        // The lifetime the issuer granted (exp - iat) and what is left of it (exp - now, which
+        // also covers tickets without iat). Both allow the leeway: the issuer's clock may run
+        // ahead of ours, and an issuer may read its clock twice while minting.
+        let max_lifetime = self.policy.max_lifetime.as_secs().saturating_add(leeway);
+        if exp.saturating_sub(now) > max_lifetime
+            || iat.is_some_and(|iat| exp.saturating_sub(iat) > max_lifetime)
+        {
+            return Err(AuthError::LifetimeTooLong);
         }
         let nbf = raw
             .nbf
@@ -428,10 +491,16 @@ impl KeyRing {
             }
         }
         let iss = raw.iss.ok_or(AuthError::MissingClaim("iss"))?;
+        if iss.len() > MAX_ISS_BYTES {
+            return Err(AuthError::ClaimTooLarge("iss"));
+        }
         if !self.policy.issuers.contains(&iss) {
             return Err(AuthError::BadIssuer);
         }
         let aud = raw.aud.ok_or(AuthError::MissingClaim("aud"))?;
+        if aud.0.len() > MAX_AUD_VALUES || aud.0.iter().any(|a| a.len() > MAX_AUD_BYTES) {
+            return Err(AuthError::ClaimTooLarge("aud"));
+        }
         if !aud.contains(&self.policy.audience) {
             return Err(AuthError::BadAudience);
         }
@@ -439,22 +508,31 @@ impl KeyRing {
             .sub
             .filter(|s| !s.is_empty())
             .ok_or(AuthError::MissingClaim("sub"))?;
+        if sub.len() > MAX_SUB_BYTES {
+            return Err(AuthError::ClaimTooLarge("sub"));
+        }
         let jti = raw
             .jti
             .filter(|s| !s.is_empty())
             .ok_or(AuthError::MissingClaim("jti"))?;
+        if jti.len() > MAX_JTI_BYTES {
+            return Err(AuthError::ClaimTooLarge("jti"));
+        }
+        if raw.room.as_ref().is_some_and(|r| r.len() > MAX_ROOM_BYTES) {
+            return Err(AuthError::ClaimTooLarge("room"));
+        }
+        if raw.scope.entries > MAX_SCOPE_ENTRIES {
+            return Err(AuthError::ClaimTooLarge("scope"));
+        }
         Ok(Claims {
             iss,
             sub,
             aud,
             jti,
-            iat: raw
-                .iat
-                .filter(|n| n.is_finite() && *n >= 0.0)
-                .map(|n| n as u64),
+            iat,
             exp,
             nbf,
-            scope: raw.scope,
+            scope: raw.scope.scopes,
             room: raw.room,
         })
     }
@@ -477,6 +555,7 @@ pub fn generate_secret() -> String {
 mod tests {
     use super::*;
     use crate::jwt::Scope;
+    use proptest::strategy::Strategy;
 
     fn hs(kid: &str, secret: &str) -> KeyConfig {
         KeyConfig {
@@ -693,11 +772,279 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    const SECRET: &str = "s3cret-s3cret-s3cret-s3cret-s3cret";
+
+    /// Signs `payload` (raw JSON) with HS256 and no `kid`, as PyJWT does by default.
+    fn sign_raw(payload: &str) -> String {
+        let h = b64(br#"{"alg":"HS256","typ":"JWT"}"#);
+        let input = format!("{h}.{}", b64(payload.as_bytes()));
+        let mut mac = HmacSha256::new_from_slice(SECRET.as_bytes()).unwrap();
+        mac.update(input.as_bytes());
+        format!("{input}.{}", b64(&mac.finalize().into_bytes()))
+    }
+
+    /// A ring that also accepts the Django app's issuer.
+    fn django_ring() -> KeyRing {
+        KeyRing::from_config(&AuthConfig {
+            keys: vec![hs("k1", SECRET)],
+            accepted_issuers: vec!["your-service".into()],
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    /// A ticket the Django app would mint at `NOW`, with `extra` JSON members added.
+    fn django_payload(exp: &str, extra: &str) -> String {
+        format!(
+            r#"{{"sub":"42","iss":"your-service","aud":"realtime-clients","jti":"{}","exp":{exp},"scope":["webrtc","grpc"]{extra}}}"#,
+            NOW
+        )
+    }
+
+    fn claims_at(iat: Option<u64>, exp: u64) -> Claims {
+        Claims {
+            iss: "switchboard".into(),
+            sub: "alice".into(),
+            aud: Audience(vec!["realtime-clients".into()]),
+            jti: "j1".into(),
+            iat,
+            exp,
+            nbf: None,
+            scope: [Scope::Webrtc].into_iter().collect(),
+            room: None,
+        }
+    }
+
+    #[test]
+    fn a_ten_year_ticket_is_refused_with_or_without_iat() {
+        let r = ring(vec![hs("k1", SECRET)]);
+        let ten_years = 10 * 365 * 86_400;
+        for iat in [Some(NOW), None] {
+            let t = r.sign_claims(&claims_at(iat, NOW + ten_years));
+            assert_eq!(r.verify(&t, NOW), Err(AuthError::LifetimeTooLong));
+        }
+        // An old iat with a near exp: the lifetime the issuer granted is what counts.
+        let t = r.sign_claims(&claims_at(Some(NOW - 3600), NOW + 60));
+        assert_eq!(r.verify(&t, NOW), Err(AuthError::LifetimeTooLong));
+        assert_eq!(AuthError::LifetimeTooLong.reason(), "lifetime_too_long");
+    }
+
+    #[test]
+    fn the_lifetime_limit_is_inclusive_and_allows_the_leeway() {
+        // Defaults: max_ticket_lifetime unset = max_token_ttl = 5m, leeway 30 s.
+        let r = ring(vec![hs("k1", SECRET)]);
+        assert_eq!(r.policy().max_lifetime, Duration::from_secs(300));
+        for (iat, exp, ok) in [
+            (Some(NOW), NOW + 300, true),
+            (Some(NOW), NOW + 330, true),
+            (Some(NOW), NOW + 331, false),
+            (None, NOW + 300, true),
+            (None, NOW + 330, true),
+            (None, NOW + 331, false),
+        ] {
+            let t = r.sign_claims(&claims_at(iat, exp));
+            let got = r.verify(&t, NOW);
+            if ok {
+                assert!(got.is_ok(), "iat {iat:?} exp +{}: {got:?}", exp - NOW);
+            } else {
+                assert_eq!(got, Err(AuthError::LifetimeTooLong), "exp +{}", exp - NOW);
+            }
+        }
+        // A ticket minted at the maximum TTL verifies over its whole life.
+        let mut q = req();
+        q.ttl = Some(r.max_ttl());
+        let (tok, _) = r.mint(&q, NOW).unwrap();
+        for at in [NOW, NOW + 150, NOW + 330] {
+            assert!(r.verify(&tok, at).is_ok());
+        }
+    }
+
+    #[test]
+    fn max_ticket_lifetime_is_configurable_but_not_below_max_token_ttl() {
+        let r = KeyRing::from_config(&AuthConfig {
+            keys: vec![hs("k1", SECRET)],
+            max_ticket_lifetime: Some(Duration::from_secs(3600)),
+            ..Default::default()
+        })
+        .unwrap();
+        let t = r.sign_claims(&claims_at(Some(NOW), NOW + 3600));
+        assert!(r.verify(&t, NOW).is_ok());
+        let t = r.sign_claims(&claims_at(Some(NOW), NOW + 7200));
+        assert_eq!(r.verify(&t, NOW), Err(AuthError::LifetimeTooLong));
+        // Raising max_token_ttl raises the default bound with it.
+        let r = KeyRing::from_config(&AuthConfig {
+            keys: vec![hs("k1", SECRET)],
+            max_token_ttl: Duration::from_secs(7200),
+            ..Default::default()
+        })
+        .unwrap();
+        let mut q = req();
+        q.ttl = Some(Duration::from_secs(7200));
+        let (tok, _) = r.mint(&q, NOW).unwrap();
+        assert!(r.verify(&tok, NOW).is_ok());
+        let e = KeyRing::from_config(&AuthConfig {
+            keys: vec![hs("k1", SECRET)],
+            max_token_ttl: Duration::from_secs(3600),
+            max_ticket_lifetime: Some(Duration::from_secs(600)),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("max_ticket_lifetime") && e.contains("max_token_ttl"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn huge_negative_and_odd_exp_values_are_refused_without_panic() {
+        let r = django_ring();
+        for (exp, want) in [
+            ("1e300", AuthError::LifetimeTooLong),
+            ("1.7976931348623157e308", AuthError::LifetimeTooLong),
+            ("100000000000000000000000000000", AuthError::LifetimeTooLong),
+            ("18446744073709551615", AuthError::LifetimeTooLong),
+            ("-1", AuthError::Malformed),
+            ("-1e300", AuthError::Malformed),
+            ("\"1900000000\"", AuthError::Malformed),
+            ("null", AuthError::MissingClaim("exp")),
+        ] {
+            let t = sign_raw(&django_payload(exp, ""));
+            assert_eq!(r.verify(&t, NOW), Err(want), "exp {exp}");
+        }
+        // A huge iat with a normal exp: nothing overflows and the ticket is fine.
+        let t = sign_raw(&django_payload(&(NOW + 300).to_string(), r#","iat":1e300"#));
+        assert!(r.verify(&t, NOW).is_ok());
+    }
+
+    #[test]
+    fn a_pyjwt_style_five_minute_ticket_still_verifies() {
+        // What the Django view mints: HS256, no kid, no iat, integer exp five minutes ahead.
+        let r = django_ring();
+        let t = sign_raw(&django_payload(&(NOW + 300).to_string(), ""));
+        let c = r.verify(&t, NOW).unwrap();
+        assert_eq!((c.sub.as_str(), c.exp, c.iat), ("42", NOW + 300, None));
+        assert!(c.require(Scope::Grpc).is_ok());
+        // Its clock a little ahead of ours (within the leeway), with iat, or with a
+        // fractional exp (PyJWT given `time.time() + 300`): all accepted.
+        for (exp, extra) in [
+            (format!("{}", NOW + 320), String::new()),
+            (format!("{}", NOW + 300), format!(r#","iat":{NOW}"#)),
+            (format!("{}.734", NOW + 299), format!(r#","iat":{NOW}.734"#)),
+        ] {
+            let t = sign_raw(&django_payload(&exp, &extra));
+            let got = r.verify(&t, NOW);
+            assert!(got.is_ok(), "exp {exp}{extra}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn oversized_claims_are_refused_with_claim_too_large() {
+        let r = django_ring();
+        let exp = (NOW + 300).to_string();
+        let big = |n: usize| "x".repeat(n);
+        // (sub, jti, iss, aud as JSON, more members)
+        let payload = |sub: &str, jti: &str, iss: &str, aud: &str, extra: &str| {
+            format!(
+                r#"{{"sub":"{sub}","iss":"{iss}","aud":{aud},"jti":"{jti}","exp":{exp}{extra}}}"#
+            )
+        };
+        let (iss, aud) = ("your-service", r#""realtime-clients""#);
+        let many_aud = format!(
+            r#"[{}"realtime-clients"]"#,
+            r#""a","#.repeat(MAX_AUD_VALUES)
+        );
+        let long_aud = format!(r#"["realtime-clients","{}"]"#, big(MAX_AUD_BYTES + 1));
+        let many_scopes = format!(
+            r#","scope":[{}"webrtc"]"#,
+            r#""x","#.repeat(MAX_SCOPE_ENTRIES)
+        );
+        let many_scope_words = format!(r#","scope":"{}webrtc""#, "x ".repeat(MAX_SCOPE_ENTRIES));
+        let long_room = format!(r#","room":"{}""#, big(MAX_ROOM_BYTES + 1));
+        for (p, claim) in [
+            (payload(&big(5000), "j", iss, aud, ""), "sub"),
+            (payload(&big(MAX_SUB_BYTES + 1), "j", iss, aud, ""), "sub"),
+            (payload("u", &big(MAX_JTI_BYTES + 1), iss, aud, ""), "jti"),
+            (payload("u", "j", iss, aud, &long_room), "room"),
+            (payload("u", "j", &big(MAX_ISS_BYTES + 1), aud, ""), "iss"),
+            (payload("u", "j", iss, &long_aud, ""), "aud"),
+            (payload("u", "j", iss, &many_aud, ""), "aud"),
+            (payload("u", "j", iss, aud, &many_scopes), "scope"),
+            (payload("u", "j", iss, aud, &many_scope_words), "scope"),
+        ] {
+            let t = sign_raw(&p);
+            assert!(t.len() <= crate::MAX_TOKEN_BYTES);
+            assert_eq!(r.verify(&t, NOW), Err(AuthError::ClaimTooLarge(claim)));
+        }
+        assert_eq!(AuthError::ClaimTooLarge("sub").reason(), "claim_too_large");
+        // Exactly at each limit is fine; an empty sub is still a missing claim.
+        let at_limit = payload(
+            &big(MAX_SUB_BYTES),
+            &big(MAX_JTI_BYTES),
+            iss,
+            &format!(
+                r#"[{}"realtime-clients"]"#,
+                format!(r#""{}","#, big(MAX_AUD_BYTES)).repeat(MAX_AUD_VALUES - 1)
+            ),
+            &format!(
+                r#","room":"{}","scope":[{}"webrtc"]"#,
+                big(MAX_ROOM_BYTES),
+                r#""x","#.repeat(MAX_SCOPE_ENTRIES - 1)
+            ),
+        );
+        assert!(r.verify(&sign_raw(&at_limit), NOW).is_ok());
+        assert_eq!(
+            r.verify(&sign_raw(&payload("", "j", iss, aud, "")), NOW),
+            Err(AuthError::MissingClaim("sub"))
+        );
+    }
+
+    #[test]
+    fn minting_refuses_what_verification_would() {
+        let r = ring(vec![hs("k1", SECRET)]);
+        let mut q = req();
+        q.identity = "x".repeat(5000);
+        assert!(r.mint(&q, NOW).unwrap_err().contains("identity"));
+        q.identity = "x".repeat(MAX_SUB_BYTES);
+        q.room = Some("r".repeat(MAX_ROOM_BYTES + 1));
+        assert!(r.mint(&q, NOW).unwrap_err().contains("room"));
+        q.room = Some(String::new());
+        assert!(r.mint(&q, NOW).unwrap_err().contains("room"));
+        q.room = Some("r".repeat(MAX_ROOM_BYTES));
+        let (tok, _) = r.mint(&q, NOW).unwrap();
+        assert!(r.verify(&tok, NOW).is_ok());
+        // An issuer or audience the server would refuse on its own tickets is a config error.
+        let e = KeyRing::from_config(&AuthConfig {
+            keys: vec![hs("k1", SECRET)],
+            issuer: "i".repeat(MAX_ISS_BYTES + 1),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("auth.issuer"), "{e}");
+    }
+
     proptest::proptest! {
         #[test]
         fn verify_never_panics(s in ".{0,600}") {
             let r = ring(vec![hs("k1", "s3cret-s3cret-s3cret-s3cret-s3cret")]);
             let _ = r.verify(&s, NOW);
+        }
+
+        #[test]
+        fn verify_never_panics_on_any_numeric_exp_or_iat(
+            exp in proptest::prop_oneof![
+                proptest::num::f64::NORMAL.prop_map(|f| format!("{f:e}")),
+                proptest::num::i64::ANY.prop_map(|i| i.to_string()),
+                proptest::num::u64::ANY.prop_map(|i| i.to_string()),
+            ],
+            iat in proptest::num::f64::POSITIVE.prop_map(|f| format!("{f:e}")),
+        ) {
+            let r = django_ring();
+            let t = sign_raw(&django_payload(&exp, &format!(r#","iat":{iat}"#)));
+            if let Ok(c) = r.verify(&t, NOW) {
+                proptest::prop_assert!(c.exp <= NOW + 330);
+            }
         }
 
         #[test]

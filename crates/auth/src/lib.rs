@@ -25,7 +25,7 @@ pub mod turn_rest;
 pub use config::{AuthConfig, KeyConfig};
 pub use error::{AuthError, ConfigError};
 pub use gate::TicketGate;
-pub use jwt::{Claims, MintRequest, Scope, Scopes};
+pub use jwt::{claim_limits, Claims, MintRequest, Scope, Scopes};
 pub use limit::KeyedRateLimiter;
 /// The `aud` claim type, for code that builds claims by hand.
 pub mod jwt_audience {

@@ -111,7 +111,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let shutdown = CancellationToken::new();
     let mut registry = new_registry();
 
-    let keyring = Arc::new(KeyRing::from_config(&config.auth).context("auth.keys")?);
+    let keyring = Arc::new(KeyRing::from_config(&config.auth).context("[auth]")?);
     let replay: Arc<dyn ReplayGuard> =
         Arc::new(InMemoryReplayGuard::new(config.auth.replay_max_entries));
     let gate = Arc::new(TicketGate::new(keyring, replay, &mut registry));

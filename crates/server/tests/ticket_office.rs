@@ -391,6 +391,86 @@ async fn ice_servers_rejects_bad_tickets_with_reasons() {
     s.shutdown().await;
 }
 
+/// Tickets that live too long or carry oversized claims are refused at the HTTP edge with
+/// their reason, and counted; minting refuses the same oversized identity.
+#[tokio::test]
+async fn long_lived_and_oversized_tickets_are_refused_and_counted() {
+    let mut cfg = test_config();
+    cfg.turn.uris = vec!["turn:127.0.0.1:3478?transport=udp".into()];
+    let s = start(cfg).await;
+    let b = base(&s);
+    let ring: &KeyRing = &s.state.gate.keyring;
+    let now = unix_now();
+    let (good, claims) = ring
+        .mint(
+            &switchboard_auth::MintRequest {
+                identity: "dora".into(),
+                room: None,
+                scope: [Scope::Webrtc].into_iter().collect(),
+                ttl: None,
+            },
+            now,
+        )
+        .unwrap();
+    let c = client();
+    let ice = |tok: String| {
+        let c = c.clone();
+        let b = b.clone();
+        async move {
+            let r = c
+                .get(format!("{b}/v1/ice-servers"))
+                .bearer_auth(tok)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.unwrap();
+            (status, body)
+        }
+    };
+    assert_eq!(ice(good).await.0, 200);
+
+    let mut ten_years = claims.clone();
+    ten_years.exp = now + 10 * 365 * 86_400;
+    let mut ten_years_no_iat = ten_years.clone();
+    ten_years_no_iat.iat = None;
+    let mut big_sub = claims.clone();
+    big_sub.sub = "x".repeat(5000);
+    for (tok, reason) in [
+        (ring.sign_claims(&ten_years), "lifetime_too_long"),
+        (ring.sign_claims(&ten_years_no_iat), "lifetime_too_long"),
+        (ring.sign_claims(&big_sub), "claim_too_large"),
+    ] {
+        let series = format!("switchboard_auth_failures_total{{reason=\"{reason}\"}}");
+        let before = metric(&b, &series).await;
+        let (status, body) = ice(tok).await;
+        assert_eq!(status, 401, "{reason}: {body}");
+        assert_eq!(body["error"], reason);
+        assert_eq!(metric(&b, &series).await, before + 1.0, "{reason} counted");
+    }
+
+    // Minting applies the same bound to the identity.
+    let (id, secret) = s
+        .state
+        .store
+        .create_api_key("backend", [Scope::Webrtc].into_iter().collect(), now)
+        .unwrap();
+    let r = c
+        .post(format!("{b}/v1/token"))
+        .basic_auth(&id, Some(&secret))
+        .json(&serde_json::json!({"identity": "x".repeat(5000)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("identity"),
+        "{body}"
+    );
+    s.shutdown().await;
+}
+
 fn flip(c: &str) -> &'static str {
     if c == "A" {
         "B"

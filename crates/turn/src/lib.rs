@@ -42,6 +42,18 @@ pub enum TurnError {
     Io(#[from] std::io::Error),
 }
 
+/// Default `user_quota`. A browser's RTCPeerConnection makes about one allocation per TURN URI
+/// per ICE gathering; `/v1/ice-servers` hands out two or three URIs (UDP, TCP, TLS), so a peer
+/// in a full mesh room (`mesh_max_peers` = 4: three connections) holds about 9, and the same
+/// user in three tabs or devices, with a page reload leaving its old allocations to expire,
+/// stays well under 64. One user then holds at most 64 of the default range's 12,288
+/// allocations (`total_quota`), about 0.5 %.
+pub const DEFAULT_USER_QUOTA: u32 = 64;
+
+/// Linux's default ephemeral port range (32768-60999), used for `min_port = 0` when
+/// `/proc/sys/net/ipv4/ip_local_port_range` cannot be read.
+const DEFAULT_EPHEMERAL_PORTS: u32 = 28_232;
+
 /// `[turn]`: key names follow coturn's where coturn has the key.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -67,10 +79,16 @@ pub struct TurnConfig {
     pub credential_ttl: Duration,
     /// URIs advertised by `/v1/ice-servers`. Empty: derived from `listen`/`external_ip`.
     pub uris: Vec<String>,
-    /// Allocations per user (0 = unlimited).
+    /// Allocations one user may hold at once; beyond it Allocate answers 486 (Allocation
+    /// Quota Reached). A TURN REST username `<expiry>:<user>` counts against `<user>`, so new
+    /// credentials do not reset it. Default [`DEFAULT_USER_QUOTA`]; 0 = unlimited (coturn's
+    /// default and meaning, kept as an explicit opt-out).
     pub user_quota: u32,
-    /// Allocations in total (0 = unlimited).
-    pub total_quota: u32,
+    /// Allocations in total; beyond it Allocate answers 508 (Insufficient Capacity). Unset:
+    /// three quarters of the relay ports ([`TurnConfig::effective_total_quota`]), so that
+    /// allocations alone never exhaust the port range. 0 = unlimited (coturn's meaning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_quota: Option<u32>,
     /// Bytes per second per allocation (0 = unlimited).
     pub max_bps: u64,
     /// Peer address ranges that are refused (in addition to the built-in defaults).
@@ -149,6 +167,37 @@ pub struct TurnConfig {
     pub no_tcp_relay: bool,
 }
 
+impl TurnConfig {
+    /// Relay ports available per address family: `max_port - min_port + 1`, or, with
+    /// `min_port = 0` (any ephemeral port), the size of the kernel's ephemeral port range.
+    pub fn relay_ports(&self) -> u32 {
+        if self.min_port == 0 {
+            return std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+                .ok()
+                .and_then(|s| {
+                    let mut it = s.split_whitespace().map(|p| p.parse::<u32>().ok());
+                    Some((it.next()??, it.next()??))
+                })
+                .filter(|(lo, hi)| lo <= hi)
+                .map_or(DEFAULT_EPHEMERAL_PORTS, |(lo, hi)| hi - lo + 1);
+        }
+        (self.max_port as u32 + 1).saturating_sub(self.min_port as u32)
+    }
+
+    /// `total_quota` as enforced (0 = unlimited): the configured value, or when unset three
+    /// quarters of [`TurnConfig::relay_ports`] (12,288 for the default 49152-65535). The
+    /// quarter left over keeps a relay bind reliable (it tries up to 64 random ports of the
+    /// range, which fails ~1e-8 of the time at 75 % full but 4 % at 95 %), leaves room for the
+    /// second port EVEN-PORT reservations hold, and for other sockets of the host in the
+    /// part of the range that overlaps the kernel's ephemeral ports.
+    pub fn effective_total_quota(&self) -> u32 {
+        match self.total_quota {
+            Some(n) => n,
+            None => (self.relay_ports() / 4 * 3).max(1),
+        }
+    }
+}
+
 impl Default for TurnConfig {
     fn default() -> Self {
         TurnConfig {
@@ -162,8 +211,8 @@ impl Default for TurnConfig {
             previous_auth_secrets: Vec::new(),
             credential_ttl: Duration::from_secs(3600),
             uris: Vec::new(),
-            user_quota: 0,
-            total_quota: 0,
+            user_quota: DEFAULT_USER_QUOTA,
+            total_quota: None,
             max_bps: 0,
             denied_peer_ip: Vec::new(),
             allowed_peer_ip: Vec::new(),

@@ -22,6 +22,19 @@ pub struct QuotaLabel {
     pub quota: &'static str,
 }
 
+/// The `quota` labels of `switchboard_turn_quota_rejections_total`.
+pub const QUOTAS: &[&str] = &[
+    "user",
+    "total",
+    "ports",
+    "reservations",
+    "permissions",
+    "channels",
+    "bandwidth",
+    "tcp_connections",
+    "tcp_peer_connections",
+];
+
 /// Every TURN series. Cheap to clone (shared atomics).
 #[derive(Clone, Debug, Default)]
 pub struct TurnMetrics {
@@ -103,6 +116,10 @@ impl TurnMetrics {
             "Requests or packets refused by a quota, by quota",
             m.quota_rejections.clone(),
         );
+        // Every quota's series exists from the start (at 0), so alerts can watch them.
+        for quota in QUOTAS {
+            let _ = m.quota_rejections.get_or_create(&QuotaLabel { quota });
+        }
         r.register(
             "malformed_packets",
             "Client input that could not be decoded, by reason",

@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use switchboard_auth::turn_rest;
+use switchboard_turn::core::allocation::quota_key;
 use switchboard_turn::core::auth::{
     derive_key, Key, ALG_MD5, ALG_SHA256, PASSWORD_ALGORITHMS_VALUE,
 };
@@ -14,7 +15,8 @@ use switchboard_turn::core::stun::{
 use switchboard_turn::core::{
     ClientId, CoreConfig, Family, Output, Parity, RelayAllocator, RelayError, Transport, TurnCore,
 };
-use switchboard_turn::TurnMetrics;
+use switchboard_turn::driver::core_config;
+use switchboard_turn::{TurnConfig, TurnMetrics, DEFAULT_USER_QUOTA};
 
 const SECRET: &[u8] = b"rest-secret";
 const UNIX0: u64 = 1_800_000_000;
@@ -650,6 +652,131 @@ fn quotas_and_bandwidth() {
     assert!(w.peer_data(4, relay, peer, &[0; 600]).is_some());
     assert!(w.peer_data(4, relay, peer, &[0; 600]).is_none());
     assert!(w.peer_data(5, relay, peer, &[0; 600]).is_some());
+}
+
+/// A core built from `[turn]` the way the server builds it, with every key at its default
+/// except the secret and those `f` sets.
+fn world_from_defaults(f: impl FnOnce(&mut TurnConfig)) -> World {
+    let mut tc = TurnConfig {
+        static_auth_secret: String::from_utf8(SECRET.to_vec()).unwrap(),
+        ..TurnConfig::default()
+    };
+    f(&mut tc);
+    let cfg = core_config(&tc).unwrap();
+    let t0 = Instant::now();
+    let metrics = TurnMetrics::default();
+    World {
+        core: TurnCore::new(cfg, metrics.clone(), t0, UNIX0),
+        relays: FakeRelays::default(),
+        t0,
+        out: Vec::new(),
+        metrics,
+    }
+}
+
+fn quota_rejections(m: &TurnMetrics, quota: &'static str) -> u64 {
+    m.quota_rejections
+        .get_or_create(&switchboard_turn::metrics::QuotaLabel { quota })
+        .get()
+}
+
+impl World {
+    /// REST credentials for `user`, expiring `ttl` seconds after `secs`.
+    fn creds_for(&mut self, secs: u64, c: &ClientId, user: &str, ttl: u64) -> Creds {
+        let username = format!("{}:{user}", UNIX0 + secs + ttl);
+        let password = turn_rest::password(SECRET, &username);
+        Creds {
+            key: derive_key(ALG_MD5, &username, "switchboard", &password),
+            username,
+            nonce: self.nonce(secs, c),
+            sha256: false,
+        }
+    }
+}
+
+/// The n-th client 5-tuple (same address, another port).
+fn nth_client(n: u16) -> ClientId {
+    ClientId::udp(SocketAddr::new("198.51.100.7".parse().unwrap(), 20_000 + n))
+}
+
+#[test]
+fn default_user_quota_stops_one_user_and_not_the_others() {
+    let mut w = world_from_defaults(|_| {});
+    assert_eq!(DEFAULT_USER_QUOTA, 64);
+    let quota = DEFAULT_USER_QUOTA as u16;
+    let mallory = w.creds_for(0, &nth_client(0), "mallory", 3600);
+    for n in 0..quota {
+        assert_eq!(
+            w.allocate(0, &nth_client(n), &mallory, [n as u8; 12]),
+            None,
+            "allocation {n} is within the quota"
+        );
+    }
+    // One more from the same credential: 486 Allocation Quota Reached, counted.
+    let extra = nth_client(quota);
+    assert_eq!(w.allocate(0, &extra, &mallory, [0xEE; 12]), Some(486));
+    assert_eq!(quota_rejections(&w.metrics, "user"), 1);
+    // Fresh credentials for the same user (a new /v1/ice-servers call) do not reset it.
+    let fresh = w.creds_for(1, &extra, "mallory", 3600);
+    assert_ne!(fresh.username, mallory.username);
+    assert_eq!(w.allocate(1, &extra, &fresh, [0xEF; 12]), Some(486));
+    assert_eq!(quota_rejections(&w.metrics, "user"), 2);
+    // Another user still allocates.
+    let alice = w.creds_for(1, &extra, "alice", 3600);
+    assert_eq!(w.allocate(1, &extra, &alice, [0xF0; 12]), None);
+    assert_eq!(w.core.allocation_count(), quota as usize + 1);
+    // Once one of mallory's allocations is deleted, mallory may allocate one more.
+    assert_eq!(
+        w.request(2, &nth_client(0), &mallory, method::REFRESH, |x| {
+            x.u32_attr(attr::LIFETIME, 0);
+        }),
+        None
+    );
+    let again = nth_client(quota + 1);
+    assert_eq!(w.allocate(2, &again, &fresh, [0xF1; 12]), None);
+    assert_eq!(
+        w.allocate(2, &nth_client(quota + 2), &fresh, [0xF2; 12]),
+        Some(486)
+    );
+    assert_eq!(quota_rejections(&w.metrics, "total"), 0);
+}
+
+#[test]
+fn default_total_quota_keeps_a_quarter_of_the_relay_ports_free() {
+    // 8 relay ports: at most 6 allocations in all, whoever asks.
+    let mut w = world_from_defaults(|t| {
+        t.min_port = 50_000;
+        t.max_port = 50_007;
+    });
+    for n in 0..6u16 {
+        let cr = w.creds_for(0, &nth_client(n), &format!("user{n}"), 3600);
+        assert_eq!(w.allocate(0, &nth_client(n), &cr, [n as u8; 12]), None);
+    }
+    let cr = w.creds_for(0, &nth_client(6), "user6", 3600);
+    assert_eq!(w.allocate(0, &nth_client(6), &cr, [6; 12]), Some(508));
+    assert_eq!(quota_rejections(&w.metrics, "total"), 1);
+    // The explicit opt-outs keep coturn's "0 = unlimited".
+    let unlimited = TurnConfig {
+        user_quota: 0,
+        total_quota: Some(0),
+        static_auth_secret: "s".into(),
+        ..TurnConfig::default()
+    };
+    let c = core_config(&unlimited).unwrap();
+    assert_eq!((c.user_quota, c.total_quota), (0, 0));
+    assert_eq!(TurnConfig::default().effective_total_quota(), 12_288);
+}
+
+#[test]
+fn quota_keys_are_rest_users_and_static_names() {
+    let users = std::collections::HashMap::from([("7:odd".to_string(), "pw".to_string())]);
+    assert_eq!(quota_key(&users, "1800003600:alice"), "alice");
+    assert_eq!(quota_key(&users, "1800003600:a:b"), "a:b");
+    assert_eq!(quota_key(&users, "1800003600"), "1800003600");
+    assert_eq!(quota_key(&users, "1800003600:"), "1800003600:");
+    assert_eq!(quota_key(&users, "bob"), "bob");
+    assert_eq!(quota_key(&users, "7:odd"), "7:odd");
+    assert_eq!(quota_key(&users, "x7:odd"), "x7:odd");
 }
 
 #[test]

@@ -258,6 +258,101 @@ async fn udp_clients_move_to_one_worker_at_rest_and_spread_under_load() {
     shutdown.cancel();
 }
 
+/// Sends a signed Allocate for `user` from a fresh UDP socket and returns the error code
+/// (None on success) and the socket, which keeps the allocation's 5-tuple alive.
+async fn allocate_as(
+    server: SocketAddr,
+    secret: &[u8],
+    user: &str,
+    nonce: &[u8],
+    tid: [u8; 12],
+) -> (Option<u16>, UdpSocket) {
+    let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    c.connect(server).await.unwrap();
+    let key = derive_key(
+        ALG_MD5,
+        user,
+        "switchboard",
+        &turn_rest::password(secret, user),
+    );
+    let mut out = Vec::new();
+    MessageWriter::new(&mut out, method::ALLOCATE, Class::Request, &tid)
+        .u32_attr(attr::REQUESTED_TRANSPORT, 17 << 24)
+        .attr(attr::USERNAME, user.as_bytes())
+        .attr(attr::REALM, b"switchboard")
+        .attr(attr::NONCE, nonce)
+        .integrity_sha1(key.as_bytes())
+        .fingerprint();
+    c.send(&out).await.unwrap();
+    let r = recv(&c).await;
+    let m = Message::decode(&r).unwrap();
+    let code = m
+        .get(attr::ERROR_CODE)
+        .map(|v| v[2] as u16 * 100 + v[3] as u16);
+    (code, c)
+}
+
+/// With the default `[turn]` quotas, one user allocating in a loop gets 486 once it holds
+/// `DEFAULT_USER_QUOTA` relays, fresh credentials included, while another user still gets a
+/// relay; the refusals are counted under `quota="user"`.
+#[tokio::test]
+async fn default_user_quota_refuses_one_user_while_another_allocates() {
+    let shutdown = CancellationToken::new();
+    let mut reg = Registry::default();
+    let cfg = config();
+    assert_eq!(cfg.user_quota, switchboard_turn::DEFAULT_USER_QUOTA);
+    let server = TurnServer::start(&cfg, &mut reg, shutdown.clone()).unwrap();
+    let to = server.local_addrs().udp;
+    let secret = cfg.static_auth_secret.as_bytes();
+    assert_eq!(
+        metric(&reg, "turn_quota_rejections_total{quota=\"user\"}"),
+        0.0
+    );
+
+    // One nonce serves every socket: nonces are bound to the client's IP, not its port.
+    let probe = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    probe.connect(to).await.unwrap();
+    let mut out = Vec::new();
+    MessageWriter::new(&mut out, method::ALLOCATE, Class::Request, &[1; 12])
+        .u32_attr(attr::REQUESTED_TRANSPORT, 17 << 24);
+    probe.send(&out).await.unwrap();
+    let nonce = Message::decode(&recv(&probe).await)
+        .unwrap()
+        .get(attr::NONCE)
+        .unwrap()
+        .to_vec();
+
+    let now = switchboard_auth::unix_now();
+    let mallory = format!("{}:mallory", now + 600);
+    let mut held = Vec::new();
+    for i in 0..cfg.user_quota {
+        let tid = [i as u8; 12];
+        let (code, sock) = allocate_as(to, secret, &mallory, &nonce, tid).await;
+        assert_eq!(code, None, "allocation {i} is within the quota");
+        held.push(sock);
+    }
+    assert_eq!(server.allocations(), cfg.user_quota as usize);
+    let (code, _) = allocate_as(to, secret, &mallory, &nonce, [0xEE; 12]).await;
+    assert_eq!(code, Some(486), "one past the quota");
+    let renewed = format!("{}:mallory", now + 601);
+    let (code, _) = allocate_as(to, secret, &renewed, &nonce, [0xEF; 12]).await;
+    assert_eq!(code, Some(486), "fresh credentials share the user's quota");
+    assert_eq!(
+        metric(&reg, "turn_quota_rejections_total{quota=\"user\"}"),
+        2.0
+    );
+
+    let alice = format!("{}:alice", now + 600);
+    let (code, _alice_sock) = allocate_as(to, secret, &alice, &nonce, [0xF0; 12]).await;
+    assert_eq!(code, None, "another user still gets a relay");
+    assert_eq!(server.allocations(), cfg.user_quota as usize + 1);
+    assert_eq!(
+        metric(&reg, "turn_quota_rejections_total{quota=\"total\"}"),
+        0.0
+    );
+    shutdown.cancel();
+}
+
 /// Reads one STUN message from a TURN TCP connection.
 async fn read_stun(s: &mut TcpStream) -> Vec<u8> {
     let mut hdr = [0u8; 20];

@@ -139,7 +139,9 @@ pub struct CoreConfig {
     pub secrets: Vec<Vec<u8>>,
     pub users: HashMap<String, String>,
     pub policy: PeerPolicy,
+    /// Allocations at once per user (see [`quota_key`]); beyond it 486. 0 = unlimited.
     pub user_quota: u32,
+    /// Allocations at once in total; beyond it 508. 0 = unlimited.
     pub total_quota: u32,
     pub max_bps: u64,
     pub default_lifetime: Duration,
@@ -159,7 +161,8 @@ pub struct CoreConfig {
 
 impl CoreConfig {
     /// Defaults matching the RFCs, for tests: 600 s allocations (max 3600 s), 300 s
-    /// permissions, 600 s channels.
+    /// permissions, 600 s channels, and no quotas (the server's defaults are set from
+    /// [`crate::TurnConfig`] by [`crate::driver::core_config`]).
     pub fn new(realm: &str, policy: PeerPolicy) -> Self {
         CoreConfig {
             realm: realm.into(),
@@ -181,6 +184,26 @@ impl CoreConfig {
             external_v6: None,
             nonce_key: rand::random(),
         }
+    }
+}
+
+/// What `user_quota` counts against for `username`: a static user by its name; a TURN REST
+/// username `<expiry>:<user>` by `<user>`, so that fresh credentials for the same user (a new
+/// `/v1/ice-servers` call gives a new expiry) share one quota, as coturn's quota does; a REST
+/// username without a user part by itself.
+pub fn quota_key<'a>(users: &HashMap<String, String>, username: &'a str) -> &'a str {
+    if users.contains_key(username) {
+        return username;
+    }
+    match username.split_once(':') {
+        Some((expiry, user))
+            if !expiry.is_empty()
+                && !user.is_empty()
+                && expiry.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            user
+        }
+        _ => username,
     }
 }
 
@@ -485,10 +508,11 @@ impl TurnCore {
         }
         self.by_relay.remove(&a.relay);
         relays.release(a.relay);
-        if let Some(n) = self.per_user.get_mut(&a.username) {
+        let user = quota_key(&self.cfg.users, &a.username);
+        if let Some(n) = self.per_user.get_mut(user) {
             *n -= 1;
             if *n == 0 {
-                self.per_user.remove(&a.username);
+                self.per_user.remove(user);
             }
         }
         self.metrics.allocations.dec();
@@ -869,7 +893,11 @@ impl TurnCore {
             self.metrics.quota("total");
             return error(out, m, 508, "Insufficient Capacity", Some(&key));
         }
-        let used = self.per_user.get(username).copied().unwrap_or(0);
+        let used = self
+            .per_user
+            .get(quota_key(&self.cfg.users, username))
+            .copied()
+            .unwrap_or(0);
         if self.cfg.user_quota > 0 && used >= self.cfg.user_quota {
             self.metrics.quota("user");
             return error(out, m, 486, "Allocation Quota Reached", Some(&key));
@@ -931,8 +959,11 @@ impl TurnCore {
             SocketAddr::V6(_) => self.cfg.external_v6,
         };
         let advertised = SocketAddr::new(ext.unwrap_or(relay.ip()), relay.port());
+        *self
+            .per_user
+            .entry(quota_key(&self.cfg.users, username).into())
+            .or_insert(0) += 1;
         let username: Box<str> = username.into();
-        *self.per_user.entry(username.clone()).or_insert(0) += 1;
         self.allocations.insert(
             *client,
             Allocation {

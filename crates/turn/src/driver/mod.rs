@@ -351,7 +351,7 @@ pub fn core_config(cfg: &TurnConfig) -> Result<CoreConfig, TurnError> {
     c.secrets = secrets;
     c.users = users;
     c.user_quota = cfg.user_quota;
-    c.total_quota = cfg.total_quota;
+    c.total_quota = cfg.effective_total_quota();
     c.max_bps = cfg.max_bps;
     c.max_lifetime = cfg.max_allocate_lifetime.max(Duration::from_secs(1));
     c.default_lifetime = cfg.default_allocate_lifetime.min(c.max_lifetime);
@@ -556,8 +556,18 @@ impl TurnServer {
         } else {
             shared.metrics.udp_spread.set(1);
         }
+        let total_quota = cfg.effective_total_quota();
         tracing::info!(udp = %udp_addr, tcp = %tcp_addr, tls = ?tls_addr, workers, gso,
-            relay_v4 = ?relay_v4, relay_v6 = ?relay_v6, "TURN server started");
+            relay_v4 = ?relay_v4, relay_v6 = ?relay_v6, user_quota = cfg.user_quota,
+            total_quota, "TURN server started");
+        if total_quota == 0 || total_quota >= cfg.relay_ports() {
+            tracing::warn!(
+                total_quota,
+                relay_ports = cfg.relay_ports(),
+                "turn.total_quota does not keep allocations below the relay port range: once \
+                 the range is full every Allocate answers 508 until allocations expire"
+            );
+        }
         Ok(TurnServer {
             addrs: TurnAddrs {
                 udp: udp_addr,

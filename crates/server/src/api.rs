@@ -53,8 +53,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
 
 /// Who may read `/metrics`: the bearer of `[http] metrics_token`, or, when none is set,
 /// clients on loopback addresses.
-fn may_read_metrics(s: &AppState, headers: &HeaderMap, remote: SocketAddr) -> Result<(), ApiError> {
-    let want = &s.config.http.metrics_token;
+fn may_read_metrics(want: &str, headers: &HeaderMap, remote: SocketAddr) -> Result<(), ApiError> {
     if want.is_empty() {
         return if remote.ip().is_loopback() {
             Ok(())
@@ -86,7 +85,7 @@ async fn metrics(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(e) = may_read_metrics(&s, &headers, remote) {
+    if let Err(e) = may_read_metrics(&s.config.http.metrics_token, &headers, remote) {
         return e.into_response();
     }
     s.office.replay_entries.set(s.gate.replay.len() as i64);
@@ -492,4 +491,37 @@ pub fn ice_servers_json(
         );
     }
     serde_json::json!({"iceServers": servers, "ttl": ttl})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_bearer(token: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn metrics_need_the_token_or_a_loopback_client() {
+        let lo: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let lo6: SocketAddr = "[::1]:5000".parse().unwrap();
+        let far: SocketAddr = "203.0.113.7:5000".parse().unwrap();
+        let none = HeaderMap::new();
+        // No token configured: loopback clients only.
+        assert!(may_read_metrics("", &none, lo).is_ok());
+        assert!(may_read_metrics("", &none, lo6).is_ok());
+        let e = may_read_metrics("", &none, far).unwrap_err().into_response();
+        assert_eq!(e.status(), StatusCode::FORBIDDEN);
+        // A token configured: required from everyone, loopback included.
+        assert!(may_read_metrics("s3cret", &with_bearer("s3cret"), far).is_ok());
+        for (h, who) in [(&none, lo), (&with_bearer("wrong"), far), (&with_bearer("s3cre"), lo)] {
+            let e = may_read_metrics("s3cret", h, who).unwrap_err().into_response();
+            assert_eq!(e.status(), StatusCode::UNAUTHORIZED);
+        }
+    }
 }

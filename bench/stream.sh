@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Stream gateway benchmark, one session, release builds:
-#   (a) the seed's Python grpcio servicer directly
+# Stream gateway benchmark, one run, release builds:
+#   (a) the reference Python grpcio ML servicer (examples/python-ml-worker/server.py) directly
 #   (b) Switchboard in front of that same Python server
 #   (c) Switchboard's local:digest worker
 #   (d) a bare tonic server with the same chunking and work
@@ -24,8 +24,9 @@
 # stream (c1), and prints the median (e)/(d) throughput ratios and the median time to first
 # chunk the gateway adds at one stream: the gateway's two costs with less drift between rows.
 #
-# PIN chooses where the processes run on a 2-core machine (docs/decisions/0034; bench/RESULTS.md,
-# "Stream gateway", session 9, says what each layout distorts):
+# PIN chooses where the processes run on a 2-core machine (docs/decisions/0034 and
+# bench/RESULTS.md, "Stream gateway" → "the upstream on its own core", say what each layout
+# distorts):
 #   0 (default) no pinning: every process shares both cores, so (e)/(d) mostly measures the
 #     gateway's CPU cost, taken from the CPU that tonic and the load generator need;
 #   1 Switchboard on CPU 1, everything else (load generator, Python, tonic) on CPU 0: the

@@ -1,5 +1,6 @@
-"""Reference for the ticket benchmark: PyJWT (the seed's library) minting and verifying the same
-kind of token on one core. Usage: python bench/tickets/pyjwt_verify.py [seconds]"""
+"""Reference for the ticket benchmark: PyJWT (the library of the Django/PyJWT ticket design,
+examples/django) minting and verifying the same kind of token on one core.
+Usage: python bench/tickets/pyjwt_verify.py [seconds]"""
 import sys
 import time
 import uuid

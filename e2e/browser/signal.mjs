@@ -5,7 +5,8 @@
 //  3. a page whose signaling socket is cut (TCP proxy kills it) resumes without losing a
 //     message: signaling messages buffered meanwhile (an ICE restart offer) arrive with
 //     contiguous seq numbers, and no peer sees it leave;
-//  4. two pages running the seed's own WebRTCClient/DataChannelClient (no SDK) connect;
+//  4. two pages running the reference WebRTCClient/DataChannelClient classes (no SDK,
+//     reference_client.js) connect;
 //  5. the demo page, with two people in it, is screenshotted.
 // Usage: SB_URL=http://127.0.0.1:PORT ARTIFACTS=dir node e2e/browser/signal.mjs
 import { cuttableProxy, launchChromium, openPage } from './common.mjs';
@@ -158,30 +159,30 @@ const rttCount = Number((metrics.match(/^switchboard_client_rtt_seconds_count (\
 check(rttCount > 0, `switchboard_client_rtt_seconds_count = ${rttCount}`);
 for (const p of [A, B, C]) await p.context().close();
 
-// The seed's own client classes, no SDK: token in the URL, peer_id = the token's identity.
-const seedCode = fs.readFileSync(path.join(here, 'seed_client.js'), 'utf8');
-async function seedJoin(page, room) {
-  await page.addScriptTag({ content: seedCode + '\nwindow.DataChannelClient = DataChannelClient;' });
+// The reference client classes, no SDK: token in the URL, peer_id = the token's identity.
+const referenceCode = fs.readFileSync(path.join(here, 'reference_client.js'), 'utf8');
+async function referenceJoin(page, room) {
+  await page.addScriptTag({ content: referenceCode + '\nwindow.DataChannelClient = DataChannelClient;' });
   return page.evaluate(async (room) => {
     const r = await (await fetch('/v1/token', { method: 'POST', body: JSON.stringify({ room }) })).json();
     const url = `ws://${location.host}/v1/signal?access_token=${encodeURIComponent(r.token)}`;
     const c = new window.DataChannelClient(url, r.identity, room);
-    window.seed = { c, got: [], connected: [] };
-    c.on('onPeerConnected', (id) => window.seed.connected.push(id));
-    c.onMessage((from, m) => window.seed.got.push({ from, m }));
+    window.reference = { c, got: [], connected: [] };
+    c.on('onPeerConnected', (id) => window.reference.connected.push(id));
+    c.onMessage((from, m) => window.reference.got.push({ from, m }));
     await c.start({ video: true, audio: false });
     return r.identity;
   }, room);
 }
 const [S1, S2] = [await newPage(), await newPage()];
-const s1 = await seedJoin(S1, 'seed-room');
-const s2 = await seedJoin(S2, 'seed-room');
-await waitFor(S1, (id) => window.seed.connected.includes(id), s2, 'seed client 1 connected');
-await waitFor(S2, (id) => window.seed.connected.includes(id), s1, 'seed client 2 connected');
-await waitFor(S2, (id) => window.seed.c.dataChannels.has(id), s1, 'seed data channel open');
-await S2.evaluate(() => window.seed.c.broadcast({ type: 'player_move', position: [1, 2] }));
-await waitFor(S1, () => window.seed.got.some((g) => g.m.type === 'player_move'), null, 'seed DataChannel message delivered');
-check(true, 'the seed\'s WebRTCClient connects through Switchboard with only a token added');
+const s1 = await referenceJoin(S1, 'reference-room');
+const s2 = await referenceJoin(S2, 'reference-room');
+await waitFor(S1, (id) => window.reference.connected.includes(id), s2, 'reference client 1 connected');
+await waitFor(S2, (id) => window.reference.connected.includes(id), s1, 'reference client 2 connected');
+await waitFor(S2, (id) => window.reference.c.dataChannels.has(id), s1, 'reference client data channel open');
+await S2.evaluate(() => window.reference.c.broadcast({ type: 'player_move', position: [1, 2] }));
+await waitFor(S1, () => window.reference.got.some((g) => g.m.type === 'player_move'), null, 'reference client DataChannel message delivered');
+check(true, 'the reference WebRTCClient connects through Switchboard with only a token added');
 for (const p of [S1, S2]) await p.context().close();
 
 // Demo page screenshot with two people, chat and cursors.

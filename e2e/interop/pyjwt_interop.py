@@ -1,7 +1,7 @@
 """PyJWT <-> Switchboard ticket interop.
 
-1. A token minted exactly as the seed's Django view does (PyJWT, HS256, iss/aud/jti/exp/scope,
-   no kid) is accepted by Switchboard when its secret is a configured key.
+1. A token minted exactly as the Django/PyJWT design's `issue_token` view does (PyJWT, HS256,
+   iss/aud/jti/exp/scope, no kid) is accepted by Switchboard when its secret is a configured key.
 2. PyJWT verifies a token Switchboard minted (POST /v1/token).
 3. Tampered / wrong-audience / expired PyJWT tokens are refused with the right reason.
 """
@@ -34,8 +34,9 @@ def http(method, path, token=None, body=None):
         return e.code, json.loads(e.read() or b"{}")
 
 
-def seed_django_token(**overrides):
-    # The seed's views.issue_token, verbatim in substance.
+def django_issue_token(**overrides):
+    # views.issue_token of the Django/PyJWT design, verbatim in substance (its timestamp `jti`
+    # included; examples/django/views.py uses a random UUID instead).
     now = datetime.now(timezone.utc)
     payload = {
         "sub": str(42),
@@ -50,23 +51,23 @@ def seed_django_token(**overrides):
 
 
 def main():
-    tok = seed_django_token()
+    tok = django_issue_token()
     assert "kid" not in jwt.get_unverified_header(tok)
     status, body = http("GET", "/v1/ice-servers", tok)
     assert status == 200, (status, body)
     assert any("username" in s for s in body["iceServers"]), body
     turn = [s for s in body["iceServers"] if "username" in s][0]
     assert turn["username"].endswith(":42"), turn
-    print("ok: seed Django/PyJWT token accepted by /v1/ice-servers")
+    print("ok: Django/PyJWT token accepted by /v1/ice-servers")
 
-    status, body = http("GET", "/v1/ice-servers", seed_django_token(aud="someone-else"))
+    status, body = http("GET", "/v1/ice-servers", django_issue_token(aud="someone-else"))
     assert status == 401 and body["error"] == "bad_audience", body
-    status, body = http("GET", "/v1/ice-servers", seed_django_token(exp=1))
+    status, body = http("GET", "/v1/ice-servers", django_issue_token(exp=1))
     assert status == 401 and body["error"] == "expired", body
     forged = jwt.encode(jwt.decode(tok, options={"verify_signature": False}), "not-the-secret", algorithm="HS256")
     status, body = http("GET", "/v1/ice-servers", forged)
     assert status == 401 and body["error"] == "bad_signature", body
-    status, body = http("GET", "/v1/ice-servers", seed_django_token(scope=["grpc"]))
+    status, body = http("GET", "/v1/ice-servers", django_issue_token(scope=["grpc"]))
     assert status == 403 and body["error"] == "missing_scope", body
     print("ok: bad PyJWT tokens refused with reasons")
 

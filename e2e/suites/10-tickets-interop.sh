@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 2 interop: PyJWT both ways, and coturn accepting /v1/ice-servers credentials.
+# Ticket interop: PyJWT both ways, and coturn accepting /v1/ice-servers credentials.
 source "$(dirname "$0")/../lib.sh"
 
 DJANGO_SECRET="django-shared-secret-rotate-me-0123456789"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Issue 3: signaling with real browsers (SDK mesh, 1 MiB DataChannel message, 3-page mesh,
-# socket cut + resume, the seed's own WebRTCClient) and the demo page screenshot.
+# Signaling with real browsers (SDK mesh, 1 MiB DataChannel message, 3-page mesh, socket cut +
+# resume, the reference WebRTCClient/DataChannelClient without the SDK) and the demo page
+# screenshot.
 source "$(dirname "$0")/../lib.sh"
 
 cfg="$WORK/sb.toml"

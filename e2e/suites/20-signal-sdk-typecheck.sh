@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 3: the browser SDK (clients/js, plain ES modules with JSDoc types) type-checks
+# The browser SDK (clients/js, plain ES modules with JSDoc types) type-checks
 # under `tsc --noEmit --checkJs --strict`.
 source "$(dirname "$0")/../lib.sh"
 cd "$ROOT/clients/js"

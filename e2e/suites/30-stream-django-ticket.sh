@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 5, item 7: a ticket minted by examples/django/views.py (PyJWT) opens a stream through
+# A ticket minted by examples/django/views.py (PyJWT) opens a stream through
 # Switchboard; the same ticket without the `grpc` scope is PERMISSION_DENIED.
 source "$(dirname "$0")/../lib.sh"
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 5: headless Chromium consumes StreamPredict over gRPC-Web through clients/js/src/stream.js,
+# Headless Chromium consumes StreamPredict over gRPC-Web through clients/js/src/stream.js,
 # from a page on another origin (a separate static server), so CORS is exercised too.
 source "$(dirname "$0")/../lib.sh"
 

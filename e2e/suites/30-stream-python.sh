@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Issue 5: the seed's Python grpcio servicer as Switchboard's upstream, and the seed's Python
-# client calling Switchboard (with a Bearer ticket): bytes, cancel reaching the upstream,
+# The reference Python grpcio ML servicer (examples/python-ml-worker/server.py) as Switchboard's
+# upstream, and its Python client (client.py) calling Switchboard (with a Bearer ticket): bytes, cancel reaching the upstream,
 # deadlines, auth, and local vs upstream giving the same bytes.
 source "$(dirname "$0")/../lib.sh"
 
@@ -48,7 +48,8 @@ PY
 }
 P='{"seed":"py","chunks":6,"chunk_bytes":5000}'
 
-# 1. The seed's client straight to the Python server (reference), then through Switchboard.
+# 1. The Python client straight to the Python server (the reference bytes), then through
+#    Switchboard.
 direct=$(client --target "127.0.0.1:$ML_PORT" --task t1 --payload "$P" | grep '"index"' | python3 -c 'import json,sys; [print(json.loads(l)["sha256"]) for l in sys.stdin if json.loads(l)["index"]>=0]')
 via=$(client --target "$SB_HTTP" --token "$TOKEN" --task t1 --payload "$P")
 tail -1 <<<"$via" | grep -q '"status": "OK", "chunks": 7' || fail "via switchboard: $via"
@@ -56,7 +57,7 @@ via_sha=$(grep '"index"' <<<"$via" | python3 -c 'import json,sys; [print(json.lo
 want=$(expect_sha 6 5000 py)
 [ "$direct" = "$want" ] || fail "python server bytes differ from the digest definition"
 [ "$via_sha" = "$want" ] || fail "bytes through switchboard differ"
-pass "seed client → switchboard → seed servicer: 6 chunks + done, bytes identical to direct"
+pass "python client → switchboard → python servicer: 6 chunks + done, bytes identical to direct"
 
 # 2. Same request on the local worker: same bytes.
 loc=$(client --target "$SB_HTTP" --token "$TOKEN" --task local-1 --payload "$P" | grep '"index"' | python3 -c 'import json,sys; [print(json.loads(l)["sha256"]) for l in sys.stdin if json.loads(l)["index"]>=0]')

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 4: coturn's own test client (turnutils_uclient, with turnutils_peer as the UDP echo
+# coturn's own test client (turnutils_uclient, with turnutils_peer as the UDP echo
 # peer) against Switchboard's embedded TURN with REST credentials from /v1/ice-servers:
 # UDP and TCP, channels and Send indications, RFC 6062 TCP relays (uclient -T: pairs of
 # clients Connect to each other's TCP relay address), zero loss at a paced load; wrong password and

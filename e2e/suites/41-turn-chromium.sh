@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 4: two headless Chromium pages with iceTransportPolicy 'relay' and iceServers from
+# Two headless Chromium pages with iceTransportPolicy 'relay' and iceServers from
 # /v1/ice-servers connect through Switchboard's TURN — once over UDP, once over TCP — and
 # exchange DataChannel messages; the selected pair must be relay/relay on that transport.
 source "$(dirname "$0")/../lib.sh"

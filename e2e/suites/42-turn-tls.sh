@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 4: TURN over TLS (rustls) with a certificate from config, and reload on SIGHUP:
+# TURN over TLS (rustls) with a certificate from config, and reload on SIGHUP:
 # an independent client (Python ssl + a stdlib TURN client) allocates over TLS, the cert
 # files are replaced, SIGHUP is sent, and new connections see the new certificate. Then
 # coturn's uclient relays over RFC 6062 TCP relays with every connection in TLS.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 6: SFU rooms with real browsers (headless Chromium, fake cameras) through the SDK:
+# SFU rooms with real browsers (headless Chromium, fake cameras) through the SDK:
 # media forwarded to every subscriber, DataChannel relay (targeted, broadcast, 1 MiB intact),
 # late join, leave + session gauge, auto mode (mesh -> SFU on the third join), demo video grid.
 source "$(dirname "$0")/../lib.sh"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 6: a second WebRTC stack through the SFU — aiortc publishes and Chromium decodes it,
+# A second WebRTC stack through the SFU — aiortc publishes and Chromium decodes it,
 # Chromium publishes and aiortc decodes it (same SFU room, both directions at once).
 source "$(dirname "$0")/../lib.sh"
 # [sfu] egress under test (decision 0047): the default ("auto", which is "own" here) unless

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 6, decision 0047: the SFU browser suite and the aiortc interop again with
+# SFU egress (decision 0047): the SFU browser suite and the aiortc interop again with
 # `[sfu] egress = "str0m"` (every forwarded frame written into the subscriber's str0m session),
 # the path the SFU takes when bandwidth estimation is on. 60 and 61 run the default (own egress).
 set -euo pipefail

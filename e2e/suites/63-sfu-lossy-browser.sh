@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 6, decision 0047: Chromium receiving through loss. The suite runs in a network namespace
+# SFU retransmission (decision 0047): Chromium receiving through loss. The suite runs in a network namespace
 # of its own (unshare -n: loopback only, nothing else sees its rules), where nftables drops
 # LOSS % (default 5) of the SFU's UDP datagrams at random as they arrive (the input hook: a
 # drop on output would fail the SFU's send, which a real network never does). Two pages publish

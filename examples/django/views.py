@@ -1,4 +1,5 @@
-"""A Django view that mints tickets Switchboard accepts (the seed's issue_token, tightened).
+"""A Django view that mints tickets Switchboard accepts (the Django/PyJWT design's issue_token,
+tightened).
 
 Switchboard config for these tickets (the Django secret as a verification key; tokens carry
 no `kid`, which Switchboard accepts for HS256 keys, and the issuer must be accepted):

@@ -1,5 +1,5 @@
-"""The seed's Python client, pointed at Switchboard instead of the ML server: the only change
-is the Bearer ticket (scope `grpc`) in the call metadata.
+"""The reference ML servicer's Python client, pointed at Switchboard instead of the ML server:
+the only change is the Bearer ticket (scope `grpc`) in the call metadata.
 
     python client.py --target 127.0.0.1:7880 --token "$TOKEN" --task abc --payload '{"chunks":4}'
 

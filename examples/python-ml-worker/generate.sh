@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Generates inference_pb2.py / inference_pb2_grpc.py from the proto Switchboard serves
-# (crates/proto/proto/inference.proto, the seed's contract) into OUT_DIR (default: ./gen).
+# (crates/proto/proto/inference.proto, the reference ML servicer's `inference.Inference/StreamPredict`
+# contract) into OUT_DIR (default: ./gen).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 PROTO_DIR=$(cd "$HERE/../../crates/proto/proto" && pwd)

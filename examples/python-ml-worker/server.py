@@ -1,4 +1,5 @@
-"""The seed's ML servicer, runnable: Switchboard's `upstream` backend in examples and tests.
+"""The reference ML servicer (grpcio `InferenceServicer`), runnable: Switchboard's `upstream`
+backend in examples and tests.
 
     ./generate.sh && python server.py --port 50051
 

@@ -1,13 +1,15 @@
-//! `signal-load`: N WebSocket clients in rooms of K, joining with the seed's dialect, then
-//! relaying offers and ICE candidates to their room neighbour at a given total rate. Reports
-//! joins/s, server memory per idle joined connection, relay latency p50/p99, throughput, loss
-//! and server CPU per relayed message (from /proc/<server-pid>).
+//! `signal-load`: N WebSocket clients in rooms of K, joining with the JSON signaling dialect
+//! that Switchboard shares with the reference Python signaling server, then relaying offers
+//! and ICE candidates to their room neighbour at a given total rate. Reports joins/s, server
+//! memory per idle joined connection, relay latency p50/p99, throughput, loss and server CPU
+//! per relayed message (from /proc/<server-pid>).
 //!
 //! ```text
 //! signal-load --url ws://127.0.0.1:7880/v1/signal --secret S --server-pid PID \
 //!             --clients 1000 --room-size 4 --rate 20000 --duration 10
 //! ```
-//! Without `--secret` no token is sent (the seed's Python server takes none).
+//! Without `--secret` no token is sent (the reference Python signaling server,
+//! bench/reference_signaling_server.py, takes none).
 
 use anyhow::Context;
 use clap::Parser;

@@ -154,7 +154,8 @@ impl Serialize for Scopes {
 
 impl<'de> Deserialize<'de> for Scopes {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // JSON array (the seed's form) or an OAuth-style space-separated string.
+        // JSON array (the form the Django/PyJWT ticket view mints) or an OAuth-style
+        // space-separated string.
         struct V;
         impl<'de> de::Visitor<'de> for V {
             type Value = Scopes;

@@ -1,5 +1,5 @@
 //! What Switchboard nodes share. Work in progress: today this crate holds the `[cluster]`
-//! config section; the in-memory and Redis implementations land with their issue.
+//! config section; the in-memory and Redis implementations are not written yet.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,6 +1,7 @@
 //! Protocol buffers shared by Switchboard's gRPC surfaces.
 //!
-//! - [`inference`]: the seed's `inference.Inference/StreamPredict` contract, byte-compatible.
+//! - [`inference`]: the `inference.Inference/StreamPredict` contract of the reference ML
+//!   servicer (grpcio), byte-compatible.
 //! - [`signal`]: `switchboard.signal.v1.Signal/Connect`, signaling as a bidirectional stream.
 //!
 //! Code is generated at build time by `protox` + `tonic-prost-build`; no `protoc` binary is used.

@@ -73,7 +73,8 @@ async fn large_offers_to_sixty_receivers_keep_memory_bounded_and_return_it() {
     const RECEIVERS: usize = 60;
     const OFFERS_EACH: usize = 48;
     const SDP_BYTES: usize = 60_000;
-    // Per session 512 KiB; per node 16 MiB (under 60 x 512 KiB, so the node bound acts too).
+    // Resume buffers: 512 KiB per signaling session, 16 MiB per node (under 60 x 512 KiB, so
+    // the node bound acts too).
     let server = ServerProcess::start(
         "[limits]\nsignal_messages_per_second = 100000\nsignal_joins_per_second_per_ip = 1000\n\
          signal_resume_grace = \"2s\"\n\

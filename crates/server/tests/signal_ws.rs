@@ -139,7 +139,7 @@ async fn join_relay_in_order_and_leave() {
     assert!(ice[1]["username"].as_str().unwrap().ends_with(":alice"));
     assert!(!joined["resume_token"].as_str().unwrap().is_empty());
 
-    // The seed's join shape, with peer_id equal to the token's identity.
+    // The reference WebRTCClient's join shape, with peer_id equal to the token's identity.
     let mut b = connect(&s, &token(&s, "bob")).await;
     send(
         &mut b,

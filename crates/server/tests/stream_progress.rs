@@ -1,5 +1,5 @@
-//! The seed's split, wired: heavy chunks over gRPC, small progress events for the same
-//! `task_id` on the identity's live signaling session.
+//! The two channels of a heavy task, wired together: heavy chunks over gRPC, small progress
+//! events for the same `task_id` on the identity's live signaling session.
 
 mod common;
 

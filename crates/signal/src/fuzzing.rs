@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 ///   last digit; the relayed text keeps the client's digits);
 /// - inside a payload, a number a `Value` cannot hold (`1e400`) and a lone UTF-16 surrogate
 ///   escape (`"\\udd00"`, valid JSON grammar that `serde_json` refuses as a string) are relayed
-///   as text rather than refused, as the seed's Python server relays them; or the frame is
-///   refused for another reason first, such as an empty target.
+///   as text rather than refused, as the reference Python signaling server relays them; or the
+///   frame is refused for another reason first, such as an empty target.
 pub fn check_message(text: &str) {
     use ClientMessage::{Answer, IceCandidate, Offer};
     let fast = ClientMessage::parse(text);

@@ -184,7 +184,8 @@ pub struct JoinInfo {
     /// The joiner's wish for a room it creates (`join.mode`); honoured under `auto` only.
     pub requested_mode: Option<RoomMode>,
     /// The client can use an SFU room (`join.sfu_capable`, sent by the SDK). An `auto` room
-    /// moves to the SFU only when every member can, so seed-style mesh clients keep working.
+    /// moves to the SFU only when every member can, so mesh-only clients (such as the reference
+    /// WebRTCClient) keep working.
     pub sfu_capable: bool,
 }
 
@@ -977,8 +978,8 @@ mod tests {
             sfu_capable: true,
             ..JoinInfo::default()
         };
-        // The seed's WebRTCClient does not announce `sfu_capable`: the room must stay mesh.
-        h.join(1, "seed", "r", None, None, JoinInfo::default())
+        // The reference WebRTCClient does not announce `sfu_capable`: the room must stay mesh.
+        h.join(1, "reference", "r", None, None, JoinInfo::default())
             .unwrap();
         h.drain();
         h.join(2, "sdk", "r", None, None, sdk.clone()).unwrap();

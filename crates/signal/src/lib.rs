@@ -1,5 +1,7 @@
-//! Switchboard's signaling: the seed's JSON dialect over WebSocket (`GET /v1/signal`) and the
-//! same messages over gRPC (`switchboard.signal.v1.Signal/Connect`), sharing one set of rooms.
+//! Switchboard's signaling: the JSON dialect of the reference Python signaling server and its
+//! WebRTCClient (`join`, `offer`, `answer`, `ice_candidate`, ...) over WebSocket
+//! (`GET /v1/signal`) and the same messages over gRPC (`switchboard.signal.v1.Signal/Connect`),
+//! sharing one set of rooms.
 //!
 //! Data flow: a transport ([`ws`], [`grpc`]) authenticates the ticket at the edge
 //! (`TicketGate::open_session`, scope `webrtc`, `jti` consumed once), parses frames into

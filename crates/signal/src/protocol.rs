@@ -1,4 +1,6 @@
-//! The wire dialect: the seed's JSON messages (`seeds/001`), plus Switchboard's additions
+//! The wire dialect: the JSON messages of the reference Python signaling server and its
+//! WebRTCClient/DataChannelClient (bench/reference_signaling_server.py,
+//! e2e/browser/reference_client.js), plus Switchboard's additions
 //! (`joined`, `rtt_report`, `seq` on delivered messages). Parsing never panics; every failure
 //! is a [`ProtocolError`] with a stable code that goes back to the client as `{"type":"error"}`.
 
@@ -16,7 +18,8 @@ pub const MAX_RTT_SAMPLES: usize = 256;
 /// A relayed payload (an offer, answer or ICE candidate): the client's JSON text, checked to
 /// be valid JSON and forwarded as it came (same key order, same escapes), never built into a
 /// tree. Relaying is the hot path; building and re-serializing a `Value` for every SDP was
-/// most of the server's own CPU per message (bench/RESULTS.md, signaling, session 12).
+/// most of the server's own CPU per message (bench/RESULTS.md, "## Signaling", "Relay payloads
+/// as text").
 #[derive(Clone)]
 pub struct Payload(Box<RawValue>);
 
@@ -99,8 +102,8 @@ pub enum ClientMessage {
         /// `[sfu] mode = "auto"` only).
         #[serde(default)]
         mode: Option<String>,
-        /// The client can take part in an SFU room (the SDK sends `true`; the seed's client
-        /// does not, which keeps `auto` rooms with such members in mesh mode).
+        /// The client can take part in an SFU room (the SDK sends `true`; the reference
+        /// WebRTCClient does not, which keeps `auto` rooms with such members in mesh mode).
         #[serde(default)]
         sfu_capable: bool,
     },
@@ -311,7 +314,8 @@ impl ClientMessage {
     }
 }
 
-/// A message the server sends. Serialized with `"type"` as the tag, exactly the seed's shapes.
+/// A message the server sends. Serialized with `"type"` as the tag, in exactly the reference
+/// server's shapes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
@@ -483,7 +487,7 @@ mod tests {
     }
 
     #[test]
-    fn seed_shapes_parse() {
+    fn reference_shapes_parse() {
         let m = ClientMessage::parse(r#"{"type":"join","peer_id":"a","room_id":"r"}"#).unwrap();
         assert_eq!(
             m,

@@ -64,8 +64,9 @@ pub trait WorkerJob: Send {
     }
 }
 
-/// Serves a [`LocalWorker`] as a [`Backend`], framing parts like the seed's servicer:
-/// `PredictChunk{index: i, partial, done: false}` per part, then `{index: -1, done: true}`.
+/// Serves a [`LocalWorker`] as a [`Backend`], framing parts like the reference ML servicer
+/// (examples/python-ml-worker/server.py): `PredictChunk{index: i, partial, done: false}` per
+/// part, then `{index: -1, done: true}`.
 pub struct LocalBackend {
     name: String,
     worker: Arc<dyn LocalWorker>,

@@ -1,5 +1,5 @@
-//! Switchboard's gRPC server-streaming gateway: `inference.Inference/StreamPredict` (the seed's
-//! contract, byte-compatible) served on the main HTTP port as gRPC over cleartext HTTP/2 and as
+//! Switchboard's gRPC server-streaming gateway: `inference.Inference/StreamPredict` (the
+//! reference ML servicer's contract, byte-compatible) served on the main HTTP port as gRPC over cleartext HTTP/2 and as
 //! gRPC-Web (binary and text) for browsers, with the ticket check built in.
 //!
 //! Data flow: [`gateway`] (the edge: CORS, ticket with scope `grpc`, deadline, limits, routing)

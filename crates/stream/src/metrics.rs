@@ -1,6 +1,6 @@
 //! The gateway's Prometheus metrics (registered under the server's `switchboard` prefix).
-//! Names follow the seed's Envoy dashboard: `rx_reset` is `stream_resets_total`,
-//! `upstream_rq_timeout` is `stream_upstream_timeouts_total`.
+//! For dashboards built on Envoy's cluster statistics: Envoy's `rx_reset` is
+//! `stream_resets_total`, its `upstream_rq_timeout` is `stream_upstream_timeouts_total`.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;

@@ -1,6 +1,6 @@
 //! Small progress updates for heavy streams: while a stream runs, [`ProgressEvent`]s for its
 //! `task_id` go to a [`ProgressSink`] — in the server, the same identity's live signaling
-//! session (the seed's split: small updates on the fast channel, heavy chunks on gRPC, tied by
+//! session (small updates on the fast channel, heavy chunks on gRPC, tied together by
 //! `task_id`). Events are rate-limited per stream by [`ProgressThrottle`]; the final event
 //! (done or failed) always goes out.
 

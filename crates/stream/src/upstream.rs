@@ -1,7 +1,8 @@
 //! `upstream` backend: a named pool of gRPC servers reached over cleartext HTTP/2 (h2c, prior
-//! knowledge), like the seed's Envoy cluster: keepalive PINGs, no idle timeout on live streams,
-//! a per-endpoint stream cap, round-robin or least-loaded choice, active health checks, a
-//! circuit breaker per endpoint, and failover to another endpoint only before the first chunk.
+//! knowledge), doing what an Envoy cluster in front of gRPC ML servers does: keepalive PINGs,
+//! no idle timeout on live streams, a per-endpoint stream cap, round-robin or least-loaded
+//! choice, active health checks, a circuit breaker per endpoint, and failover to another
+//! endpoint only before the first chunk.
 //!
 //! Chunks are passed through as raw gRPC messages (never decoded): the response body is read
 //! only when the client is ready for more, so HTTP/2 flow control pushes back on the upstream.

@@ -334,8 +334,9 @@ async fn upstream_deadline_is_deadline_exceeded_and_counted() {
 }
 
 /// A client that gives up at its own deadline resets the stream a moment before the gateway's
-/// timer fires (the client's clock started first). Found flaky in the seed-servicer e2e suite:
-/// it must count as an upstream timeout, not as a client reset.
+/// timer fires (the client's clock started first). Found flaky in the Python ML servicer e2e
+/// suite (e2e/suites/30-stream-python.sh): it must count as an upstream timeout, not as a
+/// client reset.
 #[tokio::test]
 async fn client_reset_at_its_deadline_counts_as_a_timeout() {
     let stop = CancellationToken::new();

@@ -1,8 +1,10 @@
-"""The seed's signaling server (seeds/001), verbatim except where today's `websockets` API
-differs: handler(websocket) has no `path` argument, and serve() is used as an async context
-manager. Used as the reference in bench/RESULTS.md ("## Signaling").
+"""The reference Python signaling server (asyncio + `websockets`), the server the browser
+classes in e2e/browser/reference_client.js were written for. Verbatim except where today's
+`websockets` API differs: handler(websocket) has no `path` argument, and serve() is used as an
+async context manager. Used as the reference in bench/RESULTS.md ("## Signaling"), whose
+entries predate this file's name: there it is `bench/seed_signaling_server.py`, "the seed".
 
-Usage: .venv/bin/python bench/seed_signaling_server.py PORT
+Usage: .venv/bin/python bench/reference_signaling_server.py PORT
 """
 import asyncio
 import websockets
@@ -121,7 +123,7 @@ class SignalingServer:
 async def main(port):
     server = SignalingServer()
     async with websockets.serve(server.handler, "127.0.0.1", port, max_size=2**20):
-        print(f"seed signaling listening on {port}", flush=True)
+        print(f"reference signaling listening on {port}", flush=True)
         await asyncio.Future()
 
 

@@ -1,4 +1,5 @@
-// The seed's client classes (seeds/001), verbatim: WebRTCClient and DataChannelClient.
+// The reference browser client, verbatim: WebRTCClient and DataChannelClient, written for the
+// reference Python signaling server (bench/reference_signaling_server.py) and not for Switchboard.
 // Switchboard must work with them given only a token in the signaling URL.
 class WebRTCClient {
   constructor(signalingUrl, peerId, roomId) {

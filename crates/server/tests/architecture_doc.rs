@@ -6,18 +6,30 @@ use std::path::Path;
 
 /// The short name the table uses: `switchboard-auth` → `auth`; the server is `switchboard`.
 fn short(name: &str) -> String {
-    name.strip_prefix("switchboard-").unwrap_or(name).to_string()
+    name.strip_prefix("switchboard-")
+        .unwrap_or(name)
+        .to_string()
 }
 
 /// Crate → workspace crates it depends on (normal dependencies), for the crates under `crates/`.
 fn from_metadata(root: &Path) -> BTreeMap<String, BTreeSet<String>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = std::process::Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(root)
         .output()
         .expect("cargo metadata runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let packages = m["packages"].as_array().unwrap();
     let names: BTreeSet<&str> = packages

@@ -22,9 +22,35 @@ pub const SDK_MODULES: &[(&str, &str)] = &[
         include_str!("../../../clients/js/src/switchboard.js"),
     ),
     (
+        "channels.js",
+        include_str!("../../../clients/js/src/channels.js"),
+    ),
+    (
         "chunking.js",
         include_str!("../../../clients/js/src/chunking.js"),
     ),
+    (
+        "connection.js",
+        include_str!("../../../clients/js/src/connection.js"),
+    ),
+    (
+        "emitter.js",
+        include_str!("../../../clients/js/src/emitter.js"),
+    ),
+    ("link.js", include_str!("../../../clients/js/src/link.js")),
+    ("media.js", include_str!("../../../clients/js/src/media.js")),
+    ("peer.js", include_str!("../../../clients/js/src/peer.js")),
+    (
+        "protocol.js",
+        include_str!("../../../clients/js/src/protocol.js"),
+    ),
+    (
+        "record.js",
+        include_str!("../../../clients/js/src/record.js"),
+    ),
+    ("room.js", include_str!("../../../clients/js/src/room.js")),
+    ("sfu.js", include_str!("../../../clients/js/src/sfu.js")),
+    ("stats.js", include_str!("../../../clients/js/src/stats.js")),
     (
         "stream.js",
         include_str!("../../../clients/js/src/stream.js"),

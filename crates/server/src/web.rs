@@ -72,6 +72,11 @@ pub fn routes(state: &AppState) -> Router {
     if !state.config.http.web_ui {
         return Router::new();
     }
+    router()
+}
+
+/// The demo page and every SDK module.
+fn router() -> Router {
     let mut router = Router::new().route(
         "/",
         get(|| async {
@@ -93,7 +98,10 @@ pub fn routes(state: &AppState) -> Router {
 
 #[cfg(test)]
 mod tests {
-    use super::SDK_MODULES;
+    use super::{router, SDK_MODULES};
+    use axum::body::Body;
+    use axum::http::{header, Request, StatusCode};
+    use tower::ServiceExt;
 
     /// Every relative module specifier (`'./x.js'` or `"./x.js"`) in `src`: static imports,
     /// re-exports and the string a dynamic `import()` is given.
@@ -151,5 +159,27 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), SDK_MODULES.len());
+    }
+
+    #[tokio::test]
+    async fn every_sdk_module_is_served_as_javascript() {
+        let app = router();
+        for (name, src) in SDK_MODULES {
+            let req = Request::get(format!("/sdk/{name}"))
+                .body(Body::empty())
+                .unwrap();
+            let resp = app.clone().oneshot(req).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK, "/sdk/{name}");
+            let h = resp.headers();
+            assert_eq!(h[header::CONTENT_TYPE], "text/javascript; charset=utf-8");
+            assert_eq!(h[header::CACHE_CONTROL], "no-cache");
+            let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            assert_eq!(body, src.as_bytes(), "/sdk/{name} body");
+        }
+        let req = Request::get("/sdk/missing.js").body(Body::empty()).unwrap();
+        let resp = app.oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     }
 }

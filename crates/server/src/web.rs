@@ -3,7 +3,7 @@
 //! | route | what |
 //! |---|---|
 //! | `/` | demo: join a room, who is there, chat and live cursors over DataChannels, RTT |
-//! | `/sdk/switchboard.js`, `/sdk/chunking.js`, `/sdk/stream.js` | the SDK (`clients/js/src`), plain ES modules |
+//! | `/sdk/<module>.js` | the SDK (`clients/js/src`), plain ES modules: every file in [`SDK_MODULES`] |
 
 use crate::app::AppState;
 use axum::http::header;
@@ -12,9 +12,50 @@ use axum::routing::get;
 use axum::Router;
 
 const INDEX_HTML: &str = include_str!("../web/index.html");
-const SDK_MAIN: &str = include_str!("../../../clients/js/src/switchboard.js");
-const SDK_CHUNKING: &str = include_str!("../../../clients/js/src/chunking.js");
-const SDK_STREAM: &str = include_str!("../../../clients/js/src/stream.js");
+
+/// The SDK's modules, served as `/sdk/<name>`. The entry point is `switchboard.js`; the others
+/// are what it imports (browsers load them by relative URL, so each one the SDK imports must be
+/// here; the `sdk_imports_are_served` test checks it).
+pub const SDK_MODULES: &[(&str, &str)] = &[
+    (
+        "switchboard.js",
+        include_str!("../../../clients/js/src/switchboard.js"),
+    ),
+    (
+        "channels.js",
+        include_str!("../../../clients/js/src/channels.js"),
+    ),
+    (
+        "chunking.js",
+        include_str!("../../../clients/js/src/chunking.js"),
+    ),
+    (
+        "connection.js",
+        include_str!("../../../clients/js/src/connection.js"),
+    ),
+    (
+        "emitter.js",
+        include_str!("../../../clients/js/src/emitter.js"),
+    ),
+    ("link.js", include_str!("../../../clients/js/src/link.js")),
+    ("media.js", include_str!("../../../clients/js/src/media.js")),
+    ("peer.js", include_str!("../../../clients/js/src/peer.js")),
+    (
+        "protocol.js",
+        include_str!("../../../clients/js/src/protocol.js"),
+    ),
+    (
+        "record.js",
+        include_str!("../../../clients/js/src/record.js"),
+    ),
+    ("room.js", include_str!("../../../clients/js/src/room.js")),
+    ("sfu.js", include_str!("../../../clients/js/src/sfu.js")),
+    ("stats.js", include_str!("../../../clients/js/src/stats.js")),
+    (
+        "stream.js",
+        include_str!("../../../clients/js/src/stream.js"),
+    ),
+];
 
 fn js(body: &'static str) -> axum::response::Response {
     (
@@ -31,18 +72,114 @@ pub fn routes(state: &AppState) -> Router {
     if !state.config.http.web_ui {
         return Router::new();
     }
-    Router::new()
-        .route(
-            "/",
-            get(|| async {
-                (
-                    [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-                    INDEX_HTML,
-                )
-                    .into_response()
-            }),
-        )
-        .route("/sdk/switchboard.js", get(|| async { js(SDK_MAIN) }))
-        .route("/sdk/chunking.js", get(|| async { js(SDK_CHUNKING) }))
-        .route("/sdk/stream.js", get(|| async { js(SDK_STREAM) }))
+    router()
+}
+
+/// The demo page and every SDK module.
+fn router() -> Router {
+    let mut router = Router::new().route(
+        "/",
+        get(|| async {
+            (
+                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                INDEX_HTML,
+            )
+                .into_response()
+        }),
+    );
+    for &(name, body) in SDK_MODULES {
+        router = router.route(
+            &format!("/sdk/{name}"),
+            get(move || async move { js(body) }),
+        );
+    }
+    router
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{router, SDK_MODULES};
+    use axum::body::Body;
+    use axum::http::{header, Request, StatusCode};
+    use tower::ServiceExt;
+
+    /// Every relative module specifier (`'./x.js'` or `"./x.js"`) in `src`: static imports,
+    /// re-exports and the string a dynamic `import()` is given.
+    fn relative_specifiers(src: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for quote in ['\'', '"'] {
+            let open = format!("{quote}./");
+            let mut rest = src;
+            while let Some(i) = rest.find(&open) {
+                let tail = &rest[i + open.len()..];
+                let Some(end) = tail.find(quote) else { break };
+                let name = &tail[..end];
+                if name.ends_with(".js") && !name.contains(['/', '\n', ' ']) {
+                    out.push(name.to_string());
+                }
+                rest = &tail[end..];
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn sdk_imports_are_served() {
+        let served: Vec<&str> = SDK_MODULES.iter().map(|(name, _)| *name).collect();
+        assert!(
+            served.contains(&"switchboard.js"),
+            "the entry point is served"
+        );
+        let mut checked = 0;
+        for (module, src) in SDK_MODULES {
+            for spec in relative_specifiers(src) {
+                assert!(
+                    served.contains(&spec.as_str()),
+                    "{module} imports ./{spec}, which is not in web::SDK_MODULES (not served under /sdk/)"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 0, "found no imports at all: the parser is broken");
+    }
+
+    #[test]
+    fn relative_specifiers_are_found() {
+        let src = "import { a,\n  b } from './one.js';\nexport { c } from \"./two.js\";\n\
+                   const p = './three.js'; import(p);\n// see ./four.js\nimport x from 'pkg';\n";
+        assert_eq!(
+            relative_specifiers(src),
+            ["one.js", "three.js", "two.js"].map(String::from).to_vec()
+        );
+    }
+
+    #[test]
+    fn sdk_module_names_are_unique() {
+        let mut names: Vec<&str> = SDK_MODULES.iter().map(|(name, _)| *name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), SDK_MODULES.len());
+    }
+
+    #[tokio::test]
+    async fn every_sdk_module_is_served_as_javascript() {
+        let app = router();
+        for (name, src) in SDK_MODULES {
+            let req = Request::get(format!("/sdk/{name}"))
+                .body(Body::empty())
+                .unwrap();
+            let resp = app.clone().oneshot(req).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK, "/sdk/{name}");
+            let h = resp.headers();
+            assert_eq!(h[header::CONTENT_TYPE], "text/javascript; charset=utf-8");
+            assert_eq!(h[header::CACHE_CONTROL], "no-cache");
+            let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            assert_eq!(body, src.as_bytes(), "/sdk/{name} body");
+        }
+        let req = Request::get("/sdk/missing.js").body(Body::empty()).unwrap();
+        let resp = app.oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    }
 }

@@ -1,0 +1,274 @@
+// Client: the signaling connection. It owns the WebSocket to `/v1/signal`, the session's `seq`
+// bookkeeping (duplicates dropped), numbering relay messages and keeping them until the server
+// confirms them, resuming a dropped session with its resume token and re-sending what the server
+// did not get, falling back to a fresh session from `getToken` when a resume is refused, and
+// closing. It hands every message to its one Room (room.js).
+
+import { Emitter } from './emitter.js';
+import { Room } from './room.js';
+import { SFU_ID } from './protocol.js';
+
+/**
+ * @typedef {import('./protocol.js').SignalMessage} SignalMessage
+ * @typedef {{ getToken?: () => Promise<string>, WebSocket?: typeof WebSocket,
+ *             reconnect?: boolean, log?: (...args: unknown[]) => void }} ConnectOptions
+ */
+
+/** Relay messages kept for re-sending, and SFU messages held while the socket is down. */
+export const MAX_OUTBOX = 1024;
+
+/** The signaling message types relayed to a peer: numbered and kept until confirmed. */
+const RELAY_TYPES = ['offer', 'answer', 'ice_candidate', 'bye'];
+
+/**
+ * The `/v1/signal` WebSocket URL for a base URL (http(s)://host) or a ws(s) URL.
+ * @param {string} url
+ * @returns {URL}
+ */
+export function signalUrl(url) {
+  const u = new URL(url, typeof location !== 'undefined' ? location.href : undefined);
+  if (u.protocol === 'http:') u.protocol = 'ws:';
+  if (u.protocol === 'https:') u.protocol = 'wss:';
+  if (u.pathname === '/' || u.pathname === '') u.pathname = '/v1/signal';
+  return u;
+}
+
+/**
+ * Opens a signaling connection.
+ * @param {string} url base URL (`https://host`) or the `wss://host/v1/signal` endpoint
+ * @param {string} token a ticket with scope `webrtc`
+ * @param {ConnectOptions} [options]
+ * @returns {Promise<Client>}
+ */
+export async function connect(url, token, options = {}) {
+  const c = new Client(url, token, options);
+  await c._open({ access_token: token });
+  return c;
+}
+
+/** One signaling connection (one joined room at a time). */
+export class Client extends Emitter {
+  /**
+   * @param {string} url
+   * @param {string} token
+   * @param {ConnectOptions} options
+   */
+  constructor(url, token, options) {
+    super();
+    this.url = signalUrl(url);
+    this.token = token;
+    this.options = options;
+    /** @type {WebSocket|null} */
+    this.ws = null;
+    /** @type {Room|null} */
+    this.currentRoom = null;
+    /** Highest `seq` received from the server. */
+    this.lastSeq = 0;
+    /** @type {string|null} */
+    this.resumeToken = null;
+    /** Relay messages since join, until the server confirms them. @type {{n: number, msg: SignalMessage, sent: boolean}[]} */
+    this.outbox = [];
+    this.sentCount = 0;
+    /** SFU-bound messages held while the socket is down. @type {SignalMessage[]} */
+    this.heldForSfu = [];
+    /** True while the session is attached and may send. */
+    this.ready = false;
+    this.closed = false;
+    this.reconnects = 0;
+    /** @type {SignalMessage|null} */
+    this.joined = null;
+  }
+
+  /**
+   * @param {Record<string, string>} params
+   * @returns {Promise<void>}
+   */
+  _open(params) {
+    const u = new URL(this.url);
+    for (const [k, v] of Object.entries(params)) u.searchParams.set(k, v);
+    const WS = this.options.WebSocket ?? WebSocket;
+    return new Promise((resolve, reject) => {
+      const ws = new WS(u.toString());
+      this.ws = ws;
+      let opened = false;
+      ws.onopen = () => {
+        opened = true;
+        resolve();
+      };
+      ws.onerror = () => {
+        if (!opened) reject(new Error('signaling connection failed'));
+      };
+      ws.onmessage = (ev) => {
+        if (typeof ev.data !== 'string') return;
+        let msg;
+        try {
+          msg = JSON.parse(ev.data);
+        } catch {
+          return;
+        }
+        this._onMessage(msg);
+      };
+      ws.onclose = (ev) => {
+        if (this.ws !== ws) return;
+        this.ready = false;
+        this.emit('disconnected', ev.code, ev.reason);
+        if (!opened) return;
+        if (!this.closed && this.options.reconnect !== false) this._reconnect(ev.code);
+      };
+    });
+  }
+
+  /** @param {SignalMessage} msg */
+  _onMessage(msg) {
+    if (typeof msg.seq === 'number') {
+      if (msg.seq <= this.lastSeq) return; // already seen (never expected; defensive)
+      this.lastSeq = msg.seq;
+    }
+    if (msg.type === 'joined') {
+      this.joined = msg;
+      this.resumeToken = msg.resume_token;
+      const received = typeof msg.received === 'number' ? msg.received : 0;
+      this.ready = true;
+      if (msg.resumed) {
+        // Re-send what the server never got, in order.
+        this.outbox = this.outbox.filter((e) => e.n > received);
+        for (const e of this.outbox) {
+          this.ws?.send(JSON.stringify(e.msg));
+          e.sent = true;
+        }
+        for (const m of this.heldForSfu.splice(0)) this.ws?.send(JSON.stringify(m));
+        this.emit('resumed', msg);
+      } else {
+        this.heldForSfu = [];
+        for (const e of this.outbox) {
+          if (!e.sent) {
+            this.ws?.send(JSON.stringify(e.msg));
+            e.sent = true;
+          }
+        }
+      }
+    }
+    this.emit('signal', msg);
+    this.currentRoom?._onSignal(msg);
+  }
+
+  /**
+   * Sends a signaling message. Relay messages are numbered and kept until confirmed.
+   * @param {SignalMessage} msg
+   */
+  send(msg) {
+    if (msg.target === SFU_ID || msg.type === 'subscribe') {
+      // For the SFU, not relayed to a peer: not numbered (the server's `received` counts what
+      // it relays). Held while the socket is down and sent after a resume; a fresh session
+      // starts a fresh SFU connection, so then they are dropped.
+      if (this.ws && this.ws.readyState === 1 && this.ready) this.ws.send(JSON.stringify(msg));
+      else if (this.heldForSfu.length < MAX_OUTBOX) this.heldForSfu.push(msg);
+      return;
+    }
+    const relay = RELAY_TYPES.includes(msg.type);
+    if (relay) {
+      this.sentCount++;
+      const entry = { n: this.sentCount, msg, sent: false };
+      this.outbox.push(entry);
+      if (this.outbox.length > MAX_OUTBOX) this.outbox.shift();
+      if (this.ws && this.ws.readyState === 1 && this.ready) {
+        this.ws.send(JSON.stringify(msg));
+        entry.sent = true;
+      }
+      return;
+    }
+    if (this.ws && this.ws.readyState === 1) this.ws.send(JSON.stringify(msg));
+  }
+
+  /** @param {number} code */
+  async _reconnect(code) {
+    let delay = 200;
+    while (!this.closed) {
+      await new Promise((r) => setTimeout(r, delay));
+      delay = Math.min(delay * 2, 5000);
+      this.reconnects++;
+      const canResume = this.resumeToken && code !== 4001;
+      try {
+        if (canResume) {
+          await this._open({ resume_token: /** @type {string} */ (this.resumeToken), last_seq: String(this.lastSeq) });
+          // The server answers joined{resumed} or an error and close 1008.
+          const ok = await new Promise((resolve) => {
+            const offJ = this.on('resumed', () => { offJ(); offC(); resolve(true); });
+            const offC = this.on('disconnected', () => { offJ(); offC(); resolve(false); });
+          });
+          if (ok) return;
+          this.resumeToken = null;
+          code = 0;
+          continue; // fall through to a fresh join next round
+        }
+        if (!this.options.getToken) {
+          this.emit('error', new Error('session lost and no getToken to start a new one'));
+          return;
+        }
+        this.token = await this.options.getToken();
+        this.lastSeq = 0;
+        this.outbox = [];
+        this.sentCount = 0;
+        await this._open({ access_token: this.token });
+        await this.currentRoom?._rejoin();
+        return;
+      } catch (e) {
+        this.options.log?.('reconnect failed', e);
+      }
+    }
+  }
+
+  /**
+   * The room this connection joins.
+   * @param {string} roomId
+   * @returns {Room}
+   */
+  room(roomId) {
+    if (this.currentRoom && this.currentRoom.id !== roomId) throw new Error('one room per connection');
+    if (!this.currentRoom) this.currentRoom = new Room(this, roomId);
+    return this.currentRoom;
+  }
+
+  /**
+   * Heavy results over gRPC-Web server streaming (`inference.Inference/StreamPredict`).
+   * Implemented in ./stream.js by the stream gateway; loaded on first use.
+   * @param {string} taskId
+   * @param {Uint8Array|string} payload
+   * @param {{ onChunk?: (chunk: unknown) => void, signal?: AbortSignal }} [opts]
+   * @returns {Promise<unknown>}
+   */
+  async stream(taskId, payload, opts = {}) {
+    const path = './stream.js';
+    const mod = await import(/* @vite-ignore */ path);
+    const base = new URL(this.url);
+    base.protocol = base.protocol === 'wss:' ? 'https:' : 'http:';
+    base.pathname = '/';
+    base.search = '';
+    return mod.streamPredict(base.origin, this.token, taskId, payload, opts);
+  }
+
+  /** Leaves and closes for good. */
+  close() {
+    this.closed = true;
+    this.currentRoom?._closePeers();
+    if (this.ws && this.ws.readyState <= 1) {
+      try {
+        this.ws.send(JSON.stringify({ type: 'leave' }));
+      } catch {
+        /* closing anyway */
+      }
+      this.ws.close(1000);
+    }
+  }
+
+  /** Test hook: drops the socket without a goodbye, as a network cut would. */
+  _dropSocket() {
+    const ws = this.ws;
+    if (ws) {
+      ws.onclose = null;
+      this.ready = false;
+      try { ws.close(4999); } catch { /* ignore */ }
+      this._reconnect(0);
+    }
+  }
+}

@@ -1,0 +1,16 @@
+export { Room } from "./room.js";
+export { Peer } from "./peer.js";
+export { SfuLink } from "./sfu.js";
+export { SIMULCAST_ENCODINGS } from "./media.js";
+export { record } from "./record.js";
+export type ConnectOptions = import("./connection.js").ConnectOptions;
+export type RttStats = import("./stats.js").RttStats;
+export type SignalMessage = import("./protocol.js").SignalMessage;
+export type RemoteTrack = import("./media.js").RemoteTrack;
+export type SubscribeOptions = import("./media.js").SubscribeOptions;
+export type PublishOptions = import("./media.js").PublishOptions;
+export type Publication = import("./media.js").Publication;
+export type Recording = import("./record.js").Recording;
+export { connect, Client } from "./connection.js";
+export { LOW_WATERMARK, HIGH_WATERMARK } from "./channels.js";
+export { SFU_ID, SERVER_ID } from "./protocol.js";

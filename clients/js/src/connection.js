@@ -74,6 +74,8 @@ export class Client extends Emitter {
     /** True while the session is attached and may send. */
     this.ready = false;
     this.closed = false;
+    /** True while a reconnect loop runs: a socket closing meanwhile must not start another. */
+    this.reconnecting = false;
     this.reconnects = 0;
     /** @type {SignalMessage|null} */
     this.joined = null;
@@ -113,7 +115,7 @@ export class Client extends Emitter {
         this.ready = false;
         this.emit('disconnected', ev.code, ev.reason);
         if (!opened) return;
-        if (!this.closed && this.options.reconnect !== false) this._reconnect(ev.code);
+        if (!this.closed && !this.reconnecting && this.options.reconnect !== false) this._reconnect(ev.code);
       };
     });
   }
@@ -182,10 +184,23 @@ export class Client extends Emitter {
 
   /** @param {number} code */
   async _reconnect(code) {
+    if (this.reconnecting) return;
+    this.reconnecting = true;
+    try {
+      await this._reconnectLoop(code);
+    } finally {
+      this.reconnecting = false;
+    }
+  }
+
+  /** @param {number} code */
+  async _reconnectLoop(code) {
     let delay = 200;
+    let wait = delay;
     while (!this.closed) {
-      await new Promise((r) => setTimeout(r, delay));
-      delay = Math.min(delay * 2, 5000);
+      await new Promise((r) => setTimeout(r, wait));
+      if (this.closed) return;
+      wait = delay = Math.min(delay * 2, 5000);
       this.reconnects++;
       const canResume = this.resumeToken && code !== 4001;
       try {
@@ -197,9 +212,11 @@ export class Client extends Emitter {
             const offC = this.on('disconnected', () => { offJ(); offC(); resolve(false); });
           });
           if (ok) return;
+          // The server answered: the session is gone. Start a fresh one at once.
           this.resumeToken = null;
           code = 0;
-          continue; // fall through to a fresh join next round
+          wait = 0;
+          continue;
         }
         if (!this.options.getToken) {
           this.emit('error', new Error('session lost and no getToken to start a new one'));

@@ -98,7 +98,7 @@ export class Room extends Emitter {
         if (m.type === 'joined') off();
       });
       /** @type {SignalMessage} */
-      // sfu_capable: this SDK can follow an `auto` room to the SFU (the seed's client cannot,
+      // sfu_capable: this SDK can follow an `auto` room to the SFU (a plain mesh client cannot,
       // and the server keeps rooms with such members in mesh mode).
       const msg = { type: 'join', room_id: this.id, sfu_capable: true };
       if (opts.mode) msg.mode = opts.mode;

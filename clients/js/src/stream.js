@@ -3,7 +3,7 @@
 // A standalone ES module with no dependencies (served as is by the switchboard binary; no
 // bundler). It speaks gRPC-Web binary (`application/grpc-web+proto`) over fetch and reads the
 // response with a ReadableStream reader, so each chunk reaches `onChunk` as soon as its bytes
-// arrive. The two tiny messages of the seed's proto are encoded by hand (see
+// arrive. The two tiny messages of `inference.Inference/StreamPredict` are encoded by hand (see
 // docs/decisions/0030-grpc-web-sdk-framing.md for why this is not Connect-web + protobuf-es).
 //
 //   import { streamPredict } from "/sdk/stream.js";

@@ -13,7 +13,7 @@
 //   room.on('track', (publisher, track, { kind, trackId }) => ...);
 //   room.on('track_ended', (publisher, trackId) => ...);
 //
-// Signaling is the seed's JSON dialect over WebSocket. Every message the server delivers to a
+// Signaling is a JSON dialect over WebSocket (docs/sfu-protocol.md and the README). Every message the server delivers to a
 // joined session carries `seq`; when the socket drops, the SDK reconnects with the resume token
 // from `joined` and `last_seq`, and the server replays what it missed. The SDK keeps its own
 // relay messages until the server confirms them (`joined.received`) and re-sends the rest.

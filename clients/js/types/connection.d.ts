@@ -50,6 +50,8 @@ export class Client extends Emitter {
     /** True while the session is attached and may send. */
     ready: boolean;
     closed: boolean;
+    /** True while a reconnect loop runs: a socket closing meanwhile must not start another. */
+    reconnecting: boolean;
     reconnects: number;
     /** @type {SignalMessage|null} */
     joined: SignalMessage | null;
@@ -67,6 +69,8 @@ export class Client extends Emitter {
     send(msg: SignalMessage): void;
     /** @param {number} code */
     _reconnect(code: number): Promise<void>;
+    /** @param {number} code */
+    _reconnectLoop(code: number): Promise<void>;
     /**
      * The room this connection joins.
      * @param {string} roomId

@@ -8,7 +8,8 @@
 //! coturn accept the same credentials.
 //!
 //! Nothing here does I/O except [`store`] (SQLite); time is always passed in as UNIX seconds so
-//! tests can script it.
+//! tests can script it. Logins are admitted by a [`LoginLimiter`] (per IP, per IP and username
+//! with backoff, global).
 
 pub mod config;
 pub mod duration;
@@ -17,6 +18,7 @@ pub mod gate;
 mod jwt;
 mod keyring;
 pub mod limit;
+pub mod login_limit;
 pub mod presented;
 pub mod replay;
 pub mod store;
@@ -27,6 +29,7 @@ pub use error::{AuthError, ConfigError};
 pub use gate::TicketGate;
 pub use jwt::{Claims, MintRequest, Scope, Scopes};
 pub use limit::KeyedRateLimiter;
+pub use login_limit::{LoginLimiter, LoginLimits, LoginRefusal};
 /// The `aud` claim type, for code that builds claims by hand.
 pub mod jwt_audience {
     pub use crate::jwt::Audience;

@@ -8,13 +8,14 @@
 //! coturn accept the same credentials.
 //!
 //! Nothing here does I/O except [`store`] (SQLite); time is always passed in as UNIX seconds so
-//! tests can script it. Logins are admitted by a [`LoginLimiter`] (per IP, per IP and username
-//! with backoff, global).
+//! tests can script it. Password checks are bounded by a [`HashPool`] (concurrency and memory)
+//! and admitted by a [`LoginLimiter`] (per IP, per IP and username with backoff, global).
 
 pub mod config;
 pub mod duration;
 mod error;
 pub mod gate;
+pub mod hashing;
 mod jwt;
 mod keyring;
 pub mod limit;
@@ -27,6 +28,7 @@ pub mod turn_rest;
 pub use config::{AuthConfig, KeyConfig};
 pub use error::{AuthError, ConfigError};
 pub use gate::TicketGate;
+pub use hashing::{HashPool, HashSlot};
 pub use jwt::{Claims, MintRequest, Scope, Scopes};
 pub use limit::KeyedRateLimiter;
 pub use login_limit::{LoginLimiter, LoginLimits, LoginRefusal};

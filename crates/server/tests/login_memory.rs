@@ -199,6 +199,44 @@ async fn concurrent_failed_logins_keep_memory_bounded() {
         after - before
     );
 
+    // Then a slower stream, 4 at once for 48 logins: more checks run, on the same buffers, so
+    // memory stays where the storm left it (before the pool, this phase kept growing).
+    let workers: Vec<_> = (0..4u8)
+        .map(|i| {
+            let addr = addr.clone();
+            tokio::spawn(async move {
+                let c = reqwest::Client::builder()
+                    .local_address(IpAddr::from([127, 0, 3, 2 + i]))
+                    .build()
+                    .unwrap();
+                let mut statuses = Vec::new();
+                for j in 0..12 {
+                    let user = format!("ghost{i}-{j}");
+                    statuses.push(login(&c, &addr, &user, "whatever-pw").await);
+                }
+                statuses
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for w in workers {
+        statuses.extend(w.await.unwrap());
+    }
+    let (settled, peak) = memory_kib(pid);
+    let checked = statuses.iter().filter(|&&s| s == 401).count();
+    eprintln!("after 48 more at 4-way ({checked} checked): RSS {settled} KiB, peak {peak} KiB");
+    assert!(checked >= 2, "{statuses:?}");
+    assert!(
+        peak.saturating_sub(before) <= budget,
+        "peak grew {} KiB, budget {budget} KiB",
+        peak - before
+    );
+    assert!(
+        settled.saturating_sub(before) <= budget,
+        "after the second phase {} KiB above the start, budget {budget} KiB",
+        settled - before
+    );
+
     // The user added by the CLI still logs in, from a fresh address.
     let c = reqwest::Client::builder()
         .local_address(IpAddr::from([127, 0, 2, 1]))

@@ -45,10 +45,35 @@ pub struct AuthConfig {
     /// Let unauthenticated callers mint `webrtc`+`grpc` tickets for a random guest identity.
     /// Only for `--dev` and demos; never enable on a public address.
     pub allow_anonymous_tokens: bool,
-    /// Login attempts allowed per client IP per minute before 429.
+    /// Failed login attempts allowed per client IP (IPv6: per /64) per minute, as a burst of
+    /// this size refilling over a minute; then 429 with `Retry-After`. A successful login does
+    /// not count.
     pub login_attempts_per_ip_per_minute: u32,
-    /// Login attempts allowed per username per minute before 429.
-    pub login_attempts_per_user_per_minute: u32,
+    /// Failed logins of one username from one client IP before that pair backs off: each
+    /// further failure blocks the pair (429) for 60 s divided by this, doubling per failure up
+    /// to `login_backoff_max`. A success resets the pair. Failures from one address never
+    /// block the username from another. Formerly `login_attempts_per_user_per_minute` (still
+    /// accepted), which counted a username's attempts from anywhere and so let anyone lock a
+    /// user out.
+    #[serde(alias = "login_attempts_per_user_per_minute")]
+    pub login_failures_per_ip_user_per_minute: u32,
+    /// Longest block of a (client IP, username) pair that keeps failing. Its failures are
+    /// forgotten after four times this with no failure.
+    #[serde(with = "crate::duration")]
+    pub login_backoff_max: Duration,
+    /// Login attempts per second across the whole server (burst of the same size); beyond it
+    /// 429. A ceiling on the CPU password hashing may take, however many addresses send.
+    pub login_attempts_per_second: u32,
+    /// Password checks (Argon2id, 19 MiB of memory each) that run at once; 0 = one per CPU
+    /// core. Each has its own memory, allocated on first use and reused, so hashing holds at
+    /// most this × 19 MiB.
+    pub login_hash_concurrency: usize,
+    /// Logins that may wait for a free password check when all are busy; beyond it the login
+    /// gets 503 with `Retry-After` at once.
+    pub login_hash_queue: usize,
+    /// Longest wait for a free password check; then 503 with `Retry-After`.
+    #[serde(with = "crate::duration")]
+    pub login_hash_wait: Duration,
     /// Upper bound on remembered `jti`s (entries expire with their ticket).
     pub replay_max_entries: usize,
 }
@@ -69,7 +94,12 @@ impl Default for AuthConfig {
             cookie_secure: false,
             allow_anonymous_tokens: false,
             login_attempts_per_ip_per_minute: 20,
-            login_attempts_per_user_per_minute: 5,
+            login_failures_per_ip_user_per_minute: 5,
+            login_backoff_max: Duration::from_secs(15 * 60),
+            login_attempts_per_second: 20,
+            login_hash_concurrency: 0,
+            login_hash_queue: 16,
+            login_hash_wait: Duration::from_secs(1),
             replay_max_entries: 1_000_000,
         }
     }
@@ -80,6 +110,14 @@ impl AuthConfig {
     /// when that is unset.
     pub fn ticket_lifetime_limit(&self) -> Duration {
         self.max_ticket_lifetime.unwrap_or(self.max_token_ttl)
+    }
+
+    /// `login_hash_concurrency` with 0 resolved to the number of CPU cores (at least 1).
+    pub fn login_hash_permits(&self) -> usize {
+        match self.login_hash_concurrency {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
     }
 }
 

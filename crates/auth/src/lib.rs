@@ -8,15 +8,18 @@
 //! coturn accept the same credentials.
 //!
 //! Nothing here does I/O except [`store`] (SQLite); time is always passed in as UNIX seconds so
-//! tests can script it.
+//! tests can script it. Password checks are bounded by a [`HashPool`] (concurrency and memory)
+//! and admitted by a [`LoginLimiter`] (per IP, per IP and username with backoff, global).
 
 pub mod config;
 pub mod duration;
 mod error;
 pub mod gate;
+pub mod hashing;
 mod jwt;
 mod keyring;
 pub mod limit;
+pub mod login_limit;
 pub mod presented;
 pub mod replay;
 pub mod store;
@@ -25,8 +28,10 @@ pub mod turn_rest;
 pub use config::{AuthConfig, KeyConfig};
 pub use error::{AuthError, ConfigError};
 pub use gate::TicketGate;
+pub use hashing::{HashPool, HashSlot};
 pub use jwt::{claim_limits, Claims, MintRequest, Scope, Scopes};
 pub use limit::KeyedRateLimiter;
+pub use login_limit::{LoginLimiter, LoginLimits, LoginRefusal};
 /// The `aud` claim type, for code that builds claims by hand.
 pub mod jwt_audience {
     pub use crate::jwt::Audience;

@@ -59,6 +59,14 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
         }
     }
 
+    /// Gives back a token taken by [`KeyedRateLimiter::check`] for `key` (an attempt that is
+    /// not to be counted after all). No-op when the key has since been dropped.
+    pub fn refund(&self, key: &K) {
+        if let Some(b) = self.buckets.lock().get_mut(key) {
+            b.tokens = (b.tokens + 1.0).min(self.burst);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.buckets.lock().len()
     }
@@ -96,5 +104,21 @@ mod tests {
         // Once the buckets have refilled they are idle and can be dropped.
         l.check(&99, t0 + Duration::from_secs(60)).unwrap();
         assert!(l.len() <= 10);
+    }
+
+    #[test]
+    fn refund_gives_a_token_back_up_to_the_burst() {
+        let l = KeyedRateLimiter::new(2, Duration::from_secs(60), 10);
+        let t0 = Instant::now();
+        l.check(&"ip", t0).unwrap();
+        l.check(&"ip", t0).unwrap();
+        assert!(l.check(&"ip", t0).is_err());
+        l.refund(&"ip");
+        l.check(&"ip", t0).unwrap();
+        assert!(l.check(&"ip", t0).is_err());
+        // Never above the burst, and nothing is stored for an unknown key.
+        l.refund(&"other");
+        l.refund(&"other");
+        assert_eq!(l.len(), 1);
     }
 }

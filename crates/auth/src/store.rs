@@ -3,10 +3,14 @@
 //! that entropy and would cost every token request). One SQLite file; ":memory:" for dev/tests.
 //!
 //! Calls are synchronous and some are deliberately slow (Argon2id); async callers run them on a
-//! blocking thread.
+//! blocking thread. Checking a password needs a [`HashSlot`] from the server's [`HashPool`]:
+//! that bounds how many checks run at once and gives each its reused Argon2 memory.
 
+#[cfg(doc)]
+use crate::hashing::HashPool;
+use crate::hashing::{decoy_hash, HashSlot};
 use crate::jwt::Scopes;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::Argon2;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -48,9 +52,9 @@ pub struct ApiKey {
 
 pub struct Store {
     conn: Mutex<Connection>,
-    /// A real hash of a random password, verified against when a user does not exist so that
-    /// unknown and known usernames take the same time.
-    dummy_hash: std::sync::OnceLock<String>,
+    /// A hash with the default parameters that matches no password, checked when a user does
+    /// not exist so that unknown and known usernames take the same time and the same slot.
+    decoy_hash: String,
 }
 
 fn sha256_hex(s: &str) -> String {
@@ -68,16 +72,6 @@ fn hash_password(password: &str) -> Result<String, StoreError> {
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
         .map_err(|_| StoreError::Hash)
-}
-
-fn verify_password(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash)
-        .map(|h| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &h)
-                .is_ok()
-        })
-        .unwrap_or(false)
 }
 
 fn valid_username(u: &str) -> bool {
@@ -135,7 +129,7 @@ impl Store {
         })?;
         Ok(Store {
             conn: Mutex::new(conn),
-            dummy_hash: std::sync::OnceLock::new(),
+            decoy_hash: decoy_hash(),
         })
     }
 
@@ -192,9 +186,15 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Checks a password. Takes the same time whether or not the user exists. Slow (Argon2id):
-    /// call from a blocking thread.
-    pub fn verify_login(&self, username: &str, password: &str) -> Result<Option<User>, StoreError> {
+    /// Checks a password on `slot`'s memory. Unknown users are checked against a decoy hash,
+    /// so they take the same time and the same slot as known ones. Slow (Argon2id): call from a
+    /// blocking thread.
+    pub fn verify_login(
+        &self,
+        slot: &mut HashSlot,
+        username: &str,
+        password: &str,
+    ) -> Result<Option<User>, StoreError> {
         let row: Option<(String, String)> = self
             .conn
             .lock()
@@ -204,20 +204,18 @@ impl Store {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        match row {
-            Some((hash, scopes)) if verify_password(password, &hash) => Ok(Some(User {
+        let (hash, scopes) = match &row {
+            Some((hash, scopes)) => (hash.as_str(), Some(scopes)),
+            None => (self.decoy_hash.as_str(), None),
+        };
+        let matches = slot.verify(password.as_bytes(), hash).unwrap_or(false);
+        Ok(match scopes {
+            Some(scopes) if matches => Some(User {
                 username: username.into(),
-                scopes: Scopes::parse_list(&scopes).unwrap_or_default(),
-            })),
-            Some(_) => Ok(None),
-            None => {
-                let dummy = self
-                    .dummy_hash
-                    .get_or_init(|| hash_password(&random_token(16)).unwrap_or_default());
-                let _ = verify_password(password, dummy);
-                Ok(None)
-            }
-        }
+                scopes: Scopes::parse_list(scopes).unwrap_or_default(),
+            }),
+            _ => None,
+        })
     }
 
     /// Creates a login session; returns the cookie value (shown once, stored hashed).
@@ -356,18 +354,35 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hashing::HashPool;
     use crate::jwt::Scope;
+
+    fn slot() -> HashSlot {
+        HashPool::new(1, 0, std::time::Duration::ZERO)
+            .try_acquire()
+            .unwrap()
+    }
 
     #[test]
     fn users_login_sessions() {
         let s = Store::open(":memory:").unwrap();
+        let slot = &mut slot();
         let scopes: Scopes = [Scope::Webrtc].into_iter().collect();
         s.add_user("alice", "correct horse", scopes, 0).unwrap();
         assert!(s.add_user("alice", "correct horse", scopes, 0).is_err());
         assert!(s.add_user("bad name!", "correct horse", scopes, 0).is_err());
-        assert!(s.verify_login("alice", "wrong password").unwrap().is_none());
-        assert!(s.verify_login("nobody", "whatever1").unwrap().is_none());
-        let u = s.verify_login("alice", "correct horse").unwrap().unwrap();
+        assert!(s
+            .verify_login(slot, "alice", "wrong password")
+            .unwrap()
+            .is_none());
+        assert!(s
+            .verify_login(slot, "nobody", "whatever1")
+            .unwrap()
+            .is_none());
+        let u = s
+            .verify_login(slot, "alice", "correct horse")
+            .unwrap()
+            .unwrap();
         assert_eq!(u.scopes, scopes);
         let cookie = s.create_session("alice", 100, 1000).unwrap();
         assert_eq!(
@@ -382,6 +397,71 @@ mod tests {
             "sessions go with the user"
         );
         assert_eq!(s.list_users().unwrap().len(), 0);
+    }
+
+    /// Known and unknown users alike run exactly one Argon2 computation on the slot they were
+    /// given: an unknown user cannot get around the pool's bound, nor hash on other memory.
+    #[test]
+    fn unknown_and_known_users_hash_once_on_the_callers_slot() {
+        let s = Store::open(":memory:").unwrap();
+        s.add_user("alice", "correct horse", Scopes::all(), 0)
+            .unwrap();
+        let pool = HashPool::new(1, 0, std::time::Duration::ZERO);
+        let mut slot = pool.try_acquire().unwrap();
+        assert!(pool.try_acquire().is_none(), "the only permit is taken");
+        for (user, pw, ok) in [
+            ("nobody", "correct horse", false),
+            ("alice", "wrong", false),
+            ("alice", "correct horse", true),
+            ("ghost", "", false),
+        ] {
+            let before = pool.hashes();
+            let r = s.verify_login(&mut slot, user, pw).unwrap();
+            assert_eq!(r.is_some(), ok, "{user}");
+            assert_eq!(pool.hashes(), before + 1, "{user}: one hash on the slot");
+        }
+        assert_eq!(pool.buffers_allocated(), 1);
+        drop(slot);
+        assert!(pool.try_acquire().is_some());
+    }
+
+    /// A user added before the pool existed (PHC string from `Argon2::default()`) still logs
+    /// in, and users added now are written in the same format.
+    #[test]
+    fn stored_hashes_stay_compatible() {
+        let s = Store::open(":memory:").unwrap();
+        s.add_user("alice", "correct horse", Scopes::all(), 0)
+            .unwrap();
+        let stored: String = s
+            .conn
+            .lock()
+            .query_row(
+                "SELECT password_hash FROM users WHERE username = 'alice'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(
+            stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{stored}"
+        );
+        let old = crate::hashing::tests::STORED;
+        s.conn
+            .lock()
+            .execute(
+                "INSERT INTO users (username, password_hash, scopes, created_at) VALUES ('old', ?1, 'webrtc', 0)",
+                params![old],
+            )
+            .unwrap();
+        let slot = &mut slot();
+        assert!(s
+            .verify_login(slot, "old", "correct horse")
+            .unwrap()
+            .is_some());
+        assert!(s
+            .verify_login(slot, "alice", "correct horse")
+            .unwrap()
+            .is_some());
     }
 
     #[test]

@@ -23,6 +23,7 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
+use switchboard_auth::login_limit::{self, LoginRefusal};
 use switchboard_auth::{turn_rest, unix_now, AuthError, MintRequest, Scope, Scopes};
 
 pub const SESSION_COOKIE: &str = "sb_session";
@@ -89,6 +90,21 @@ async fn metrics(
         return e.into_response();
     }
     s.office.replay_entries.set(s.gate.replay.len() as i64);
+    for (table, n) in [
+        ("ip", s.login.ip_entries()),
+        ("ip_user", s.login.pair_entries()),
+    ] {
+        s.office
+            .login_limiter_entries
+            .get_or_create(&crate::metrics::TableLabel { table })
+            .set(n as i64);
+    }
+    s.office
+        .login_hashes_running
+        .set(s.hash_pool.in_use() as i64);
+    s.office
+        .login_hashes_waiting
+        .set(s.hash_pool.waiting() as i64);
     let mut out = String::with_capacity(16 * 1024);
     if prometheus_client::encoding::text::encode(&mut out, &s.registry).is_err() {
         return ApiError::internal().into_response();
@@ -153,47 +169,79 @@ struct LoginBody {
     password: String,
 }
 
+/// `POST /v1/login`. Before any password is hashed: the body's fields are checked for size
+/// (nothing is stored for an oversized one), then the login limits admit the attempt (per IP,
+/// per IP and username with backoff, global), then a hashing slot is taken from the bounded
+/// pool (a short bounded wait, else 503). Unknown users take the same path and the same slot.
 async fn login(
     State(s): State<AppState>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let b: LoginBody = json_body(&body)?;
-    let now = Instant::now();
-    let limited = s
-        .login_per_ip
-        .check(&remote.ip(), now)
-        .and_then(|_| s.login_per_user.check(&b.username, now));
-    if let Err(retry) = limited {
+    let count = |result: &'static str, limit: Option<&'static str>| {
         s.office
             .logins
-            .get_or_create(&crate::metrics::ResultLabel {
-                result: "rate_limited",
-            })
+            .get_or_create(&crate::metrics::ResultLabel { result })
             .inc();
-        return Err(ApiError::rate_limited(retry));
-    }
-    if b.username.len() > 256 || b.password.len() > 1024 {
-        return Err(ApiError::unauthenticated("invalid username or password"));
-    }
+        if let Some(limit) = limit {
+            s.office
+                .limit_rejections
+                .get_or_create(&crate::metrics::LimitLabel { limit })
+                .inc();
+        }
+    };
+    let refused = |r: LoginRefusal| {
+        let limit = match r {
+            LoginRefusal::Invalid => "login_invalid",
+            LoginRefusal::Ip(_) => "login_ip",
+            LoginRefusal::Pair(_) => "login_ip_user",
+            LoginRefusal::Global(_) => "login_global",
+        };
+        match r.retry_after() {
+            None => {
+                count("invalid", Some(limit));
+                ApiError::unauthenticated("invalid username or password")
+            }
+            Some(retry) => {
+                count("rate_limited", Some(limit));
+                ApiError::rate_limited(retry)
+            }
+        }
+    };
+    login_limit::validate(&b.username, &b.password).map_err(refused)?;
+    let attempt = s
+        .login
+        .begin(remote.ip(), &b.username, Instant::now())
+        .map_err(refused)?;
+    let Ok(slot) = s.hash_pool.acquire().await else {
+        attempt.not_checked();
+        count("busy", Some("login_hash_busy"));
+        return Err(ApiError::busy(
+            std::time::Duration::from_secs(1),
+            "too many logins at once; retry in 1 s",
+        ));
+    };
     let store = s.store.clone();
-    let (user, pass) = (b.username.clone(), b.password);
-    let user = blocking(move || store.verify_login(&user, &pass))
-        .await?
-        .map_err(|e| {
-            tracing::error!(error = %e, "login lookup failed");
-            ApiError::internal()
-        })?;
+    let (user, pass) = (b.username, b.password);
+    // The slot moves into the blocking task: it is held exactly as long as the hash runs,
+    // even if this request is abandoned meanwhile.
+    let user = blocking(move || {
+        let mut slot = slot;
+        store.verify_login(&mut slot, &user, &pass)
+    })
+    .await?
+    .map_err(|e| {
+        tracing::error!(error = %e, "login lookup failed");
+        ApiError::internal()
+    })?;
     let Some(user) = user else {
-        s.office
-            .logins
-            .get_or_create(&crate::metrics::ResultLabel {
-                result: "bad_credentials",
-            })
-            .inc();
+        attempt.failed(Instant::now());
+        count("bad_credentials", None);
         // Same answer whether the user exists or not.
         return Err(ApiError::unauthenticated("invalid username or password"));
     };
+    attempt.succeeded();
     let ttl = s.config.auth.session_ttl.as_secs();
     let store = s.store.clone();
     let name = user.username.clone();

@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchboard_auth::store::Store;
-use switchboard_auth::{InMemoryReplayGuard, KeyRing, KeyedRateLimiter, ReplayGuard, TicketGate};
+use switchboard_auth::{
+    HashPool, InMemoryReplayGuard, KeyRing, LoginLimiter, LoginLimits, ReplayGuard, TicketGate,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -22,8 +24,10 @@ pub struct AppState {
     pub store: Arc<Store>,
     pub registry: Arc<Registry>,
     pub office: OfficeMetrics,
-    pub login_per_ip: Arc<KeyedRateLimiter<std::net::IpAddr>>,
-    pub login_per_user: Arc<KeyedRateLimiter<String>>,
+    /// Who may try a password now (per IP, per IP and username with backoff, global).
+    pub login: Arc<LoginLimiter>,
+    /// The bound on concurrent password checks and their memory.
+    pub hash_pool: HashPool,
     /// Cancelled when shutdown begins; long-lived sessions watch it to close cleanly.
     pub shutdown: CancellationToken,
     pub ready: Arc<AtomicBool>,
@@ -102,6 +106,9 @@ impl RunningServer {
         let _ = self.join.await;
     }
 }
+
+/// Entries per login limiter table (per IP, per IP and username).
+const LOGIN_LIMITER_MAX_KEYS: usize = 100_000;
 
 /// Builds and starts the server: binds every listener (failing clearly on a port in use),
 /// then serves until `state.shutdown` is cancelled.
@@ -227,18 +234,21 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         )));
     }
 
-    let minute = Duration::from_secs(60);
+    let a = &config.auth;
     let state = AppState {
-        login_per_ip: Arc::new(KeyedRateLimiter::new(
-            config.auth.login_attempts_per_ip_per_minute,
-            minute,
-            100_000,
-        )),
-        login_per_user: Arc::new(KeyedRateLimiter::new(
-            config.auth.login_attempts_per_user_per_minute,
-            minute,
-            100_000,
-        )),
+        login: Arc::new(LoginLimiter::new(LoginLimits {
+            per_ip_per_minute: a.login_attempts_per_ip_per_minute,
+            failures_per_pair_per_minute: a.login_failures_per_ip_user_per_minute,
+            backoff_max: a.login_backoff_max,
+            global_per_second: a.login_attempts_per_second,
+            // Per table: ≈ 100 bytes an entry, so a few MiB at most.
+            max_keys: LOGIN_LIMITER_MAX_KEYS,
+        })),
+        hash_pool: HashPool::new(
+            a.login_hash_permits(),
+            a.login_hash_queue,
+            a.login_hash_wait,
+        ),
         config: config.clone(),
         gate,
         store,

@@ -391,6 +391,39 @@ mod tests {
     }
 
     #[test]
+    fn login_keys_defaults_and_the_old_per_user_name() {
+        let c = Config::load(None, vec![]).unwrap();
+        assert_eq!(c.auth.login_attempts_per_ip_per_minute, 20);
+        assert_eq!(c.auth.login_failures_per_ip_user_per_minute, 5);
+        assert_eq!(c.auth.login_backoff_max, Duration::from_secs(900));
+        assert_eq!(c.auth.login_attempts_per_second, 20);
+        assert_eq!(c.auth.login_hash_concurrency, 0);
+        assert!(c.auth.login_hash_permits() >= 1, "0 = one per core");
+        assert_eq!(c.auth.login_hash_queue, 16);
+        assert_eq!(c.auth.login_hash_wait, Duration::from_secs(1));
+        // The key's former name still loads, from a file or the environment.
+        let c = Config::from_text(
+            "[auth]\nlogin_attempts_per_user_per_minute = 7\n",
+            "t",
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(c.auth.login_failures_per_ip_user_per_minute, 7);
+        let c = Config::load(
+            None,
+            env(&[
+                ("SWITCHBOARD_AUTH_LOGIN_ATTEMPTS_PER_USER_PER_MINUTE", "8"),
+                ("SWITCHBOARD_AUTH_LOGIN_HASH_WAIT", "250ms"),
+                ("SWITCHBOARD_AUTH_LOGIN_HASH_CONCURRENCY", "3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.auth.login_failures_per_ip_user_per_minute, 8);
+        assert_eq!(c.auth.login_hash_wait, Duration::from_millis(250));
+        assert_eq!(c.auth.login_hash_permits(), 3);
+    }
+
+    #[test]
     fn missing_file_is_a_clear_error() {
         let e = Config::load(Some("/nonexistent/switchboard.toml"), vec![])
             .unwrap_err()

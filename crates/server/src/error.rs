@@ -51,6 +51,16 @@ impl ApiError {
             retry_after: Some(secs),
         }
     }
+
+    /// 503 with `Retry-After`: a bounded resource is saturated; try again shortly.
+    pub fn busy(retry_after: std::time::Duration, message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "busy",
+            message: message.into(),
+            retry_after: Some(retry_after.as_secs().max(1)),
+        }
+    }
 }
 
 impl From<AuthError> for ApiError {

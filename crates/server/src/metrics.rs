@@ -27,6 +27,22 @@ pub struct LimitLabel {
     pub limit: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabel {
+    pub table: &'static str,
+}
+
+/// `logins_total{result}` values.
+pub const LOGIN_RESULTS: [&str; 5] = ["ok", "bad_credentials", "invalid", "rate_limited", "busy"];
+/// `limit_rejections_total{limit}` values for logins, one per reason a login is refused before
+/// its password is checked.
+pub const LOGIN_LIMITS: [&str; 5] = [
+    "login_invalid",
+    "login_ip",
+    "login_ip_user",
+    "login_global",
+    "login_hash_busy",
+];
 /// Ticket-office series.
 #[derive(Clone)]
 pub struct OfficeMetrics {
@@ -34,6 +50,12 @@ pub struct OfficeMetrics {
     pub logins: Family<ResultLabel, Counter>,
     pub limit_rejections: Family<LimitLabel, Counter>,
     pub replay_entries: Gauge,
+    /// Entries in the login limiter's tables (`ip`, `ip_user`), set at each scrape.
+    pub login_limiter_entries: Family<TableLabel, Gauge>,
+    /// Password checks running now, set at each scrape.
+    pub login_hashes_running: Gauge,
+    /// Logins waiting for a free password check now, set at each scrape.
+    pub login_hashes_waiting: Gauge,
 }
 
 impl OfficeMetrics {
@@ -43,12 +65,21 @@ impl OfficeMetrics {
             logins: Default::default(),
             limit_rejections: Default::default(),
             replay_entries: Default::default(),
+            login_limiter_entries: Default::default(),
+            login_hashes_running: Default::default(),
+            login_hashes_waiting: Default::default(),
         };
         for via in ["api_key", "session", "anonymous"] {
             let _ = m.tokens_minted.get_or_create(&ViaLabel { via });
         }
-        for result in ["ok", "bad_credentials", "rate_limited"] {
+        for result in LOGIN_RESULTS {
             let _ = m.logins.get_or_create(&ResultLabel { result });
+        }
+        for limit in LOGIN_LIMITS {
+            let _ = m.limit_rejections.get_or_create(&LimitLabel { limit });
+        }
+        for table in ["ip", "ip_user"] {
+            let _ = m.login_limiter_entries.get_or_create(&TableLabel { table });
         }
         r.register(
             "tokens_minted",
@@ -60,6 +91,21 @@ impl OfficeMetrics {
             "limit_rejections",
             "Requests refused because a configured bound was hit, by limit",
             m.limit_rejections.clone(),
+        );
+        r.register(
+            "login_limiter_entries",
+            "Entries in the login limiter's tables (per IP, per IP and username)",
+            m.login_limiter_entries.clone(),
+        );
+        r.register(
+            "login_hashes_running",
+            "Password checks running now",
+            m.login_hashes_running.clone(),
+        );
+        r.register(
+            "login_hashes_waiting",
+            "Logins waiting for a free password check",
+            m.login_hashes_waiting.clone(),
         );
         r.register(
             "replay_guard_entries",

@@ -2,8 +2,9 @@
 
 mod common;
 use common::*;
+use futures::StreamExt;
 use reqwest::StatusCode;
-use switchboard_auth::{unix_now, Claims, KeyRing, Scope};
+use switchboard_auth::{unix_now, Claims, KeyRing, Scope, Scopes};
 
 async fn metric(base: &str, needle: &str) -> f64 {
     let text = reqwest::get(format!("{base}/metrics"))
@@ -142,7 +143,7 @@ async fn api_key_mints_and_scopes_are_enforced() {
 #[tokio::test]
 async fn login_cookie_mint_and_rate_limit() {
     let mut cfg = test_config();
-    cfg.auth.login_attempts_per_user_per_minute = 3;
+    cfg.auth.login_failures_per_ip_user_per_minute = 3;
     let s = start(cfg).await;
     let b = base(&s);
     s.state
@@ -206,14 +207,17 @@ async fn login_cookie_mint_and_rate_limit() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
 
-    // Third attempt for alice within the minute is the last allowed; the fourth is 429.
-    let r = c
-        .post(format!("{b}/v1/login"))
-        .json(&serde_json::json!({"username": "alice", "password": "x"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // The success forgot earlier failures; three more from this address block the pair, and
+    // then even the right password waits (60 s / 3 = 20 s).
+    for _ in 0..3 {
+        let r = c
+            .post(format!("{b}/v1/login"))
+            .json(&serde_json::json!({"username": "alice", "password": "x"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
     let r = c
         .post(format!("{b}/v1/login"))
         .json(&serde_json::json!({"username": "alice", "password": "correct horse battery"}))
@@ -221,8 +225,21 @@ async fn login_cookie_mint_and_rate_limit() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert!(r.headers().contains_key("retry-after"));
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=20).contains(&retry), "{retry}");
     assert!(metric(&b, "switchboard_logins_total{result=\"rate_limited\"}").await >= 1.0);
+    assert!(
+        metric(
+            &b,
+            "switchboard_limit_rejections_total{limit=\"login_ip_user\"}"
+        )
+        .await
+            >= 1.0
+    );
 
     // Logout ends the session.
     c.post(format!("{b}/v1/logout")).send().await.unwrap();
@@ -247,6 +264,156 @@ async fn login_is_rate_limited_per_ip_across_usernames() {
             .unwrap();
         assert_eq!(r.status().as_u16(), expect, "attempt {i}");
     }
+    assert_eq!(
+        metric(&b, "switchboard_limit_rejections_total{limit=\"login_ip\"}").await,
+        1.0
+    );
+    s.shutdown().await;
+}
+
+/// A client whose connections come from `ip` (any 127/8 address is loopback on Linux).
+fn client_from(ip: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(ip))
+        .build()
+        .unwrap()
+}
+
+async fn login_status(c: &reqwest::Client, b: &str, user: &str, password: &str) -> u16 {
+    c.post(format!("{b}/v1/login"))
+        .json(&serde_json::json!({"username": user, "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Failures from one address block that address's pair only: the real user, elsewhere, logs in.
+#[tokio::test]
+async fn the_right_password_logs_in_after_another_ips_failures() {
+    let mut cfg = test_config();
+    cfg.auth.login_failures_per_ip_user_per_minute = 3;
+    let s = start(cfg).await;
+    let b = base(&s);
+    s.state
+        .store
+        .add_user("alice", "correct horse battery", Scopes::all(), unix_now())
+        .unwrap();
+    let attacker = client_from([127, 0, 0, 2]);
+    let mut statuses = Vec::new();
+    for i in 0..10 {
+        statuses.push(login_status(&attacker, &b, "alice", &format!("guess {i}")).await);
+    }
+    assert_eq!(statuses, [401, 401, 401, 429, 429, 429, 429, 429, 429, 429]);
+    // The attacker's pair is blocked even with the right password ...
+    assert_eq!(
+        login_status(&attacker, &b, "alice", "correct horse battery").await,
+        429
+    );
+    // ... and alice from her own address is not.
+    let alice = client_from([127, 0, 0, 3]);
+    assert_eq!(
+        login_status(&alice, &b, "alice", "correct horse battery").await,
+        200
+    );
+    s.shutdown().await;
+}
+
+/// Oversized fields are refused before any limiter stores anything: 1000 requests with
+/// ≈ 60 KB usernames (just under the 64 KiB body limit) leave the tables empty.
+#[tokio::test]
+async fn oversized_usernames_are_refused_without_growing_the_limiter() {
+    let s = start(test_config()).await;
+    let b = base(&s);
+    let c = client();
+    let huge = "u".repeat(60 * 1024);
+    let statuses: Vec<u16> = futures::stream::iter(0..1000)
+        .map(|i| {
+            let (c, b) = (c.clone(), b.clone());
+            let body = if i % 10 == 0 {
+                serde_json::json!({"username": "alice", "password": "p".repeat(1025)})
+            } else {
+                serde_json::json!({"username": format!("{i}{huge}"), "password": "whatever"})
+            };
+            async move {
+                c.post(format!("{b}/v1/login"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|&st| st == 401), "{statuses:?}");
+    assert_eq!(
+        (s.state.login.ip_entries(), s.state.login.pair_entries()),
+        (0, 0)
+    );
+    assert_eq!(s.state.hash_pool.hashes(), 0, "no password was hashed");
+    assert_eq!(
+        metric(
+            &b,
+            "switchboard_limit_rejections_total{limit=\"login_invalid\"}"
+        )
+        .await,
+        1000.0
+    );
+    assert_eq!(
+        metric(&b, "switchboard_login_limiter_entries{table=\"ip_user\"}").await,
+        0.0
+    );
+    s.shutdown().await;
+}
+
+/// Unknown and known users wait for the same hashing slots: with the only slot taken and no
+/// queue, both get 503 at once; with it free, both are checked.
+#[tokio::test]
+async fn unknown_and_known_users_share_the_hashing_bound() {
+    let mut cfg = test_config();
+    cfg.auth.login_hash_concurrency = 1;
+    cfg.auth.login_hash_queue = 0;
+    let s = start(cfg).await;
+    let b = base(&s);
+    s.state
+        .store
+        .add_user("alice", "correct horse battery", Scopes::all(), unix_now())
+        .unwrap();
+    let c = client();
+    let held = s.state.hash_pool.try_acquire().expect("the only slot");
+    for (user, pw) in [
+        ("nobody", "whatever-pw"),
+        ("alice", "correct horse battery"),
+    ] {
+        let r = c
+            .post(format!("{b}/v1/login"))
+            .json(&serde_json::json!({"username": user, "password": pw}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "{user}");
+        assert_eq!(r.headers()["retry-after"], "1");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "busy");
+    }
+    assert_eq!(
+        metric(&b, "switchboard_logins_total{result=\"busy\"}").await,
+        2.0
+    );
+    assert_eq!(s.state.hash_pool.hashes(), 0);
+    drop(held);
+    assert_eq!(login_status(&c, &b, "nobody", "whatever-pw").await, 401);
+    assert_eq!(
+        login_status(&c, &b, "alice", "correct horse battery").await,
+        200
+    );
+    assert_eq!(s.state.hash_pool.hashes(), 2, "one hash each, on the pool");
+    // A 503 did not count against the address or the pair.
+    assert_eq!(s.state.login.pair_entries(), 1, "only nobody's failure");
     s.shutdown().await;
 }
 

@@ -57,6 +57,20 @@ pub struct Store {
     decoy_hash: String,
 }
 
+/// Creates the database file readable and writable by its owner only (0600), unless it exists.
+/// SQLite gives its `-wal` and `-shm` files the database file's permissions.
+fn create_private(path: &str) -> std::io::Result<()> {
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    match open.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
@@ -95,6 +109,10 @@ impl Store {
                     })?;
                 }
             }
+            create_private(path).map_err(|e| StoreError::Open {
+                path: path.into(),
+                message: e.to_string(),
+            })?;
             Connection::open(path).map_err(|e| StoreError::Open {
                 path: path.into(),
                 message: e.to_string(),
@@ -354,6 +372,25 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[cfg(unix)]
+    fn database_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.db");
+        let store = Store::open(path.to_str().unwrap()).unwrap();
+        store
+            .add_user("alice", "correct horse", Scopes::default(), 1)
+            .unwrap();
+        for f in ["users.db", "users.db-wal", "users.db-shm"] {
+            let mode = std::fs::metadata(dir.path().join(f))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{f}: {mode:o}");
+        }
+    }
     use crate::hashing::HashPool;
     use crate::jwt::Scope;
 

@@ -11,6 +11,7 @@
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::storage::{self, Access::Read, Access::Write};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -45,6 +46,12 @@ pub fn routes(state: AppState) -> Router {
 async fn readyz(State(s): State<AppState>) -> Response {
     if s.shutdown.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else if let Some(why) = s.store_health.degraded() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("degraded: {why}\n"),
+        )
+            .into_response()
     } else if s.ready.load(Ordering::Acquire) {
         (StatusCode::OK, "ready\n").into_response()
     } else {
@@ -154,14 +161,6 @@ fn basic(headers: &HeaderMap) -> Option<Result<(String, String), ApiError>> {
     })())
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| ApiError::internal())
-}
-
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct LoginBody {
@@ -222,19 +221,20 @@ async fn login(
             "too many logins at once; retry in 1 s",
         ));
     };
-    let store = s.store.clone();
     let (user, pass) = (b.username, b.password);
     // The slot moves into the blocking task: it is held exactly as long as the hash runs,
     // even if this request is abandoned meanwhile.
-    let user = blocking(move || {
-        let mut slot = slot;
-        store.verify_login(&mut slot, &user, &pass)
-    })
-    .await?
-    .map_err(|e| {
-        tracing::error!(error = %e, "login lookup failed");
-        ApiError::internal()
-    })?;
+    let user = storage::call(
+        &s.store,
+        &s.store_health,
+        "verify_login",
+        Read,
+        move |store| {
+            let mut slot = slot;
+            store.verify_login(&mut slot, &user, &pass)
+        },
+    )
+    .await?;
     let Some(user) = user else {
         attempt.failed(Instant::now());
         count("bad_credentials", None);
@@ -243,11 +243,15 @@ async fn login(
     };
     attempt.succeeded();
     let ttl = s.config.auth.session_ttl.as_secs();
-    let store = s.store.clone();
     let name = user.username.clone();
-    let cookie_value = blocking(move || store.create_session(&name, ttl, unix_now()))
-        .await?
-        .map_err(|_| ApiError::internal())?;
+    let cookie_value = storage::call(
+        &s.store,
+        &s.store_health,
+        "create_session",
+        Write,
+        move |store| store.create_session(&name, ttl, unix_now()),
+    )
+    .await?;
     s.office
         .logins
         .get_or_create(&crate::metrics::ResultLabel { result: "ok" })
@@ -274,10 +278,14 @@ async fn login(
 
 async fn logout(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     if let Some(c) = cookie(&headers, SESSION_COOKIE).map(str::to_string) {
-        let store = s.store.clone();
-        blocking(move || store.delete_session(&c))
-            .await?
-            .map_err(|_| ApiError::internal())?;
+        storage::call(
+            &s.store,
+            &s.store_health,
+            "delete_session",
+            Write,
+            move |store| store.delete_session(&c),
+        )
+        .await?;
     }
     let mut resp = StatusCode::NO_CONTENT.into_response();
     resp.headers_mut().insert(
@@ -321,10 +329,14 @@ struct Minter {
 async fn authenticate_minter(s: &AppState, headers: &HeaderMap) -> Result<Minter, ApiError> {
     if let Some(creds) = basic(headers) {
         let (id, secret) = creds?;
-        let store = s.store.clone();
-        let key = blocking(move || store.verify_api_key(&id, &secret))
-            .await?
-            .map_err(|_| ApiError::internal())?;
+        let key = storage::call(
+            &s.store,
+            &s.store_health,
+            "verify_api_key",
+            Read,
+            move |store| store.verify_api_key(&id, &secret),
+        )
+        .await?;
         return match key {
             Some(k) => Ok(Minter {
                 via: "api_key",
@@ -338,10 +350,14 @@ async fn authenticate_minter(s: &AppState, headers: &HeaderMap) -> Result<Minter
         };
     }
     if let Some(c) = cookie(headers, SESSION_COOKIE).map(str::to_string) {
-        let store = s.store.clone();
-        let user = blocking(move || store.session_user(&c, unix_now()))
-            .await?
-            .map_err(|_| ApiError::internal())?;
+        let user = storage::call(
+            &s.store,
+            &s.store_health,
+            "session_user",
+            Read,
+            move |store| store.session_user(&c, unix_now()),
+        )
+        .await?;
         return match user {
             Some(u) => Ok(Minter {
                 via: "session",

@@ -38,6 +38,8 @@ pub struct AppState {
     pub signaling: switchboard_signal::Signaling,
     /// The SFU behind SFU-mode rooms (`None` when `[sfu] mode = "mesh"`).
     pub sfu: Option<crate::sfu_bridge::Bridge>,
+    /// Whether the user store works (`/readyz` says degraded when it does not).
+    pub store_health: Arc<crate::storage::StoreHealth>,
     /// HTTP requests in flight, which a drain waits for.
     pub in_flight: crate::accept::InFlight,
 }
@@ -259,6 +261,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         bound: Arc::new(bound),
         signaling,
         sfu: sfu_bridge,
+        store_health: Arc::new(crate::storage::StoreHealth::new(&config.auth.database)),
         in_flight: Default::default(),
     };
     let _ = ice_state.set(state.clone());

@@ -15,6 +15,7 @@ pub mod error;
 pub mod memory;
 pub mod metrics;
 pub mod sfu_bridge;
+pub mod storage;
 pub mod web;
 
 pub use app::{start, RunningServer};

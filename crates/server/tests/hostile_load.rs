@@ -383,3 +383,100 @@ async fn a_flooding_client_reads_close_code_4029() {
     };
     assert_eq!(code, Some(4029));
 }
+
+/// The disk fills while the server runs (the process's file-size limit stands in for a full
+/// disk: writes past it fail with EFBIG, as they would with ENOSPC): a login that must write
+/// its session answers 503 `storage_unavailable`, the failure is logged with the database
+/// path, and `/readyz` answers 503 `degraded` naming it. The database files are 0600.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_logged_with_its_path_and_degrades_readyz() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let data = tempfile::tempdir().unwrap();
+    let db = data.path().join("users.db");
+    let cli_cfg = data.path().join("cli.toml");
+    std::fs::write(
+        &cli_cfg,
+        format!(
+            "[auth]\ndatabase = \"{}\"\n[[auth.keys]]\nkid = \"k1\"\nsecret = \"{}\"\n",
+            db.display(),
+            common::child::CHILD_SECRET
+        ),
+    )
+    .unwrap();
+    let mut add = std::process::Command::new(common::child::BIN)
+        .args(["user", "add", "alice", "-c", cli_cfg.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(add.stdin.as_mut().unwrap(), b"correct horse\n").unwrap();
+    assert!(add.wait().unwrap().success());
+    let mode = std::fs::metadata(&db).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "database file mode {mode:o}");
+
+    // Room for the database as it is and SQLite's 32 KiB shared-memory file; the write-ahead
+    // log fills within a few logins.
+    let limit = std::fs::metadata(&db).unwrap().len().max(32 * 1024);
+    let log = data.path().join("server.log");
+    let log_file = std::fs::File::create(&log).unwrap();
+    let server = ServerProcess::start_with(
+        &format!(
+            "[auth]\ndatabase = \"{}\"\nlogin_attempts_per_second = 1000\n[log]\nlevel = \"info\"\n",
+            db.display()
+        ),
+        move |cmd| {
+            cmd.stderr(log_file);
+            // SAFETY: only async-signal-safe calls between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                    let lim = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        },
+    );
+    assert_eq!(http_status(server.http, "/readyz").await, Some(200));
+    let c = reqwest::Client::new();
+    let mut refused = None;
+    for _ in 0..30 {
+        let r = c
+            .post(format!("http://{}/v1/login", server.http))
+            .json(&json!({"username": "alice", "password": "correct horse"}))
+            .send()
+            .await
+            .unwrap();
+        if r.status() != 200 {
+            refused = Some((r.status().as_u16(), r.text().await.unwrap()));
+            break;
+        }
+    }
+    let (status, body) = refused.expect("a login fails once the disk is full");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("storage_unavailable"), "{body}");
+    let r = reqwest::get(format!("http://{}/readyz", server.http))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let why = r.text().await.unwrap();
+    assert!(
+        why.starts_with("degraded: auth.database ") && why.contains(db.to_str().unwrap()),
+        "{why}"
+    );
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("user store failed") && logged.contains(db.to_str().unwrap()),
+        "{logged}"
+    );
+    for f in ["users.db-wal", "users.db-shm"] {
+        if let Ok(m) = std::fs::metadata(data.path().join(f)) {
+            assert_eq!(m.permissions().mode() & 0o777, 0o600, "{f}");
+        }
+    }
+}

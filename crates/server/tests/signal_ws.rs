@@ -584,6 +584,37 @@ async fn limits_per_ip_and_per_connection() {
     s.shutdown().await;
 }
 
+/// The node's total bound on signaling connections holds whatever the addresses: past it,
+/// 503 `server_full`, counted; a connection closing makes room again.
+#[tokio::test]
+async fn total_connection_bound_refuses_with_server_full() {
+    let mut c = cfg();
+    c.limits.signal_max_connections = 2;
+    let s = start(c).await;
+    let mut a = connect(&s, &token(&s, "a")).await;
+    let _b = connect(&s, &token(&s, "b")).await;
+    let (st, body) = refused(url(&s, &format!("access_token={}", token(&s, "c")))).await;
+    assert_eq!(st, 503, "{body}");
+    assert!(body.contains("server_full"), "{body}");
+    a.close(None).await.unwrap();
+    let tok = token(&s, "c");
+    let mut ok = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if tokio_tungstenite::connect_async(url(&s, &format!("access_token={tok}")))
+            .await
+            .is_ok()
+        {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "room again once a connection closed");
+    let m = metrics(&s).await;
+    assert!(metric(&m, "switchboard_signal_errors_total{code=\"server_full\"}") >= 1.0);
+    s.shutdown().await;
+}
+
 #[tokio::test]
 async fn notify_pushes_to_live_sessions_and_rtt_reports_reach_metrics() {
     let s = start(cfg()).await;

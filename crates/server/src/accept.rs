@@ -13,7 +13,7 @@
 //!   answers 503), until every request in flight and every signaling session has finished or
 //!   `[http] shutdown_grace` has passed. Idle, silent or half-sent connections do not hold it.
 
-use crate::app::AppState;
+use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::response::IntoResponse;

@@ -9,8 +9,8 @@
 //! | `GET /healthz`, `/readyz` | — | liveness, readiness (503 while starting or draining) |
 //! | `GET /metrics` | `[http] metrics_token` as Bearer, or a loopback client | Prometheus text |
 
-use crate::app::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 use crate::storage::{self, Access::Read, Access::Write};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 use switchboard_auth::login_limit::{self, LoginRefusal};
-use switchboard_auth::{turn_rest, unix_now, AuthError, MintRequest, Scope, Scopes};
+use switchboard_auth::{unix_now, AuthError, MintRequest, Scope, Scopes};
 
 pub const SESSION_COOKIE: &str = "sb_session";
 
@@ -46,7 +46,7 @@ pub fn routes(state: AppState) -> Router {
 async fn readyz(State(s): State<AppState>) -> Response {
     if s.shutdown.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
-    } else if let Some(why) = s.store_health.degraded() {
+    } else if let Some(why) = s.office.store_health.degraded() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("degraded: {why}\n"),
@@ -96,22 +96,28 @@ async fn metrics(
     if let Err(e) = may_read_metrics(&s.config.http.metrics_token, &headers, remote) {
         return e.into_response();
     }
-    s.office.replay_entries.set(s.gate.replay.len() as i64);
+    s.office
+        .metrics
+        .replay_entries
+        .set(s.gate.replay.len() as i64);
     for (table, n) in [
-        ("ip", s.login.ip_entries()),
-        ("ip_user", s.login.pair_entries()),
+        ("ip", s.office.login.ip_entries()),
+        ("ip_user", s.office.login.pair_entries()),
     ] {
         s.office
+            .metrics
             .login_limiter_entries
             .get_or_create(&crate::metrics::TableLabel { table })
             .set(n as i64);
     }
     s.office
+        .metrics
         .login_hashes_running
-        .set(s.hash_pool.in_use() as i64);
+        .set(s.office.hash_pool.in_use() as i64);
     s.office
+        .metrics
         .login_hashes_waiting
-        .set(s.hash_pool.waiting() as i64);
+        .set(s.office.hash_pool.waiting() as i64);
     let mut out = String::with_capacity(16 * 1024);
     if prometheus_client::encoding::text::encode(&mut out, &s.registry).is_err() {
         return ApiError::internal().into_response();
@@ -180,11 +186,13 @@ async fn login(
     let b: LoginBody = json_body(&body)?;
     let count = |result: &'static str, limit: Option<&'static str>| {
         s.office
+            .metrics
             .logins
             .get_or_create(&crate::metrics::ResultLabel { result })
             .inc();
         if let Some(limit) = limit {
             s.office
+                .metrics
                 .limit_rejections
                 .get_or_create(&crate::metrics::LimitLabel { limit })
                 .inc();
@@ -210,10 +218,11 @@ async fn login(
     };
     login_limit::validate(&b.username, &b.password).map_err(refused)?;
     let attempt = s
+        .office
         .login
         .begin(remote.ip(), &b.username, Instant::now())
         .map_err(refused)?;
-    let Ok(slot) = s.hash_pool.acquire().await else {
+    let Ok(slot) = s.office.hash_pool.acquire().await else {
         attempt.not_checked();
         count("busy", Some("login_hash_busy"));
         return Err(ApiError::busy(
@@ -225,8 +234,8 @@ async fn login(
     // The slot moves into the blocking task: it is held exactly as long as the hash runs,
     // even if this request is abandoned meanwhile.
     let user = storage::call(
-        &s.store,
-        &s.store_health,
+        &s.office.store,
+        &s.office.store_health,
         "verify_login",
         Read,
         move |store| {
@@ -245,14 +254,15 @@ async fn login(
     let ttl = s.config.auth.session_ttl.as_secs();
     let name = user.username.clone();
     let cookie_value = storage::call(
-        &s.store,
-        &s.store_health,
+        &s.office.store,
+        &s.office.store_health,
         "create_session",
         Write,
         move |store| store.create_session(&name, ttl, unix_now()),
     )
     .await?;
     s.office
+        .metrics
         .logins
         .get_or_create(&crate::metrics::ResultLabel { result: "ok" })
         .inc();
@@ -279,8 +289,8 @@ async fn login(
 async fn logout(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     if let Some(c) = cookie(&headers, SESSION_COOKIE).map(str::to_string) {
         storage::call(
-            &s.store,
-            &s.store_health,
+            &s.office.store,
+            &s.office.store_health,
             "delete_session",
             Write,
             move |store| store.delete_session(&c),
@@ -330,8 +340,8 @@ async fn authenticate_minter(s: &AppState, headers: &HeaderMap) -> Result<Minter
     if let Some(creds) = basic(headers) {
         let (id, secret) = creds?;
         let key = storage::call(
-            &s.store,
-            &s.store_health,
+            &s.office.store,
+            &s.office.store_health,
             "verify_api_key",
             Read,
             move |store| store.verify_api_key(&id, &secret),
@@ -351,8 +361,8 @@ async fn authenticate_minter(s: &AppState, headers: &HeaderMap) -> Result<Minter
     }
     if let Some(c) = cookie(headers, SESSION_COOKIE).map(str::to_string) {
         let user = storage::call(
-            &s.store,
-            &s.store_health,
+            &s.office.store,
+            &s.office.store_health,
             "session_user",
             Read,
             move |store| store.session_user(&c, unix_now()),
@@ -450,6 +460,7 @@ async fn mint_token(
         .mint(&req, now)
         .map_err(ApiError::bad_request)?;
     s.office
+        .metrics
         .tokens_minted
         .get_or_create(&crate::metrics::ViaLabel { via: minter.via })
         .inc();
@@ -462,57 +473,6 @@ async fn mint_token(
         "expires_in": claims.exp - now,
     }))
     .into_response())
-}
-
-/// STUN/TURN URIs to advertise: `[turn] uris` if set, otherwise derived from where TURN
-/// listens (`external_ip` first; an unspecified listen address falls back to `host`).
-pub fn ice_uris(s: &AppState, host_header: Option<&str>) -> (Vec<String>, Vec<String>) {
-    let t = &s.config.turn;
-    if !t.uris.is_empty() {
-        let (stun, turn): (Vec<_>, Vec<_>) =
-            t.uris.iter().cloned().partition(|u| u.starts_with("stun"));
-        return (stun, turn);
-    }
-    if !t.enabled {
-        return (Vec::new(), Vec::new());
-    }
-    let listen: Option<SocketAddr> = s.bound.turn_udp.or_else(|| t.listen.parse().ok());
-    let Some(listen) = listen else {
-        return (Vec::new(), Vec::new());
-    };
-    let host = match &t.external_ip {
-        Some(ip) => ip.clone(),
-        None if !listen.ip().is_unspecified() => listen.ip().to_string(),
-        None => host_header
-            .and_then(|h| {
-                h.rsplit_once(':')
-                    .map(|(h, _)| h.to_string())
-                    .or(Some(h.to_string()))
-            })
-            .unwrap_or_else(|| "127.0.0.1".into()),
-    };
-    let host = if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
-    } else {
-        host
-    };
-    let port = listen.port();
-    let tcp_port = s.bound.turn_tcp.map(|a| a.port()).unwrap_or(port);
-    let stun = vec![format!("stun:{host}:{port}")];
-    let mut turn = vec![
-        format!("turn:{host}:{port}?transport=udp"),
-        format!("turn:{host}:{tcp_port}?transport=tcp"),
-    ];
-    if t.cert.is_some() && t.pkey.is_some() {
-        let tls_port = s
-            .bound
-            .turn_tls
-            .map(|a| a.port())
-            .or_else(|| t.tls_listen.parse::<SocketAddr>().ok().map(|a| a.port()))
-            .unwrap_or(5349);
-        turn.push(format!("turns:{host}:{tls_port}?transport=tcp"));
-    }
-    (stun, turn)
 }
 
 async fn ice_servers(
@@ -531,30 +491,7 @@ async fn ice_servers(
     let now = unix_now();
     let claims = s.gate.check(&token, Scope::Webrtc, now)?;
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    Ok(Json(ice_servers_json(&s, &claims.sub, host, now)).into_response())
-}
-
-/// The `/v1/ice-servers` document for `identity` (also sent in signaling's `joined`).
-pub fn ice_servers_json(
-    s: &AppState,
-    identity: &str,
-    host: Option<&str>,
-    now: u64,
-) -> serde_json::Value {
-    let (stun, turn) = ice_uris(s, host);
-    let ttl = s.config.turn.credential_ttl.as_secs();
-    let mut servers = Vec::new();
-    if !stun.is_empty() {
-        servers.push(serde_json::json!({"urls": stun}));
-    }
-    let secret = &s.config.turn.static_auth_secret;
-    if !turn.is_empty() && !secret.is_empty() {
-        let c = turn_rest::mint(secret.as_bytes(), identity, ttl, now);
-        servers.push(
-            serde_json::json!({"urls": turn, "username": c.username, "credential": c.credential}),
-        );
-    }
-    serde_json::json!({"iceServers": servers, "ttl": ttl})
+    Ok(Json(s.ice.document(&claims.sub, now, host)).into_response())
 }
 
 #[cfg(test)]

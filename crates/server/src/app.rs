@@ -1,7 +1,10 @@
-//! Wiring: build every role from the config, mount routes, serve, shut down gracefully.
+//! Wiring: build every role from the config (one small builder each), mount routes, serve,
+//! shut down gracefully. The shared state lives in [`crate::state`].
 
 use crate::config::Config;
+use crate::ice::IceServers;
 use crate::metrics::{new_registry, OfficeMetrics};
+use crate::state::{AppState, BoundAddrs, Office};
 use anyhow::Context;
 use axum::Router;
 use prometheus_client::registry::Registry;
@@ -15,45 +18,6 @@ use switchboard_auth::{
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-
-/// Everything request handlers share. Cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub gate: Arc<TicketGate>,
-    pub store: Arc<Store>,
-    pub registry: Arc<Registry>,
-    pub office: OfficeMetrics,
-    /// Who may try a password now (per IP, per IP and username with backoff, global).
-    pub login: Arc<LoginLimiter>,
-    /// The bound on concurrent password checks and their memory.
-    pub hash_pool: HashPool,
-    /// Cancelled when shutdown begins; long-lived sessions watch it to close cleanly.
-    pub shutdown: CancellationToken,
-    pub ready: Arc<AtomicBool>,
-    /// Addresses other roles actually bound (TURN, SFU), for derived URIs.
-    pub bound: Arc<BoundAddrs>,
-    /// Signaling (rooms, sessions); `signaling.handle().notify(identity, json)` pushes a
-    /// server message to an identity's live session.
-    pub signaling: switchboard_signal::Signaling,
-    /// The SFU behind SFU-mode rooms (`None` when `[sfu] mode = "mesh"`).
-    pub sfu: Option<crate::sfu_bridge::Bridge>,
-    /// Whether the user store works (`/readyz` says degraded when it does not).
-    pub store_health: Arc<crate::storage::StoreHealth>,
-    /// HTTP requests in flight, which a drain waits for.
-    pub in_flight: crate::accept::InFlight,
-}
-
-/// Where each listener ended up (ports may be ephemeral in tests).
-#[derive(Debug, Default, Clone)]
-pub struct BoundAddrs {
-    pub http: Option<SocketAddr>,
-    pub turn_udp: Option<SocketAddr>,
-    pub turn_tcp: Option<SocketAddr>,
-    pub turn_tls: Option<SocketAddr>,
-    pub sfu_udp: Option<SocketAddr>,
-    pub sfu_tcp: Option<SocketAddr>,
-}
 
 /// A started server. Dropping it does not stop it; call [`RunningServer::shutdown`].
 pub struct RunningServer {
@@ -120,155 +84,54 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let shutdown = CancellationToken::new();
     let mut registry = new_registry();
 
-    let keyring = Arc::new(KeyRing::from_config(&config.auth).context("[auth]")?);
-    let replay: Arc<dyn ReplayGuard> =
-        Arc::new(InMemoryReplayGuard::new(config.auth.replay_max_entries));
-    let gate = Arc::new(TicketGate::new(keyring, replay, &mut registry));
-    let store = Arc::new(
-        Store::open(&config.auth.database)
-            .with_context(|| format!("auth.database {:?}", config.auth.database))?,
-    );
-    let office = OfficeMetrics::register(&mut registry);
+    let gate = ticket_gate(&config, &mut registry)?;
+    let office = office(&config, &mut registry)?;
     crate::memory::spawn_release_task(&mut registry, shutdown.clone());
     let edge_metrics = crate::accept::EdgeMetrics::register(&mut registry);
-
-    // --- stream gateway (inference.Inference/StreamPredict over gRPC and gRPC-Web) ---
     let stream_gateway = switchboard_stream::Gateway::new(
         &config.stream,
         &config.http.cors_origins,
         gate.clone(),
         &mut registry,
     )
-    .context("stream")?;
-    // --- end stream gateway ---
+    .context("[stream]")?;
 
     let listener = TcpListener::bind(&config.http.bind)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on http.bind {}: {e}", config.http.bind))?;
     let http_addr = listener.local_addr()?;
-    #[allow(unused_mut)]
     let mut bound = BoundAddrs {
         http: Some(http_addr),
         ..Default::default()
     };
-
-    // --- TURN (issue 4): embedded STUN/TURN server on its own sockets ---
-    if config.turn.enabled {
-        let turn =
-            switchboard_turn::TurnServer::start(&config.turn, &mut registry, shutdown.clone())?;
-        let a = turn.local_addrs();
-        bound.turn_udp = Some(a.udp);
-        bound.turn_tcp = Some(a.tcp);
-        bound.turn_tls = a.tls;
-    }
-    // --- end TURN ---
-
-    // --- SFU (issue 6): one UDP port + ICE-TCP for every SFU session; not started when every
-    // room is mesh ---
-    if !["mesh", "sfu", "auto"].contains(&config.sfu.mode.as_str()) {
-        anyhow::bail!(
-            "sfu.mode must be \"mesh\", \"sfu\" or \"auto\", not {:?}",
-            config.sfu.mode
+    turn(&config, &mut registry, &shutdown, &mut bound)?;
+    let sfu = sfu(&config, &mut registry, &shutdown, &mut bound).await?;
+    let ice = Arc::new(IceServers::new(&config.turn, bound.turn_ports()));
+    if config.turn.enabled && ice.host_from_request() {
+        tracing::info!(
+            listen = %config.turn.listen,
+            "TURN listens on every address and turn.external_ip is not set: the ICE servers \
+             document names the host each client used to reach this server"
         );
     }
-    let sfu_bridge = if config.sfu.mode == "mesh" {
-        None
-    } else {
-        // The engine runs on its own thread, as in bench/sfu-load; it ends with `shutdown`.
-        let (sfu, _engine_thread) = switchboard_sfu::Sfu::start_on_thread(
-            config.sfu.clone(),
-            &mut registry,
-            shutdown.clone(),
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("sfu.udp_port/sfu.tcp_port: {e}"))?;
-        bound.sfu_udp = Some(sfu.local_addr());
-        bound.sfu_tcp = sfu.local_tcp_addr();
-        Some(crate::sfu_bridge::Bridge::new(sfu, &mut registry))
-    };
-    // --- end SFU ---
+    let signaling = signaling(&config, &gate, &ice, &sfu, &mut registry, &shutdown);
+    send_progress_to_signaling(&stream_gateway, &signaling, &sfu);
 
-    // --- signaling: rooms and sessions on /v1/signal and gRPC Signal/Connect ---
-    // `joined` carries the same ICE servers as GET /v1/ice-servers; the provider reads the
-    // finished AppState, which exists only after the registry is frozen, hence the OnceLock.
-    let ice_state: Arc<std::sync::OnceLock<AppState>> = Arc::new(std::sync::OnceLock::new());
-    let signaling = {
-        let ice_state = ice_state.clone();
-        let ice: switchboard_signal::IceServersProvider =
-            Arc::new(move |identity: &str| match ice_state.get() {
-                Some(s) => {
-                    crate::api::ice_servers_json(s, identity, None, switchboard_auth::unix_now())
-                }
-                None => serde_json::json!({"iceServers": [], "ttl": 0}),
-            });
-        let bridge: Arc<dyn switchboard_signal::SfuBridge> = match &sfu_bridge {
-            Some(b) => Arc::new(b.clone()),
-            None => Arc::new(switchboard_signal::NoSfu),
-        };
-        let signaling = switchboard_signal::Signaling::with_sfu(
-            config.limits.signal_settings(&config.sfu),
-            gate.clone(),
-            ice,
-            &mut registry,
-            shutdown.clone(),
-            bridge,
-        );
-        if let Some(b) = &sfu_bridge {
-            b.attach(signaling.handle());
-        }
-        signaling
-    };
-    // --- end signaling ---
-
-    // --- stream progress → signaling: small updates for heavy jobs go to the same identity's
-    // live signaling sessions as {"type":"stream_progress",...} (the seed's split) ---
-    // In SFU rooms they also go over the participant's DataChannel (topic "stream_progress").
-    {
-        let signaling = signaling.clone();
-        let sfu = sfu_bridge.clone();
-        stream_gateway.set_progress_sink(Arc::new(switchboard_stream::FnSink(
-            move |identity: &str, event: serde_json::Value| {
-                if let Some(b) = &sfu {
-                    b.push(identity, "stream_progress", &event);
-                }
-                signaling.handle().notify(identity, event);
-            },
-        )));
-    }
-
-    let a = &config.auth;
     let state = AppState {
-        login: Arc::new(LoginLimiter::new(LoginLimits {
-            per_ip_per_minute: a.login_attempts_per_ip_per_minute,
-            failures_per_pair_per_minute: a.login_failures_per_ip_user_per_minute,
-            backoff_max: a.login_backoff_max,
-            global_per_second: a.login_attempts_per_second,
-            // Per table: ≈ 100 bytes an entry, so a few MiB at most.
-            max_keys: LOGIN_LIMITER_MAX_KEYS,
-        })),
-        hash_pool: HashPool::new(
-            a.login_hash_permits(),
-            a.login_hash_queue,
-            a.login_hash_wait,
-        ),
         config: config.clone(),
         gate,
-        store,
+        office: Arc::new(office),
+        ice,
         registry: Arc::new(registry),
-        office,
         shutdown,
         ready: Arc::new(AtomicBool::new(false)),
         bound: Arc::new(bound),
         signaling,
-        sfu: sfu_bridge,
-        store_health: Arc::new(crate::storage::StoreHealth::new(&config.auth.database)),
+        sfu,
         in_flight: Default::default(),
     };
-    let _ = ice_state.set(state.clone());
-
     let router = routes(state.clone())
         // stream gateway: `/inference.Inference/{*rest}` (gRPC, gRPC-Web, CORS preflight).
-        // Progress events: `stream_gateway.set_progress_sink(..)` once signaling exists.
         .merge(stream_gateway.router(state.shutdown.clone()));
     let threads = crate::conn_threads::ConnThreads::start(config.http.threads)
         .context("http.threads: cannot start connection threads")?;
@@ -287,6 +150,132 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         join,
         startup: t0.elapsed(),
     })
+}
+
+/// The key ring and the single-use guard every edge verifies tickets with.
+fn ticket_gate(config: &Config, registry: &mut Registry) -> anyhow::Result<Arc<TicketGate>> {
+    let keyring = Arc::new(KeyRing::from_config(&config.auth).context("[auth]")?);
+    let replay: Arc<dyn ReplayGuard> =
+        Arc::new(InMemoryReplayGuard::new(config.auth.replay_max_entries));
+    Ok(Arc::new(TicketGate::new(keyring, replay, registry)))
+}
+
+/// The user and API-key store with its login limits and password-hashing pool.
+fn office(config: &Config, registry: &mut Registry) -> anyhow::Result<Office> {
+    let a = &config.auth;
+    let store =
+        Store::open(&a.database).with_context(|| format!("auth.database {:?}", a.database))?;
+    Ok(Office {
+        store: Arc::new(store),
+        store_health: crate::storage::StoreHealth::new(&a.database),
+        login: LoginLimiter::new(LoginLimits {
+            per_ip_per_minute: a.login_attempts_per_ip_per_minute,
+            failures_per_pair_per_minute: a.login_failures_per_ip_user_per_minute,
+            backoff_max: a.login_backoff_max,
+            global_per_second: a.login_attempts_per_second,
+            // Per table: ≈ 100 bytes an entry, so a few MiB at most.
+            max_keys: LOGIN_LIMITER_MAX_KEYS,
+        }),
+        hash_pool: HashPool::new(
+            a.login_hash_permits(),
+            a.login_hash_queue,
+            a.login_hash_wait,
+        ),
+        metrics: OfficeMetrics::register(registry),
+    })
+}
+
+/// The embedded STUN/TURN server on its own sockets (when `[turn] enabled`).
+fn turn(
+    config: &Config,
+    registry: &mut Registry,
+    shutdown: &CancellationToken,
+    bound: &mut BoundAddrs,
+) -> anyhow::Result<()> {
+    if !config.turn.enabled {
+        return Ok(());
+    }
+    let turn = switchboard_turn::TurnServer::start(&config.turn, registry, shutdown.clone())?;
+    let a = turn.local_addrs();
+    bound.turn_udp = Some(a.udp);
+    bound.turn_tcp = Some(a.tcp);
+    bound.turn_tls = a.tls;
+    Ok(())
+}
+
+/// The SFU (one UDP port and ICE-TCP for every session) on its own thread, unless every room
+/// is mesh.
+async fn sfu(
+    config: &Config,
+    registry: &mut Registry,
+    shutdown: &CancellationToken,
+    bound: &mut BoundAddrs,
+) -> anyhow::Result<Option<crate::sfu_bridge::Bridge>> {
+    if config.sfu.mode == switchboard_sfu::SfuMode::Mesh {
+        return Ok(None);
+    }
+    // The engine runs on its own thread, as in bench/sfu-load; it ends with `shutdown`.
+    let (sfu, _engine_thread) =
+        switchboard_sfu::Sfu::start_on_thread(config.sfu.clone(), registry, shutdown.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("sfu.udp_port/sfu.tcp_port: {e}"))?;
+    bound.sfu_udp = Some(sfu.local_addr());
+    bound.sfu_tcp = sfu.local_tcp_addr();
+    Ok(Some(crate::sfu_bridge::Bridge::new(sfu, registry)))
+}
+
+/// Rooms and sessions on `/v1/signal` and gRPC `Signal/Connect`; `joined` carries the same ICE
+/// servers document as `GET /v1/ice-servers`.
+fn signaling(
+    config: &Config,
+    gate: &Arc<TicketGate>,
+    ice: &Arc<IceServers>,
+    sfu: &Option<crate::sfu_bridge::Bridge>,
+    registry: &mut Registry,
+    shutdown: &CancellationToken,
+) -> switchboard_signal::Signaling {
+    let provider: switchboard_signal::IceServersProvider = {
+        let ice = ice.clone();
+        Arc::new(move |identity: &str, host: Option<&str>| {
+            ice.document(identity, switchboard_auth::unix_now(), host)
+        })
+    };
+    let bridge: Arc<dyn switchboard_signal::SfuBridge> = match sfu {
+        Some(b) => Arc::new(b.clone()),
+        None => Arc::new(switchboard_signal::NoSfu),
+    };
+    let signaling = switchboard_signal::Signaling::with_sfu(
+        config.limits.signal_settings(&config.sfu),
+        gate.clone(),
+        provider,
+        registry,
+        shutdown.clone(),
+        bridge,
+    );
+    if let Some(b) = sfu {
+        b.attach(signaling.handle());
+    }
+    signaling
+}
+
+/// Progress of heavy jobs (stream gateway) goes to the same identity's live signaling
+/// session as `{"type":"stream_progress",...}`, and in SFU rooms over its DataChannel too
+/// (topic `stream_progress`).
+fn send_progress_to_signaling(
+    gateway: &switchboard_stream::Gateway,
+    signaling: &switchboard_signal::Signaling,
+    sfu: &Option<crate::sfu_bridge::Bridge>,
+) {
+    let signaling = signaling.clone();
+    let sfu = sfu.clone();
+    gateway.set_progress_sink(Arc::new(switchboard_stream::FnSink(
+        move |identity: &str, event: serde_json::Value| {
+            if let Some(b) = &sfu {
+                b.push(identity, "stream_progress", &event);
+            }
+            signaling.handle().notify(identity, event);
+        },
+    )));
 }
 
 fn routes(state: AppState) -> Router {

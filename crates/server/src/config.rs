@@ -143,8 +143,13 @@ impl LimitsConfig {
             resume_buffer: self.signal_resume_buffer,
             resume_buffer_bytes: self.signal_resume_buffer_bytes,
             resume_total_bytes: self.signal_resume_total_bytes,
-            mode: sfu.mode.clone(),
-            mesh_max_peers: sfu.mesh_max_peers,
+            mode: match sfu.mode {
+                switchboard_sfu::SfuMode::Mesh => switchboard_signal::hub::ModePolicy::Mesh,
+                switchboard_sfu::SfuMode::Sfu => switchboard_signal::hub::ModePolicy::Sfu,
+                switchboard_sfu::SfuMode::Auto => switchboard_signal::hub::ModePolicy::Auto {
+                    mesh_max_peers: sfu.mesh_max_peers,
+                },
+            },
         }
     }
 }
@@ -317,7 +322,7 @@ mod tests {
         assert_eq!(c.auth.audience, "realtime-clients");
         assert_eq!(c.auth.token_ttl, Duration::from_secs(300));
         assert_eq!(c.turn.listen, "0.0.0.0:3478");
-        assert_eq!(c.sfu.mode, "auto");
+        assert_eq!(c.sfu.mode, switchboard_sfu::SfuMode::Auto);
         assert_eq!(c.sfu.mesh_max_peers, 4);
         assert_eq!(c.sfu.udp_port, 7882);
     }

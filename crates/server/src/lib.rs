@@ -12,9 +12,11 @@ pub mod config;
 pub mod conn_threads;
 pub mod dev;
 pub mod error;
+pub mod ice;
 pub mod memory;
 pub mod metrics;
 pub mod sfu_bridge;
+pub mod state;
 pub mod storage;
 pub mod web;
 

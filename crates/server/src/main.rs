@@ -4,6 +4,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use std::io::BufRead;
 use switchboard::config::Config;
+use switchboard::ice::{IceServers, TurnPorts};
 use switchboard_auth::store::Store;
 use switchboard_auth::{turn_rest, unix_now, KeyRing, MintRequest, Scopes};
 
@@ -270,27 +271,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ttl.as_secs(),
                 unix_now(),
             );
-            let uris = if c.turn.uris.is_empty() {
-                let host = c.turn.external_ip.clone().unwrap_or_else(|| {
-                    c.turn
-                        .listen
-                        .rsplit_once(':')
-                        .map(|(h, _)| h.to_string())
-                        .unwrap_or_default()
-                });
-                let port = c
-                    .turn
-                    .listen
-                    .rsplit_once(':')
-                    .map(|(_, p)| p.to_string())
-                    .unwrap_or_else(|| "3478".into());
-                vec![
-                    format!("turn:{host}:{port}?transport=udp"),
-                    format!("turn:{host}:{port}?transport=tcp"),
-                ]
-            } else {
-                c.turn.uris.clone()
-            };
+            let ice = IceServers::new(&c.turn, TurnPorts::default());
+            if ice.host_from_request() {
+                eprintln!(
+                    "note: turn.listen {} is every address and turn.external_ip is not set; the \
+                     URIs below name 127.0.0.1 (set turn.external_ip to a public address)",
+                    c.turn.listen
+                );
+            }
+            let (_, uris) = ice.uris(None);
             println!(
                 "{}",
                 serde_json::json!({"username": cred.username, "credential": cred.credential, "ttl": cred.ttl, "uris": uris})

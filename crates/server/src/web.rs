@@ -5,7 +5,7 @@
 //! | `/` | demo: join a room, who is there, chat and live cursors over DataChannels, RTT |
 //! | `/sdk/<module>.js` | the SDK (`clients/js/src`), plain ES modules: every file in [`SDK_MODULES`] |
 
-use crate::app::AppState;
+use crate::state::AppState;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;

@@ -3,6 +3,8 @@
 
 mod common;
 
+use switchboard_sfu::SfuMode;
+
 use common::*;
 use futures::{FutureExt, SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -27,9 +29,9 @@ fn mint(s: &RunningServer, id: &str, scope: Scope) -> String {
     s.state.gate.keyring.mint(&req, unix_now()).unwrap().0
 }
 
-fn sfu_config(mode: &str) -> switchboard::Config {
+fn sfu_config(mode: SfuMode) -> switchboard::Config {
     let mut c = test_config();
-    c.sfu.mode = mode.into();
+    c.sfu.mode = mode;
     c
 }
 
@@ -180,7 +182,7 @@ async fn metric(s: &RunningServer, name: &str) -> f64 {
 
 #[tokio::test]
 async fn sfu_room_forwards_media_data_pings_and_progress_over_signaling() {
-    let s = start(sfu_config("sfu")).await;
+    let s = start(sfu_config(SfuMode::Sfu)).await;
     let (mut alice, joined) = Client::connect(&s, "alice", "studio").await;
     assert_eq!(joined["mode"], "sfu");
     alice.offer(true).await;
@@ -321,7 +323,7 @@ async fn sfu_room_forwards_media_data_pings_and_progress_over_signaling() {
 
 #[tokio::test]
 async fn bad_sfu_requests_get_clear_errors_and_are_counted() {
-    let s = start(sfu_config("sfu")).await;
+    let s = start(sfu_config(SfuMode::Sfu)).await;
     let (mut eve, _) = Client::connect(&s, "eve", "r").await;
     eve.send(json!({"type":"answer","target":"$sfu","answer":{"type":"answer","sdp":"v=0"}}))
         .await;
@@ -365,7 +367,7 @@ async fn bad_sfu_requests_get_clear_errors_and_are_counted() {
 
 #[tokio::test]
 async fn auto_rooms_switch_to_the_sfu_and_mesh_rooms_refuse_subscribe() {
-    let mut cfg = sfu_config("auto");
+    let mut cfg = sfu_config(SfuMode::Auto);
     cfg.sfu.mesh_max_peers = 1;
     let s = start(cfg).await;
     let (mut a, joined) = Client::connect(&s, "a", "grow").await;
@@ -407,7 +409,7 @@ async fn auto_rooms_switch_to_the_sfu_and_mesh_rooms_refuse_subscribe() {
 
 #[tokio::test]
 async fn joining_and_leaving_many_times_frees_every_sfu_resource() {
-    let mut cfg = sfu_config("sfu");
+    let mut cfg = sfu_config(SfuMode::Sfu);
     cfg.limits.signal_resume_grace = Duration::from_secs(1);
     let s = start(cfg).await;
     let (mut host, _) = Client::connect(&s, "host", "loop").await;

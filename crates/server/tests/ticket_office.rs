@@ -56,6 +56,7 @@ async fn api_key_mints_and_scopes_are_enforced() {
     let b = base(&s);
     let (id, secret) = s
         .state
+        .office
         .store
         .create_api_key("backend", [Scope::Webrtc].into_iter().collect(), unix_now())
         .unwrap();
@@ -128,7 +129,11 @@ async fn api_key_mints_and_scopes_are_enforced() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     // Revoked keys stop working.
-    s.state.store.revoke_api_key(&id, unix_now()).unwrap();
+    s.state
+        .office
+        .store
+        .revoke_api_key(&id, unix_now())
+        .unwrap();
     let r = c
         .post(format!("{b}/v1/token"))
         .basic_auth(&id, Some(&secret))
@@ -147,6 +152,7 @@ async fn login_cookie_mint_and_rate_limit() {
     let s = start(cfg).await;
     let b = base(&s);
     s.state
+        .office
         .store
         .add_user(
             "alice",
@@ -297,6 +303,7 @@ async fn the_right_password_logs_in_after_another_ips_failures() {
     let s = start(cfg).await;
     let b = base(&s);
     s.state
+        .office
         .store
         .add_user("alice", "correct horse battery", Scopes::all(), unix_now())
         .unwrap();
@@ -351,10 +358,17 @@ async fn oversized_usernames_are_refused_without_growing_the_limiter() {
         .await;
     assert!(statuses.iter().all(|&st| st == 401), "{statuses:?}");
     assert_eq!(
-        (s.state.login.ip_entries(), s.state.login.pair_entries()),
+        (
+            s.state.office.login.ip_entries(),
+            s.state.office.login.pair_entries()
+        ),
         (0, 0)
     );
-    assert_eq!(s.state.hash_pool.hashes(), 0, "no password was hashed");
+    assert_eq!(
+        s.state.office.hash_pool.hashes(),
+        0,
+        "no password was hashed"
+    );
     assert_eq!(
         metric(
             &b,
@@ -380,11 +394,17 @@ async fn unknown_and_known_users_share_the_hashing_bound() {
     let s = start(cfg).await;
     let b = base(&s);
     s.state
+        .office
         .store
         .add_user("alice", "correct horse battery", Scopes::all(), unix_now())
         .unwrap();
     let c = client();
-    let held = s.state.hash_pool.try_acquire().expect("the only slot");
+    let held = s
+        .state
+        .office
+        .hash_pool
+        .try_acquire()
+        .expect("the only slot");
     for (user, pw) in [
         ("nobody", "whatever-pw"),
         ("alice", "correct horse battery"),
@@ -404,16 +424,24 @@ async fn unknown_and_known_users_share_the_hashing_bound() {
         metric(&b, "switchboard_logins_total{result=\"busy\"}").await,
         2.0
     );
-    assert_eq!(s.state.hash_pool.hashes(), 0);
+    assert_eq!(s.state.office.hash_pool.hashes(), 0);
     drop(held);
     assert_eq!(login_status(&c, &b, "nobody", "whatever-pw").await, 401);
     assert_eq!(
         login_status(&c, &b, "alice", "correct horse battery").await,
         200
     );
-    assert_eq!(s.state.hash_pool.hashes(), 2, "one hash each, on the pool");
+    assert_eq!(
+        s.state.office.hash_pool.hashes(),
+        2,
+        "one hash each, on the pool"
+    );
     // A 503 did not count against the address or the pair.
-    assert_eq!(s.state.login.pair_entries(), 1, "only nobody's failure");
+    assert_eq!(
+        s.state.office.login.pair_entries(),
+        1,
+        "only nobody's failure"
+    );
     s.shutdown().await;
 }
 
@@ -619,6 +647,7 @@ async fn long_lived_and_oversized_tickets_are_refused_and_counted() {
     // Minting applies the same bound to the identity.
     let (id, secret) = s
         .state
+        .office
         .store
         .create_api_key("backend", [Scope::Webrtc].into_iter().collect(), now)
         .unwrap();

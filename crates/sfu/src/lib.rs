@@ -97,12 +97,35 @@ impl SfuError {
     }
 }
 
+/// `[sfu] mode`: how rooms carry media.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SfuMode {
+    /// Every room is peer-to-peer; the SFU does not start.
+    Mesh,
+    /// Every room goes through the SFU.
+    Sfu,
+    /// Peer-to-peer up to `mesh_max_peers`, then the SFU.
+    #[default]
+    Auto,
+}
+
+impl SfuMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SfuMode::Mesh => "mesh",
+            SfuMode::Sfu => "sfu",
+            SfuMode::Auto => "auto",
+        }
+    }
+}
+
 /// `[sfu]`
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SfuConfig {
     /// "mesh", "sfu", or "auto" (SFU once a room exceeds `mesh_max_peers`).
-    pub mode: String,
+    pub mode: SfuMode,
     /// Largest room kept in mesh mode under "auto".
     pub mesh_max_peers: usize,
     /// UDP port shared by all SFU sessions (0: ephemeral, for tests).
@@ -150,7 +173,7 @@ pub struct SfuConfig {
 impl Default for SfuConfig {
     fn default() -> Self {
         SfuConfig {
-            mode: "auto".into(),
+            mode: SfuMode::Auto,
             mesh_max_peers: 4,
             udp_port: 7882,
             tcp_port: 7881,

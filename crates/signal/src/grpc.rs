@@ -217,6 +217,7 @@ impl Signal for SignalService {
             Caller {
                 identity: None,
                 room: None,
+                host: None,
             }
         } else {
             let token = meta("authorization")
@@ -232,6 +233,7 @@ impl Signal for SignalService {
                 Ok(c) => Caller {
                     identity: Some(c.sub),
                     room: c.room,
+                    host: None,
                 },
                 Err(e) => {
                     inner.metrics.error("unauthorized");

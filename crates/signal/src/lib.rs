@@ -43,7 +43,9 @@ pub use sfu::{NoSfu, SfuBridge};
 
 /// Builds the `joined` message's ICE servers for an identity: the same document as
 /// `GET /v1/ice-servers` (`{"iceServers":[...],"ttl":N}`), supplied by the server.
-pub type IceServersProvider = Arc<dyn Fn(&str) -> Value + Send + Sync>;
+/// The second argument is the host the client used to reach the server (its HTTP `Host`),
+/// when the transport knows it.
+pub type IceServersProvider = Arc<dyn Fn(&str, Option<&str>) -> Value + Send + Sync>;
 
 /// Every bound signaling enforces. The server fills it from `[limits]` and `[sfu]`.
 #[derive(Debug, Clone)]
@@ -76,10 +78,8 @@ pub struct SignalSettings {
     pub resume_buffer_bytes: usize,
     /// Bytes kept for resume by all sessions of the node together.
     pub resume_total_bytes: usize,
-    /// `[sfu] mode`: "mesh", "sfu" or "auto".
-    pub mode: String,
-    /// `[sfu] mesh_max_peers`.
-    pub mesh_max_peers: usize,
+    /// How rooms pick their mode (`[sfu] mode` and `mesh_max_peers`).
+    pub mode: ModePolicy,
 }
 
 impl Default for SignalSettings {
@@ -99,8 +99,7 @@ impl Default for SignalSettings {
             resume_buffer: 256,
             resume_buffer_bytes: 1024 * 1024,
             resume_total_bytes: 256 * 1024 * 1024,
-            mode: "auto".into(),
-            mesh_max_peers: 4,
+            mode: ModePolicy::Auto { mesh_max_peers: 4 },
         }
     }
 }
@@ -261,7 +260,7 @@ impl Signaling {
             resume_buffer: settings.resume_buffer.max(1),
             resume_buffer_bytes: settings.resume_buffer_bytes,
             resume_total_bytes: settings.resume_total_bytes,
-            mode: ModePolicy::parse(&settings.mode, settings.mesh_max_peers),
+            mode: settings.mode,
             sfu_available: sfu.available(),
         });
         let jps = settings.joins_per_second_per_ip.max(1);
@@ -342,6 +341,8 @@ impl Conn {
 pub(crate) struct Caller {
     pub identity: Option<String>,
     pub room: Option<String>,
+    /// The host the client used to reach the server (HTTP `Host`), if known.
+    pub host: Option<String>,
 }
 
 /// Per-connection state the transports keep outside the hub.
@@ -548,8 +549,8 @@ impl Inner {
         }
     }
 
-    fn ice_info(&self, identity: &str) -> JoinInfo {
-        let doc = (self.ice)(identity);
+    fn ice_info(&self, identity: &str, host: Option<&str>) -> JoinInfo {
+        let doc = (self.ice)(identity, host);
         JoinInfo {
             ice_servers: doc
                 .get("iceServers")
@@ -571,7 +572,7 @@ impl Inner {
     ) -> bool {
         // ICE credentials are for the session's identity; look it up first.
         let info = match self.with_hub(|h| h.resume_identity(token)) {
-            Some(id) => self.ice_info(&id),
+            Some(id) => self.ice_info(&id, st.caller.host.as_deref()),
             None => JoinInfo::default(),
         };
         let mut core = self.core.lock();
@@ -652,7 +653,7 @@ impl Inner {
                     );
                     return Verdict::Continue;
                 }
-                let mut info = self.ice_info(&identity);
+                let mut info = self.ice_info(&identity, st.caller.host.as_deref());
                 info.requested_mode = match mode.as_deref() {
                     Some("sfu") => Some(RoomMode::Sfu),
                     Some("mesh") => Some(RoomMode::Mesh),

@@ -114,10 +114,17 @@ async fn upgrade(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             return refuse(status, code, crate::open_refusal_message(code));
         }
     };
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| h.len() <= 255)
+        .map(str::to_string);
     let caller = match claims {
         None => Caller {
             identity: None,
             room: None,
+            host,
         },
         Some(c) => {
             if let Err(e) = inner.gate.consume(&c, now).await {
@@ -130,6 +137,7 @@ async fn upgrade(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             Caller {
                 identity: Some(c.sub),
                 room: c.room,
+                host,
             }
         }
     };

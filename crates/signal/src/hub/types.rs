@@ -74,16 +74,6 @@ pub enum ModePolicy {
     Auto { mesh_max_peers: usize },
 }
 
-impl ModePolicy {
-    pub fn parse(mode: &str, mesh_max_peers: usize) -> ModePolicy {
-        match mode {
-            "mesh" => ModePolicy::Mesh,
-            "sfu" => ModePolicy::Sfu,
-            _ => ModePolicy::Auto { mesh_max_peers },
-        }
-    }
-}
-
 /// The hub's bounds.
 #[derive(Debug, Clone)]
 pub struct HubConfig {

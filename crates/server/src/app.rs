@@ -80,6 +80,7 @@ const LOGIN_LIMITER_MAX_KEYS: usize = 100_000;
 /// then serves until `state.shutdown` is cancelled.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let t0 = Instant::now();
+    config.validate()?;
     let config = Arc::new(config);
     let shutdown = CancellationToken::new();
     let mut registry = new_registry();

@@ -21,6 +21,9 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub limits: LimitsConfig,
     pub log: LogConfig,
+    /// Where this configuration came from (not a key).
+    #[serde(skip)]
+    pub source: Option<std::sync::Arc<ConfigSource>>,
 }
 
 /// The sections an environment override may name.
@@ -184,25 +187,45 @@ pub struct LogConfig {
     /// Filter in `RUST_LOG` syntax, e.g. "info" or "info,switchboard_turn=debug".
     pub level: String,
     /// "text" or "json".
-    pub format: String,
+    pub format: LogFormat,
+}
+
+/// `[log] format`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event (coloured on a terminal only).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".into(),
-            format: "text".into(),
+            format: LogFormat::Text,
         }
     }
 }
 
+/// Where a configuration came from: the file's text (for line numbers in errors) and the
+/// environment variables that overrode keys.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigSource {
+    /// The file's path, or `<defaults>` / `<dev defaults>`.
+    pub label: String,
+    pub text: String,
+    /// `SWITCHBOARD_<SECTION>_<KEY>` variables applied, with the key each one set
+    /// (`section.key`).
+    pub overrides: Vec<(String, String)>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigLoadError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot read config file {path}: {reason}")]
+    Read { path: String, reason: String },
     #[error("invalid config file {path}: {message}")]
     Parse { path: String, message: String },
     #[error("environment variable {var}: {message}")]
@@ -220,9 +243,9 @@ impl Config {
     ) -> Result<Config, ConfigLoadError> {
         let (text, label) = match path {
             Some(p) => (
-                std::fs::read_to_string(p).map_err(|source| ConfigLoadError::Read {
+                std::fs::read_to_string(p).map_err(|e| ConfigLoadError::Read {
                     path: p.into(),
-                    source,
+                    reason: e.to_string(),
                 })?,
                 p.to_string(),
             ),
@@ -240,7 +263,7 @@ impl Config {
     ) -> Result<Config, ConfigLoadError> {
         let label = label.to_string();
         // First pass on the text itself, so that errors carry line and column.
-        let from_file: Config = toml::from_str(text).map_err(|e| ConfigLoadError::Parse {
+        let mut from_file: Config = toml::from_str(text).map_err(|e| ConfigLoadError::Parse {
             path: label.clone(),
             message: e.to_string().trim_end().to_string(),
         })?;
@@ -248,7 +271,13 @@ impl Config {
             .into_iter()
             .filter(|(k, _)| k.starts_with("SWITCHBOARD_"))
             .collect();
+        let mut source = ConfigSource {
+            label: label.clone(),
+            text: text.to_string(),
+            overrides: Vec::new(),
+        };
         if overrides.is_empty() {
+            from_file.source = Some(std::sync::Arc::new(source));
             return Ok(from_file);
         }
         let defaults = toml::Value::try_from(Config::default())
@@ -281,6 +310,9 @@ impl Config {
                 });
             };
             sect.insert(key.to_string(), value);
+            source
+                .overrides
+                .push((var.clone(), format!("{section}.{key}")));
             // Check each override alone so the error names its variable.
             Config::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
                 ConfigLoadError::Env {
@@ -289,8 +321,10 @@ impl Config {
                 }
             })?;
         }
-        Config::deserialize(toml::Value::Table(table))
-            .map_err(|e| ConfigLoadError::Invalid(e.to_string()))
+        let mut c = Config::deserialize(toml::Value::Table(table))
+            .map_err(|e| ConfigLoadError::Invalid(e.to_string()))?;
+        c.source = Some(std::sync::Arc::new(source));
+        Ok(c)
     }
 }
 
@@ -302,6 +336,9 @@ fn parse_env_value(raw: &str) -> toml::Value {
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(raw.to_string()))
 }
+
+mod validate;
+pub use validate::{ConfigInvalid, Problem};
 
 #[cfg(test)]
 mod tests {

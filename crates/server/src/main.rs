@@ -3,7 +3,7 @@
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use std::io::BufRead;
-use switchboard::config::Config;
+use switchboard::config::{Config, LogFormat};
 use switchboard::ice::{IceServers, TurnPorts};
 use switchboard_auth::store::Store;
 use switchboard_auth::{turn_rest, unix_now, KeyRing, MintRequest, Scopes};
@@ -32,15 +32,21 @@ enum Cmd {
     Serve {
         #[command(flatten)]
         cfg: ConfigArg,
-        /// Development mode: no config file needed; generates keys in memory, binds 127.0.0.1,
-        /// allows loopback TURN peers, and prints a demo URL with a token.
+        /// Development mode: no config file needed. Generates the signing key and TURN secret in
+        /// memory unless configured, allows loopback TURN peers and anonymous guest tickets, and
+        /// prints a demo URL and a ticket. Without --config every listener binds 127.0.0.1
+        /// (SWITCHBOARD_* variables still apply); with it, the file says where.
         #[arg(long)]
         dev: bool,
     },
-    /// Check a config file and print the effective configuration (secrets redacted).
+    /// Check a configuration: refuses everything `serve` would refuse, naming the key and the
+    /// file line; prints OK when it would start.
     CheckConfig {
         #[command(flatten)]
         cfg: ConfigArg,
+        /// Also print the effective configuration (defaults filled in, secrets redacted).
+        #[arg(long)]
+        print: bool,
     },
     /// Tickets (JWT).
     Token {
@@ -54,7 +60,7 @@ enum Cmd {
         /// User part of the TURN username.
         #[arg(long)]
         user: String,
-        /// Validity, e.g. "1h".
+        /// Validity, e.g. "1h"; at most 24h.
         #[arg(long, default_value = "1h")]
         ttl: String,
     },
@@ -76,6 +82,7 @@ enum TokenCmd {
     Create {
         #[command(flatten)]
         cfg: ConfigArg,
+        /// Who the ticket is for: its `sub` claim, the peer id in rooms (1 to 256 bytes).
         #[arg(long)]
         identity: String,
         /// Bind the ticket to one room (default: any room).
@@ -92,6 +99,7 @@ enum TokenCmd {
     Verify {
         #[command(flatten)]
         cfg: ConfigArg,
+        /// The ticket (compact JWT) to verify.
         token: String,
     },
 }
@@ -149,7 +157,43 @@ fn load(cfg: &ConfigArg) -> anyhow::Result<Config> {
     Ok(Config::load(cfg.config.as_deref(), std::env::vars())?)
 }
 
+/// `c` with every secret replaced by `<redacted>` and defaults spelled out, for printing.
+fn redacted(c: &Config) -> Config {
+    let hide = |v: &mut String| {
+        if !v.is_empty() {
+            *v = "<redacted>".into();
+        }
+    };
+    let mut shown = c.clone();
+    for k in &mut shown.auth.keys {
+        if k.algorithm.is_empty() {
+            k.algorithm = "HS256".into();
+        }
+        for v in [&mut k.secret, &mut k.private_key].into_iter().flatten() {
+            hide(v);
+        }
+    }
+    hide(&mut shown.turn.static_auth_secret);
+    shown.turn.previous_auth_secrets.iter_mut().for_each(hide);
+    for u in &mut shown.turn.user {
+        if let Some((name, _)) = u.split_once(':') {
+            *u = format!("{name}:<redacted>");
+        }
+    }
+    hide(&mut shown.http.metrics_token);
+    shown
+}
+
+/// The longest `turn-credentials --ttl` (a day, as the TURN REST API draft suggests).
+const MAX_TURN_CREDENTIAL_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 fn open_store(cfg: &ConfigArg) -> anyhow::Result<Store> {
+    if cfg.config.is_none() && std::env::var_os("SWITCHBOARD_AUTH_DATABASE").is_none() {
+        bail!(
+            "which user store? Pass --config FILE (its auth.database) or set \
+             SWITCHBOARD_AUTH_DATABASE=PATH"
+        );
+    }
     let c = load(cfg)?;
     if c.auth.database == ":memory:" {
         bail!("auth.database is \":memory:\"; users and API keys would be lost. Set auth.database to a file.");
@@ -167,10 +211,9 @@ fn init_logging(c: &Config) -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    match c.log.format.as_str() {
-        "json" => b.json().init(),
-        "text" => b.init(),
-        other => bail!("log.format {other:?}: expected \"text\" or \"json\""),
+    match c.log.format {
+        LogFormat::Json => b.json().init(),
+        LogFormat::Text => b.init(),
     }
     Ok(())
 }
@@ -186,6 +229,8 @@ fn main() {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Serve { cfg, dev } => {
+            // Every refusal is a config problem found before any socket is bound, the same
+            // ones `check-config` reports (switchboard::start validates too).
             let (c, dev_keys) = if dev {
                 let mut c = match &cfg.config {
                     Some(_) => load(&cfg)?,
@@ -196,28 +241,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 (load(&cfg)?, None)
             };
+            c.validate()?;
             init_logging(&c)?;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(serve(c, dev_keys))
         }
-        Cmd::CheckConfig { cfg } => {
+        Cmd::CheckConfig { cfg, print } => {
             let c = load(&cfg)?;
-            KeyRing::from_config(&c.auth)?;
-            let mut shown = c.clone();
-            for k in &mut shown.auth.keys {
-                if k.secret.is_some() {
-                    k.secret = Some("<redacted>".into());
-                }
-                if k.private_key.is_some() {
-                    k.private_key = Some("<redacted>".into());
-                }
+            c.validate()?;
+            if print {
+                println!("{}", toml::to_string_pretty(&redacted(&c))?);
             }
-            if !shown.turn.static_auth_secret.is_empty() {
-                shown.turn.static_auth_secret = "<redacted>".into();
-            }
-            shown.turn.previous_auth_secrets =
-                vec!["<redacted>".into(); shown.turn.previous_auth_secrets.len()];
-            println!("{}", toml::to_string_pretty(&shown)?);
+            println!(
+                "OK: {} would start",
+                cfg.config.as_deref().unwrap_or("the default configuration")
+            );
             Ok(())
         }
         Cmd::Token {
@@ -265,6 +303,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 bail!("turn.static_auth_secret is not set");
             }
             let ttl = switchboard_auth::duration::parse(&ttl).map_err(anyhow::Error::msg)?;
+            if ttl.is_zero() || ttl > MAX_TURN_CREDENTIAL_TTL {
+                bail!(
+                    "--ttl {}: TURN credentials live from 1s to 24h",
+                    switchboard_auth::duration::format(ttl)
+                );
+            }
             let cred = turn_rest::mint(
                 c.turn.static_auth_secret.as_bytes(),
                 &user,

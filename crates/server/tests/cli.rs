@@ -406,3 +406,123 @@ fn libc_kill(pid: i32, sig: i32) {
         libc::kill(pid, sig);
     }
 }
+
+/// A full config file for the refusal cases: `body` is the whole file apart from the key.
+fn config_file(dir: &std::path::Path, name: &str, body: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(
+        &p,
+        format!(
+            "[[auth.keys]]\nkid = \"k1\"\nsecret = \"cli-test-secret-0123456789abcdef0123\"\n\
+             [auth]\ndatabase = \":memory:\"\n{body}"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// Every configuration `serve` refuses, `check-config` refuses too, naming the same key (and
+/// the file line where the key is in the file); a sound one is `OK`, and `--print` shows the
+/// effective configuration without secrets.
+#[test]
+fn check_config_refuses_what_serve_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &str)] = &[
+        ("[http]\nbind = \"127.0.0.1:99999\"\n", "http.bind"),
+        ("[turn]\nenabled = true\n", "turn.static_auth_secret"),
+        ("[turn]\nstatic_auth_secret = \"s\"\nrealm = \"\"\n", "turn.realm"),
+        ("[sfu]\nmode = \"selective\"\n", "mode"),
+        ("[log]\nformat = \"yaml\"\n", "format"),
+        (
+            "[turn]\nenabled = false\n[[stream.upstreams]]\nname = \"ml\"\nurl = \"not a url\"\n",
+            "stream",
+        ),
+        (
+            "[http]\nbind = \"127.0.0.1:7990\"\n[turn]\nstatic_auth_secret = \"s\"\nlisten = \"0.0.0.0:7990\"\n",
+            "turn.listen",
+        ),
+        (
+            "[turn]\nstatic_auth_secret = \"s\"\nmin_port = 60000\nmax_port = 50000\n",
+            "turn.min_port",
+        ),
+    ];
+    for (i, (body, key)) in cases.iter().enumerate() {
+        let cfg = config_file(dir.path(), &format!("bad{i}.toml"), body);
+        let cfg = cfg.to_str().unwrap();
+        let (code, out, err) = run(&["check-config", "-c", cfg], None);
+        assert_eq!(code, 1, "check-config accepted {body:?}: {out}");
+        assert!(
+            err.contains(key),
+            "check-config on {body:?} does not name {key}: {err}"
+        );
+        assert!(err.contains("line"), "no file line for {body:?}: {err}");
+        assert!(!out.contains("OK"), "{out}");
+        // serve refuses it too, before binding anything.
+        let (code, _, serve_err) = run(&["serve", "-c", cfg], None);
+        assert_eq!(code, 1, "serve accepted {body:?}");
+        assert!(serve_err.contains(key), "serve on {body:?}: {serve_err}");
+    }
+    let good = config_file(
+        dir.path(),
+        "good.toml",
+        "[turn]\nstatic_auth_secret = \"turn-secret-value\"\n[http]\nmetrics_token = \"m-token\"\n",
+    );
+    let (code, out, err) = run(&["check-config", "-c", good.to_str().unwrap()], None);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 1, "only the verdict: {out}");
+    assert!(out.starts_with("OK"), "{out}");
+    let (code, out, _) = run(
+        &["check-config", "--print", "-c", good.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("algorithm = \"HS256\""), "{out}");
+    for secret in ["cli-test-secret", "turn-secret-value", "m-token"] {
+        assert!(!out.contains(secret), "{secret} printed: {out}");
+    }
+}
+
+/// The CLI says what is true: a missing file is reported once, credentials have a bounded
+/// lifetime, and user commands need to be told which database to use.
+#[test]
+fn cli_errors_are_plain() {
+    let (code, _, err) = run(&["check-config", "-c", "/nonexistent/sb.toml"], None);
+    assert_eq!(code, 1);
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "");
+    let (code, _, err) = run(
+        &[
+            "turn-credentials",
+            "-c",
+            cfg.to_str().unwrap(),
+            "--user",
+            "u",
+            "--ttl",
+            "99d",
+        ],
+        None,
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("24h"), "{err}");
+    let (code, _, err) = Command::new(BIN)
+        .args(["user", "list"])
+        .current_dir(dir.path())
+        .env_remove("SWITCHBOARD_CONFIG")
+        .env_remove("SWITCHBOARD_AUTH_DATABASE")
+        .output()
+        .map(|o| {
+            (
+                o.status.code().unwrap_or(-1),
+                String::new(),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            )
+        })
+        .unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("--config"), "{err}");
+    assert!(
+        !dir.path().join("switchboard.db").exists(),
+        "no database created in the working directory"
+    );
+}

@@ -107,6 +107,79 @@ pub struct Gateway {
     inner: Arc<Inner>,
 }
 
+/// Checks `[stream]` the way [`Gateway::new`] would (upstream names and URLs, route backends
+/// and header names) without building anything that runs.
+pub fn check_config(cfg: &StreamConfig) -> Result<(), StreamError> {
+    let metrics = StreamMetrics::register(&mut Registry::default());
+    resolve(cfg, &metrics, Vec::new()).map(|_| ())
+}
+
+/// The upstream pools and the routes to them (or to local workers) that `cfg` describes.
+fn resolve(
+    cfg: &StreamConfig,
+    metrics: &StreamMetrics,
+    workers: Vec<Arc<dyn LocalWorker>>,
+) -> Result<(Vec<Route>, Vec<Arc<UpstreamPool>>), StreamError> {
+    let mut locals: HashMap<String, Arc<dyn Backend>> = HashMap::new();
+    let builtin: Arc<dyn LocalWorker> = Arc::new(DigestWorker);
+    for w in std::iter::once(builtin).chain(workers) {
+        let b: Arc<dyn Backend> = Arc::new(LocalBackend::new(w));
+        locals.insert(b.name().to_string(), b);
+    }
+    let mut pools: Vec<Arc<UpstreamPool>> = Vec::new();
+    for u in &cfg.upstreams {
+        if pools.iter().any(|p| p.name() == u.name) {
+            return Err(StreamError::DuplicateUpstream(u.name.clone()));
+        }
+        pools.push(Arc::new(UpstreamPool::new(
+            u,
+            cfg.max_chunk_bytes,
+            metrics.clone(),
+        )?));
+    }
+    let mut route_cfgs = cfg.routes.clone();
+    if route_cfgs.is_empty() {
+        route_cfgs.push(crate::config::RouteConfig {
+            backend: "local:digest".into(),
+            ..Default::default()
+        });
+    }
+    let mut routes = Vec::new();
+    for (index, r) in route_cfgs.iter().enumerate() {
+        let (backend, upstream): (Arc<dyn Backend>, bool) = if let Some(b) = locals.get(&r.backend)
+        {
+            (b.clone(), false)
+        } else if let Some(p) = pools.iter().find(|p| p.name() == r.backend) {
+            (p.clone(), true)
+        } else {
+            return Err(StreamError::UnknownBackend {
+                index,
+                backend: r.backend.clone(),
+            });
+        };
+        let header = if r.header.is_empty() {
+            None
+        } else {
+            Some(
+                HeaderName::from_bytes(r.header.to_ascii_lowercase().as_bytes()).map_err(|_| {
+                    StreamError::UnknownBackend {
+                        index,
+                        backend: format!("(invalid header name {:?})", r.header),
+                    }
+                })?,
+            )
+        };
+        routes.push(Route {
+            prefix: r.task_prefix.clone(),
+            header,
+            header_value: r.header_value.clone(),
+            backend,
+            upstream,
+        });
+    }
+    Ok((routes, pools))
+}
+
 impl Gateway {
     /// Builds the gateway with the built-in local workers and registers its metrics.
     /// `http_cors_origins` (`[http] cors_origins`) applies when `[stream] cors_origins` is empty.
@@ -134,63 +207,7 @@ impl Gateway {
         metrics: StreamMetrics,
         workers: Vec<Arc<dyn LocalWorker>>,
     ) -> Result<Gateway, StreamError> {
-        let mut locals: HashMap<String, Arc<dyn Backend>> = HashMap::new();
-        let builtin: Arc<dyn LocalWorker> = Arc::new(DigestWorker);
-        for w in std::iter::once(builtin).chain(workers) {
-            let b: Arc<dyn Backend> = Arc::new(LocalBackend::new(w));
-            locals.insert(b.name().to_string(), b);
-        }
-        let mut pools: Vec<Arc<UpstreamPool>> = Vec::new();
-        for u in &cfg.upstreams {
-            if pools.iter().any(|p| p.name() == u.name) {
-                return Err(StreamError::DuplicateUpstream(u.name.clone()));
-            }
-            pools.push(Arc::new(UpstreamPool::new(
-                u,
-                cfg.max_chunk_bytes,
-                metrics.clone(),
-            )?));
-        }
-        let mut route_cfgs = cfg.routes.clone();
-        if route_cfgs.is_empty() {
-            route_cfgs.push(crate::config::RouteConfig {
-                backend: "local:digest".into(),
-                ..Default::default()
-            });
-        }
-        let mut routes = Vec::new();
-        for (index, r) in route_cfgs.iter().enumerate() {
-            let (backend, upstream): (Arc<dyn Backend>, bool) =
-                if let Some(b) = locals.get(&r.backend) {
-                    (b.clone(), false)
-                } else if let Some(p) = pools.iter().find(|p| p.name() == r.backend) {
-                    (p.clone(), true)
-                } else {
-                    return Err(StreamError::UnknownBackend {
-                        index,
-                        backend: r.backend.clone(),
-                    });
-                };
-            let header = if r.header.is_empty() {
-                None
-            } else {
-                Some(
-                    HeaderName::from_bytes(r.header.to_ascii_lowercase().as_bytes()).map_err(
-                        |_| StreamError::UnknownBackend {
-                            index,
-                            backend: format!("(invalid header name {:?})", r.header),
-                        },
-                    )?,
-                )
-            };
-            routes.push(Route {
-                prefix: r.task_prefix.clone(),
-                header,
-                header_value: r.header_value.clone(),
-                backend,
-                upstream,
-            });
-        }
+        let (routes, pools) = resolve(cfg, &metrics, workers)?;
         let cors_origins = if cfg.cors_origins.is_empty() {
             http_cors_origins.to_vec()
         } else {

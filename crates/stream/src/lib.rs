@@ -22,7 +22,7 @@ pub mod wire;
 
 pub use backend::{Backend, BackendRequest, ChunkStream, DigestWorker, LocalWorker, WorkerJob};
 pub use config::{LbPolicy, RouteConfig, StreamConfig, UpstreamConfig};
-pub use gateway::{Gateway, StreamError};
+pub use gateway::{check_config, Gateway, StreamError};
 pub use metrics::StreamMetrics;
 pub use progress::{FnSink, ProgressEvent, ProgressSink, ProgressState, RecordingSink};
 pub use status::{Code, Status};

@@ -14,6 +14,8 @@
 //! size, send queue, resume buffer) come from [`SignalSettings`], filled from `[limits]` and
 //! `[sfu]` by the server.
 
+/// Harnesses for the fuzz targets (`fuzz/`) and their corpus replay; not in release builds.
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod grpc;
 pub mod hub;

@@ -344,6 +344,7 @@ pub fn decode_grpc_message(m: &str) -> String {
 }
 
 /// What the fuzz target runs: every parser in this module on the same input.
+#[cfg(any(test, feature = "fuzzing"))]
 pub fn fuzz_one(data: &[u8]) {
     let max = data.first().map(|b| *b as usize * 16).unwrap_or(0);
     let _ = decode_all(data, max);

@@ -13,7 +13,6 @@
 //!   socket per peer connection, and a byte pump per bound client data connection.
 //! - A 1 s tick sweeps expired allocations, permissions and channels.
 
-mod batch;
 mod steer;
 mod stream;
 mod tcp_relay;
@@ -391,7 +390,7 @@ impl TurnServer {
             }
         };
         let metrics = TurnMetrics::register(registry);
-        let gso = batch::GSO.init(cfg.udp_gso);
+        let gso = switchboard_udp::GSO.init(cfg.udp_gso);
 
         // UDP: the first socket picks the port (maybe ephemeral); the others share it.
         let workers = match cfg.udp_workers {

@@ -1,5 +1,7 @@
-//! The fuzz entry point (fuzz/fuzz_targets/stun_parse.rs) and its stable replay
-//! (`tests/parser_props.rs::replay_corpus`): one input through every parser and the whole core.
+//! The fuzz entry points (fuzz/fuzz_targets/stun_parse.rs, turn_session.rs) and their stable
+//! replay (`tests/parser_props.rs::replay_corpus*`): one input through every parser and the
+//! whole core, or a scripted session of an authenticated user. Compiled only for tests and with
+//! the `fuzzing` feature, so the server binary does not carry it.
 
 use crate::core::policy::PeerPolicy;
 use crate::core::stun::{attr, decode_address, stream_frame_len, ChannelData, Message};

@@ -126,6 +126,41 @@ pub fn gso_runs(
 mod tests {
     use super::*;
 
+    fn switch() -> Gso {
+        Gso {
+            on: AtomicBool::new(false),
+            vetoed: AtomicBool::new(false),
+            failures: AtomicU32::new(0),
+        }
+    }
+
+    /// One caller that wants GSO off keeps it off, whichever order the drivers start in; a
+    /// switch that is on goes off after `GSO_MAX_FAILURES` refused messages, not before.
+    /// (A switch of its own: the process-wide [`GSO`] is shared with the send tests.)
+    #[test]
+    fn one_veto_keeps_gso_off_and_repeated_refusals_switch_it_off() {
+        let g = switch();
+        assert!(!g.init(false));
+        assert!(!g.init(true), "a later caller cannot undo the veto");
+        assert!(!g.enabled());
+
+        let g = switch();
+        let probed = g.init(true);
+        assert_eq!(g.enabled(), probed);
+        #[cfg(target_os = "linux")]
+        assert!(probed, "loopback accepts UDP_SEGMENT");
+        if probed {
+            for _ in 1..GSO_MAX_FAILURES {
+                g.refused();
+            }
+            assert!(g.enabled(), "one refusal short of the limit");
+            g.refused();
+            assert!(!g.enabled());
+            // Starting again forgets the refusals.
+            assert!(g.init(true));
+        }
+    }
+
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
     }

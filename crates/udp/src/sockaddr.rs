@@ -53,3 +53,39 @@ pub(crate) fn sockaddr_from(addr: SocketAddr, s: &mut libc::sockaddr_storage) ->
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `sendmmsg` is given for an address reads back as that address (as `recvmmsg`
+    /// would report it): port and IP byte order, and the IPv6 flow label and scope id.
+    #[test]
+    fn socket_addresses_survive_the_round_trip_through_sockaddr_storage() {
+        let addrs = [
+            SocketAddr::from(([192, 0, 2, 1], 3478)),
+            SocketAddr::from(([255, 255, 255, 255], 65535)),
+            SocketAddr::V6(SocketAddrV6::new(
+                "2001:db8::1:2".parse().unwrap(),
+                49152,
+                0x000a_bcde,
+                7,
+            )),
+            SocketAddr::from((Ipv4Addr::new(203, 0, 113, 9).to_ipv6_mapped(), 1)),
+        ];
+        for a in addrs {
+            // SAFETY: an all-zero sockaddr_storage is a valid (AF_UNSPEC) value.
+            let mut s: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+            let len = sockaddr_from(a, &mut s) as usize;
+            let want = match a {
+                SocketAddr::V4(_) => std::mem::size_of::<libc::sockaddr_in>(),
+                SocketAddr::V6(_) => std::mem::size_of::<libc::sockaddr_in6>(),
+            };
+            assert_eq!(len, want, "{a}");
+            assert_eq!(sockaddr_to(&s), Some(a));
+        }
+        // SAFETY: as above.
+        let unspec: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        assert_eq!(sockaddr_to(&unspec), None);
+    }
+}

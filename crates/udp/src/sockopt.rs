@@ -114,6 +114,14 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[test]
+    fn int_options_report_whether_the_kernel_took_them() {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert!(set_int_option(&s, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1));
+        assert!(!set_int_option(&s, libc::SOL_SOCKET, -1, 1));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
     fn reuseport_steering_sends_all_to_the_first_socket_then_spreads_again() {
         let group = reuseport_group(2);
         assert!(steer_reuseport(&group[1], Steering::First));

@@ -4,11 +4,11 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use switchboard_auth::turn_rest;
-use switchboard_turn::core::allocation::quota_key;
 use switchboard_turn::core::auth::{
     derive_key, Key, ALG_MD5, ALG_SHA256, PASSWORD_ALGORITHMS_VALUE,
 };
 use switchboard_turn::core::policy::PeerPolicy;
+use switchboard_turn::core::quota_key;
 use switchboard_turn::core::stun::{
     attr, decode_address, method, ChannelData, Class, Message, MessageWriter,
 };
@@ -1130,7 +1130,7 @@ fn peers_connect_in_with_a_permission_only_and_unbound_connections_time_out() {
 fn tcp_peer_connections_per_allocation_are_bounded() {
     let (mut w, ctl, cr, peer, relay) = tcp_world();
     let now = w.at(1);
-    let max = switchboard_turn::core::allocation::MAX_TCP_CONNECTIONS_PER_ALLOCATION;
+    let max = switchboard_turn::core::MAX_TCP_CONNECTIONS_PER_ALLOCATION;
     for port in 0..max {
         let p = SocketAddr::new(peer.ip(), 10000 + port);
         assert!(w.core.peer_connected(now, relay, p, &mut w.out).is_some());

@@ -51,8 +51,8 @@ impl TurnCore {
         relays: &mut dyn RelayAllocator,
         out: &mut Vec<u8>,
     ) -> Output {
-        // Unknown comprehension-required attributes (and EVEN-PORT / RESERVATION-TOKEN /
-        // CONNECTION-ID, which this server does not implement) → 420.
+        // Comprehension-required attributes not in KNOWN_REQUIRED → 420, listing the first
+        // eight in UNKNOWN-ATTRIBUTES.
         let mut unknown = [0u8; 2 * 8];
         let mut n_unknown = 0;
         for t in m.attribute_types() {

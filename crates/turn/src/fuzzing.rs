@@ -284,7 +284,7 @@ pub fn exercise_session(data: &[u8]) -> SessionReach {
     let mut cfg = CoreConfig::new("r", PeerPolicy::new(&[], &[], true).expect("no ranges"));
     cfg.users.insert("fz".into(), "pw".into());
     cfg.nonce_key = [1; 32];
-    cfg.user_quota = 4;
+    cfg.limits.user_quota = 4;
     let key = derive_key(ALG_MD5, "fz", "r", "pw");
     let mut now = Instant::now();
     let mut core = TurnCore::new(cfg, TurnMetrics::default(), now, 1_800_000_000);

@@ -605,10 +605,10 @@ fn lifetimes_expire_allocations_permissions_and_channels() {
 #[test]
 fn quotas_and_bandwidth() {
     let mut w = world_with(|c| {
-        c.user_quota = 1;
-        c.total_quota = 2;
-        c.max_bps = 1000;
-        c.max_permissions = 2;
+        c.limits.user_quota = 1;
+        c.limits.total_quota = 2;
+        c.limits.max_bps = 1000;
+        c.limits.max_permissions = 2;
     });
     let c1 = client();
     let cr = w.rest_creds(0, &c1, SECRET, 3600);
@@ -763,7 +763,7 @@ fn default_total_quota_keeps_a_quarter_of_the_relay_ports_free() {
         ..TurnConfig::default()
     };
     let c = core_config(&unlimited).unwrap();
-    assert_eq!((c.user_quota, c.total_quota), (0, 0));
+    assert_eq!((c.limits.user_quota, c.limits.total_quota), (0, 0));
     assert_eq!(TurnConfig::default().effective_total_quota(), 12_288);
 }
 

@@ -141,7 +141,7 @@ impl TurnCore {
                 tid: m.transaction_id,
                 permissions: SmallMap::new(),
                 channels: Channels::new(),
-                bucket: Bucket::full(self.cfg.max_bps, now),
+                bucket: Bucket::full(self.cfg.limits.max_bps, now),
                 tcp: tcp.then(Box::default),
             },
         );

@@ -95,8 +95,10 @@ impl TurnCore {
             .map(|v| Duration::from_secs(u32::from_be_bytes([v[0], v[1], v[2], v[3]]) as u64));
         match requested {
             Some(d) if d.is_zero() => d,
-            Some(d) => d.max(self.cfg.default_lifetime).min(self.cfg.max_lifetime),
-            None => self.cfg.default_lifetime,
+            Some(d) => d
+                .max(self.cfg.lifetimes.default_allocation)
+                .min(self.cfg.lifetimes.max_allocation),
+            None => self.cfg.lifetimes.default_allocation,
         }
     }
 }

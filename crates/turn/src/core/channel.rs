@@ -102,8 +102,11 @@ impl TurnCore {
         if let Err((code, why)) = self.vet_peer(relay, peer) {
             return error(out, m, code, why, Some(&key));
         }
-        let (max_ch, max_perm) = (self.cfg.max_channels, self.cfg.max_permissions);
-        let (ch_life, perm_life) = (self.cfg.channel_lifetime, self.cfg.permission_lifetime);
+        let (max_ch, max_perm) = (
+            self.cfg.limits.max_channels,
+            self.cfg.limits.max_permissions,
+        );
+        let (ch_life, perm_life) = (self.cfg.lifetimes.channel, self.cfg.lifetimes.permission);
         let Some(a) = self.allocations.get_mut(client) else {
             return;
         };

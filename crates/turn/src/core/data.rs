@@ -22,7 +22,7 @@ impl TurnCore {
     ) -> Option<ClientId> {
         out.clear();
         let client = *self.by_relay.get(&relay)?;
-        let max_bps = self.cfg.max_bps;
+        let max_bps = self.cfg.limits.max_bps;
         let a = self.allocations.get_mut(&client)?;
         if !a.permitted(peer.ip(), now) {
             self.metrics.dropped("no_permission");
@@ -59,7 +59,7 @@ impl TurnCore {
             self.metrics.malformed("channel_data");
             return Output::None;
         };
-        let max_bps = self.cfg.max_bps;
+        let max_bps = self.cfg.limits.max_bps;
         let Some(a) = self.allocations.get_mut(client) else {
             self.metrics.dropped("no_allocation");
             return Output::None;
@@ -96,7 +96,7 @@ impl TurnCore {
         m: &Message<'_>,
         data: &[u8],
     ) -> Output {
-        let max_bps = self.cfg.max_bps;
+        let max_bps = self.cfg.limits.max_bps;
         let Some(a) = self.allocations.get_mut(client) else {
             self.metrics.dropped("no_allocation");
             return Output::None;

@@ -10,7 +10,7 @@
 //! - `turn_core.rs`: the type, its entry points ([`TurnCore::handle_client`],
 //!   [`TurnCore::handle_timeout`]) and [`Output`].
 //! - `client.rs`: [`ClientId`] and [`Transport`], what allocations are keyed by.
-//! - `config.rs`: [`CoreConfig`].
+//! - `config.rs`: [`CoreConfig`] with its [`Limits`] and [`Lifetimes`].
 //! - `request.rs`: what every request goes through (comprehension-required attributes,
 //!   Binding, authentication, the allocation's owner), the dispatch per method, and the reply
 //!   helpers.
@@ -52,7 +52,7 @@ mod tcp;
 mod turn_core;
 
 pub use client::{ClientId, Transport};
-pub use config::CoreConfig;
+pub use config::{CoreConfig, Lifetimes, Limits};
 pub use quota::quota_key;
 pub use relay::{Family, Parity, RelayAllocator, RelayError};
 pub use tcp::{CONNECTION_BIND_TIMEOUT, MAX_TCP_CONNECTIONS_PER_ALLOCATION};

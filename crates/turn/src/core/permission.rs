@@ -68,7 +68,10 @@ impl TurnCore {
         if n == 0 {
             return error(out, m, 400, "Bad Request", Some(&key));
         }
-        let (max, life) = (self.cfg.max_permissions, self.cfg.permission_lifetime);
+        let (max, life) = (
+            self.cfg.limits.max_permissions,
+            self.cfg.lifetimes.permission,
+        );
         let Some(a) = self.allocations.get_mut(client) else {
             return;
         };

@@ -56,12 +56,14 @@ impl TurnCore {
     /// Whether one more allocation for `username` would exceed `total_quota` (508) or its
     /// user's `user_quota` (486): the error to answer with, the refusal counted.
     pub(super) fn over_quota(&self, username: &str) -> Option<(u16, &'static str)> {
-        if self.cfg.total_quota > 0 && self.allocations.len() >= self.cfg.total_quota as usize {
+        if self.cfg.limits.total_quota > 0
+            && self.allocations.len() >= self.cfg.limits.total_quota as usize
+        {
             self.metrics.quota("total");
             return Some((508, "Insufficient Capacity"));
         }
         let used = self.per_user.used(quota_key(&self.cfg.users, username));
-        if self.cfg.user_quota > 0 && used >= self.cfg.user_quota {
+        if self.cfg.limits.user_quota > 0 && used >= self.cfg.limits.user_quota {
             self.metrics.quota("user");
             return Some((486, "Allocation Quota Reached"));
         }

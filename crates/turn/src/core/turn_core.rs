@@ -66,7 +66,7 @@ impl TurnCore {
             secrets: cfg.secrets.clone(),
             users: cfg.users.clone(),
         };
-        let nonces = NonceIssuer::new(cfg.nonce_key, cfg.nonce_lifetime.as_secs());
+        let nonces = NonceIssuer::new(cfg.nonce_key, cfg.lifetimes.nonce.as_secs());
         TurnCore {
             cfg,
             creds,

@@ -102,3 +102,92 @@ impl TurnCore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::core::stun::{attr, method, Class, Message, MessageWriter};
+    use crate::core::test_support::{harness, peer, udp_client, USER};
+    use std::time::Duration;
+
+    /// What `lifetime` makes of a Refresh carrying `lifetime` (`None`: no LIFETIME; a slice:
+    /// a malformed one), with the test defaults (600 s default, 3600 s maximum).
+    fn lifetime_for(value: Option<&[u8]>) -> Duration {
+        let h = harness(|_| {});
+        let mut buf = Vec::new();
+        let mut w = MessageWriter::new(&mut buf, method::REFRESH, Class::Request, &[1; 12]);
+        if let Some(v) = value {
+            w.attr(attr::LIFETIME, v);
+        }
+        drop(w);
+        h.core.lifetime(&Message::decode(&buf).unwrap())
+    }
+
+    #[test]
+    fn lifetimes_are_raised_to_the_default_and_capped_at_the_maximum() {
+        let secs = |s: u32| s.to_be_bytes();
+        assert_eq!(lifetime_for(None), Duration::from_secs(600));
+        assert_eq!(lifetime_for(Some(&secs(0))), Duration::ZERO);
+        assert_eq!(lifetime_for(Some(&secs(60))), Duration::from_secs(600));
+        assert_eq!(lifetime_for(Some(&secs(1800))), Duration::from_secs(1800));
+        assert_eq!(lifetime_for(Some(&secs(7200))), Duration::from_secs(3600));
+        assert_eq!(lifetime_for(Some(&[0, 0, 0])), Duration::from_secs(600));
+    }
+
+    /// Removing an allocation undoes everything creating it did: the relay lookup, the relay
+    /// address, and the user's count (whose entry goes with the last allocation).
+    #[test]
+    fn removal_releases_the_relay_lookup_and_the_user_count() {
+        let mut h = harness(|_| {});
+        let (c1, c2) = (udp_client(1), udp_client(2));
+        let r1 = h.allocate(0, &c1, false);
+        let r2 = h.allocate(0, &c2, false);
+        assert_eq!(h.core.per_user.used(USER), 2);
+        assert_eq!(h.core.relay_of(&c1), Some(r1));
+        h.core.client_closed(&c1, &mut h.relays);
+        assert_eq!(h.core.relay_of(&c1), None);
+        assert!(!h.core.by_relay.contains_key(&r1));
+        assert_eq!(h.relays.released, vec![r1]);
+        assert_eq!(h.core.per_user.used(USER), 1);
+        h.core.client_closed(&c2, &mut h.relays);
+        h.core.client_closed(&c2, &mut h.relays);
+        assert_eq!(h.relays.released, vec![r1, r2]);
+        assert_eq!(h.core.per_user.users(), 0);
+        assert_eq!(h.core.allocation_count(), 0);
+        assert_eq!(h.metrics.allocations_deleted.get(), 2);
+        assert_eq!(h.metrics.allocations.get(), 0);
+    }
+
+    /// The sweep drops expired permissions (300 s) and channels (600 s) from an allocation
+    /// that lives on, then the allocation itself when its lifetime is over.
+    #[test]
+    fn the_sweep_expires_permissions_then_channels_then_the_allocation() {
+        let mut h = harness(|_| {});
+        let c = udp_client(1);
+        let code = h.request(0, &c, method::ALLOCATE, |w| {
+            w.u32_attr(attr::REQUESTED_TRANSPORT, 17 << 24);
+            w.u32_attr(attr::LIFETIME, 3600);
+        });
+        assert_eq!(code, None);
+        h.permit(0, &c, peer(1, 1000));
+        h.bind_channel(0, &c, 0x4000, peer(2, 2000));
+        let count = |h: &crate::core::test_support::Harness| {
+            let a = &h.core.allocations[&c];
+            (a.permissions.len(), a.channels.len())
+        };
+        assert_eq!(count(&h), (2, 1));
+        h.core.handle_timeout(h.at(300), &mut h.relays);
+        assert_eq!(count(&h), (0, 1));
+        h.core.handle_timeout(h.at(600), &mut h.relays);
+        assert_eq!(count(&h), (0, 0));
+        assert_eq!(
+            h.core.allocations[&c].channels.of_peer(&peer(2, 2000)),
+            None
+        );
+        h.core.handle_timeout(h.at(3599), &mut h.relays);
+        assert_eq!(h.core.allocation_count(), 1);
+        h.core.handle_timeout(h.at(3600), &mut h.relays);
+        assert_eq!(h.core.allocation_count(), 0);
+        assert_eq!(h.metrics.allocations_expired.get(), 1);
+        assert!(h.relays.live.is_empty());
+    }
+}

@@ -134,3 +134,40 @@ impl TurnCore {
         seal(&mut w, &key);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::test_support::peer;
+    use std::time::Duration;
+
+    #[test]
+    fn an_expired_binding_leaves_both_directions() {
+        let t0 = Instant::now();
+        let (p1, p2) = (peer(1, 1000), peer(2, 2000));
+        let mut c = Channels::new();
+        c.bind(0x4000, p1, t0 + Duration::from_secs(10));
+        c.bind(0x4001, p2, t0 + Duration::from_secs(20));
+        assert_eq!(c.len(), 2);
+        c.expire(t0 + Duration::from_secs(9));
+        assert_eq!(c.len(), 2);
+        c.expire(t0 + Duration::from_secs(10));
+        assert_eq!(c.len(), 1);
+        assert!(c.get(0x4000).is_none());
+        assert_eq!(c.of_peer(&p1), None);
+        assert_eq!(c.get(0x4001).map(|(p, _)| *p), Some(p2));
+        assert_eq!(c.of_peer(&p2), Some(&0x4001));
+    }
+
+    #[test]
+    fn binding_again_refreshes_without_adding() {
+        let t0 = Instant::now();
+        let p = peer(1, 1000);
+        let mut c = Channels::new();
+        c.bind(0x4000, p, t0 + Duration::from_secs(10));
+        c.bind(0x4000, p, t0 + Duration::from_secs(30));
+        assert_eq!(c.len(), 1);
+        c.expire(t0 + Duration::from_secs(20));
+        assert_eq!(c.of_peer(&p), Some(&0x4000));
+    }
+}

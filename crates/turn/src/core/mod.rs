@@ -49,6 +49,8 @@ mod relay;
 mod request;
 mod small_map;
 mod tcp;
+#[cfg(test)]
+mod test_support;
 mod turn_core;
 
 pub use client::{ClientId, Transport};

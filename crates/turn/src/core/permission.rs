@@ -96,3 +96,54 @@ impl TurnCore {
         seal(&mut w, &key);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::core::test_support::{harness, peer, udp_client};
+    use std::net::SocketAddr;
+
+    /// Policy (denied ranges, port 0) answers 403; a peer of the other family than the relay
+    /// 443. An IPv4-mapped IPv6 peer is judged by the policy as IPv4 but is an IPv6 address
+    /// on the wire, so only an IPv6 relay can reach it.
+    #[test]
+    fn peers_are_vetted_by_policy_port_and_the_relay_family() {
+        let h = harness(|_| {});
+        let v4: SocketAddr = "192.0.2.1:50000".parse().unwrap();
+        let v6: SocketAddr = "[2001:db8::1]:50000".parse().unwrap();
+        let vet = |relay: SocketAddr, p: &str| h.core.vet_peer(relay, p.parse().unwrap());
+        assert_eq!(vet(v4, "203.0.113.5:5"), Ok(()));
+        assert_eq!(vet(v4, "203.0.113.5:0"), Err((403, "Forbidden")));
+        assert_eq!(vet(v4, "10.0.0.1:5"), Err((403, "Forbidden")));
+        assert_eq!(
+            vet(v4, "[2001:db8::5]:5"),
+            Err((443, "Peer Address Family Mismatch"))
+        );
+        assert_eq!(
+            vet(v6, "203.0.113.5:5"),
+            Err((443, "Peer Address Family Mismatch"))
+        );
+        assert_eq!(vet(v6, "[2001:db8::5]:5"), Ok(()));
+        assert_eq!(
+            vet(v4, "[::ffff:203.0.113.5]:5"),
+            Err((443, "Peer Address Family Mismatch"))
+        );
+        assert_eq!(vet(v6, "[::ffff:203.0.113.5]:5"), Ok(()));
+        assert_eq!(vet(v6, "[::ffff:10.0.0.1]:5"), Err((403, "Forbidden")));
+        assert_eq!(h.metrics.denied_peers.get(), 3);
+    }
+
+    /// A permission covers every port of its IP and lasts `permission_lifetime`, to the
+    /// instant.
+    #[test]
+    fn a_permission_covers_the_ip_until_it_expires() {
+        let mut h = harness(|_| {});
+        let c = udp_client(1);
+        h.allocate(0, &c, false);
+        h.permit(10, &c, peer(1, 1000));
+        let a = &h.core.allocations[&c];
+        let ip = peer(1, 0).ip();
+        assert!(a.permitted(ip, h.at(10 + 299)));
+        assert!(!a.permitted(ip, h.at(10 + 300)));
+        assert!(!a.permitted(peer(2, 1000).ip(), h.at(10)));
+    }
+}

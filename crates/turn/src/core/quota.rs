@@ -41,6 +41,12 @@ impl UserCounts {
         *self.0.entry(key.into()).or_insert(0) += 1;
     }
 
+    /// Keys that hold an allocation.
+    #[cfg(test)]
+    pub(super) fn users(&self) -> usize {
+        self.0.len()
+    }
+
     /// `key` holds one allocation fewer; at none its entry goes.
     pub(super) fn release(&mut self, key: &str) {
         if let Some(n) = self.0.get_mut(key) {
@@ -106,5 +112,96 @@ impl Bucket {
         } else {
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::test_support::{harness, udp_client, USER};
+    use std::time::Duration;
+
+    #[test]
+    fn user_counts_forget_a_user_who_holds_none() {
+        let mut u = UserCounts::default();
+        u.add("a");
+        u.add("a");
+        u.add("b");
+        assert_eq!((u.used("a"), u.used("b"), u.used("c")), (2, 1, 0));
+        u.release("a");
+        assert_eq!(u.used("a"), 1);
+        u.release("a");
+        assert_eq!(u.used("a"), 0);
+        assert_eq!(u.users(), 1, "no entry left for a");
+        u.release("nobody");
+        assert_eq!(u.users(), 1);
+    }
+
+    #[test]
+    fn an_unlimited_bucket_takes_anything() {
+        let now = Instant::now();
+        let mut b = Bucket::full(0, now);
+        assert!(b.take(0, usize::MAX, now));
+        assert!(b.take(0, usize::MAX, now));
+    }
+
+    /// A full bucket holds one second's worth; what is refused takes nothing; time refills it
+    /// in proportion, up to one second's worth again.
+    #[test]
+    fn a_bucket_allows_one_second_of_burst_and_refills_with_time() {
+        let t0 = Instant::now();
+        let mut b = Bucket::full(1000, t0);
+        assert!(b.take(1000, 600, t0));
+        assert!(!b.take(1000, 600, t0));
+        assert!(b.take(1000, 400, t0));
+        assert!(!b.take(1000, 1, t0));
+        let t1 = t0 + Duration::from_millis(100);
+        assert!(b.take(1000, 100, t1));
+        assert!(!b.take(1000, 1, t1));
+        let t2 = t1 + Duration::from_secs(10);
+        assert!(b.take(1000, 1000, t2));
+        assert!(!b.take(1000, 1, t2));
+    }
+
+    /// At a low rate, calls more often than one byte's worth of time must not lose that time:
+    /// the refill clock only moves when a refill happened.
+    #[test]
+    fn time_that_bought_no_byte_yet_is_kept() {
+        let t0 = Instant::now();
+        let mut b = Bucket::full(1, t0);
+        assert!(b.take(1, 1, t0));
+        for ms in (100..1000).step_by(100) {
+            assert!(!b.take(1, 1, t0 + Duration::from_millis(ms)));
+        }
+        assert!(b.take(1, 1, t0 + Duration::from_secs(1)));
+    }
+
+    /// With both quotas reached, `total_quota` answers first (508); below it, the user's
+    /// quota (486). Each refusal is counted under its quota.
+    #[test]
+    fn the_total_quota_is_checked_before_the_user_quota() {
+        let mut h = harness(|c| {
+            c.limits.user_quota = 1;
+            c.limits.total_quota = 1;
+        });
+        h.allocate(0, &udp_client(1), false);
+        assert_eq!(
+            h.core.over_quota(USER),
+            Some((508, "Insufficient Capacity"))
+        );
+        let mut h = harness(|c| c.limits.user_quota = 1);
+        h.allocate(0, &udp_client(1), false);
+        assert_eq!(
+            h.core.over_quota(USER),
+            Some((486, "Allocation Quota Reached"))
+        );
+        assert_eq!(h.core.over_quota("someone-else"), None);
+        let quota = |q| {
+            h.metrics
+                .quota_rejections
+                .get_or_create(&crate::metrics::QuotaLabel { quota: q })
+                .get()
+        };
+        assert_eq!((quota("user"), quota("total")), (1, 0));
     }
 }

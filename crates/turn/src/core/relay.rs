@@ -93,3 +93,54 @@ impl Reservations {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::test_support::Relays;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([192, 0, 2, 1], port))
+    }
+
+    #[test]
+    fn a_reservation_is_taken_once_and_by_its_token_only() {
+        let now = Instant::now();
+        let mut r = Reservations::default();
+        let t = r.hold(addr(50_001), now);
+        assert_eq!(r.take(&t[..7]), None, "a token is 8 bytes");
+        let mut other = t;
+        other[0] ^= 1;
+        assert_eq!(r.take(&other), None);
+        assert_eq!(r.take(&t), Some(addr(50_001)));
+        assert_eq!(r.take(&t), None);
+    }
+
+    #[test]
+    fn expired_reservations_release_their_address() {
+        let t0 = Instant::now();
+        let mut r = Reservations::default();
+        let mut relays = Relays::default();
+        let _early = r.hold(addr(50_001), t0);
+        let late = r.hold(addr(50_003), t0 + Duration::from_secs(20));
+        r.expire(
+            t0 + RESERVATION_LIFETIME - Duration::from_millis(1),
+            &mut relays,
+        );
+        assert!(relays.released.is_empty());
+        r.expire(t0 + RESERVATION_LIFETIME, &mut relays);
+        assert_eq!(relays.released, vec![addr(50_001)]);
+        assert_eq!(r.take(&late), Some(addr(50_003)));
+    }
+
+    #[test]
+    fn reservations_are_capped() {
+        let now = Instant::now();
+        let mut r = Reservations::default();
+        for i in 0..MAX_RESERVATIONS {
+            assert!(!r.full());
+            r.hold(addr(i as u16), now);
+        }
+        assert!(r.full());
+    }
+}

@@ -145,3 +145,36 @@ pub(super) fn error(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::core::stun::{attr, method, Message};
+    use crate::core::test_support::{harness, udp_client, unsigned};
+    use crate::core::Output;
+
+    /// Comprehension-required attributes the server does not know get 420 before anything
+    /// else (authentication included), listing the first eight; unknown
+    /// comprehension-optional ones (0x8000 and up) are ignored.
+    #[test]
+    fn unknown_required_attributes_get_420_listing_the_first_eight() {
+        let mut h = harness(|_| {});
+        let c = udp_client(1);
+        let req = unsigned(method::ALLOCATE, |w| {
+            w.attr(0x8030, b"optional");
+            for t in 0x0030..0x003a_u16 {
+                w.attr(t, &[]);
+            }
+        });
+        assert_eq!(h.send(0, &c, &req), Output::ToClient);
+        assert_eq!(h.error_code(), Some(420));
+        let m = Message::decode(&h.out).unwrap();
+        let listed: Vec<u8> = (0x0030..0x0038_u16).flat_map(u16::to_be_bytes).collect();
+        assert_eq!(m.get(attr::UNKNOWN_ATTRIBUTES), Some(&listed[..]));
+
+        let req = unsigned(method::BINDING, |w| {
+            w.attr(0x8030, b"optional");
+        });
+        assert_eq!(h.send(0, &c, &req), Output::ToClient);
+        assert_eq!(h.error_code(), None, "Binding answered");
+    }
+}

@@ -316,3 +316,73 @@ impl TurnCore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::core::test_support::{harness, peer, tcp_client, Harness};
+    use crate::core::ClientId;
+    use std::net::SocketAddr;
+
+    /// A TCP allocation with a permission for peer 1, and a connection that peer made in.
+    fn connected() -> (Harness, ClientId, SocketAddr, u32) {
+        let mut h = harness(|_| {});
+        let ctl = tcp_client(1, 1);
+        let relay = h.allocate(0, &ctl, true);
+        h.permit(0, &ctl, peer(1, 1000));
+        let (id, owner) = h
+            .core
+            .peer_connected(h.at(1), relay, peer(1, 1000), &mut h.out)
+            .expect("permitted peer connects");
+        assert_eq!(owner, ctl);
+        (h, ctl, relay, id)
+    }
+
+    /// Ending a connection unlinks it from its allocation and tells the driver once; the
+    /// driver's own close of a connection the core already ended changes nothing.
+    #[test]
+    fn an_ended_connection_is_reported_once_and_unlinked() {
+        let (mut h, ctl, relay, id) = connected();
+        assert_ne!(id, 0);
+        assert_eq!(h.core.allocations[&ctl].tcp_ids(), &[id]);
+        assert_eq!(h.core.tcp_relay_of(id), Some(relay));
+        h.core.end_tcp(id);
+        assert_eq!(h.core.take_closed_tcp(), vec![id]);
+        assert!(h.core.allocations[&ctl].tcp_ids().is_empty());
+        assert_eq!(
+            (h.core.tcp_connection_count(), h.core.tcp_relay_of(id)),
+            (0, None)
+        );
+        h.core.end_tcp(id);
+        h.core.tcp_closed(id);
+        assert!(h.core.take_closed_tcp().is_empty());
+        assert_eq!(h.metrics.peer_tcp_connections.get(), 0);
+    }
+
+    /// `connect_done` answers only a Connect still in progress: not a connection that came
+    /// in from a peer, nor one the core does not know.
+    #[test]
+    fn connect_done_answers_only_a_connect_in_progress() {
+        let (mut h, _, _, id) = connected();
+        assert_eq!(h.core.connect_done(h.at(2), id, true, &mut h.out), None);
+        assert!(h.out.is_empty());
+        assert_eq!(h.core.connect_done(h.at(2), id ^ 1, true, &mut h.out), None);
+        assert_eq!(h.core.tcp_connection_count(), 1);
+    }
+
+    /// Removing the allocation ends its connections, and the driver hears of each.
+    #[test]
+    fn removing_a_tcp_allocation_ends_its_connections() {
+        let (mut h, ctl, relay, id) = connected();
+        let (id2, _) = h
+            .core
+            .peer_connected(h.at(1), relay, peer(1, 1001), &mut h.out)
+            .unwrap();
+        h.core.client_closed(&ctl, &mut h.relays);
+        let mut closed = h.core.take_closed_tcp();
+        closed.sort_unstable();
+        let mut want = vec![id, id2];
+        want.sort_unstable();
+        assert_eq!(closed, want);
+        assert_eq!(h.core.tcp_connection_count(), 0);
+    }
+}

@@ -128,3 +128,24 @@ impl TurnCore {
         self.reservations.expire(now, relays);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::core::test_support::{harness, UNIX0};
+    use std::time::Duration;
+
+    /// Wall-clock time (REST expiries, nonces) follows the instants passed in from the epoch
+    /// on; an instant before the epoch counts as the epoch.
+    #[test]
+    fn unix_time_follows_the_instants_passed_in() {
+        let h = harness(|_| {});
+        assert_eq!(h.core.unix(h.t0), UNIX0);
+        assert_eq!(
+            h.core.unix(h.t0 + Duration::from_millis(90_999)),
+            UNIX0 + 90
+        );
+        if let Some(before) = h.t0.checked_sub(Duration::from_secs(5)) {
+            assert_eq!(h.core.unix(before), UNIX0);
+        }
+    }
+}

@@ -1,5 +1,7 @@
-//! The fuzz entry point (fuzz/fuzz_targets/stun_parse.rs) and its stable replay
-//! (`tests/parser_props.rs::replay_corpus`): one input through every parser and the whole core.
+//! The fuzz entry points (fuzz/fuzz_targets/stun_parse.rs, turn_session.rs) and their stable
+//! replay (`tests/parser_props.rs::replay_corpus*`): one input through every parser and the
+//! whole core, or a scripted session of an authenticated user. Compiled only for tests and with
+//! the `fuzzing` feature, so the server binary does not carry it.
 
 use crate::core::policy::PeerPolicy;
 use crate::core::stun::{attr, decode_address, stream_frame_len, ChannelData, Message};
@@ -282,7 +284,7 @@ pub fn exercise_session(data: &[u8]) -> SessionReach {
     let mut cfg = CoreConfig::new("r", PeerPolicy::new(&[], &[], true).expect("no ranges"));
     cfg.users.insert("fz".into(), "pw".into());
     cfg.nonce_key = [1; 32];
-    cfg.user_quota = 4;
+    cfg.limits.user_quota = 4;
     let key = derive_key(ALG_MD5, "fz", "r", "pw");
     let mut now = Instant::now();
     let mut core = TurnCore::new(cfg, TurnMetrics::default(), now, 1_800_000_000);

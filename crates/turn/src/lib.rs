@@ -15,6 +15,7 @@
 
 pub mod core;
 pub mod driver;
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod metrics;

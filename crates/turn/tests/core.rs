@@ -4,11 +4,11 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use switchboard_auth::turn_rest;
-use switchboard_turn::core::allocation::quota_key;
 use switchboard_turn::core::auth::{
     derive_key, Key, ALG_MD5, ALG_SHA256, PASSWORD_ALGORITHMS_VALUE,
 };
 use switchboard_turn::core::policy::PeerPolicy;
+use switchboard_turn::core::quota_key;
 use switchboard_turn::core::stun::{
     attr, decode_address, method, ChannelData, Class, Message, MessageWriter,
 };
@@ -605,10 +605,10 @@ fn lifetimes_expire_allocations_permissions_and_channels() {
 #[test]
 fn quotas_and_bandwidth() {
     let mut w = world_with(|c| {
-        c.user_quota = 1;
-        c.total_quota = 2;
-        c.max_bps = 1000;
-        c.max_permissions = 2;
+        c.limits.user_quota = 1;
+        c.limits.total_quota = 2;
+        c.limits.max_bps = 1000;
+        c.limits.max_permissions = 2;
     });
     let c1 = client();
     let cr = w.rest_creds(0, &c1, SECRET, 3600);
@@ -763,7 +763,7 @@ fn default_total_quota_keeps_a_quarter_of_the_relay_ports_free() {
         ..TurnConfig::default()
     };
     let c = core_config(&unlimited).unwrap();
-    assert_eq!((c.user_quota, c.total_quota), (0, 0));
+    assert_eq!((c.limits.user_quota, c.limits.total_quota), (0, 0));
     assert_eq!(TurnConfig::default().effective_total_quota(), 12_288);
 }
 
@@ -1130,7 +1130,7 @@ fn peers_connect_in_with_a_permission_only_and_unbound_connections_time_out() {
 fn tcp_peer_connections_per_allocation_are_bounded() {
     let (mut w, ctl, cr, peer, relay) = tcp_world();
     let now = w.at(1);
-    let max = switchboard_turn::core::allocation::MAX_TCP_CONNECTIONS_PER_ALLOCATION;
+    let max = switchboard_turn::core::MAX_TCP_CONNECTIONS_PER_ALLOCATION;
     for port in 0..max {
         let p = SocketAddr::new(peer.ip(), 10000 + port);
         assert!(w.core.peer_connected(now, relay, p, &mut w.out).is_some());

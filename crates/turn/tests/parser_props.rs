@@ -149,8 +149,8 @@ fn replay_corpus() {
 
 /// The stateful session corpus (fuzz/corpus/turn_session) through the `turn_session` target's
 /// entry point. Each run ends with the core checking that nothing was left behind; together
-/// the seeds must still reach past authentication into allocations, peer traffic both ways
-/// and RFC 6062 connections, or the harness has stopped testing the deep paths.
+/// the corpus inputs must still reach past authentication into allocations, peer traffic both
+/// ways and RFC 6062 connections, or the harness has stopped testing the deep paths.
 #[test]
 fn replay_corpus_turn_session() {
     let dir =

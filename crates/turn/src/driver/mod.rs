@@ -13,14 +13,15 @@
 //!   socket per peer connection, and a byte pump per bound client data connection.
 //! - A 1 s tick sweeps expired allocations, permissions and channels.
 
-mod batch;
 mod steer;
 mod stream;
 mod tcp_relay;
 mod udp;
 
 use crate::core::policy::PeerPolicy;
-use crate::core::{CoreConfig, Family, Parity, RelayAllocator, RelayError, TurnCore};
+use crate::core::{
+    CoreConfig, Family, Lifetimes, Limits, Parity, RelayAllocator, RelayError, TurnCore,
+};
 use crate::metrics::TurnMetrics;
 use crate::{TurnConfig, TurnError};
 use parking_lot::Mutex;
@@ -350,16 +351,21 @@ pub fn core_config(cfg: &TurnConfig) -> Result<CoreConfig, TurnError> {
     let mut c = CoreConfig::new(&cfg.realm, policy);
     c.secrets = secrets;
     c.users = users;
-    c.user_quota = cfg.user_quota;
-    c.total_quota = cfg.effective_total_quota();
-    c.max_bps = cfg.max_bps;
-    c.max_lifetime = cfg.max_allocate_lifetime.max(Duration::from_secs(1));
-    c.default_lifetime = cfg.default_allocate_lifetime.min(c.max_lifetime);
-    c.permission_lifetime = cfg.permission_lifetime;
-    c.channel_lifetime = cfg.channel_lifetime;
-    c.nonce_lifetime = cfg.stale_nonce;
-    c.max_permissions = cfg.max_permissions;
-    c.max_channels = cfg.max_channels;
+    c.limits = Limits {
+        user_quota: cfg.user_quota,
+        total_quota: cfg.effective_total_quota(),
+        max_bps: cfg.max_bps,
+        max_permissions: cfg.max_permissions,
+        max_channels: cfg.max_channels,
+    };
+    let max_allocation = cfg.max_allocate_lifetime.max(Duration::from_secs(1));
+    c.lifetimes = Lifetimes {
+        default_allocation: cfg.default_allocate_lifetime.min(max_allocation),
+        max_allocation,
+        permission: cfg.permission_lifetime,
+        channel: cfg.channel_lifetime,
+        nonce: cfg.stale_nonce,
+    };
     c.software = cfg
         .software_attribute
         .then(|| format!("switchboard {}", env!("CARGO_PKG_VERSION")));
@@ -391,7 +397,7 @@ impl TurnServer {
             }
         };
         let metrics = TurnMetrics::register(registry);
-        let gso = batch::GSO.init(cfg.udp_gso);
+        let gso = switchboard_udp::GSO.init(cfg.udp_gso);
 
         // UDP: the first socket picks the port (maybe ephemeral); the others share it.
         let workers = match cfg.udp_workers {

@@ -1,6 +1,5 @@
 //! UDP client listener and relay socket loops, both batched.
 
-use super::batch::{send_datagrams, RecvBatch, Run, SendBatch, SendOutcome, BATCH};
 use super::steer::BusyClock;
 use super::{Shared, State};
 use crate::core::{ClientId, Output};
@@ -9,6 +8,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
+use switchboard_udp::{send_datagrams, RecvBatch, Run, SendBatch, SendOutcome, BATCH};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 

@@ -1,0 +1,149 @@
+//! Permissions (RFC 8656 §9): CreatePermission installs them per peer IP for
+//! `permission_lifetime`; data to or from a peer needs one. Every peer address a client names
+//! is vetted against the peer policy and the relay's address family first.
+
+use super::allocation::Allocation;
+use super::auth::Key;
+use super::client::ClientId;
+use super::policy::canonical;
+use super::request::{error, seal};
+use super::stun::{attr, decode_address, method, Class, Message, MessageWriter};
+use super::turn_core::TurnCore;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+impl Allocation {
+    /// Whether a permission for `ip` is installed and not expired.
+    pub(super) fn permitted(&self, ip: IpAddr, now: Instant) -> bool {
+        self.permissions.get(&ip).is_some_and(|e| *e > now)
+    }
+}
+
+impl TurnCore {
+    /// Checks a peer address against policy and the allocation's family.
+    pub(super) fn vet_peer(
+        &self,
+        relay: SocketAddr,
+        peer: SocketAddr,
+    ) -> Result<(), (u16, &'static str)> {
+        if !self.cfg.policy.permits(peer.ip()) || peer.port() == 0 {
+            self.metrics.denied_peers.inc();
+            return Err((403, "Forbidden"));
+        }
+        let peer_v4 = matches!(canonical(peer.ip()), IpAddr::V4(_)) && peer.is_ipv4();
+        if peer_v4 != relay.is_ipv4() {
+            return Err((443, "Peer Address Family Mismatch"));
+        }
+        Ok(())
+    }
+
+    /// CreatePermission: installs or refreshes a permission for the IP of each
+    /// XOR-PEER-ADDRESS (at most 16), all of them or none.
+    pub(super) fn create_permission(
+        &mut self,
+        now: Instant,
+        client: &ClientId,
+        m: &Message<'_>,
+        key: Key,
+        out: &mut Vec<u8>,
+    ) {
+        let Some(relay) = self.allocations.get(client).map(|a| a.relay) else {
+            return error(out, m, 437, "Allocation Mismatch", Some(&key));
+        };
+        let mut peers = [None; 16];
+        let mut n = 0;
+        for v in m.get_all(attr::XOR_PEER_ADDRESS) {
+            let Some(p) = decode_address(v, true, &m.transaction_id) else {
+                return error(out, m, 400, "Bad Request", Some(&key));
+            };
+            if let Err((code, why)) = self.vet_peer(relay, p) {
+                return error(out, m, code, why, Some(&key));
+            }
+            if n == peers.len() {
+                return error(out, m, 400, "Bad Request", Some(&key));
+            }
+            peers[n] = Some(p);
+            n += 1;
+        }
+        if n == 0 {
+            return error(out, m, 400, "Bad Request", Some(&key));
+        }
+        let (max, life) = (
+            self.cfg.limits.max_permissions,
+            self.cfg.lifetimes.permission,
+        );
+        let Some(a) = self.allocations.get_mut(client) else {
+            return;
+        };
+        let new = peers[..n]
+            .iter()
+            .flatten()
+            .filter(|p| !a.permissions.contains_key(&p.ip()))
+            .count();
+        if a.permissions.len() + new > max {
+            self.metrics.quota("permissions");
+            return error(out, m, 508, "Insufficient Capacity", Some(&key));
+        }
+        for p in peers[..n].iter().flatten() {
+            a.permissions.insert(p.ip(), now + life);
+        }
+        let mut w = MessageWriter::new(
+            out,
+            method::CREATE_PERMISSION,
+            Class::Success,
+            &m.transaction_id,
+        );
+        seal(&mut w, &key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::core::test_support::{harness, peer, udp_client};
+    use std::net::SocketAddr;
+
+    /// Policy (denied ranges, port 0) answers 403; a peer of the other family than the relay
+    /// 443. An IPv4-mapped IPv6 peer is judged by the policy as IPv4 but is an IPv6 address
+    /// on the wire, so only an IPv6 relay can reach it.
+    #[test]
+    fn peers_are_vetted_by_policy_port_and_the_relay_family() {
+        let h = harness(|_| {});
+        let v4: SocketAddr = "192.0.2.1:50000".parse().unwrap();
+        let v6: SocketAddr = "[2001:db8::1]:50000".parse().unwrap();
+        let vet = |relay: SocketAddr, p: &str| h.core.vet_peer(relay, p.parse().unwrap());
+        assert_eq!(vet(v4, "203.0.113.5:5"), Ok(()));
+        assert_eq!(vet(v4, "203.0.113.5:0"), Err((403, "Forbidden")));
+        assert_eq!(vet(v4, "10.0.0.1:5"), Err((403, "Forbidden")));
+        assert_eq!(
+            vet(v4, "[2001:db8::5]:5"),
+            Err((443, "Peer Address Family Mismatch"))
+        );
+        assert_eq!(
+            vet(v6, "203.0.113.5:5"),
+            Err((443, "Peer Address Family Mismatch"))
+        );
+        assert_eq!(vet(v6, "[2001:db8::5]:5"), Ok(()));
+        assert_eq!(
+            vet(v4, "[::ffff:203.0.113.5]:5"),
+            Err((443, "Peer Address Family Mismatch"))
+        );
+        assert_eq!(vet(v6, "[::ffff:203.0.113.5]:5"), Ok(()));
+        assert_eq!(vet(v6, "[::ffff:10.0.0.1]:5"), Err((403, "Forbidden")));
+        assert_eq!(h.metrics.denied_peers.get(), 3);
+    }
+
+    /// A permission covers every port of its IP and lasts `permission_lifetime`, to the
+    /// instant.
+    #[test]
+    fn a_permission_covers_the_ip_until_it_expires() {
+        let mut h = harness(|_| {});
+        let c = udp_client(1);
+        h.allocate(0, &c, false);
+        h.permit(10, &c, peer(1, 1000));
+        let a = &h.core.allocations[&c];
+        let ip = peer(1, 0).ip();
+        assert!(a.permitted(ip, h.at(10 + 299)));
+        assert!(!a.permitted(ip, h.at(10 + 300)));
+        assert!(!a.permitted(peer(2, 1000).ip(), h.at(10)));
+    }
+}

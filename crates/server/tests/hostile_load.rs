@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::{scrape, series_value};
+
 use common::child::ServerProcess;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -54,15 +56,7 @@ async fn join(w: &mut Ws, room: &str) {
 
 /// A metric's value from `/metrics` (0 when absent).
 async fn metric(server: &ServerProcess, series: &str) -> f64 {
-    let text = reqwest::get(format!("http://{}/metrics", server.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
+    series_value(&scrape(server.http).await, series).unwrap_or(0.0)
 }
 
 /// Sixty receivers get 60 KB offers, as many as the per-message resume buffer (256) used to

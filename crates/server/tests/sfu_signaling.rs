@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 use switchboard::RunningServer;
-use switchboard_auth::{unix_now, MintRequest, Scope};
+use switchboard_auth::Scope;
 use switchboard_sfu::peer::Peer;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -19,14 +19,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-fn mint(s: &RunningServer, id: &str, scope: Scope) -> String {
-    let req = MintRequest {
-        identity: id.into(),
-        room: None,
-        scope: [scope].into_iter().collect(),
-        ttl: None,
-    };
-    s.state.gate.keyring.mint(&req, unix_now()).unwrap().0
+fn mint_one(s: &RunningServer, id: &str, scope: Scope) -> String {
+    mint(s, id, &[scope])
 }
 
 fn sfu_config(mode: SfuMode) -> switchboard::Config {
@@ -49,7 +43,7 @@ impl Client {
         let url = format!(
             "ws://{}/v1/signal?access_token={}",
             s.http_addr,
-            mint(s, name, Scope::Webrtc)
+            mint_one(s, name, Scope::Webrtc)
         );
         let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
         let peer = Peer::bind(IpAddr::V4(Ipv4Addr::LOCALHOST)).await.unwrap();
@@ -169,15 +163,7 @@ async fn pump_until(
 }
 
 async fn metric(s: &RunningServer, name: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", base(s)))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("metric {name} missing"))
+    metric_in(&scrape(s.http_addr).await, name)
 }
 
 #[tokio::test]
@@ -235,7 +221,7 @@ async fn sfu_room_forwards_media_data_pings_and_progress_over_signaling() {
     });
     req.metadata_mut().insert(
         "authorization",
-        format!("Bearer {}", mint(&s, "alice", Scope::Grpc))
+        format!("Bearer {}", mint_one(&s, "alice", Scope::Grpc))
             .parse()
             .unwrap(),
     );
@@ -392,7 +378,7 @@ async fn auto_rooms_switch_to_the_sfu_and_mesh_rooms_refuse_subscribe() {
     let url = format!(
         "ws://{}/v1/signal?access_token={}",
         s.http_addr,
-        mint(&s, "c", Scope::Webrtc)
+        mint_one(&s, "c", Scope::Webrtc)
     );
     let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     let mut c = Client {

@@ -8,7 +8,7 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::time::Duration;
 use switchboard::RunningServer;
-use switchboard_auth::{unix_now, MintRequest, Scope};
+use switchboard_auth::Scope;
 use switchboard_proto::signal::signal_client::SignalClient;
 use switchboard_proto::signal::signal_request::Msg as Req;
 use switchboard_proto::signal::signal_response::Msg as Resp;
@@ -18,13 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_tungstenite::tungstenite::Message;
 
 fn token(s: &RunningServer, id: &str) -> String {
-    let req = MintRequest {
-        identity: id.into(),
-        room: None,
-        scope: [Scope::Webrtc].into_iter().collect(),
-        ttl: None,
-    };
-    s.state.gate.keyring.mint(&req, unix_now()).unwrap().0
+    mint(s, id, &[Scope::Webrtc])
 }
 
 async fn grpc(

@@ -109,20 +109,11 @@ fn cfg() -> switchboard::config::Config {
 }
 
 async fn metrics(s: &RunningServer) -> String {
-    reqwest::get(format!("{}/metrics", base(s)))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    scrape(s.http_addr).await
 }
 
 fn metric(text: &str, line_prefix: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(line_prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no metric {line_prefix}"))
+    metric_in(text, line_prefix)
 }
 
 #[tokio::test]

@@ -7,19 +7,13 @@ use common::*;
 use futures::StreamExt;
 use serde_json::Value;
 use std::time::Duration;
-use switchboard_auth::{unix_now, MintRequest, Scope};
+use switchboard_auth::Scope;
 use switchboard_proto::inference::inference_client::InferenceClient;
 use switchboard_proto::inference::PredictRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-fn mint(s: &switchboard::RunningServer, id: &str, scope: Scope) -> String {
-    let req = MintRequest {
-        identity: id.into(),
-        room: None,
-        scope: [scope].into_iter().collect(),
-        ttl: None,
-    };
-    s.state.gate.keyring.mint(&req, unix_now()).unwrap().0
+fn mint_one(s: &switchboard::RunningServer, id: &str, scope: Scope) -> String {
+    mint(s, id, &[scope])
 }
 
 #[tokio::test]
@@ -28,7 +22,7 @@ async fn progress_events_reach_the_same_identitys_signaling_session() {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!(
         "ws://{}/v1/signal?access_token={}",
         s.http_addr,
-        mint(&s, "alice", Scope::Webrtc)
+        mint_one(&s, "alice", Scope::Webrtc)
     ))
     .await
     .unwrap();
@@ -36,7 +30,7 @@ async fn progress_events_reach_the_same_identitys_signaling_session() {
     let (mut other, _) = tokio_tungstenite::connect_async(format!(
         "ws://{}/v1/signal?access_token={}",
         s.http_addr,
-        mint(&s, "bob", Scope::Webrtc)
+        mint_one(&s, "bob", Scope::Webrtc)
     ))
     .await
     .unwrap();
@@ -58,7 +52,7 @@ async fn progress_events_reach_the_same_identitys_signaling_session() {
     });
     req.metadata_mut().insert(
         "authorization",
-        format!("Bearer {}", mint(&s, "alice", Scope::Grpc))
+        format!("Bearer {}", mint_one(&s, "alice", Scope::Grpc))
             .parse()
             .unwrap(),
     );

@@ -7,17 +7,7 @@ use reqwest::StatusCode;
 use switchboard_auth::{unix_now, Claims, KeyRing, Scope, Scopes};
 
 async fn metric(base: &str, needle: &str) -> f64 {
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(needle))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("metric {needle} not found in\n{text}"))
+    metric_in(&scrape(base.trim_start_matches("http://")).await, needle)
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 
 use switchboard::config::Config;
 use switchboard::RunningServer;
-use switchboard_auth::KeyConfig;
+use switchboard_auth::{unix_now, KeyConfig, MintRequest, Scope};
 
 pub mod child;
 
@@ -44,4 +44,36 @@ pub fn client() -> reqwest::Client {
         .cookie_store(true)
         .build()
         .unwrap()
+}
+
+/// A ticket for `identity` with `scopes`, any room, signed by the server's key ring.
+pub fn mint(s: &RunningServer, identity: &str, scopes: &[Scope]) -> String {
+    let req = MintRequest {
+        identity: identity.into(),
+        room: None,
+        scope: scopes.iter().copied().collect(),
+        ttl: None,
+    };
+    s.state.gate.keyring.mint(&req, unix_now()).unwrap().0
+}
+
+/// The `/metrics` text of the server at `addr` (`host:port`).
+pub async fn scrape(addr: impl std::fmt::Display) -> String {
+    reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of the first series in `text` that starts with `series` (name and labels).
+pub fn series_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// Like [`series_value`], failing the test when the series is missing.
+pub fn metric_in(text: &str, series: &str) -> f64 {
+    series_value(text, series).unwrap_or_else(|| panic!("no metric {series} in\n{text}"))
 }

@@ -14,9 +14,11 @@
 pub mod core;
 pub mod driver;
 pub mod egress;
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod keys;
 pub mod metrics;
+#[cfg(any(test, feature = "test-peer"))]
 pub mod peer;
 pub mod retime;
 pub mod srtp;

@@ -168,7 +168,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         // The engine runs on its own thread, as in bench/sfu-load; it ends with `shutdown`.
         let (sfu, _engine_thread) = switchboard_sfu::Sfu::start_on_thread(
             config.sfu.clone(),
-            &mut registry,
+            switchboard_sfu::metrics::SfuMetrics::registered(&mut registry),
             shutdown.clone(),
         )
         .await

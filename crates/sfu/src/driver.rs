@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prometheus_client::registry::Registry;
 use str0m::bwe::BweKind;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
@@ -176,36 +175,12 @@ pub struct Sfu {
 }
 
 impl Sfu {
-    /// Binds `[sfu] bind_ip:udp_port`, registers `switchboard_sfu_*` metrics and starts the engine
-    /// task. The engine stops when `shutdown` is cancelled; every session then gets
-    /// [`SfuEvent::Closed`].
-    pub async fn start(
-        cfg: SfuConfig,
-        registry: &mut Registry,
-        shutdown: CancellationToken,
-    ) -> Result<Sfu, SfuError> {
-        let metrics = SfuMetrics::default();
-        metrics.register(registry);
-        Sfu::start_with_metrics(cfg, metrics, shutdown).await
-    }
-
     /// [`Sfu::start`], with the engine on its own OS thread (`sfu-engine`) running a
     /// single-threaded runtime: forwarding is not delayed by other work on the caller's
     /// runtime (HTTP, signaling), and the engine's wakeups stay on one thread. ICE-TCP
     /// connections are served on that thread too. The thread ends when `shutdown` is
     /// cancelled and the engine has closed every session.
     pub async fn start_on_thread(
-        cfg: SfuConfig,
-        registry: &mut Registry,
-        shutdown: CancellationToken,
-    ) -> Result<(Arc<Sfu>, std::thread::JoinHandle<()>), SfuError> {
-        let metrics = SfuMetrics::default();
-        metrics.register(registry);
-        Sfu::start_on_thread_with_metrics(cfg, metrics, shutdown).await
-    }
-
-    /// [`Sfu::start_on_thread`] without a registry (benchmarks); metrics are still counted.
-    pub async fn start_on_thread_with_metrics(
         cfg: SfuConfig,
         metrics: SfuMetrics,
         shutdown: CancellationToken,
@@ -225,7 +200,7 @@ impl Sfu {
                     }
                 };
                 rt.block_on(async move {
-                    match Sfu::start_with_metrics(cfg, metrics, shutdown).await {
+                    match Sfu::start(cfg, metrics, shutdown).await {
                         Ok(sfu) => {
                             let sfu = Arc::new(sfu);
                             let task = sfu.task.lock().take();
@@ -255,8 +230,11 @@ impl Sfu {
         }
     }
 
-    /// [`Sfu::start`] without a registry (benchmarks, tests); metrics are still counted.
-    pub async fn start_with_metrics(
+    /// Binds `[sfu] bind_ip:udp_port` (and the ICE-TCP listener) and starts the engine task on
+    /// the caller's runtime; it counts into `metrics` (see [`SfuMetrics::registered`]). The
+    /// engine stops when `shutdown` is cancelled; every session then gets
+    /// [`SfuEvent::Closed`].
+    pub async fn start(
         cfg: SfuConfig,
         metrics: SfuMetrics,
         shutdown: CancellationToken,

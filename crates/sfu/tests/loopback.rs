@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
-use switchboard_sfu::metrics::ReasonLabel;
+use switchboard_sfu::metrics::{ReasonLabel, SfuMetrics};
 use switchboard_sfu::peer::Peer;
 use switchboard_sfu::{ParticipantHandle, Sfu, SfuConfig, SfuCounts, SfuEvent};
 use tokio_util::sync::CancellationToken;
@@ -41,7 +41,7 @@ async fn start_egress(egress: &str) -> (Sfu, CancellationToken) {
     };
     let token = CancellationToken::new();
     let mut reg = Registry::with_prefix("switchboard");
-    let sfu = Sfu::start(cfg, &mut reg, token.clone())
+    let sfu = Sfu::start(cfg, SfuMetrics::registered(&mut reg), token.clone())
         .await
         .expect("sfu starts");
     (sfu, token)
@@ -339,7 +339,7 @@ async fn push_backpressure_is_bounded() {
     };
     let token = CancellationToken::new();
     let mut reg = Registry::default();
-    let sfu = Sfu::start(cfg, &mut reg, token.clone())
+    let sfu = Sfu::start(cfg, SfuMetrics::registered(&mut reg), token.clone())
         .await
         .expect("start");
     // Never connects: nothing can drain, so the queue fills and pushes are refused.
@@ -821,7 +821,7 @@ async fn engine_on_its_own_thread_forwards_and_ends_with_shutdown() {
     let cfg = loopback_cfg();
     let token = CancellationToken::new();
     let mut reg = Registry::with_prefix("switchboard");
-    let (sfu, thread) = Sfu::start_on_thread(cfg, &mut reg, token.clone())
+    let (sfu, thread) = Sfu::start_on_thread(cfg, SfuMetrics::registered(&mut reg), token.clone())
         .await
         .expect("sfu starts");
     assert_eq!(thread.thread().name(), Some("sfu-engine"));

@@ -225,3 +225,39 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lossy_channels_are_known_by_their_label() {
+        let mut c = Channels::<u32>::default();
+        c.opened(1, "updates");
+        c.opened(2, "chat-lossy");
+        c.opened(3, "chat");
+        assert!(!c.is_reliable(1));
+        assert!(!c.is_reliable(2));
+        assert!(c.is_reliable(3));
+        assert!(c.is_reliable(99), "an unknown channel counts as reliable");
+    }
+
+    #[test]
+    fn messages_go_on_the_first_channel_of_their_kind_else_the_other() {
+        let mut c = Channels::<u32>::default();
+        assert_eq!(c.for_message(true), None);
+        c.opened(1, "updates");
+        assert_eq!(c.for_message(true), Some(1), "only a lossy channel is open");
+        assert_eq!(c.for_message(false), Some(1));
+        c.opened(2, "reliable");
+        c.opened(3, "second reliable");
+        assert_eq!(c.for_message(true), Some(2), "the first reliable one");
+        assert_eq!(c.for_message(false), Some(1));
+        c.closed(1);
+        assert_eq!(c.for_message(false), Some(2));
+        c.closed(2);
+        // The second reliable channel is open but not used: only the first of a kind is.
+        assert_eq!(c.for_message(true), None);
+        assert!(c.is_reliable(3));
+    }
+}

@@ -288,3 +288,147 @@ impl Engine {
         self.work.mark(id, s);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stun(user: &[u8]) -> Vec<u8> {
+        let mut attr = vec![0x00, 0x06];
+        attr.extend_from_slice(&(user.len() as u16).to_be_bytes());
+        attr.extend_from_slice(user);
+        while attr.len() % 4 != 0 {
+            attr.push(0);
+        }
+        let mut m = vec![0x00, 0x01];
+        m.extend_from_slice(&(attr.len() as u16).to_be_bytes());
+        m.extend_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
+        m.extend_from_slice(&[7; 12]);
+        m.extend_from_slice(&attr);
+        m
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([198, 51, 100, 1], port))
+    }
+
+    const A: ParticipantId = ParticipantId(1);
+    const B: ParticipantId = ParticipantId(2);
+
+    #[test]
+    fn udp_stun_goes_by_ufrag_and_media_by_learned_address() {
+        let mut d = Demux::default();
+        let mut ra = d.add_session(A, "ua".into());
+        let check = stun(b"ua:remote");
+        let k = wire::classify(&check);
+        assert_eq!(d.route_udp(k, &check, addr(1)), Ok(A));
+        assert_eq!(
+            d.route_udp(k, &stun(b"zz:remote"), addr(1)),
+            Err("unknown_ufrag")
+        );
+        assert_eq!(
+            d.route_udp(k, &check[..20], addr(1)),
+            Err("stun_without_username")
+        );
+        let rtp = [0x80, 0x60, 0, 1];
+        let dtls = [22, 0xfe, 0xfd];
+        assert_eq!(
+            d.route_udp(wire::classify(&rtp), &rtp, addr(1)),
+            Err("unknown_source")
+        );
+        d.learn(&mut ra, A, addr(1));
+        assert_eq!(d.route_udp(wire::classify(&rtp), &rtp, addr(1)), Ok(A));
+        assert_eq!(d.route_udp(wire::classify(&dtls), &dtls, addr(1)), Ok(A));
+        assert_eq!(
+            d.route_udp(wire::classify(&[0xff]), &[0xff], addr(1)),
+            Err("unknown_kind")
+        );
+        assert_eq!(
+            d.route_udp(wire::classify(&[]), &[], addr(1)),
+            Err("unknown_kind")
+        );
+    }
+
+    #[test]
+    fn tcp_frames_follow_the_bound_session_and_checks_may_not_switch_it() {
+        let mut d = Demux::default();
+        d.add_session(A, "ua".into());
+        d.add_session(B, "ub".into());
+        let (ca, cb) = (stun(b"ua:x"), stun(b"ub:x"));
+        let stun_kind = DatagramKind::Stun;
+        assert_eq!(d.route_tcp(stun_kind, &ca, None), Ok(A));
+        assert_eq!(d.route_tcp(stun_kind, &ca, Some(A)), Ok(A));
+        assert_eq!(
+            d.route_tcp(stun_kind, &cb, Some(A)),
+            Err("tcp_session_mismatch")
+        );
+        // Over TCP a check without a usable USERNAME counts as an unknown ufrag.
+        assert_eq!(
+            d.route_tcp(stun_kind, &ca[..20], None),
+            Err("unknown_ufrag")
+        );
+        assert_eq!(d.route_tcp(DatagramKind::Rtp, &[0x80], Some(B)), Ok(B));
+        assert_eq!(d.route_tcp(DatagramKind::Dtls, &[22], Some(B)), Ok(B));
+        assert_eq!(
+            d.route_tcp(DatagramKind::Rtp, &[0x80], None),
+            Err("unknown_source")
+        );
+        assert_eq!(
+            d.route_tcp(DatagramKind::Unknown, &[0xff], Some(A)),
+            Err("unknown_kind")
+        );
+    }
+
+    #[test]
+    fn learning_is_bounded_and_never_takes_another_sessions_address() {
+        let mut d = Demux::default();
+        let mut ra = d.add_session(A, "ua".into());
+        let mut rb = d.add_session(B, "ub".into());
+        d.learn(&mut ra, A, addr(1));
+        d.learn(&mut rb, B, addr(1));
+        assert_eq!(d.by_addr.get(&addr(1)), Some(&A), "A keeps its address");
+        assert!(rb.addrs.is_empty());
+        d.learn(&mut ra, A, addr(1));
+        assert_eq!(ra.addrs, &[addr(1)], "an address is stored once");
+        for port in 2..100 {
+            d.learn(&mut ra, A, addr(port));
+        }
+        assert_eq!(ra.addrs.len(), MAX_ADDRS);
+        assert_eq!(d.addr_routes(), MAX_ADDRS);
+    }
+
+    #[test]
+    fn ice_restart_keeps_the_previous_ufrag_until_the_next_one() {
+        let mut d = Demux::default();
+        let mut ra = d.add_session(A, "u1".into());
+        d.set_ufrag(&mut ra, A, "u1".into());
+        assert_eq!(d.ufrag_routes(), 1, "same ufrag: nothing changes");
+        d.set_ufrag(&mut ra, A, "u2".into());
+        assert_eq!(d.ufrag_routes(), 2);
+        for u in ["u1", "u2"] {
+            let check = stun(format!("{u}:x").as_bytes());
+            assert_eq!(d.route_udp(DatagramKind::Stun, &check, addr(1)), Ok(A));
+        }
+        d.set_ufrag(&mut ra, A, "u3".into());
+        assert_eq!(d.ufrag_routes(), 2, "u1 is dropped");
+        let check = stun(b"u1:x");
+        assert_eq!(
+            d.route_udp(DatagramKind::Stun, &check, addr(1)),
+            Err("unknown_ufrag")
+        );
+    }
+
+    #[test]
+    fn removing_a_session_drops_its_routes_only() {
+        let mut d = Demux::default();
+        let mut ra = d.add_session(A, "ua".into());
+        let mut rb = d.add_session(B, "ub".into());
+        d.set_ufrag(&mut ra, A, "ua2".into());
+        d.learn(&mut ra, A, addr(1));
+        d.learn(&mut rb, B, addr(2));
+        d.remove_session(&ra, A);
+        assert_eq!(d.ufrag_routes(), 1);
+        assert_eq!(d.addr_routes(), 1);
+        assert_eq!(d.route_udp(DatagramKind::Rtp, &[0x80], addr(2)), Ok(B));
+    }
+}

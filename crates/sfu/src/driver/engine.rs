@@ -510,3 +510,56 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_engine_wakes_for_the_earlier_of_a_deadline_and_the_tick() {
+        let t0 = Instant::now();
+        let mut w = Work::new(t0);
+        assert_eq!(w.next_deadline(), t0 + TICK, "no session: the tick");
+        w.timers
+            .schedule(ParticipantId(1), t0 + Duration::from_millis(30));
+        assert_eq!(w.next_deadline(), t0 + Duration::from_millis(30));
+        w.timers
+            .schedule(ParticipantId(1), t0 + Duration::from_secs(5));
+        assert_eq!(
+            w.next_deadline(),
+            t0 + TICK,
+            "a later deadline waits for the tick"
+        );
+    }
+
+    #[test]
+    fn leftover_work_makes_the_next_turn_start_at_once() {
+        let t0 = Instant::now();
+        let mut w = Work::new(t0);
+        w.timers
+            .schedule(ParticipantId(1), t0 + Duration::from_secs(5));
+        w.renegotiate.insert(ParticipantId(2));
+        assert!(w.next_deadline() <= t0, "due already");
+        w.forget(ParticipantId(2));
+        assert!(!w.busy());
+        w.dirty.push(ParticipantId(3));
+        assert!(w.next_deadline() <= t0);
+        w.forget(ParticipantId(3));
+        assert_eq!(w.next_deadline(), t0 + TICK);
+    }
+
+    #[test]
+    fn estimator_targets_have_a_floor_and_desired_covers_minimum() {
+        // A quarter of the 10 Mbit/s start is the floor.
+        assert_eq!(bwe_targets(0, 0, 10_000), (2_500_000, 2_500_000));
+        assert_eq!(
+            bwe_targets(3_000_000, 6_000_000, 10_000),
+            (3_000_000, 6_000_000)
+        );
+        assert_eq!(
+            bwe_targets(4_000_000, 1_000_000, 10_000),
+            (4_000_000, 4_000_000),
+            "desired is raised to the minimum"
+        );
+    }
+}

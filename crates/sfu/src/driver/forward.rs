@@ -514,4 +514,64 @@ mod tests {
         let mut empty: Vec<E> = Vec::new();
         first_within_runs(&mut empty, |_| true, |_| true);
     }
+
+    #[test]
+    fn up_tracks_are_numbered_in_order_and_published_while_the_browser_sends() {
+        let mut up = UpTracks::default();
+        let (m0, m1, m2) = (Mid::from("0"), Mid::from("1"), Mid::from("2"));
+        assert_eq!(up.added(m0, TrackKind::Audio, true), Some(0));
+        assert_eq!(
+            up.added(m1, TrackKind::Video, false),
+            None,
+            "recvonly m-line"
+        );
+        assert_eq!(up.added(m2, TrackKind::Video, true), Some(2));
+        assert!(up.contains(&m1));
+        assert_eq!(
+            up.changed(&m1, true),
+            Some(Publication::Start(1, TrackKind::Video))
+        );
+        assert_eq!(up.changed(&m1, true), Some(Publication::Same));
+        assert_eq!(up.changed(&m0, false), Some(Publication::Stop(0)));
+        assert_eq!(up.changed(&m0, false), Some(Publication::Same));
+        assert_eq!(up.changed(&Mid::from("9"), true), None);
+        let mut video = up.video_indices();
+        video.sort();
+        assert_eq!(video, vec![1, 2]);
+    }
+
+    #[test]
+    fn media_maps_rids_to_layers_and_keyframe_requests_reuse_them() {
+        let mut up = UpTracks::default();
+        let m = Mid::from("v");
+        up.added(m, TrackKind::Video, true);
+        assert_eq!(up.keyframe_target(0, Layer(2)), Some((m, None)));
+        let (q, f) = (Rid::from("q"), Rid::from("f"));
+        assert_eq!(up.media(&m, Some(q)), Some((0, TrackKind::Video, Layer(0))));
+        assert_eq!(up.media(&m, Some(f)), Some((0, TrackKind::Video, Layer(2))));
+        assert_eq!(up.keyframe_target(0, Layer(0)), Some((m, Some(q))));
+        assert_eq!(up.keyframe_target(0, Layer(2)), Some((m, Some(f))));
+        assert_eq!(up.keyframe_target(0, Layer(1)), Some((m, None)));
+        assert_eq!(up.keyframe_target(1, Layer(0)), None, "no such track");
+        assert_eq!(up.media(&Mid::from("x"), None), None);
+        // Without simulcast there is no RID: layer 0.
+        assert_eq!(up.media(&m, None), Some((0, TrackKind::Video, Layer(0))));
+        assert_eq!(up.keyframe_target(0, Layer(0)), Some((m, None)));
+    }
+
+    #[test]
+    fn packets_counted_per_unit() {
+        assert_eq!(counted_packets(7, 7), 1);
+        assert_eq!(counted_packets(10, 12), 3);
+        assert_eq!(counted_packets(0, 5000), 1024, "bounded");
+    }
+
+    #[test]
+    fn own_egress_takes_vp8_and_opus_only() {
+        assert_eq!(own_codec(Codec::Vp8), Some(OwnCodec::Vp8));
+        assert_eq!(own_codec(Codec::Opus), Some(OwnCodec::Opus));
+        for other in [Codec::H264, Codec::Vp9, Codec::Av1, Codec::PCMU] {
+            assert_eq!(own_codec(other), None, "{other:?}");
+        }
+    }
 }

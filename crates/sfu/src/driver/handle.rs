@@ -444,3 +444,70 @@ fn check_config(
     }
     Ok((bind_ip, public_ip))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(f: impl FnOnce(&mut SfuConfig)) -> SfuConfig {
+        let mut c = SfuConfig::default();
+        f(&mut c);
+        c
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_advertised_address_is_public_ip_then_bind_ip_then_the_default_route() {
+        let no_route = || None;
+        let route = || Some(ip("192.0.2.5"));
+        let c = cfg(|c| c.public_ip = Some("203.0.113.9".into()));
+        assert_eq!(
+            check_config(&c, no_route).unwrap(),
+            (ip("0.0.0.0"), ip("203.0.113.9"))
+        );
+        let c = cfg(|c| c.bind_ip = "10.1.2.3".into());
+        assert_eq!(
+            check_config(&c, || panic!("not asked")).unwrap(),
+            (ip("10.1.2.3"), ip("10.1.2.3"))
+        );
+        let c = SfuConfig::default();
+        assert_eq!(check_config(&c, route).unwrap().1, ip("192.0.2.5"));
+        assert_eq!(check_config(&c, no_route).unwrap().1, ip("127.0.0.1"));
+        let c = cfg(|c| c.bind_ip = "::".into());
+        assert_eq!(
+            check_config(&c, route).unwrap(),
+            (ip("::"), ip("192.0.2.5"))
+        );
+    }
+
+    #[test]
+    fn unusable_configs_are_refused() {
+        let bad = [
+            cfg(|c| c.bind_ip = "example.org".into()),
+            cfg(|c| c.public_ip = Some("nope".into())),
+            cfg(|c| c.egress = "fast".into()),
+            cfg(|c| {
+                c.egress = "own".into();
+                c.bwe_initial_kbps = 1000;
+            }),
+            cfg(|c| c.max_sessions = 0),
+            cfg(|c| c.event_queue = 0),
+        ];
+        for c in bad {
+            assert!(
+                matches!(check_config(&c, || None), Err(SfuError::Config(_))),
+                "{c:?}"
+            );
+        }
+        for egress in ["auto", "own", "str0m"] {
+            let c = cfg(|c| c.egress = egress.into());
+            assert!(check_config(&c, || None).is_ok(), "{egress}");
+        }
+        // With estimation on, "auto" and "str0m" are fine; only "own" is refused.
+        let c = cfg(|c| c.bwe_initial_kbps = 10_000);
+        assert!(check_config(&c, || None).is_ok());
+    }
+}

@@ -384,3 +384,127 @@ impl Engine {
         self.work.mark(id, s);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records what an offer would contain; mids are handed out in order.
+    #[derive(Default)]
+    struct Recorder {
+        added: Vec<String>,
+        stopped: Vec<Mid>,
+    }
+
+    impl OfferChanges for Recorder {
+        fn add_send_only(&mut self, _: TrackKind, _: &str, track_id: &str) -> Mid {
+            self.added.push(track_id.to_owned());
+            Mid::from(format!("m{}", self.added.len()).as_str())
+        }
+
+        fn stop(&mut self, mid: Mid) {
+            self.stopped.push(mid);
+        }
+    }
+
+    fn key(publisher: u64, index: u32) -> TrackKey {
+        TrackKey {
+            publisher: ParticipantId(publisher),
+            index,
+        }
+    }
+
+    fn state(d: &DownTracks, k: TrackKey) -> Option<DownState> {
+        d.get(&k).map(|t| t.state)
+    }
+
+    #[test]
+    fn a_down_track_opens_after_the_answer_and_ends_after_the_next() {
+        let mut d = DownTracks::default();
+        let k = key(1, 0);
+        d.add(k, TrackKind::Video, "alice".into());
+        assert_eq!(d.get(&k).map(|t| t.track_id.as_str()), Some("alice-0"));
+        assert!(d.open_mut(&k).is_none(), "no media before the answer");
+        let mut api = Recorder::default();
+        d.offer(&mut api);
+        assert_eq!(api.added, vec!["alice-0".to_string()]);
+        let mid = d.get(&k).and_then(|t| t.mid).expect("offered with a mid");
+        assert_eq!(d.key_of(&mid), Some(k));
+        assert!(d.open_mut(&k).is_none(), "no media before the answer");
+
+        let a = d.answered();
+        assert_eq!(a.ready, vec![k]);
+        assert!(a.ended.is_empty() && !a.more);
+        assert!(d.open_mut(&k).is_some());
+
+        assert!(d.remove(k));
+        assert!(d.open_mut(&k).is_none(), "no media once removal is queued");
+        let mut api = Recorder::default();
+        d.offer(&mut api);
+        assert_eq!(api.stopped, vec![mid]);
+        assert_eq!(state(&d, k), Some(DownState::RemoveOffered));
+        let a = d.answered();
+        assert!(a.ready.is_empty());
+        assert_eq!(a.ended.len(), 1);
+        assert_eq!(a.ended[0].publisher, "alice");
+        assert!(d.is_empty());
+        assert_eq!(d.key_of(&mid), None);
+        assert!(!d.remove(k), "nothing left to remove");
+    }
+
+    #[test]
+    fn a_track_removed_before_it_was_offered_is_dropped_without_an_m_line() {
+        let mut d = DownTracks::default();
+        let k = key(1, 0);
+        d.add(k, TrackKind::Audio, "bob".into());
+        assert!(d.remove(k));
+        let mut api = Recorder::default();
+        d.offer(&mut api);
+        assert!(api.added.is_empty() && api.stopped.is_empty());
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn rollback_requeues_offered_changes_and_the_answer_reports_more_work() {
+        let mut d = DownTracks::default();
+        let (k1, k2) = (key(1, 0), key(2, 0));
+        d.add(k1, TrackKind::Video, "a".into());
+        d.offer(&mut Recorder::default());
+        d.answered();
+        d.add(k2, TrackKind::Video, "b".into());
+        assert!(d.remove(k1));
+        d.offer(&mut Recorder::default());
+        let mid2 = d.get(&k2).and_then(|t| t.mid).expect("offered");
+        // Glare: the browser's offer wins over ours.
+        d.rollback();
+        assert_eq!(state(&d, k1), Some(DownState::ToRemove));
+        assert_eq!(state(&d, k2), Some(DownState::ToAdd));
+        assert_eq!(d.get(&k2).and_then(|t| t.mid), None);
+        assert_eq!(d.key_of(&mid2), None);
+        // An answer that settles nothing of ours still says the queue is not empty.
+        let a = d.answered();
+        assert!(a.ready.is_empty() && a.ended.is_empty());
+        assert!(a.more);
+    }
+
+    #[test]
+    fn candidate_lines_from_sdp_and_json() {
+        let c = "candidate:1 1 udp 2122260223 192.0.2.1 5000 typ host";
+        assert_eq!(candidate_line(c).unwrap().as_deref(), Some(c));
+        assert_eq!(
+            candidate_line(&format!("  a={c}\r\n")).unwrap().as_deref(),
+            Some(c)
+        );
+        let json = format!(r#"{{"candidate":"{c}","sdpMid":"0","sdpMLineIndex":0}}"#);
+        assert_eq!(candidate_line(&json).unwrap().as_deref(), Some(c));
+        // End of candidates, in every form.
+        assert_eq!(candidate_line("").unwrap(), None);
+        assert_eq!(candidate_line("  ").unwrap(), None);
+        assert_eq!(candidate_line(r#"{"candidate":""}"#).unwrap(), None);
+        assert_eq!(candidate_line(r#"{"sdpMid":"0"}"#).unwrap(), None);
+        assert!(matches!(
+            candidate_line("{not json"),
+            Err(SfuError::Candidate(_))
+        ));
+    }
+}

@@ -320,3 +320,89 @@ pub(super) fn default_route_ip() -> Option<IpAddr> {
     let ip = s.local_addr().ok()?.ip();
     (!ip.is_unspecified()).then_some(ip)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([192, 0, 2, 7], port))
+    }
+
+    fn open(
+        t: &mut TcpConns,
+        conn: u64,
+        remote: SocketAddr,
+        now: Instant,
+    ) -> (mpsc::Receiver<Vec<u8>>, CancellationToken) {
+        let (tx, rx) = mpsc::channel(4);
+        let cancel = CancellationToken::new();
+        t.open(conn, remote, tx, cancel.clone(), now);
+        (rx, cancel)
+    }
+
+    #[test]
+    fn frames_reach_the_connection_of_a_remote_address() {
+        let now = Instant::now();
+        let mut t = TcpConns::default();
+        let (mut rx1, _) = open(&mut t, 1, addr(1000), now);
+        assert!(t.send_to(addr(1000), b"a".to_vec()));
+        assert_eq!(rx1.try_recv().ok(), Some(b"a".to_vec()));
+        assert!(!t.send_to(addr(1001), b"b".to_vec()), "no such remote");
+        assert!(t.send_on(1, b"c".to_vec()));
+        assert!(!t.send_on(2, b"d".to_vec()), "no such connection");
+        // A full queue refuses instead of waiting.
+        for _ in 0..4 {
+            t.send_on(1, vec![0]);
+        }
+        assert!(!t.send_on(1, vec![0]));
+    }
+
+    #[test]
+    fn a_newer_connection_from_the_same_remote_keeps_its_address_when_the_old_one_closes() {
+        let now = Instant::now();
+        let mut t = TcpConns::default();
+        let _old = open(&mut t, 1, addr(1000), now);
+        let (mut rx2, _) = open(&mut t, 2, addr(1000), now);
+        t.closed(1);
+        assert_eq!(t.len(), 1);
+        assert!(t.send_to(addr(1000), b"x".to_vec()));
+        assert_eq!(rx2.try_recv().ok(), Some(b"x".to_vec()));
+        t.closed(2);
+        assert!(!t.send_to(addr(1000), b"y".to_vec()));
+        assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn binding_and_closing_a_session() {
+        let now = Instant::now();
+        let mut t = TcpConns::default();
+        let (_, c1) = open(&mut t, 1, addr(1000), now);
+        let (_, c2) = open(&mut t, 2, addr(1001), now);
+        assert_eq!(t.get(1), Some((addr(1000), None)));
+        t.bind(1, ParticipantId(7));
+        assert_eq!(t.get(1), Some((addr(1000), Some(ParticipantId(7)))));
+        t.close_session(ParticipantId(7));
+        assert!(c1.is_cancelled());
+        assert!(!c2.is_cancelled());
+        assert_eq!(t.get(1), None);
+        assert!(!t.send_to(addr(1000), vec![1]));
+        t.close_all();
+        assert!(c2.is_cancelled());
+        assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn unbound_connections_close_after_the_timeout() {
+        let now = Instant::now();
+        let mut t = TcpConns::default();
+        let (_, unbound) = open(&mut t, 1, addr(1000), now);
+        let (_, bound) = open(&mut t, 2, addr(1001), now);
+        t.bind(2, ParticipantId(1));
+        t.close_unbound(now + TCP_UNBOUND_TIMEOUT - Duration::from_millis(1));
+        assert!(!unbound.is_cancelled());
+        t.close_unbound(now + TCP_UNBOUND_TIMEOUT);
+        assert!(unbound.is_cancelled());
+        assert!(!bound.is_cancelled(), "a bound connection stays");
+    }
+}

@@ -179,3 +179,51 @@ impl Engine {
         self.sync_gauges();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sctp_message_size_follows_the_config_with_a_floor() {
+        assert_eq!(sctp_max_message_size(64 * 1024), 65_536);
+        assert_eq!(sctp_max_message_size(10), 1024);
+        assert_eq!(sctp_max_message_size(usize::MAX), u32::MAX);
+    }
+
+    #[test]
+    fn estimation_is_off_at_zero() {
+        assert_eq!(initial_bitrate(0), None);
+        assert_eq!(initial_bitrate(10_000), Some(Bitrate::kbps(10_000)));
+    }
+
+    #[test]
+    fn a_session_offers_host_candidates_on_the_shared_ports() {
+        let udp: SocketAddr = "192.0.2.10:7882".parse().unwrap();
+        let tcp: SocketAddr = "192.0.2.10:7881".parse().unwrap();
+        let cfg = SfuConfig {
+            egress: "str0m".into(),
+            ..SfuConfig::default()
+        };
+        let (mut rtc, egress) = build_rtc(&cfg, udp, Some(tcp), Instant::now()).unwrap();
+        assert!(egress.is_none());
+        // Our side answers, so the candidates show in an answer to a minimal offer.
+        let mut client = Rtc::new(Instant::now());
+        let mut api = client.sdp_api();
+        api.add_channel("c".into());
+        let (offer, _) = api.apply().unwrap();
+        let answer = rtc.sdp_api().accept_offer(offer).unwrap().to_sdp_string();
+        assert!(answer.contains("a=ice-lite"), "{answer}");
+        assert!(answer.contains("192.0.2.10 7882 typ host"), "{answer}");
+        assert!(
+            answer.contains("192.0.2.10 7881 typ host tcptype passive"),
+            "{answer}"
+        );
+        let own = SfuConfig {
+            egress: "own".into(),
+            ..SfuConfig::default()
+        };
+        let (_, egress) = build_rtc(&own, udp, None, Instant::now()).unwrap();
+        assert!(egress.is_some(), "own egress gets a key slot");
+    }
+}

@@ -515,12 +515,20 @@ mod tests {
         // No token configured: loopback clients only.
         assert!(may_read_metrics("", &none, lo).is_ok());
         assert!(may_read_metrics("", &none, lo6).is_ok());
-        let e = may_read_metrics("", &none, far).unwrap_err().into_response();
+        let e = may_read_metrics("", &none, far)
+            .unwrap_err()
+            .into_response();
         assert_eq!(e.status(), StatusCode::FORBIDDEN);
         // A token configured: required from everyone, loopback included.
         assert!(may_read_metrics("s3cret", &with_bearer("s3cret"), far).is_ok());
-        for (h, who) in [(&none, lo), (&with_bearer("wrong"), far), (&with_bearer("s3cre"), lo)] {
-            let e = may_read_metrics("s3cret", h, who).unwrap_err().into_response();
+        for (h, who) in [
+            (&none, lo),
+            (&with_bearer("wrong"), far),
+            (&with_bearer("s3cre"), lo),
+        ] {
+            let e = may_read_metrics("s3cret", h, who)
+                .unwrap_err()
+                .into_response();
             assert_eq!(e.status(), StatusCode::UNAUTHORIZED);
         }
     }

@@ -370,7 +370,7 @@ impl Engine {
             } => {
                 let _ = reply.send(self.push_data(id, &topic, &data, reliable));
             }
-            Command::Cap {
+            Command::VideoPreference {
                 id,
                 publisher,
                 max_layer,

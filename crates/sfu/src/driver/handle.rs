@@ -80,6 +80,7 @@ pub struct SfuCounts {
     pub tcp_conns: usize,
 }
 
+/// What the handles ask of the engine task. Requests carry the channel for the engine's reply.
 pub(super) enum Command {
     Join {
         id: ParticipantId,
@@ -110,7 +111,7 @@ pub(super) enum Command {
         reliable: bool,
         reply: oneshot::Sender<Result<(), SfuError>>,
     },
-    Cap {
+    VideoPreference {
         id: ParticipantId,
         publisher: String,
         max_layer: u8,
@@ -349,7 +350,7 @@ impl ParticipantHandle {
         max_layer: u8,
         paused: bool,
     ) -> Result<(), SfuError> {
-        self.send(Command::Cap {
+        self.send(Command::VideoPreference {
             id: self.id,
             publisher: publisher.to_owned(),
             max_layer,

@@ -111,11 +111,7 @@ fn main() -> anyhow::Result<()> {
         egress: args.egress.clone(),
         ..SfuConfig::default()
     };
-    let (sfu, engine) = rt.block_on(Sfu::start_on_thread_with_metrics(
-        cfg,
-        metrics.clone(),
-        token.clone(),
-    ))?;
+    let (sfu, engine) = rt.block_on(Sfu::start_on_thread(cfg, metrics.clone(), token.clone()))?;
     let report = rt.block_on(run(args.clone(), sfu.clone(), metrics.clone(), registry))?;
     token.cancel();
     drop(rt);

@@ -216,10 +216,13 @@ async fn sfu(
         return Ok(None);
     }
     // The engine runs on its own thread, as in bench/sfu-load; it ends with `shutdown`.
-    let (sfu, _engine_thread) =
-        switchboard_sfu::Sfu::start_on_thread(config.sfu.clone(), registry, shutdown.clone())
-            .await
-            .map_err(|e| anyhow::anyhow!("sfu.udp_port/sfu.tcp_port: {e}"))?;
+    let (sfu, _engine_thread) = switchboard_sfu::Sfu::start_on_thread(
+        config.sfu.clone(),
+        switchboard_sfu::metrics::SfuMetrics::registered(registry),
+        shutdown.clone(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("sfu.udp_port/sfu.tcp_port: {e}"))?;
     bound.sfu_udp = Some(sfu.local_addr());
     bound.sfu_tcp = sfu.local_tcp_addr();
     Ok(Some(crate::sfu_bridge::Bridge::new(sfu, registry)))

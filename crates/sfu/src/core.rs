@@ -4,9 +4,21 @@
 //!
 //! Nothing here touches sockets, str0m or the clock: the driver feeds in events with an `Instant`
 //! and executes the returned [`Action`]s. Tests script packets and instants directly.
+//!
+//! This file holds membership, publishing, subscriptions, keyframe handling and routing; the
+//! measurement and choice of simulcast layers are in `layers`, the data queues in `data`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
+
+mod data;
+mod layers;
+
+pub use data::{DataDrop, QueuedData};
+pub use layers::Layer;
+
+use data::DataQueue;
+use layers::LayerRate;
 
 /// A participant inside one SFU instance (unique across rooms).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -28,31 +40,6 @@ pub enum TrackKind {
     Audio,
     /// Video: may be simulcast; subscribers wait for a keyframe.
     Video,
-}
-
-/// Simulcast layer, 0 = lowest. A non-simulcast track only has layer 0.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Layer(pub u8);
-
-impl Layer {
-    /// Layer number for a RID. Chromium and Firefox use `q`/`h`/`f`; `l`/`m`/`h` is also common.
-    /// Unknown RIDs and no RID map to layer 0.
-    pub fn from_rid(rid: Option<&str>) -> Layer {
-        match rid {
-            Some("f") | Some("hi") | Some("high") | Some("2") => Layer(2),
-            Some("h") | Some("m") | Some("mid") | Some("1") => Layer(1),
-            _ => Layer(0),
-        }
-    }
-
-    /// Label used in metrics.
-    pub fn label(self) -> &'static str {
-        match self.0 {
-            0 => "low",
-            1 => "mid",
-            _ => "high",
-        }
-    }
 }
 
 /// Tuning for layer selection and keyframe handling.
@@ -116,31 +103,6 @@ pub enum Action {
     },
 }
 
-/// Why a data message was not queued.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DataDrop {
-    /// The receiver's queue is full.
-    QueueFull,
-    /// No such participant.
-    UnknownTarget,
-}
-
-/// One data message waiting to be written into a participant's DataChannel.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct QueuedData {
-    /// true: the reliable channel; false: the lossy channel.
-    pub reliable: bool,
-    /// Encoded envelope.
-    pub bytes: Vec<u8>,
-}
-
-#[derive(Debug)]
-struct LayerRate {
-    window_start: Instant,
-    bytes_in_window: u64,
-    bps: u64,
-}
-
 #[derive(Debug)]
 struct Track {
     kind: TrackKind,
@@ -172,8 +134,8 @@ struct Participant {
     bandwidth_bps: Option<u64>,
     subscriptions: HashMap<TrackKey, Subscription>,
     published: Vec<u32>,
-    queue: VecDeque<QueuedData>,
-    queued_bytes: usize,
+    /// Outgoing DataChannel messages waiting for room in the channel.
+    data: DataQueue,
 }
 
 /// Counters the core keeps; the driver exports them as metrics.
@@ -238,7 +200,7 @@ impl Rooms {
 
     /// Queued data bytes across all participants.
     pub fn queued_bytes(&self) -> usize {
-        self.participants.values().map(|p| p.queued_bytes).sum()
+        self.participants.values().map(|p| p.data.bytes()).sum()
     }
 
     /// Members of `room`.
@@ -264,8 +226,7 @@ impl Rooms {
                 bandwidth_bps: None,
                 subscriptions: HashMap::new(),
                 published: Vec::new(),
-                queue: VecDeque::new(),
-                queued_bytes: 0,
+                data: DataQueue::default(),
             },
         );
         self.members.entry(room.to_owned()).or_default().push(p);
@@ -538,158 +499,6 @@ impl Rooms {
         }
     }
 
-    /// Largest size the subscriber renders this track at, as a layer cap.
-    pub fn set_max_layer(
-        &mut self,
-        subscriber: ParticipantId,
-        key: TrackKey,
-        max: Layer,
-        now: Instant,
-    ) -> Vec<Action> {
-        if let Some(sub) = self
-            .participants
-            .get_mut(&subscriber)
-            .and_then(|p| p.subscriptions.get_mut(&key))
-        {
-            sub.max_layer = max;
-        }
-        self.reselect(subscriber, now)
-    }
-
-    /// New bandwidth estimate (from TWCC/REMB) for the path to `subscriber`.
-    pub fn set_bandwidth(
-        &mut self,
-        subscriber: ParticipantId,
-        bps: u64,
-        now: Instant,
-    ) -> Vec<Action> {
-        if let Some(p) = self.participants.get_mut(&subscriber) {
-            p.bandwidth_bps = Some(bps);
-        }
-        self.reselect(subscriber, now)
-    }
-
-    /// Re-runs layer selection for every video subscription of `subscriber`.
-    pub fn reselect(&mut self, subscriber: ParticipantId, now: Instant) -> Vec<Action> {
-        let mut actions = Vec::new();
-        let keys: Vec<TrackKey> = match self.participants.get(&subscriber) {
-            Some(p) => p.subscriptions.keys().copied().collect(),
-            None => return actions,
-        };
-        for key in keys {
-            let is_video = self
-                .tracks
-                .get(&key)
-                .is_some_and(|t| t.kind == TrackKind::Video);
-            if !is_video {
-                continue;
-            }
-            let want = self.pick_layer(subscriber, key, now);
-            let Some(sub) = self
-                .participants
-                .get_mut(&subscriber)
-                .and_then(|p| p.subscriptions.get_mut(&key))
-            else {
-                continue;
-            };
-            if want != sub.target {
-                sub.target = want;
-                if sub.current != Some(want) {
-                    if sub.waiting_since.is_none() {
-                        self.stats.keyframe_waits += 1;
-                    }
-                    sub.waiting_since = Some(now);
-                    self.request_keyframe(key, want, now, &mut actions);
-                } else {
-                    sub.waiting_since = None;
-                }
-            }
-        }
-        actions
-    }
-
-    /// Layer selection with hysteresis: the highest layer whose measured bitrate fits the
-    /// estimate (times `headroom`) and the subscriber's cap. Downgrades apply at once; an upgrade
-    /// must stay affordable with `upgrade_margin` for `upgrade_hold`.
-    fn pick_layer(&mut self, subscriber: ParticipantId, key: TrackKey, now: Instant) -> Layer {
-        let tuning = self.tuning.clone();
-        let Some(track) = self.tracks.get(&key) else {
-            return Layer(0);
-        };
-        // A layer the publisher stopped sending (e.g. its resolution dropped, so the encoder
-        // sends fewer layers) keeps its last measured rate: leave it out once it has been
-        // silent for 1.5 rate windows, unless nothing flows at all.
-        let flowing =
-            |r: &LayerRate| now.duration_since(r.window_start) < tuning.rate_window * 3 / 2;
-        let any_flowing = track.rates.values().any(flowing);
-        let layers: Vec<(Layer, u64)> = track
-            .rates
-            .iter()
-            .filter(|(_, r)| !any_flowing || flowing(r))
-            .map(|(l, r)| (*l, effective_bps(r, now, tuning.rate_window)))
-            .collect();
-        let Some(part) = self.participants.get_mut(&subscriber) else {
-            return Layer(0);
-        };
-        let budget = part.bandwidth_bps;
-        let Some(sub) = part.subscriptions.get_mut(&key) else {
-            return Layer(0);
-        };
-        if layers.is_empty() {
-            return sub.target.min(sub.max_layer);
-        }
-        let lowest = layers[0].0;
-        let allowed: Vec<(Layer, u64)> = layers
-            .iter()
-            .copied()
-            .filter(|(l, _)| *l <= sub.max_layer)
-            .collect();
-        if allowed.is_empty() {
-            return lowest;
-        }
-        let Some(budget) = budget else {
-            // No estimate (estimation off): the subscriber's cap decides.
-            sub.upgrade_candidate_since = None;
-            return allowed[allowed.len() - 1].0;
-        };
-        let budget = budget as f64 * tuning.headroom;
-        let fits = |bps: u64, margin: f64| bps as f64 * margin <= budget;
-        let best = allowed
-            .iter()
-            .rev()
-            .find(|(_, bps)| fits(*bps, 1.0))
-            .map(|x| x.0)
-            .unwrap_or(allowed[0].0);
-        let current = sub.target;
-        if best <= current || !allowed.iter().any(|(l, _)| *l == current) {
-            sub.upgrade_candidate_since = None;
-            return best;
-        }
-        // Upgrade: the higher layer must fit with margin, continuously for `upgrade_hold`.
-        let next_ok = allowed
-            .iter()
-            .rev()
-            .find(|(l, bps)| *l > current && fits(*bps, tuning.upgrade_margin))
-            .map(|x| x.0);
-        match next_ok {
-            Some(up) => match sub.upgrade_candidate_since {
-                Some(since) if now.duration_since(since) >= tuning.upgrade_hold => {
-                    sub.upgrade_candidate_since = None;
-                    up
-                }
-                Some(_) => current,
-                None => {
-                    sub.upgrade_candidate_since = Some(now);
-                    current
-                }
-            },
-            None => {
-                sub.upgrade_candidate_since = None;
-                current
-            }
-        }
-    }
-
     fn request_keyframe(
         &mut self,
         key: TrackKey,
@@ -756,21 +565,11 @@ impl Rooms {
         let Some(track) = self.tracks.get_mut(&key) else {
             return Vec::new();
         };
-        let rate = track.rates.entry(layer).or_insert(LayerRate {
-            window_start: now,
-            bytes_in_window: 0,
-            bps: 0,
-        });
-        if now.duration_since(rate.window_start) >= window {
-            let secs = now
-                .duration_since(rate.window_start)
-                .as_secs_f64()
-                .max(1e-3);
-            rate.bps = (rate.bytes_in_window as f64 * 8.0 / secs) as u64;
-            rate.bytes_in_window = 0;
-            rate.window_start = now;
-        }
-        rate.bytes_in_window += bytes as u64;
+        track
+            .rates
+            .entry(layer)
+            .or_insert_with(|| LayerRate::new(now))
+            .record(bytes, now, window);
         if track.muted {
             return Vec::new();
         }
@@ -842,133 +641,6 @@ impl Rooms {
         }
         actions
     }
-
-    /// Layer currently forwarded to `subscriber` for `key`.
-    pub fn current_layer(&self, subscriber: ParticipantId, key: TrackKey) -> Option<Layer> {
-        self.participants
-            .get(&subscriber)?
-            .subscriptions
-            .get(&key)?
-            .current
-    }
-
-    /// Layer `subscriber` is switching to (or already on).
-    pub fn target_layer(&self, subscriber: ParticipantId, key: TrackKey) -> Option<Layer> {
-        Some(
-            self.participants
-                .get(&subscriber)?
-                .subscriptions
-                .get(&key)?
-                .target,
-        )
-    }
-
-    /// Bitrates the path to `subscriber` should sustain: `(minimum, desired)` in bit/s. The
-    /// minimum is what the layers forwarded now need; the desired rate is what the best layers
-    /// the subscriber may get (its caps) would need. The driver hands both to the bandwidth
-    /// estimator so it probes towards upgrades.
-    pub fn bitrate_targets(&self, subscriber: ParticipantId, now: Instant) -> (u64, u64) {
-        let window = self.tuning.rate_window;
-        let Some(part) = self.participants.get(&subscriber) else {
-            return (0, 0);
-        };
-        let (mut min, mut desired) = (0u64, 0u64);
-        for (key, sub) in &part.subscriptions {
-            let Some(track) = self.tracks.get(key) else {
-                continue;
-            };
-            if sub.paused || track.muted {
-                continue;
-            }
-            let rate = |l: Layer| {
-                track
-                    .rates
-                    .get(&l)
-                    .map_or(0, |r| effective_bps(r, now, window))
-            };
-            let cur = sub.current.unwrap_or(sub.target);
-            min += rate(cur);
-            let best = track
-                .rates
-                .keys()
-                .rev()
-                .find(|l| **l <= sub.max_layer)
-                .copied()
-                .unwrap_or(cur);
-            desired += rate(best).max(rate(cur));
-        }
-        (min, desired)
-    }
-
-    /// Count of subscriptions per forwarded layer (for the layer gauge).
-    pub fn layer_histogram(&self) -> [u64; 3] {
-        let mut h = [0u64; 3];
-        for p in self.participants.values() {
-            for (k, s) in &p.subscriptions {
-                let video = self
-                    .tracks
-                    .get(k)
-                    .is_some_and(|t| t.kind == TrackKind::Video);
-                if let (true, Some(l)) = (video, s.current) {
-                    h[usize::from(l.0.min(2))] += 1;
-                }
-            }
-        }
-        h
-    }
-
-    /// Queues `bytes` for `to`. Lossy messages are dropped when the queue is full; reliable ones
-    /// are refused so the sender sees backpressure.
-    pub fn enqueue_data(
-        &mut self,
-        to: ParticipantId,
-        reliable: bool,
-        bytes: Vec<u8>,
-    ) -> Result<(), DataDrop> {
-        let limit = self.tuning.data_queue_bytes;
-        let Some(p) = self.participants.get_mut(&to) else {
-            return Err(DataDrop::UnknownTarget);
-        };
-        if p.queued_bytes + bytes.len() > limit {
-            self.stats.data_dropped_queue_full += 1;
-            return Err(DataDrop::QueueFull);
-        }
-        p.queued_bytes += bytes.len();
-        p.queue.push_back(QueuedData { reliable, bytes });
-        Ok(())
-    }
-
-    /// Takes queued messages for `p` while `can_send` accepts them (the driver checks the
-    /// DataChannel's buffered amount); stops at the first refusal, keeping order.
-    pub fn drain_data(&mut self, p: ParticipantId, mut can_send: impl FnMut(&QueuedData) -> bool) {
-        let Some(part) = self.participants.get_mut(&p) else {
-            return;
-        };
-        while let Some(front) = part.queue.front() {
-            if !can_send(front) {
-                break;
-            }
-            if let Some(m) = part.queue.pop_front() {
-                part.queued_bytes -= m.bytes.len();
-            }
-        }
-    }
-
-    /// Bytes queued for `p`.
-    pub fn queued_bytes_of(&self, p: ParticipantId) -> usize {
-        self.participants.get(&p).map_or(0, |x| x.queued_bytes)
-    }
-}
-
-fn effective_bps(r: &LayerRate, now: Instant, window: Duration) -> u64 {
-    // Before the first full window, extrapolate from what we have.
-    if r.bps == 0 {
-        let secs = now.duration_since(r.window_start).as_secs_f64();
-        if secs >= window.as_secs_f64() / 4.0 {
-            return (r.bytes_in_window as f64 * 8.0 / secs) as u64;
-        }
-    }
-    r.bps
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! unprotection of hostile bytes (fuzz/fuzz_targets/srtp_unprotect.rs,
 //! `fuzzing::tests::replay_corpus_srtp_unprotect`), and the own egress's RTCP handling
 //! (fuzz/fuzz_targets/egress_rtcp.rs, `fuzzing::tests::replay_corpus_egress_rtcp`).
+//! Compiled only for this crate's tests and with the `fuzzing` feature (which fuzz/ enables).
 
 use crate::core::{Action, CoreTuning, Layer, ParticipantId, Rooms, TrackKey, TrackKind};
 use std::collections::{HashMap, HashSet};

@@ -3,20 +3,27 @@
 //! Data flow: every participant has one str0m `Rtc` inside a single engine task ([`driver`]).
 //! All sessions share one UDP socket (and one ICE-TCP listener, [`tcp`]); a datagram is routed
 //! to its session by the ICE ufrag in a STUN USERNAME ([`wire`]) and afterwards by its source
-//! address (or TCP connection). Media and data events from a
-//! session go through the sans-IO room logic ([`core`]), which decides who receives what (layer,
-//! keyframe waits, mute, bounded data queues); the engine then writes into the subscribers'
-//! `Rtc`s and sends their datagrams.
+//! address (or TCP connection). Media and data events from a session go through the sans-IO
+//! room logic ([`core`]), which decides who receives what (layer, keyframe waits, mute, bounded
+//! data queues); the engine then writes into the subscribers' `Rtc`s, or packetizes and
+//! protects VP8 and Opus itself ([`egress`], [`srtp`]), and sends their datagrams.
 //!
 //! Signaling talks to the SFU only through [`Sfu::join`] and the returned [`ParticipantHandle`]
 //! (offer/answer/candidates in, [`SfuEvent`]s out).
+//!
+//! Two modules exist only for tests and tools, behind features so the server binary does not
+//! carry them: `fuzzing` (feature `fuzzing`: the fuzz targets' entry points) and `peer`
+//! (feature `test-peer`: a str0m client playing the browser, for integration tests and
+//! `bench/sfu-load`).
 
 pub mod core;
 pub mod driver;
 pub mod egress;
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod keys;
 pub mod metrics;
+#[cfg(any(test, feature = "test-peer"))]
 pub mod peer;
 pub mod retime;
 pub mod srtp;
@@ -154,7 +161,7 @@ pub struct SfuConfig {
     /// Starting send-bandwidth estimate per subscriber, kbit/s; 0 (default) disables
     /// estimation and pacing. When set, the estimate follows TWCC feedback (probing towards what
     /// the subscriber's layers need), str0m paces sending at 1.1x the estimate, and simulcast
-    /// layers are picked from it. Off by default in phase 1: on the contended benchmark host it
+    /// layers are picked from it. Off by default because on the contended benchmark host it
     /// halved engine throughput, a low start (1000) left a ~1 s standing queue, and an
     /// overloaded run collapsed (bench/RESULTS.md "## SFU"). Without it, layers follow the
     /// subscriber's requested size. 10000 is the value to try.

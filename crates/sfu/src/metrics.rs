@@ -119,6 +119,13 @@ fn half_octaves() -> Histogram {
 }
 
 impl SfuMetrics {
+    /// New metrics, registered in `registry` (see [`SfuMetrics::register`]).
+    pub fn registered(registry: &mut Registry) -> SfuMetrics {
+        let m = SfuMetrics::default();
+        m.register(registry);
+        m
+    }
+
     /// Registers everything under `sfu_` in `registry` (which carries the `switchboard` prefix).
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("sfu");

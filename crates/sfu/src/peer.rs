@@ -1,6 +1,7 @@
 //! A small str0m client that plays the browser side: it offers, publishes synthetic VP8/Opus,
 //! receives forwarded media, and talks over DataChannels. Used by the integration tests and by
-//! the `sfu-load` benchmark; it is not part of the server.
+//! the `sfu-load` benchmark; it is not part of the server: it is compiled only for this crate's
+//! tests and with the `test-peer` feature.
 //!
 //! Synthetic VP8 frames carry the send time (nanoseconds since a process-wide epoch) right after
 //! a minimal VP8 frame header, so a receiver in the same process measures end-to-end latency.

@@ -1,9 +1,9 @@
-//! SRTP and SRTCP protection of our own, for the SFU's egress fast path.
+//! SRTP and SRTCP protection of our own, for the SFU's own egress path.
 //!
-//! str0m protects what it sends itself, but a forwarded RTP packet on the future fast path never
-//! passes through a subscriber's `Rtc`: we encrypt it here with the keys str0m's DTLS handshake
-//! produced ([`crate::keys`]), encrypt our own SRTCP sender reports, and decrypt the SRTCP a
-//! subscriber sends so we can read its NACKs.
+//! str0m protects what it sends itself, but a forwarded RTP packet on the own egress path
+//! ([`crate::egress`]) never passes through a subscriber's `Rtc`: we encrypt it here with the
+//! keys str0m's DTLS handshake produced ([`crate::keys`]), encrypt our own SRTCP sender reports,
+//! and decrypt the SRTCP a subscriber sends so we can read its NACKs.
 //!
 //! What it implements:
 //! - RFC 5764 §4.2: splitting DTLS-SRTP keying material into per-direction master keys
@@ -19,12 +19,19 @@
 //!   (verified erratum 4938), i.e. padded with two zero bytes on the right.
 //!
 //! Not implemented: MKI, key derivation rates other than 0, replay protection and ROC
-//! estimation (the caller tracks both per SSRC), and the other DTLS-SRTP profiles.
+//! estimation, and the other DTLS-SRTP profiles. The own egress tracks the ROC of each stream it
+//! sends; it reads a subscriber's SRTCP for NACKs without a replay window, so a replayed NACK
+//! is bounded only by the egress's resend limits.
 //!
 //! Every key object (AES key schedules, HMAC key, AEAD key) is built once in [`Context::new`];
 //! protecting a packet touches only the caller's buffer, which grows by the tag (reserve
 //! [`Profile::rtp_overhead`] / [`Profile::rtcp_overhead`] bytes of capacity and it never
 //! reallocates). Every `unprotect_*` takes hostile bytes: it returns an error, never panics.
+//!
+//! One cohesive protocol implementation, kept in one file: key derivation, the AES-CM and
+//! AES-GCM transforms and the SRTP/SRTCP packet layouts share one set of constants and key
+//! objects, and half the file is the RFC 3711/6188/7714 and libsrtp test vectors that check
+//! them together.
 
 use std::fmt;
 

@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
-use switchboard_sfu::metrics::ReasonLabel;
+use switchboard_sfu::metrics::{ReasonLabel, SfuMetrics};
 use switchboard_sfu::peer::Peer;
 use switchboard_sfu::{ParticipantHandle, Sfu, SfuConfig, SfuCounts, SfuEvent};
 use tokio_util::sync::CancellationToken;
@@ -41,7 +41,7 @@ async fn start_egress(egress: &str) -> (Sfu, CancellationToken) {
     };
     let token = CancellationToken::new();
     let mut reg = Registry::with_prefix("switchboard");
-    let sfu = Sfu::start(cfg, &mut reg, token.clone())
+    let sfu = Sfu::start(cfg, SfuMetrics::registered(&mut reg), token.clone())
         .await
         .expect("sfu starts");
     (sfu, token)
@@ -216,22 +216,40 @@ async fn publisher_reaches_two_subscribers_and_a_late_joiner_with(egress: &str) 
     clients.push(join(&sfu, "r1", "dave", false, false).await);
     let mut first_keyframe = None;
     let end = Instant::now() + Duration::from_secs(3);
-    let mut frame = 1u64;
+    let mut sent = 0u64;
+    // Frames alice had sent, and frames dave had received, when dave's first keyframe arrived.
+    let mut at_first_keyframe = (0u64, 0u64);
     while Instant::now() < end {
         let p = &mut clients[2].peer;
         // Only send a keyframe when asked (not on the 1 s cadence) to prove PLI works.
         let kf = std::mem::take(&mut p.keyframe_requests) > 0;
         p.send_video(kf, if kf { 6000 } else { 1500 });
-        frame += 1;
+        sent += 1;
         pump(&mut clients, Duration::from_millis(33)).await;
         let d = &clients[4].peer;
         if first_keyframe.is_none() && d.received.values().any(|r| r.keyframes > 0) {
             first_keyframe = Some(joined.elapsed());
+            at_first_keyframe = (sent, d.video_frames());
         }
     }
     let t = first_keyframe.expect("late joiner decoded a keyframe");
     assert!(t < Duration::from_secs(2), "late joiner waited {t:?}");
-    assert!(frame > 10);
+    // From its first keyframe on, the late joiner gets every frame alice sends, not just that
+    // keyframe. The keyframe came within 2 s of the 3 s loop, so at least a second of 30 fps
+    // video follows; 10 frames is that second even on a machine slow enough to stretch each
+    // 33 ms step to 100 ms. Each frame has the 33 ms pump after it to cross loopback, so all
+    // of them arrive; the tolerance of 2 is for a frame still in flight when a count is taken
+    // (at the keyframe check or at the end), as in `lost_packets_are_retransmitted`.
+    let sent_after = sent - at_first_keyframe.0;
+    let got_after = clients[4].peer.video_frames() - at_first_keyframe.1;
+    assert!(
+        sent_after >= 10,
+        "only {sent_after} frames were sent after dave's first keyframe"
+    );
+    assert!(
+        got_after.abs_diff(sent_after) <= 2,
+        "dave got {got_after} of the {sent_after} frames sent after its first keyframe"
+    );
 
     let m = sfu.metrics();
     let pf = m
@@ -339,7 +357,7 @@ async fn push_backpressure_is_bounded() {
     };
     let token = CancellationToken::new();
     let mut reg = Registry::default();
-    let sfu = Sfu::start(cfg, &mut reg, token.clone())
+    let sfu = Sfu::start(cfg, SfuMetrics::registered(&mut reg), token.clone())
         .await
         .expect("start");
     // Never connects: nothing can drain, so the queue fills and pushes are refused.
@@ -821,7 +839,7 @@ async fn engine_on_its_own_thread_forwards_and_ends_with_shutdown() {
     let cfg = loopback_cfg();
     let token = CancellationToken::new();
     let mut reg = Registry::with_prefix("switchboard");
-    let (sfu, thread) = Sfu::start_on_thread(cfg, &mut reg, token.clone())
+    let (sfu, thread) = Sfu::start_on_thread(cfg, SfuMetrics::registered(&mut reg), token.clone())
         .await
         .expect("sfu starts");
     assert_eq!(thread.thread().name(), Some("sfu-engine"));

@@ -108,7 +108,7 @@ fn main() -> anyhow::Result<()> {
         bind_ip: "127.0.0.1".into(),
         max_sessions: 100_000,
         bwe_initial_kbps: args.bwe_initial_kbps,
-        egress: args.egress.clone(),
+        egress: args.egress.parse().map_err(anyhow::Error::msg)?,
         ..SfuConfig::default()
     };
     let (sfu, engine) = rt.block_on(Sfu::start_on_thread(cfg, metrics.clone(), token.clone()))?;

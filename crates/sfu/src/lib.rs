@@ -33,15 +33,42 @@ pub mod wire;
 
 use serde::{Deserialize, Serialize};
 
-pub use driver::{ParticipantHandle, Sfu, SfuCounts, SfuEvent};
+pub use driver::{validate_config, ParticipantHandle, Sfu, SfuCounts, SfuEvent};
 
 impl SfuConfig {
     /// Whether forwarded media leaves through the SFU's own egress (`egress`, resolved).
     pub fn own_egress(&self) -> bool {
-        match self.egress.as_str() {
-            "own" => true,
-            "auto" => self.bwe_initial_kbps == 0,
-            _ => false,
+        match self.egress {
+            Egress::Own => true,
+            Egress::Auto => self.bwe_initial_kbps == 0,
+            Egress::Str0m => false,
+        }
+    }
+}
+
+/// `[sfu] egress`: which code packetizes and protects forwarded media.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Egress {
+    /// The own egress while `bwe_initial_kbps = 0`, else str0m.
+    #[default]
+    Auto,
+    /// The SFU packetizes VP8 and Opus itself.
+    Own,
+    /// str0m packetizes, encrypts, paces and sends every frame.
+    Str0m,
+}
+
+impl std::str::FromStr for Egress {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Egress, String> {
+        match s {
+            "auto" => Ok(Egress::Auto),
+            "own" => Ok(Egress::Own),
+            "str0m" => Ok(Egress::Str0m),
+            e => Err(format!(
+                "egress {e:?}: expected \"auto\", \"own\" or \"str0m\""
+            )),
         }
     }
 }
@@ -174,7 +201,7 @@ pub struct SfuConfig {
     /// - "str0m": every frame is written into the subscriber's str0m session, which
     ///   packetizes, encrypts, paces and sends it.
     /// - "auto" (default): "own" while `bwe_initial_kbps = 0`, else "str0m".
-    pub egress: String,
+    pub egress: Egress,
 }
 
 impl Default for SfuConfig {
@@ -192,7 +219,7 @@ impl Default for SfuConfig {
             max_data_message_bytes: 64 * 1024,
             event_queue: 256,
             bwe_initial_kbps: 0,
-            egress: "auto".into(),
+            egress: Egress::Auto,
         }
     }
 }

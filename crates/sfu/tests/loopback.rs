@@ -36,7 +36,7 @@ async fn start() -> (Sfu, CancellationToken) {
 /// An SFU on loopback with `[sfu] egress` set (decision 0047).
 async fn start_egress(egress: &str) -> (Sfu, CancellationToken) {
     let cfg = SfuConfig {
-        egress: egress.into(),
+        egress: egress.parse().unwrap(),
         ..loopback_cfg()
     };
     let token = CancellationToken::new();

@@ -74,6 +74,9 @@ impl Config {
         }
         self.validate_turn(&mut v, &mut listeners);
         if self.sfu.mode != SfuMode::Mesh {
+            if let Err(e) = switchboard_sfu::validate_config(&self.sfu) {
+                v.add_auto("sfu", e.to_string());
+            }
             match self.sfu.bind_ip.parse::<IpAddr>() {
                 Ok(ip) => {
                     listeners.push(Listener {

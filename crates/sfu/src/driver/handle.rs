@@ -406,6 +406,11 @@ impl Drop for ParticipantHandle {
     }
 }
 
+/// Checks `[sfu]` as [`Sfu::start`] would, without binding anything.
+pub fn validate_config(cfg: &SfuConfig) -> Result<(), SfuError> {
+    check_config(cfg, || None).map(|_| ())
+}
+
 /// Checks `[sfu]` and resolves the addresses to bind and to advertise: `(bind_ip, public_ip)`.
 /// `public_ip` defaults to `bind_ip` when that is a specific address, else to the address of
 /// the default route (`default_route`), else to 127.0.0.1.
@@ -424,19 +429,10 @@ fn check_config(
         None if !bind_ip.is_unspecified() => bind_ip,
         None => default_route().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
     };
-    match cfg.egress.as_str() {
-        "str0m" | "auto" => {}
-        "own" if cfg.bwe_initial_kbps == 0 => {}
-        "own" => {
-            return Err(SfuError::Config(
-                "egress = \"own\" sends without transport-wide sequence numbers; it needs bwe_initial_kbps = 0".into(),
-            ))
-        }
-        e => {
-            return Err(SfuError::Config(format!(
-                "egress {e:?}: expected \"auto\", \"own\" or \"str0m\""
-            )))
-        }
+    if cfg.egress == crate::Egress::Own && cfg.bwe_initial_kbps != 0 {
+        return Err(SfuError::Config(
+            "egress = \"own\" sends without transport-wide sequence numbers; it needs bwe_initial_kbps = 0".into(),
+        ));
     }
     if cfg.max_sessions == 0 || cfg.event_queue == 0 {
         return Err(SfuError::Config(
@@ -489,9 +485,8 @@ mod tests {
         let bad = [
             cfg(|c| c.bind_ip = "example.org".into()),
             cfg(|c| c.public_ip = Some("nope".into())),
-            cfg(|c| c.egress = "fast".into()),
             cfg(|c| {
-                c.egress = "own".into();
+                c.egress = crate::Egress::Own;
                 c.bwe_initial_kbps = 1000;
             }),
             cfg(|c| c.max_sessions = 0),
@@ -504,9 +499,10 @@ mod tests {
             );
         }
         for egress in ["auto", "own", "str0m"] {
-            let c = cfg(|c| c.egress = egress.into());
+            let c = cfg(|c| c.egress = egress.parse().unwrap());
             assert!(check_config(&c, || None).is_ok(), "{egress}");
         }
+        assert!("fast".parse::<crate::Egress>().is_err());
         // With estimation on, "auto" and "str0m" are fine; only "own" is refused.
         let c = cfg(|c| c.bwe_initial_kbps = 10_000);
         assert!(check_config(&c, || None).is_ok());

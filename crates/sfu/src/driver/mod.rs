@@ -28,7 +28,7 @@ mod negotiation;
 mod net;
 mod session;
 
-pub use handle::{ParticipantHandle, Sfu, SfuCounts, SfuEvent};
+pub use handle::{validate_config, ParticipantHandle, Sfu, SfuCounts, SfuEvent};
 
 use crate::core::TrackKind;
 use crate::metrics::{ReasonLabel, SfuMetrics};

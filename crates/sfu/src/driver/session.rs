@@ -202,7 +202,7 @@ mod tests {
         let udp: SocketAddr = "192.0.2.10:7882".parse().unwrap();
         let tcp: SocketAddr = "192.0.2.10:7881".parse().unwrap();
         let cfg = SfuConfig {
-            egress: "str0m".into(),
+            egress: crate::Egress::Str0m,
             ..SfuConfig::default()
         };
         let (mut rtc, egress) = build_rtc(&cfg, udp, Some(tcp), Instant::now()).unwrap();
@@ -220,7 +220,7 @@ mod tests {
             "{answer}"
         );
         let own = SfuConfig {
-            egress: "own".into(),
+            egress: crate::Egress::Own,
             ..SfuConfig::default()
         };
         let (_, egress) = build_rtc(&own, udp, None, Instant::now()).unwrap();

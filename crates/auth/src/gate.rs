@@ -2,22 +2,19 @@
 //! consume its `jti`, and count each refusal by reason in `switchboard_auth_failures_total`.
 
 use crate::{AuthError, Claims, KeyRing, ReplayGuard, Scope};
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabel {
-    pub reason: &'static str,
-}
+/// The reason label of `switchboard_auth_failures_total`.
+type Label = [(&'static str, &'static str); 1];
 
 /// Shared by HTTP, signaling, gRPC: one place decides whether a ticket is good.
 pub struct TicketGate {
     pub keyring: Arc<KeyRing>,
     pub replay: Arc<dyn ReplayGuard>,
-    failures: Family<ReasonLabel, Counter>,
+    failures: Family<Label, Counter>,
     verified: Counter,
 }
 
@@ -27,9 +24,9 @@ impl TicketGate {
         replay: Arc<dyn ReplayGuard>,
         registry: &mut Registry,
     ) -> Self {
-        let failures = Family::<ReasonLabel, Counter>::default();
+        let failures = Family::<Label, Counter>::default();
         for r in AuthError::ALL_REASONS {
-            let _ = failures.get_or_create(&ReasonLabel { reason: r });
+            let _ = failures.get_or_create(&[("reason", r)]);
         }
         registry.register(
             "auth_failures",
@@ -53,9 +50,7 @@ impl TicketGate {
     /// Counts a refusal decided elsewhere (e.g. a bad login) under `reason`.
     pub fn count_failure(&self, err: &AuthError) {
         self.failures
-            .get_or_create(&ReasonLabel {
-                reason: err.reason(),
-            })
+            .get_or_create(&[("reason", err.reason())])
             .inc();
     }
 

@@ -13,6 +13,7 @@
 //!   answers 503), until every request in flight and every signaling session has finished or
 //!   `[http] shutdown_grace` has passed. Idle, silent or half-sent connections do not hold it.
 
+use crate::metrics::Label;
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -21,7 +22,6 @@ use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use parking_lot::Mutex;
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -45,16 +45,11 @@ pub const FIRST_BYTES_WAIT: Duration = Duration::from_secs(10);
 /// Paths a connection in the health reserve (or opened while draining) may ask for.
 const HEALTH_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabel {
-    reason: &'static str,
-}
-
 /// The edge's `/metrics` series.
 #[derive(Clone)]
 pub struct EdgeMetrics {
     open: Gauge,
-    refused: Family<ReasonLabel, Counter>,
+    refused: Family<Label, Counter>,
     accept_errors: Counter,
 }
 
@@ -66,7 +61,7 @@ impl EdgeMetrics {
             accept_errors: Counter::default(),
         };
         for reason in ["limit", "busy", "first_bytes_timeout"] {
-            let _ = m.refused.get_or_create(&ReasonLabel { reason });
+            let _ = m.refused.get_or_create(&[("reason", reason)]);
         }
         r.register(
             "http_connections",
@@ -88,7 +83,7 @@ impl EdgeMetrics {
     }
 
     fn refused(&self, reason: &'static str) {
-        self.refused.get_or_create(&ReasonLabel { reason }).inc();
+        self.refused.get_or_create(&[("reason", reason)]).inc();
     }
 }
 

@@ -107,7 +107,7 @@ async fn metrics(
         s.office
             .metrics
             .login_limiter_entries
-            .get_or_create(&crate::metrics::TableLabel { table })
+            .get_or_create(&[("table", table)])
             .set(n as i64);
     }
     s.office
@@ -188,13 +188,13 @@ async fn login(
         s.office
             .metrics
             .logins
-            .get_or_create(&crate::metrics::ResultLabel { result })
+            .get_or_create(&[("result", result)])
             .inc();
         if let Some(limit) = limit {
             s.office
                 .metrics
                 .limit_rejections
-                .get_or_create(&crate::metrics::LimitLabel { limit })
+                .get_or_create(&[("limit", limit)])
                 .inc();
         }
     };
@@ -264,7 +264,7 @@ async fn login(
     s.office
         .metrics
         .logins
-        .get_or_create(&crate::metrics::ResultLabel { result: "ok" })
+        .get_or_create(&[("result", "ok")])
         .inc();
     let secure = if s.config.auth.cookie_secure {
         "; Secure"
@@ -462,7 +462,7 @@ async fn mint_token(
     s.office
         .metrics
         .tokens_minted
-        .get_or_create(&crate::metrics::ViaLabel { via: minter.via })
+        .get_or_create(&[("via", minter.via)])
         .inc();
     Ok(Json(serde_json::json!({
         "token": token,

@@ -2,34 +2,17 @@
 //! own series. Components register their metrics into the registry while the server is built;
 //! after that it is frozen behind an `Arc` and only encoded.
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+/// One label of a metric family: `[("reason", "expired")]`. Label values are a bounded set of
+/// static strings, so no label can grow the series without bound.
+pub type Label = [(&'static str, &'static str); 1];
+
 pub fn new_registry() -> Registry {
     Registry::with_prefix("switchboard")
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ViaLabel {
-    pub via: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabel {
-    pub result: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LimitLabel {
-    pub limit: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TableLabel {
-    pub table: &'static str,
 }
 
 /// `logins_total{result}` values.
@@ -46,12 +29,12 @@ pub const LOGIN_LIMITS: [&str; 5] = [
 /// Ticket-office series.
 #[derive(Clone)]
 pub struct OfficeMetrics {
-    pub tokens_minted: Family<ViaLabel, Counter>,
-    pub logins: Family<ResultLabel, Counter>,
-    pub limit_rejections: Family<LimitLabel, Counter>,
+    pub tokens_minted: Family<Label, Counter>,
+    pub logins: Family<Label, Counter>,
+    pub limit_rejections: Family<Label, Counter>,
     pub replay_entries: Gauge,
     /// Entries in the login limiter's tables (`ip`, `ip_user`), set at each scrape.
-    pub login_limiter_entries: Family<TableLabel, Gauge>,
+    pub login_limiter_entries: Family<Label, Gauge>,
     /// Password checks running now, set at each scrape.
     pub login_hashes_running: Gauge,
     /// Logins waiting for a free password check now, set at each scrape.
@@ -70,16 +53,16 @@ impl OfficeMetrics {
             login_hashes_waiting: Default::default(),
         };
         for via in ["api_key", "session", "anonymous"] {
-            let _ = m.tokens_minted.get_or_create(&ViaLabel { via });
+            let _ = m.tokens_minted.get_or_create(&[("via", via)]);
         }
         for result in LOGIN_RESULTS {
-            let _ = m.logins.get_or_create(&ResultLabel { result });
+            let _ = m.logins.get_or_create(&[("result", result)]);
         }
         for limit in LOGIN_LIMITS {
-            let _ = m.limit_rejections.get_or_create(&LimitLabel { limit });
+            let _ = m.limit_rejections.get_or_create(&[("limit", limit)]);
         }
         for table in ["ip", "ip_user"] {
-            let _ = m.login_limiter_entries.get_or_create(&TableLabel { table });
+            let _ = m.login_limiter_entries.get_or_create(&[("table", table)]);
         }
         r.register(
             "tokens_minted",

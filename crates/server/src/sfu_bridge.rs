@@ -11,8 +11,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
+use crate::metrics::Label;
 use parking_lot::Mutex;
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
@@ -26,11 +26,6 @@ use tokio::sync::mpsc;
 pub const SFU_PEER: &str = "$sfu";
 /// Signaling messages queued per participant before new ones are refused.
 const QUEUE: usize = 256;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabel {
-    reason: &'static str,
-}
 
 enum Cmd {
     Signal(ClientMessage),
@@ -46,7 +41,7 @@ struct Inner {
     signal: OnceLock<SignalHandle>,
     /// Live participant tasks by (room, identity).
     parts: Mutex<HashMap<(String, String), Entry>>,
-    errors: Family<ReasonLabel, Counter>,
+    errors: Family<Label, Counter>,
 }
 
 /// The server's [`SfuBridge`]: SFU-mode rooms of signaling, served by the SFU engine.
@@ -58,7 +53,7 @@ pub struct Bridge {
 impl Bridge {
     /// A bridge over a running SFU; registers `switchboard_sfu_signal_errors_total{reason}`.
     pub fn new(sfu: Arc<Sfu>, registry: &mut Registry) -> Bridge {
-        let errors = Family::<ReasonLabel, Counter>::default();
+        let errors = Family::<Label, Counter>::default();
         registry.register(
             "sfu_signal_errors",
             "SFU requests over signaling that failed, by reason",
@@ -112,7 +107,7 @@ impl Bridge {
 
 impl Inner {
     fn count(&self, reason: &'static str) {
-        self.errors.get_or_create(&ReasonLabel { reason }).inc();
+        self.errors.get_or_create(&[("reason", reason)]).inc();
     }
 
     fn send(&self, room: &str, peer: &str, msg: Value) {

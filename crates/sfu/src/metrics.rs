@@ -1,34 +1,19 @@
 //! `switchboard_sfu_*` metrics. The driver owns one [`SfuMetrics`] and updates it inline; all
 //! handles are cheap atomics so the forwarding path pays a few relaxed increments.
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+/// One label of a metric family: `[("reason", "expired")]`. Label values are a bounded set of
+/// static strings, so no label can grow the series without bound.
+pub type Label = [(&'static str, &'static str); 1];
+
 /// Label set with one `reason`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabel {
-    /// Why (bounded set of static strings).
-    pub reason: &'static str,
-}
-
 /// Label set with one `kind` (audio/video).
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabel {
-    /// "audio" or "video".
-    pub kind: &'static str,
-}
-
 /// Label set with one simulcast `layer`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LayerLabel {
-    /// "low", "mid", "high".
-    pub layer: &'static str,
-}
-
 /// Every SFU metric.
 #[derive(Clone, Debug)]
 pub struct SfuMetrics {
@@ -39,15 +24,15 @@ pub struct SfuMetrics {
     /// Subscriptions (down-tracks).
     pub subscriptions: Gauge,
     /// RTP packets forwarded to subscribers, by kind.
-    pub packets_forwarded: Family<KindLabel, Counter>,
+    pub packets_forwarded: Family<Label, Counter>,
     /// Payload bytes forwarded to subscribers, by kind.
-    pub bytes_forwarded: Family<KindLabel, Counter>,
+    pub bytes_forwarded: Family<Label, Counter>,
     /// UDP datagrams sent / received on the shared socket.
     pub datagrams_sent: Counter,
     /// UDP datagrams received.
     pub datagrams_received: Counter,
     /// Datagrams dropped before reaching a session, by reason.
-    pub datagrams_dropped: Family<ReasonLabel, Counter>,
+    pub datagrams_dropped: Family<Label, Counter>,
     /// NACKs received from subscribers (str0m retransmits from its send buffer).
     pub nacks: Counter,
     /// Keyframe requests (PLI) sent to publishers.
@@ -68,13 +53,13 @@ pub struct SfuMetrics {
     /// time to the engine's read. Grows when the engine thread is busy or waits for a CPU.
     pub receive_queue: Histogram,
     /// Video subscriptions per forwarded simulcast layer.
-    pub subscriber_layers: Family<LayerLabel, Gauge>,
+    pub subscriber_layers: Family<Label, Gauge>,
     /// DataChannel messages relayed (delivered into a participant's queue).
     pub data_relayed: Counter,
     /// DataChannel messages dropped, by reason.
-    pub data_dropped: Family<ReasonLabel, Counter>,
+    pub data_dropped: Family<Label, Counter>,
     /// Sessions closed because of an error, by reason.
-    pub session_errors: Family<ReasonLabel, Counter>,
+    pub session_errors: Family<Label, Counter>,
 }
 
 impl Default for SfuMetrics {
@@ -240,7 +225,7 @@ mod tests {
         m.plis.inc();
         m.forwarding_latency.observe(0.0002);
         m.packets_forwarded
-            .get_or_create(&KindLabel { kind: "video" })
+            .get_or_create(&[("kind", "video")])
             .inc();
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &reg).expect("encode");

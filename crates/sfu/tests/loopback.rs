@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
-use switchboard_sfu::metrics::{ReasonLabel, SfuMetrics};
+use switchboard_sfu::metrics::SfuMetrics;
 use switchboard_sfu::peer::Peer;
 use switchboard_sfu::{ParticipantHandle, Sfu, SfuConfig, SfuCounts, SfuEvent};
 use tokio_util::sync::CancellationToken;
@@ -151,7 +151,7 @@ async fn wait_connected(clients: &mut [Client]) {
 fn dropped(sfu: &Sfu, reason: &'static str) -> u64 {
     sfu.metrics()
         .datagrams_dropped
-        .get_or_create(&ReasonLabel { reason })
+        .get_or_create(&[("reason", reason)])
         .get()
 }
 
@@ -254,7 +254,7 @@ async fn publisher_reaches_two_subscribers_and_a_late_joiner_with(egress: &str) 
     let m = sfu.metrics();
     let pf = m
         .packets_forwarded
-        .get_or_create(&switchboard_sfu::metrics::KindLabel { kind: "video" })
+        .get_or_create(&[("kind", "video")])
         .get();
     assert!(pf > 100, "packets forwarded {pf}");
     assert!(m.plis.get() > 0);
@@ -336,9 +336,7 @@ async fn data_is_relayed_targeted_and_pushed() {
     let m = sfu.metrics();
     assert_eq!(
         m.data_dropped
-            .get_or_create(&ReasonLabel {
-                reason: "malformed"
-            })
+            .get_or_create(&[("reason", "malformed")])
             .get(),
         1
     );

@@ -26,7 +26,7 @@ pub mod sfu;
 pub mod ws;
 
 use hub::{ConnId, Disconnect, Effect, Hub, HubConfig, JoinError, JoinInfo, ModePolicy};
-use metrics::{SignalMetrics, TransportLabel};
+use metrics::SignalMetrics;
 use parking_lot::Mutex;
 use prometheus_client::registry::Registry;
 use protocol::{ClientMessage, ServerMessage};
@@ -438,7 +438,7 @@ impl Inner {
                 if n > 0 {
                     self.metrics
                         .resume_evictions
-                        .get_or_create(&metrics::BoundLabel { bound })
+                        .get_or_create(&[("bound", bound)])
                         .inc_by(n);
                 }
             }
@@ -490,7 +490,7 @@ impl Inner {
         );
         self.metrics
             .connections
-            .get_or_create(&TransportLabel { transport })
+            .get_or_create(&[("transport", transport)])
             .inc();
         Ok((
             Conn {
@@ -523,9 +523,7 @@ impl Inner {
         }
         self.metrics
             .connections
-            .get_or_create(&TransportLabel {
-                transport: conn.transport,
-            })
+            .get_or_create(&[("transport", conn.transport)])
             .dec();
     }
 
@@ -583,7 +581,7 @@ impl Inner {
             Ok(identity) => {
                 self.metrics
                     .resumes
-                    .get_or_create(&metrics::ResultLabel { result: "ok" })
+                    .get_or_create(&[("result", "ok")])
                     .inc();
                 st.caller.identity = Some(identity);
                 self.apply(&mut core);
@@ -592,7 +590,7 @@ impl Inner {
             Err(e) => {
                 self.metrics
                     .resumes
-                    .get_or_create(&metrics::ResultLabel { result: e.code() })
+                    .get_or_create(&[("result", e.code())])
                     .inc();
                 self.apply(&mut core);
                 drop(core);
@@ -630,7 +628,7 @@ impl Inner {
         st.bucket -= 1.0;
         self.metrics
             .messages
-            .get_or_create(&metrics::TypeLabel { r#type: msg.kind() })
+            .get_or_create(&[("type", msg.kind())])
             .inc();
         match msg {
             ClientMessage::Join {

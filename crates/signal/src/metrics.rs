@@ -1,51 +1,29 @@
 //! `/metrics` series for signaling (`switchboard_signal_*`, `switchboard_client_rtt_seconds`).
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TransportLabel {
-    pub transport: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CodeLabel {
-    pub code: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TypeLabel {
-    pub r#type: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BoundLabel {
-    pub bound: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabel {
-    pub result: &'static str,
-}
+/// One label of a metric family: `[("reason", "expired")]`. Label values are a bounded set of
+/// static strings, so no label can grow the series without bound.
+pub type Label = [(&'static str, &'static str); 1];
 
 #[derive(Clone)]
 pub struct SignalMetrics {
-    pub connections: Family<TransportLabel, Gauge>,
+    pub connections: Family<Label, Gauge>,
     pub sessions: Gauge,
     pub detached: Gauge,
     pub rooms: Gauge,
-    pub messages: Family<TypeLabel, Counter>,
-    pub errors: Family<CodeLabel, Counter>,
-    pub closes: Family<CodeLabel, Counter>,
-    pub resumes: Family<ResultLabel, Counter>,
+    pub messages: Family<Label, Counter>,
+    pub errors: Family<Label, Counter>,
+    pub closes: Family<Label, Counter>,
+    pub resumes: Family<Label, Counter>,
     /// Bytes held in resume buffers.
     pub resume_bytes: Gauge,
     /// Messages evicted from resume buffers, by the bound that evicted them.
-    pub resume_evictions: Family<BoundLabel, Counter>,
+    pub resume_evictions: Family<Label, Counter>,
     /// Detached sessions ended because their resume buffer lost messages.
     pub resume_overflows: Counter,
     pub client_rtt: Histogram,
@@ -109,18 +87,16 @@ impl SignalMetrics {
             ]),
         };
         for t in ["websocket", "grpc"] {
-            let _ = m
-                .connections
-                .get_or_create(&TransportLabel { transport: t });
+            let _ = m.connections.get_or_create(&[("transport", t)]);
         }
         for c in ERROR_CODES {
-            let _ = m.errors.get_or_create(&CodeLabel { code: c });
+            let _ = m.errors.get_or_create(&[("code", c)]);
         }
         for c in CLOSE_REASONS {
-            let _ = m.closes.get_or_create(&CodeLabel { code: c });
+            let _ = m.closes.get_or_create(&[("code", c)]);
         }
         for b in RESUME_BOUNDS {
-            let _ = m.resume_evictions.get_or_create(&BoundLabel { bound: b });
+            let _ = m.resume_evictions.get_or_create(&[("bound", b)]);
         }
         r.register(
             "signal_connections",
@@ -186,10 +162,10 @@ impl SignalMetrics {
     }
 
     pub fn error(&self, code: &'static str) {
-        self.errors.get_or_create(&CodeLabel { code }).inc();
+        self.errors.get_or_create(&[("code", code)]).inc();
     }
 
     pub fn close(&self, code: &'static str) {
-        self.closes.get_or_create(&CodeLabel { code }).inc();
+        self.closes.get_or_create(&[("code", code)]).inc();
     }
 }

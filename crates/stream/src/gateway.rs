@@ -12,7 +12,7 @@ use crate::backend::{
     Backend, BackendRequest, ChunkStream, DigestWorker, LocalBackend, LocalWorker,
 };
 use crate::config::StreamConfig;
-use crate::metrics::{BackendLabel, CodeLabel, StreamMetrics};
+use crate::metrics::{BackendLabel, StreamMetrics};
 use crate::progress::{NoProgress, ProgressEvent, ProgressState, ProgressThrottle, SharedSink};
 use crate::status::{Code, Status};
 use crate::upstream::{UpstreamPool, STREAM_PREDICT_PATH};
@@ -351,9 +351,7 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request<Body>) -> Response
             inner
                 .metrics
                 .finished
-                .get_or_create(&CodeLabel {
-                    code: s.code.label(),
-                })
+                .get_or_create(&[("code", s.code.label())])
                 .inc();
             trailers_only(mode, &s)
         }

@@ -9,10 +9,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CodeLabel {
-    pub code: &'static str,
-}
+/// One label of a metric family: `[("reason", "expired")]`. Label values are a bounded set of
+/// static strings, so no label can grow the series without bound.
+pub type Label = [(&'static str, &'static str); 1];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabel {
@@ -31,16 +30,11 @@ pub struct BackendLabel {
     pub backend: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabel {
-    pub reason: &'static str,
-}
-
 /// Cheap to clone (every metric is an `Arc` inside).
 #[derive(Clone)]
 pub struct StreamMetrics {
     pub active: Gauge,
-    pub finished: Family<CodeLabel, Counter>,
+    pub finished: Family<Label, Counter>,
     pub duration: Histogram,
     pub ttfc: Histogram,
     pub chunks: Counter,
@@ -51,7 +45,7 @@ pub struct StreamMetrics {
     pub upstream_retries: Counter,
     pub upstream_healthy: Family<EndpointLabel, Gauge>,
     pub circuit_opened: Family<EndpointLabel, Counter>,
-    pub limited: Family<ReasonLabel, Counter>,
+    pub limited: Family<Label, Counter>,
 }
 
 impl StreamMetrics {
@@ -83,7 +77,7 @@ impl StreamMetrics {
             "chunk_too_large",
             "upstream_full",
         ] {
-            let _ = m.limited.get_or_create(&ReasonLabel { reason: r });
+            let _ = m.limited.get_or_create(&[("reason", r)]);
         }
         let r = registry.sub_registry_with_prefix("stream");
         r.register(
@@ -151,7 +145,7 @@ impl StreamMetrics {
     }
 
     pub fn limit(&self, reason: &'static str) {
-        self.limited.get_or_create(&ReasonLabel { reason }).inc();
+        self.limited.get_or_create(&[("reason", reason)]).inc();
     }
 
     pub fn upstream_error(&self, upstream: &str, kind: &'static str) {

@@ -1,26 +1,14 @@
 //! `switchboard_turn_*` series. Counters used per packet are resolved once here, so the hot
 //! path only bumps atomics.
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct DirectionLabel {
-    direction: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabel {
-    pub reason: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct QuotaLabel {
-    pub quota: &'static str,
-}
+/// One label of a metric family: `[("reason", "expired")]`. Label values are a bounded set of
+/// static strings, so no label can grow the series without bound.
+pub type Label = [(&'static str, &'static str); 1];
 
 /// The `quota` labels of `switchboard_turn_quota_rejections_total`.
 pub const QUOTAS: &[&str] = &[
@@ -46,13 +34,13 @@ pub struct TurnMetrics {
     pub bytes_to_client: Counter,
     pub packets_to_peer: Counter,
     pub packets_to_client: Counter,
-    pub auth_failures: Family<ReasonLabel, Counter>,
+    pub auth_failures: Family<Label, Counter>,
     pub denied_peers: Counter,
-    pub quota_rejections: Family<QuotaLabel, Counter>,
+    pub quota_rejections: Family<Label, Counter>,
     /// Input that could not be decoded or was refused before any state was touched.
-    pub malformed: Family<ReasonLabel, Counter>,
+    pub malformed: Family<Label, Counter>,
     /// Relayed packets dropped (no permission, bandwidth limit, full client queue).
-    pub dropped: Family<ReasonLabel, Counter>,
+    pub dropped: Family<Label, Counter>,
     pub tcp_connections: Gauge,
     /// RFC 6062 TCP connections to peers (pending a ConnectionBind, or relaying).
     pub peer_tcp_connections: Gauge,
@@ -89,8 +77,8 @@ impl TurnMetrics {
             "TURN allocations deleted by the client (Refresh lifetime 0) or by connection close",
             m.allocations_deleted.clone(),
         );
-        let bytes: Family<DirectionLabel, Counter> = Family::default();
-        let packets: Family<DirectionLabel, Counter> = Family::default();
+        let bytes: Family<Label, Counter> = Family::default();
+        let packets: Family<Label, Counter> = Family::default();
         r.register(
             "relayed_bytes",
             "Payload bytes relayed, by direction",
@@ -118,7 +106,7 @@ impl TurnMetrics {
         );
         // Every quota's series exists from the start (at 0), so alerts can watch them.
         for quota in QUOTAS {
-            let _ = m.quota_rejections.get_or_create(&QuotaLabel { quota });
+            let _ = m.quota_rejections.get_or_create(&[("quota", quota)]);
         }
         r.register(
             "malformed_packets",
@@ -157,7 +145,7 @@ impl TurnMetrics {
             "Switches between consolidated and spread UDP client steering",
             m.udp_steering_changes.clone(),
         );
-        let dir = |d| DirectionLabel { direction: d };
+        let dir = |d| [("direction", d)];
         let bytes_to_peer = bytes.get_or_create(&dir("to_peer")).clone();
         let bytes_to_client = bytes.get_or_create(&dir("to_client")).clone();
         let packets_to_peer = packets.get_or_create(&dir("to_peer")).clone();
@@ -173,21 +161,21 @@ impl TurnMetrics {
 
     pub fn auth_failure(&self, reason: &'static str) {
         self.auth_failures
-            .get_or_create(&ReasonLabel { reason })
+            .get_or_create(&[("reason", reason)])
             .inc();
     }
 
     pub fn quota(&self, quota: &'static str) {
         self.quota_rejections
-            .get_or_create(&QuotaLabel { quota })
+            .get_or_create(&[("quota", quota)])
             .inc();
     }
 
     pub fn malformed(&self, reason: &'static str) {
-        self.malformed.get_or_create(&ReasonLabel { reason }).inc();
+        self.malformed.get_or_create(&[("reason", reason)]).inc();
     }
 
     pub fn dropped(&self, reason: &'static str) {
-        self.dropped.get_or_create(&ReasonLabel { reason }).inc();
+        self.dropped.get_or_create(&[("reason", reason)]).inc();
     }
 }

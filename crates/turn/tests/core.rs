@@ -254,9 +254,7 @@ fn peer_attr(w: &mut MessageWriter<'_>, p: SocketAddr) {
 }
 
 fn failures(m: &TurnMetrics, reason: &'static str) -> u64 {
-    m.auth_failures
-        .get_or_create(&switchboard_turn::metrics::ReasonLabel { reason })
-        .get()
+    m.auth_failures.get_or_create(&[("reason", reason)]).get()
 }
 
 #[test]
@@ -675,9 +673,7 @@ fn world_from_defaults(f: impl FnOnce(&mut TurnConfig)) -> World {
 }
 
 fn quota_rejections(m: &TurnMetrics, quota: &'static str) -> u64 {
-    m.quota_rejections
-        .get_or_create(&switchboard_turn::metrics::QuotaLabel { quota })
-        .get()
+    m.quota_rejections.get_or_create(&[("quota", quota)]).get()
 }
 
 impl World {
@@ -868,12 +864,7 @@ fn garbage_is_counted_not_answered() {
     }
     let total: u64 = ["stun", "not_stun", "channel_data"]
         .iter()
-        .map(|r| {
-            w.metrics
-                .malformed
-                .get_or_create(&switchboard_turn::metrics::ReasonLabel { reason: r })
-                .get()
-        })
+        .map(|r| w.metrics.malformed.get_or_create(&[("reason", r)]).get())
         .sum();
     assert_eq!(total, 4);
 }

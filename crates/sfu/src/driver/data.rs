@@ -11,7 +11,7 @@ use str0m::channel::{ChannelData, ChannelId};
 use super::engine::Engine;
 use super::SfuEvent;
 use crate::core::ParticipantId;
-use crate::metrics::{ReasonLabel, SfuMetrics};
+use crate::metrics::SfuMetrics;
 use crate::wire;
 use crate::SfuError;
 
@@ -84,7 +84,7 @@ impl<C: Copy + Eq + Hash> Channels<C> {
 fn data_dropped(metrics: &SfuMetrics, reason: &'static str) {
     metrics
         .data_dropped
-        .get_or_create(&ReasonLabel { reason })
+        .get_or_create(&[("reason", reason)])
         .inc();
 }
 

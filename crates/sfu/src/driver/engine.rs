@@ -16,7 +16,7 @@ use super::handle::{Command, SfuCounts};
 use super::net::Net;
 use super::{drop_reason, Session};
 use crate::core::{Action, CoreStats, CoreTuning, Layer, ParticipantId, Rooms};
-use crate::metrics::{LayerLabel, ReasonLabel, SfuMetrics};
+use crate::metrics::SfuMetrics;
 use crate::tcp::TcpIn;
 use crate::timers::TimerQueue;
 use crate::SfuConfig;
@@ -326,7 +326,7 @@ impl Engine {
                     tracing::debug!(error = %e, "sfu session failed");
                     self.metrics
                         .session_errors
-                        .get_or_create(&ReasonLabel { reason: "rtc" })
+                        .get_or_create(&[("reason", "rtc")])
                         .inc();
                     s.rtc.disconnect();
                     break;
@@ -503,9 +503,7 @@ impl Engine {
         for (i, n) in h.iter().enumerate() {
             self.metrics
                 .subscriber_layers
-                .get_or_create(&LayerLabel {
-                    layer: Layer(i as u8).label(),
-                })
+                .get_or_create(&[("layer", Layer(i as u8).label())])
                 .set(*n as i64);
         }
     }

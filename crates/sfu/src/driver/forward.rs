@@ -24,7 +24,7 @@ use super::engine::Engine;
 use super::{kind_label, Session};
 use crate::core::{Layer, ParticipantId, TrackKey, TrackKind};
 use crate::egress::{OwnCodec, OwnTrack, SessionEgress};
-use crate::metrics::{KindLabel, SfuMetrics};
+use crate::metrics::SfuMetrics;
 
 /// Who sends a down-track's media (decision 0047).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,9 +228,7 @@ impl Engine {
         }
         self.route_buf = subscribers;
         if forwarded > 0 {
-            let label = KindLabel {
-                kind: kind_label(kind),
-            };
+            let label = [("kind", kind_label(kind))];
             let packets = counted_packets(**d.seq_range.start(), **d.seq_range.end());
             self.metrics
                 .packets_forwarded

@@ -31,7 +31,7 @@ mod session;
 pub use handle::{validate_config, ParticipantHandle, Sfu, SfuCounts, SfuEvent};
 
 use crate::core::TrackKind;
-use crate::metrics::{ReasonLabel, SfuMetrics};
+use crate::metrics::SfuMetrics;
 use session::Session;
 
 fn kind_label(k: TrackKind) -> &'static str {
@@ -44,6 +44,6 @@ fn kind_label(k: TrackKind) -> &'static str {
 /// Counts a datagram dropped before it reached a session.
 fn drop_reason(m: &SfuMetrics, reason: &'static str) {
     m.datagrams_dropped
-        .get_or_create(&ReasonLabel { reason })
+        .get_or_create(&[("reason", reason)])
         .inc();
 }

@@ -18,7 +18,6 @@ use super::engine::Engine;
 use super::forward::Path;
 use super::{kind_label, SfuEvent};
 use crate::core::{ParticipantId, TrackKey, TrackKind};
-use crate::metrics::ReasonLabel;
 use crate::retime::Retimer;
 use crate::SfuError;
 
@@ -374,9 +373,7 @@ impl Engine {
             {
                 self.metrics
                     .session_errors
-                    .get_or_create(&ReasonLabel {
-                        reason: "event_queue_full",
-                    })
+                    .get_or_create(&[("reason", "event_queue_full")])
                     .inc();
                 s.rtc.disconnect();
             }

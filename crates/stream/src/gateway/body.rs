@@ -51,9 +51,7 @@ impl ResponseBody {
         // Release the backend now (an upstream stream is reset), not when hyper drops us.
         self.stream = Box::pin(futures::stream::empty());
         let m = &self.inner.metrics;
-        m.finished
-            .get_or_create(&CodeLabel { code: code.label() })
-            .inc();
+        m.finished.get_or_create(&[("code", code.label())]).inc();
         m.duration.observe(self.t0.elapsed().as_secs_f64());
         m.active.dec();
         let state = if code == Code::Ok {

@@ -199,7 +199,7 @@ mod tests {
         let quota = |q| {
             h.metrics
                 .quota_rejections
-                .get_or_create(&crate::metrics::QuotaLabel { quota: q })
+                .get_or_create(&[("quota", q)])
                 .get()
         };
         assert_eq!((quota("user"), quota("total")), (1, 0));

@@ -91,9 +91,7 @@ pub(crate) fn count_outcome(shared: &Shared, out: SendOutcome) {
         shared
             .metrics
             .dropped
-            .get_or_create(&crate::metrics::ReasonLabel {
-                reason: "send_failed",
-            })
+            .get_or_create(&[("reason", "send_failed")])
             .inc_by(out.dropped as u64);
     }
     if out.gso_fallbacks > 0 {

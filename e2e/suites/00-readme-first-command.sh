@@ -55,9 +55,11 @@ code=$(curl -s -o /dev/null -w '%{http_code}' "http://$http/healthz")
 pass "/healthz"
 grep -q '<title>' <<<"$(get "http://$http/")" || fail "/ is not the demo page"
 pass "/ serves the demo page"
-grep -q 'export async function connect' <<<"$(get "http://$http/sdk/switchboard.js")" \
-  || fail "/sdk/switchboard.js is not the SDK"
-pass "/sdk/switchboard.js serves the SDK"
+grep -Eq '^export \{ connect\b' <<<"$(get "http://$http/sdk/switchboard.js")" \
+  || fail "/sdk/switchboard.js is not the SDK's entry point (it re-exports connect)"
+grep -q 'export async function connect' <<<"$(get "http://$http/sdk/connection.js")" \
+  || fail "/sdk/connection.js, which the entry point imports, is not served"
+pass "/sdk/switchboard.js serves the SDK (and the modules it imports)"
 case "$demo" in "http://$http/"*) ;; *) fail "demo URL $demo is not on $http" ;; esac
 grep -q '<title>' <<<"$(get "$demo")" || fail "the printed demo URL does not load the demo page"
 pass "the printed demo URL loads"

@@ -1,5 +1,6 @@
-//! What Switchboard nodes share. Work in progress: today this crate holds the `[cluster]`
-//! config section; the in-memory and Redis implementations are not written yet.
+//! The `[cluster]` configuration section. Multi-node mode is not available yet: the server
+//! refuses a configuration that sets these keys (`Config::validate`), so nothing is parsed and
+//! then ignored.
 
 use serde::{Deserialize, Serialize};
 

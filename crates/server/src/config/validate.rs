@@ -99,6 +99,15 @@ impl Config {
         if let Err(e) = switchboard_stream::check_config(&self.stream) {
             v.add_auto("stream", e.to_string());
         }
+        if self.cluster.redis_url.is_some() || self.cluster.node_id.is_some() {
+            // Parsed keys that nothing uses would be a silent surprise: refuse them until the
+            // multi-node mode exists.
+            v.add(
+                "cluster",
+                "multi-node mode ([cluster]) is not available in this version; remove the section"
+                    .into(),
+            );
+        }
         shared_ports(&listeners, &mut v);
         let l = &self.limits;
         if l.signal_send_queue_bytes < l.signal_resume_buffer_bytes {

@@ -7,44 +7,24 @@ mod common;
 use common::{scrape, series_value};
 
 use common::child::ServerProcess;
+use common::ws::{connect_ws, send_json, Ws};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 async fn ws(server: &ServerProcess, identity: &str) -> Ws {
-    let url = format!(
-        "ws://{}/v1/signal?access_token={}",
-        server.http,
-        server.ticket(identity)
-    );
-    tokio_tungstenite::connect_async(url).await.unwrap().0
+    connect_ws(server.http, &server.ticket(identity)).await
 }
 
 /// Next JSON text message, within 10 s.
 async fn next_json(w: &mut Ws) -> Value {
-    loop {
-        let m = tokio::time::timeout(Duration::from_secs(10), w.next())
-            .await
-            .expect("a message within 10 s")
-            .expect("open")
-            .expect("no error");
-        if let Message::Text(t) = m {
-            return serde_json::from_str(t.as_str()).unwrap();
-        }
-    }
+    common::ws::next_json(w, Duration::from_secs(10)).await
 }
 
 async fn join(w: &mut Ws, room: &str) {
-    w.send(Message::text(
-        json!({"type":"join","room_id":room}).to_string(),
-    ))
-    .await
-    .unwrap();
+    send_json(w, json!({"type":"join","room_id":room})).await;
     loop {
         let m = next_json(w).await;
         assert_ne!(m["type"], "error", "join refused: {m}");

@@ -5,23 +5,16 @@ mod common;
 
 use switchboard_sfu::SfuMode;
 
+use common::ws::{connect_ws, send_json, Ws};
 use common::*;
-use futures::{FutureExt, SinkExt, StreamExt};
+use futures::{FutureExt, StreamExt};
 use serde_json::{json, Value};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 use switchboard::RunningServer;
 use switchboard_auth::Scope;
 use switchboard_sfu::peer::Peer;
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-fn mint_one(s: &RunningServer, id: &str, scope: Scope) -> String {
-    mint(s, id, &[scope])
-}
 
 fn sfu_config(mode: SfuMode) -> switchboard::Config {
     let mut c = test_config();
@@ -39,20 +32,19 @@ struct Client {
 }
 
 impl Client {
-    async fn connect(s: &RunningServer, name: &str, room: &str) -> (Client, Value) {
-        let url = format!(
-            "ws://{}/v1/signal?access_token={}",
-            s.http_addr,
-            mint_one(s, name, Scope::Webrtc)
-        );
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-        let peer = Peer::bind(IpAddr::V4(Ipv4Addr::LOCALHOST)).await.unwrap();
-        let mut c = Client {
+    /// A client signed in as `name`, not in a room yet.
+    async fn open(s: &RunningServer, name: &str) -> Client {
+        Client {
             name: name.into(),
-            ws,
-            peer,
+            ws: connect_ws(s.http_addr, &mint(s, name, &[Scope::Webrtc])).await,
+            peer: Peer::bind(IpAddr::V4(Ipv4Addr::LOCALHOST)).await.unwrap(),
             got: Vec::new(),
-        };
+        }
+    }
+
+    /// A client in `room` as an SFU-capable peer, and its `joined` message.
+    async fn connect(s: &RunningServer, name: &str, room: &str) -> (Client, Value) {
+        let mut c = Client::open(s, name).await;
         c.send(json!({"type":"join","room_id":room,"sfu_capable":true}))
             .await;
         let joined = c.wait_for("joined").await;
@@ -60,7 +52,7 @@ impl Client {
     }
 
     async fn send(&mut self, v: Value) {
-        self.ws.send(Message::text(v.to_string())).await.unwrap();
+        send_json(&mut self.ws, v).await
     }
 
     /// Next signaling message of type `t` (others are kept in `got`), within 5 s.
@@ -162,6 +154,15 @@ async fn pump_until(
     }
 }
 
+/// Pumps until `viewer` has decoded `frames` video frames (from `publisher`, the only one
+/// sending).
+async fn video_reaches(publisher: &mut Client, viewer: &mut Client, frames: u64, what: &str) {
+    pump_until(&mut [publisher, viewer], &[true, false], what, |c| {
+        c[1].peer.video_frames() >= frames
+    })
+    .await;
+}
+
 async fn metric(s: &RunningServer, name: &str) -> f64 {
     metric_in(&scrape(s.http_addr).await, name)
 }
@@ -176,13 +177,7 @@ async fn sfu_room_forwards_media_data_pings_and_progress_over_signaling() {
     bob.offer(false).await;
 
     // Bob is renegotiated to receive alice's video and decodes frames.
-    pump_until(
-        &mut [&mut alice, &mut bob],
-        &[true, false],
-        "bob's video",
-        |c| c[1].peer.video_frames() >= 20,
-    )
-    .await;
+    video_reaches(&mut alice, &mut bob, 20, "bob's video").await;
     assert!(bob.saw(|v| v["type"] == "track_added" && v["publisher"] == "alice"));
     assert!(alice.saw(|v| v["type"] == "sfu_connected"));
 
@@ -209,22 +204,10 @@ async fn sfu_room_forwards_media_data_pings_and_progress_over_signaling() {
     .await;
 
     // The stream gateway's progress events for alice also arrive on her DataChannel.
-    let ch = tonic::transport::Endpoint::from_shared(base(&s))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut grpc = switchboard_proto::inference::inference_client::InferenceClient::new(ch);
-    let mut req = tonic::Request::new(switchboard_proto::inference::PredictRequest {
-        task_id: "job-sfu".into(),
-        payload: br#"{"chunks":4,"chunk_bytes":64}"#.to_vec(),
-    });
-    req.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {}", mint_one(&s, "alice", Scope::Grpc))
-            .parse()
-            .unwrap(),
-    );
+    let mut grpc =
+        switchboard_proto::inference::inference_client::InferenceClient::new(channel(&s).await);
+    let ticket = mint(&s, "alice", &[Scope::Grpc]);
+    let req = predict_request("job-sfu", br#"{"chunks":4,"chunk_bytes":64}"#, &ticket);
     let mut st = grpc.stream_predict(req).await.unwrap().into_inner();
     while st.message().await.unwrap().is_some() {}
     pump_until(
@@ -272,13 +255,7 @@ async fn sfu_room_forwards_media_data_pings_and_progress_over_signaling() {
     );
     bob.send(json!({"type":"subscribe","publisher":"alice","video":true,"max_layer":2}))
         .await;
-    pump_until(
-        &mut [&mut alice, &mut bob],
-        &[true, false],
-        "resumed video",
-        |c| c[1].peer.video_frames() >= paused_at + 10,
-    )
-    .await;
+    video_reaches(&mut alice, &mut bob, paused_at + 10, "resumed video").await;
 
     // Alice leaves: bob sees her track end and her leave; her SFU session is gone.
     assert_eq!(metric(&s, "switchboard_sfu_sessions").await, 2.0);
@@ -367,26 +344,9 @@ async fn auto_rooms_switch_to_the_sfu_and_mesh_rooms_refuse_subscribe() {
     // Both now reach each other through the SFU.
     a.offer(true).await;
     b.offer(false).await;
-    pump_until(
-        &mut [&mut a, &mut b],
-        &[true, false],
-        "video via SFU",
-        |c| c[1].peer.video_frames() >= 5,
-    )
-    .await;
+    video_reaches(&mut a, &mut b, 5, "video via SFU").await;
     // A room created with an explicit wish is SFU from the start.
-    let url = format!(
-        "ws://{}/v1/signal?access_token={}",
-        s.http_addr,
-        mint_one(&s, "c", Scope::Webrtc)
-    );
-    let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    let mut c = Client {
-        name: "c".into(),
-        ws,
-        peer: Peer::bind(IpAddr::V4(Ipv4Addr::LOCALHOST)).await.unwrap(),
-        got: Vec::new(),
-    };
+    let mut c = Client::open(&s, "c").await;
     c.send(json!({"type":"join","room_id":"big","mode":"sfu"}))
         .await;
     assert_eq!(c.wait_for("joined").await["mode"], "sfu");
@@ -403,13 +363,7 @@ async fn joining_and_leaving_many_times_frees_every_sfu_resource() {
     for i in 0..12 {
         let (mut g, _) = Client::connect(&s, &format!("guest{i}"), "loop").await;
         g.offer(i % 2 == 0).await;
-        pump_until(
-            &mut [&mut host, &mut g],
-            &[true, false],
-            "guest video",
-            |c| c[1].peer.video_frames() >= 2,
-        )
-        .await;
+        video_reaches(&mut host, &mut g, 2, "guest video").await;
         if i % 3 == 0 {
             g.send(json!({"type":"leave"})).await;
         } else {

@@ -3,8 +3,9 @@
 
 mod common;
 
+use common::ws::{connect_ws, next_json, send_json, Ws};
 use common::*;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use serde_json::{json, Value};
 use std::time::Duration;
 use switchboard::RunningServer;
@@ -21,16 +22,13 @@ fn token(s: &RunningServer, id: &str) -> String {
     mint(s, id, &[Scope::Webrtc])
 }
 
-async fn grpc(
-    s: &RunningServer,
-    tok: &str,
-) -> Result<
-    (
-        mpsc::Sender<SignalRequest>,
-        tonic::Streaming<SignalResponse>,
-    ),
-    tonic::Status,
-> {
+/// An open `Signal/Connect` call: the request side and the response stream.
+type Call = (
+    mpsc::Sender<SignalRequest>,
+    tonic::Streaming<SignalResponse>,
+);
+
+async fn grpc(s: &RunningServer, tok: &str) -> Result<Call, tonic::Status> {
     connect_with(s, &[("authorization", format!("Bearer {tok}"))]).await
 }
 
@@ -38,19 +36,8 @@ async fn grpc(
 async fn connect_with(
     s: &RunningServer,
     metadata: &[(&'static str, String)],
-) -> Result<
-    (
-        mpsc::Sender<SignalRequest>,
-        tonic::Streaming<SignalResponse>,
-    ),
-    tonic::Status,
-> {
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", s.http_addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = SignalClient::new(ch);
+) -> Result<Call, tonic::Status> {
+    let mut client = SignalClient::new(channel(s).await);
     let (tx, rx) = mpsc::channel(64);
     let mut req = tonic::Request::new(ReceiverStream::new(rx));
     for (k, v) in metadata {
@@ -70,36 +57,45 @@ async fn next(st: &mut tonic::Streaming<SignalResponse>) -> Resp {
         .expect("oneof set")
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 async fn recv(ws: &mut Ws) -> Value {
-    loop {
-        let m: Message = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if let Message::Text(t) = m {
-            return serde_json::from_str::<Value>(t.as_str()).unwrap();
-        }
-    }
+    next_json(ws, Duration::from_secs(5)).await
 }
 
-fn req(m: Req) -> SignalRequest {
-    SignalRequest { msg: Some(m) }
+/// Sends `m` on the call's request side.
+async fn send(tx: &mpsc::Sender<SignalRequest>, m: Req) {
+    tx.send(SignalRequest { msg: Some(m) }).await.unwrap();
+}
+
+/// Joins `room` over gRPC.
+async fn join(tx: &mpsc::Sender<SignalRequest>, room: &str) {
+    let join = Join {
+        room_id: room.into(),
+        ..Default::default()
+    };
+    send(tx, Req::Join(join)).await;
+}
+
+fn description(kind: &str, sdp: &str) -> Option<SessionDescription> {
+    Some(SessionDescription {
+        r#type: kind.into(),
+        sdp: sdp.into(),
+    })
+}
+
+/// A WebSocket peer `id` in `room`, past its `room_peers` and `joined`.
+async fn ws_peer(s: &RunningServer, id: &str, room: &str) -> (Ws, Value, Value) {
+    let mut ws = connect_ws(s.http_addr, &token(s, id)).await;
+    send_json(&mut ws, json!({"type":"join","room_id":room})).await;
+    let peers = recv(&mut ws).await;
+    let joined = recv(&mut ws).await;
+    (ws, peers, joined)
 }
 
 #[tokio::test]
 async fn grpc_and_websocket_peers_exchange_offers_in_one_room() {
     let s = start(test_config()).await;
     let (gtx, mut grx) = grpc(&s, &token(&s, "gina")).await.unwrap();
-    gtx.send(req(Req::Join(Join {
-        room_id: "mixed".into(),
-        ..Default::default()
-    })))
-    .await
-    .unwrap();
+    join(&gtx, "mixed").await;
     assert!(matches!(next(&mut grx).await, Resp::RoomPeers(p) if p.peers.is_empty()));
     match next(&mut grx).await {
         Resp::Joined(j) => {
@@ -109,34 +105,22 @@ async fn grpc_and_websocket_peers_exchange_offers_in_one_room() {
         other => panic!("{other:?}"),
     }
 
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!(
-        "ws://{}/v1/signal?access_token={}",
-        s.http_addr,
-        token(&s, "wes")
-    ))
-    .await
-    .unwrap();
-    ws.send(Message::text(
-        json!({"type":"join","room_id":"mixed"}).to_string(),
-    ))
-    .await
-    .unwrap();
-    assert_eq!(recv(&mut ws).await["peers"], json!(["gina"]));
-    assert_eq!(recv(&mut ws).await["type"], "joined");
+    let (mut ws, peers, joined) = ws_peer(&s, "wes", "mixed").await;
+    assert_eq!(peers["peers"], json!(["gina"]));
+    assert_eq!(joined["type"], "joined");
     assert!(matches!(next(&mut grx).await, Resp::PeerJoined(p) if p.peer_id == "wes"));
 
     // WebSocket → gRPC: offer and candidate.
-    ws.send(Message::text(
-        json!({"type":"offer","target":"gina","offer":{"type":"offer","sdp":"v=0 ws"}}).to_string(),
-    ))
-    .await
-    .unwrap();
-    ws.send(Message::text(
-        json!({"type":"ice_candidate","target":"gina","candidate":{"candidate":"c1","sdpMid":"0"}})
-            .to_string(),
-    ))
-    .await
-    .unwrap();
+    send_json(
+        &mut ws,
+        json!({"type":"offer","target":"gina","offer":{"type":"offer","sdp":"v=0 ws"}}),
+    )
+    .await;
+    send_json(
+        &mut ws,
+        json!({"type":"ice_candidate","target":"gina","candidate":{"candidate":"c1","sdpMid":"0"}}),
+    )
+    .await;
     match next(&mut grx).await {
         Resp::Offer(o) => {
             assert_eq!(o.from, "wes");
@@ -153,30 +137,31 @@ async fn grpc_and_websocket_peers_exchange_offers_in_one_room() {
         other => panic!("{other:?}"),
     }
     // gRPC → WebSocket: offer, answer, candidate.
-    gtx.send(req(Req::Offer(Offer {
-        target: "wes".into(),
-        offer: Some(SessionDescription {
-            r#type: "offer".into(),
-            sdp: "v=0 grpc".into(),
+    let target = || "wes".to_string();
+    let offer = description("offer", "v=0 grpc");
+    send(
+        &gtx,
+        Req::Offer(Offer {
+            target: target(),
+            offer,
         }),
-    })))
-    .await
-    .unwrap();
-    gtx.send(req(Req::Answer(Answer {
-        target: "wes".into(),
-        answer: Some(SessionDescription {
-            r#type: "answer".into(),
-            sdp: "v=0 ans".into(),
+    )
+    .await;
+    let answer = description("answer", "v=0 ans");
+    send(
+        &gtx,
+        Req::Answer(Answer {
+            target: target(),
+            answer,
         }),
-    })))
-    .await
-    .unwrap();
-    gtx.send(req(Req::IceCandidate(IceCandidate {
-        target: "wes".into(),
-        candidate_json: r#"{"candidate":"c2","sdpMLineIndex":0}"#.into(),
-    })))
-    .await
-    .unwrap();
+    )
+    .await;
+    let candidate_json = r#"{"candidate":"c2","sdpMLineIndex":0}"#.into();
+    let candidate = IceCandidate {
+        target: target(),
+        candidate_json,
+    };
+    send(&gtx, Req::IceCandidate(candidate)).await;
     let m = recv(&mut ws).await;
     assert_eq!(m["type"], "offer");
     assert_eq!(m["from"], "gina");
@@ -187,18 +172,16 @@ async fn grpc_and_websocket_peers_exchange_offers_in_one_room() {
         json!({"candidate":"c2","sdpMLineIndex":0})
     );
     // Bad input over gRPC: an error message, the stream stays.
-    gtx.send(req(Req::IceCandidate(IceCandidate {
-        target: "wes".into(),
-        candidate_json: "{nope".into(),
-    })))
-    .await
-    .unwrap();
+    let candidate_json = "{nope".into();
+    let candidate = IceCandidate {
+        target: target(),
+        candidate_json,
+    };
+    send(&gtx, Req::IceCandidate(candidate)).await;
     assert!(matches!(next(&mut grx).await, Resp::Error(e) if e.code == "bad_message"));
-    gtx.send(req(Req::Json(r#"{"type":"warp"}"#.into())))
-        .await
-        .unwrap();
+    send(&gtx, Req::Json(r#"{"type":"warp"}"#.into())).await;
     assert!(matches!(next(&mut grx).await, Resp::Error(e) if e.code == "unknown_type"));
-    gtx.send(req(Req::Ping(Ping { ts: 9 }))).await.unwrap();
+    send(&gtx, Req::Ping(Ping { ts: 9 })).await;
     assert!(matches!(next(&mut grx).await, Resp::Pong(p) if p.ts == 9));
     // Ending the gRPC stream leaves the room.
     drop(gtx);
@@ -228,13 +211,7 @@ async fn grpc_resume(
     s: &RunningServer,
     resume_token: &str,
     last_seq: u64,
-) -> Result<
-    (
-        mpsc::Sender<SignalRequest>,
-        tonic::Streaming<SignalResponse>,
-    ),
-    tonic::Status,
-> {
+) -> Result<Call, tonic::Status> {
     connect_with(
         s,
         &[
@@ -249,12 +226,7 @@ async fn grpc_resume(
 async fn grpc_sessions_resume_after_a_lost_stream_without_losing_messages() {
     let s = start(test_config()).await;
     let (gtx, mut grx) = grpc(&s, &token(&s, "gina")).await.unwrap();
-    gtx.send(req(Req::Join(Join {
-        room_id: "lossy".into(),
-        ..Default::default()
-    })))
-    .await
-    .unwrap();
+    join(&gtx, "lossy").await;
     assert!(matches!(next(&mut grx).await, Resp::RoomPeers(_)));
     let resume_token = match next(&mut grx).await {
         Resp::Joined(j) => {
@@ -264,18 +236,7 @@ async fn grpc_sessions_resume_after_a_lost_stream_without_losing_messages() {
         }
         other => panic!("{other:?}"),
     };
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!(
-        "ws://{}/v1/signal?access_token={}",
-        s.http_addr,
-        token(&s, "wes")
-    ))
-    .await
-    .unwrap();
-    ws.send(Message::text(r#"{"type":"join","room_id":"lossy"}"#))
-        .await
-        .unwrap();
-    recv(&mut ws).await;
-    recv(&mut ws).await;
+    let (mut ws, _, _) = ws_peer(&s, "wes", "lossy").await;
     // Messages kept for resume carry their seq.
     let m = tokio::time::timeout(Duration::from_secs(5), grx.message())
         .await
@@ -290,12 +251,11 @@ async fn grpc_sessions_resume_after_a_lost_stream_without_losing_messages() {
     // resume. `gtx` stays alive so the request side never sends END_STREAM.
     drop(grx);
     for i in 0..5 {
-        ws.send(Message::text(
-            json!({"type":"offer","target":"gina","offer":{"type":"offer","sdp":format!("v=0 #{i}")}})
-                .to_string(),
-        ))
-        .await
-        .unwrap();
+        send_json(
+            &mut ws,
+            json!({"type":"offer","target":"gina","offer":{"type":"offer","sdp":format!("v=0 #{i}")}}),
+        )
+        .await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
 

@@ -4,18 +4,15 @@
 
 mod common;
 
+use common::ws::{connect_ws, next_json, send_json, Ws};
 use common::*;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::time::Duration;
 use switchboard::RunningServer;
 use switchboard_auth::{unix_now, MintRequest, Scope};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 fn token_at(s: &RunningServer, id: &str, room: Option<&str>, scopes: &[Scope], now: u64) -> String {
     let req = MintRequest {
@@ -36,10 +33,7 @@ fn url(s: &RunningServer, q: &str) -> String {
 }
 
 async fn connect(s: &RunningServer, tok: &str) -> Ws {
-    let (ws, _) = tokio_tungstenite::connect_async(url(s, &format!("access_token={tok}")))
-        .await
-        .expect("websocket connects");
-    ws
+    connect_ws(s.http_addr, tok).await
 }
 
 /// HTTP status of a refused upgrade.
@@ -55,23 +49,12 @@ async fn refused(u: String) -> (u16, String) {
 }
 
 async fn send(ws: &mut Ws, v: Value) {
-    ws.send(Message::text(v.to_string())).await.unwrap();
+    send_json(ws, v).await
 }
 
-/// Next JSON text message (pings answered by tungstenite while reading).
+/// Next JSON text message, within 5 s.
 async fn recv(ws: &mut Ws) -> Value {
-    loop {
-        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("a message within 5 s")
-            .expect("stream open")
-            .expect("no error");
-        match m {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
-            Message::Close(c) => panic!("closed: {c:?}"),
-            _ => continue,
-        }
-    }
+    next_json(ws, Duration::from_secs(5)).await
 }
 
 /// Reads until the server closes; returns the close code.
@@ -88,6 +71,20 @@ async fn closed_with(ws: &mut Ws) -> (Option<u16>, Vec<Value>) {
             Some(Ok(_)) => {}
         }
     }
+}
+
+/// Whether an upgrade with `tok` succeeds within a second (tried every 20 ms).
+async fn connects_soon(s: &RunningServer, tok: &str) -> bool {
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if tokio_tungstenite::connect_async(url(s, &format!("access_token={tok}")))
+            .await
+            .is_ok()
+        {
+            return true;
+        }
+    }
+    false
 }
 
 async fn join(ws: &mut Ws, room: &str) -> (Value, Value) {
@@ -546,18 +543,10 @@ async fn limits_per_ip_and_per_connection() {
     assert!(limited >= 8, "{limited}");
     // The refused upgrade did not burn d's single-use ticket.
     w1.close(None).await.unwrap();
-    let mut ok = false;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        if tokio_tungstenite::connect_async(url(&s, &format!("access_token={tok_d}")))
-            .await
-            .is_ok()
-        {
-            ok = true;
-            break;
-        }
-    }
-    assert!(ok, "a ticket refused with 429 stays usable");
+    assert!(
+        connects_soon(&s, &tok_d).await,
+        "a ticket refused with 429 stays usable"
+    );
     let m = metrics(&s).await;
     assert!(
         metric(
@@ -589,18 +578,10 @@ async fn total_connection_bound_refuses_with_server_full() {
     assert!(body.contains("server_full"), "{body}");
     a.close(None).await.unwrap();
     let tok = token(&s, "c");
-    let mut ok = false;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        if tokio_tungstenite::connect_async(url(&s, &format!("access_token={tok}")))
-            .await
-            .is_ok()
-        {
-            ok = true;
-            break;
-        }
-    }
-    assert!(ok, "room again once a connection closed");
+    assert!(
+        connects_soon(&s, &tok).await,
+        "room again once a connection closed"
+    );
     let m = metrics(&s).await;
     assert!(metric(&m, "switchboard_signal_errors_total{code=\"server_full\"}") >= 1.0);
     s.shutdown().await;

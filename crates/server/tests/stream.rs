@@ -4,41 +4,16 @@
 mod common;
 
 use common::*;
-use switchboard_auth::{unix_now, MintRequest, Scope, Scopes};
+use switchboard_auth::Scope;
 use switchboard_proto::inference::inference_client::InferenceClient;
 use switchboard_proto::inference::PredictRequest;
 
 #[tokio::test]
 async fn stream_predict_on_the_main_port() {
     let s = start(test_config()).await;
-    let mut scope = Scopes::default();
-    scope.insert(Scope::Grpc);
-    let (token, _) = s
-        .state
-        .gate
-        .keyring
-        .mint(
-            &MintRequest {
-                identity: "wired".into(),
-                room: None,
-                scope,
-                ttl: None,
-            },
-            unix_now(),
-        )
-        .unwrap();
-    let ch = tonic::transport::Endpoint::from_shared(base(&s))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut c = InferenceClient::new(ch);
-    let mut req = tonic::Request::new(PredictRequest {
-        task_id: "t".into(),
-        payload: br#"{"chunks":4,"chunk_bytes":64}"#.to_vec(),
-    });
-    req.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let token = mint(&s, "wired", &[Scope::Grpc]);
+    let mut c = InferenceClient::new(channel(&s).await);
+    let req = predict_request("t", br#"{"chunks":4,"chunk_bytes":64}"#, &token);
     let mut st = c.stream_predict(req).await.unwrap().into_inner();
     let mut n = 0;
     while let Some(ch) = st.message().await.unwrap() {
@@ -56,12 +31,7 @@ async fn stream_predict_on_the_main_port() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unauthenticated);
-    let m = reqwest::get(format!("{}/metrics", base(&s)))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = scrape(s.http_addr).await;
     assert!(m.contains("switchboard_stream_chunks_total 5"), "{m}");
     assert!(m.contains("switchboard_stream_active 0"));
     s.shutdown().await;

@@ -3,59 +3,28 @@
 
 mod common;
 
+use common::ws::{connect_ws, send_json};
 use common::*;
 use futures::StreamExt;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::time::Duration;
 use switchboard_auth::Scope;
 use switchboard_proto::inference::inference_client::InferenceClient;
-use switchboard_proto::inference::PredictRequest;
 use tokio_tungstenite::tungstenite::Message;
-
-fn mint_one(s: &switchboard::RunningServer, id: &str, scope: Scope) -> String {
-    mint(s, id, &[scope])
-}
 
 #[tokio::test]
 async fn progress_events_reach_the_same_identitys_signaling_session() {
     let s = start(test_config()).await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!(
-        "ws://{}/v1/signal?access_token={}",
-        s.http_addr,
-        mint_one(&s, "alice", Scope::Webrtc)
-    ))
-    .await
-    .unwrap();
+    let mut ws = connect_ws(s.http_addr, &mint(&s, "alice", &[Scope::Webrtc])).await;
     // A second identity's session must not see alice's progress.
-    let (mut other, _) = tokio_tungstenite::connect_async(format!(
-        "ws://{}/v1/signal?access_token={}",
-        s.http_addr,
-        mint_one(&s, "bob", Scope::Webrtc)
-    ))
-    .await
-    .unwrap();
+    let mut other = connect_ws(s.http_addr, &mint(&s, "bob", &[Scope::Webrtc])).await;
     for w in [&mut ws, &mut other] {
-        futures::SinkExt::send(w, Message::text(r#"{"type":"join","room_id":"lab"}"#))
-            .await
-            .unwrap();
+        send_json(w, json!({"type":"join","room_id":"lab"})).await;
     }
 
-    let ch = tonic::transport::Endpoint::from_shared(base(&s))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut c = InferenceClient::new(ch);
-    let mut req = tonic::Request::new(PredictRequest {
-        task_id: "job-7".into(),
-        payload: br#"{"chunks":6,"chunk_bytes":100}"#.to_vec(),
-    });
-    req.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {}", mint_one(&s, "alice", Scope::Grpc))
-            .parse()
-            .unwrap(),
-    );
+    let mut c = InferenceClient::new(channel(&s).await);
+    let ticket = mint(&s, "alice", &[Scope::Grpc]);
+    let req = predict_request("job-7", br#"{"chunks":6,"chunk_bytes":100}"#, &ticket);
     let mut st = c.stream_predict(req).await.unwrap().into_inner();
     let mut chunks = 0;
     while let Some(ch) = st.message().await.unwrap() {

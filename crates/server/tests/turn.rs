@@ -73,12 +73,7 @@ async fn turn_starts_binds_and_is_advertised() {
     );
     assert_eq!(mapped, Some(sock.local_addr().unwrap()));
 
-    let metrics = reqwest::get(format!("{}/metrics", base(&s)))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape(s.http_addr).await;
     assert!(
         metrics.contains("switchboard_turn_allocations "),
         "{metrics}"

@@ -4,8 +4,10 @@
 use switchboard::config::Config;
 use switchboard::RunningServer;
 use switchboard_auth::{unix_now, KeyConfig, MintRequest, Scope};
+use switchboard_proto::inference::PredictRequest;
 
 pub mod child;
+pub mod ws;
 
 pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
 pub const TURN_SECRET: &str = "integration-turn-secret";
@@ -37,6 +39,30 @@ pub async fn start(c: Config) -> RunningServer {
 
 pub fn base(s: &RunningServer) -> String {
     format!("http://{}", s.http_addr)
+}
+
+/// An h2c channel to the server's main HTTP port, as gRPC clients open it.
+pub async fn channel(s: &RunningServer) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(base(s))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// A `StreamPredict` request presenting `ticket` as its bearer token.
+pub fn predict_request(
+    task_id: &str,
+    payload: &[u8],
+    ticket: &str,
+) -> tonic::Request<PredictRequest> {
+    let mut req = tonic::Request::new(PredictRequest {
+        task_id: task_id.into(),
+        payload: payload.to_vec(),
+    });
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {ticket}").parse().unwrap());
+    req
 }
 
 pub fn client() -> reqwest::Client {

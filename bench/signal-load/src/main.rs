@@ -95,12 +95,8 @@ async fn join_one(
     let room = format!("room-{}", i / args.room_size);
     let url = match keyring {
         Some(k) => {
-            let req = switchboard_auth::MintRequest {
-                identity: id.clone(),
-                room: None,
-                scope: [switchboard_auth::Scope::Webrtc].into_iter().collect(),
-                ttl: None,
-            };
+            let req =
+                switchboard_auth::MintRequest::new(id.clone(), [switchboard_auth::Scope::Webrtc]);
             let (tok, _) = k
                 .mint(&req, switchboard_auth::unix_now())
                 .map_err(anyhow::Error::msg)?;

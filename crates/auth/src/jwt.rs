@@ -303,6 +303,18 @@ pub struct MintRequest {
     pub ttl: Option<std::time::Duration>,
 }
 
+impl MintRequest {
+    /// A ticket for `identity` with `scope`, for any room, living the configured default TTL.
+    pub fn new(identity: impl Into<String>, scope: impl IntoIterator<Item = Scope>) -> Self {
+        MintRequest {
+            identity: identity.into(),
+            room: None,
+            scope: scope.into_iter().collect(),
+            ttl: None,
+        }
+    }
+}
+
 // Claims are parsed on every verification; a compact borrowed parser shape keeps this cheap.
 #[derive(Deserialize)]
 pub(crate) struct Header<'a> {

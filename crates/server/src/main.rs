@@ -427,17 +427,11 @@ fn print_dev_banner(
 ) -> anyhow::Result<()> {
     let addr = server.http_addr;
     let s = &server.state;
-    let req = MintRequest {
-        identity: "dev-user".into(),
-        room: None,
-        scope: [
-            switchboard_auth::Scope::Webrtc,
-            switchboard_auth::Scope::Grpc,
-        ]
-        .into_iter()
-        .collect(),
-        ttl: None,
-    };
+    let scope = [
+        switchboard_auth::Scope::Webrtc,
+        switchboard_auth::Scope::Grpc,
+    ];
+    let req = MintRequest::new("dev-user", scope);
     let now = unix_now();
     let (token, claims) = s.gate.keyring.mint(&req, now).map_err(anyhow::Error::msg)?;
     let ttl = switchboard_auth::duration::format(std::time::Duration::from_secs(claims.exp - now));

@@ -1,10 +1,11 @@
 //! The `switchboard` binary as a user runs it: exit codes, error messages, CLI tools, signals.
 
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
+use common::child::{run_cli as run, BIN};
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
 fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
     let p = dir.join("switchboard.toml");
@@ -18,28 +19,6 @@ fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
     )
     .unwrap();
     p
-}
-
-fn run(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env_remove("SWITCHBOARD_CONFIG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(s) = stdin {
-        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-    } else {
-        drop(child.stdin.take());
-    }
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

@@ -368,23 +368,7 @@ async fn a_full_disk_is_logged_with_its_path_and_degrades_readyz() {
     use std::os::unix::process::CommandExt;
     let data = tempfile::tempdir().unwrap();
     let db = data.path().join("users.db");
-    let cli_cfg = data.path().join("cli.toml");
-    std::fs::write(
-        &cli_cfg,
-        format!(
-            "[auth]\ndatabase = \"{}\"\n[[auth.keys]]\nkid = \"k1\"\nsecret = \"{}\"\n",
-            db.display(),
-            common::child::CHILD_SECRET
-        ),
-    )
-    .unwrap();
-    let mut add = std::process::Command::new(common::child::BIN)
-        .args(["user", "add", "alice", "-c", cli_cfg.to_str().unwrap()])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(add.stdin.as_mut().unwrap(), b"correct horse\n").unwrap();
-    assert!(add.wait().unwrap().success());
+    common::child::add_user(&db, "alice", "correct horse");
     let mode = std::fs::metadata(&db).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "database file mode {mode:o}");
 

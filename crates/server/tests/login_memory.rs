@@ -3,11 +3,11 @@
 //! memory grows by at most that many buffers however many logins arrive at once.
 #![cfg(target_os = "linux")]
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::IpAddr;
-use std::process::{Child, Command, Stdio};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+use common::child::{add_user, ServerProcess};
+use common::{client_from, login_status};
+use std::process::Stdio;
 
 /// Argon2id's default memory cost: 19 MiB per running check.
 const HASH_MIB: u64 = 19;
@@ -20,26 +20,11 @@ const PERMITS: u64 = 2;
 /// without the bound).
 const MARGIN_MIB: u64 = 32;
 
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn write_config(dir: &std::path::Path) -> std::path::PathBuf {
-    let p = dir.join("switchboard.toml");
-    std::fs::write(
-        &p,
-        format!(
-            r#"[http]
-bind = "127.0.0.1:0"
-shutdown_grace = "1s"
+/// The server's config on top of the child-process defaults: users in `db`, at most
+/// [`PERMITS`] password checks at once, and rate limits out of the way.
+fn config(db: &std::path::Path) -> String {
+    format!(
+        r#"[http]
 web_ui = false
 [auth]
 database = "{}"
@@ -50,119 +35,34 @@ login_hash_wait = "100ms"
 login_attempts_per_second = 100000
 login_attempts_per_ip_per_minute = 100000
 login_failures_per_ip_user_per_minute = 100000
-[[auth.keys]]
-kid = "k1"
-secret = "login-memory-test-secret-0123456789abcdef"
-[turn]
-enabled = false
-[sfu]
-mode = "mesh"
 "#,
-            dir.join("users.db").display()
-        ),
+        db.display()
     )
-    .unwrap();
-    p
 }
 
-fn add_user(cfg: &std::path::Path, name: &str, password: &str) {
-    let mut child = Command::new(BIN)
-        .args(["user", "add", "-c", cfg.to_str().unwrap(), name])
-        .env_remove("SWITCHBOARD_CONFIG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// `VmRSS` and `VmHWM` (peak) of the server, in KiB.
+fn memory_kib(server: &ServerProcess) -> (u64, u64) {
+    (server.status_kib("VmRSS"), server.status_kib("VmHWM"))
 }
 
-fn serve(cfg: &std::path::Path) -> Server {
-    let mut child = Command::new(BIN)
-        .args(["serve", "-c", cfg.to_str().unwrap()])
-        .env_remove("SWITCHBOARD_CONFIG")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| {
-            l.strip_prefix("switchboard listening http=")
-                .map(|rest| rest.split(' ').next().unwrap().to_string())
-        })
-        .expect("listening line");
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, addr }
-}
-
-/// `VmRSS` and `VmHWM` (peak) of `pid`, in KiB.
-fn memory_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("{name} in {status}"))
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-async fn login(c: &reqwest::Client, addr: &str, user: &str, password: &str) -> u16 {
-    c.post(format!("http://{addr}/v1/login"))
-        .json(&serde_json::json!({"username": user, "password": password}))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_failed_logins_keep_memory_bounded() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path());
-    add_user(&cfg, "alice", "correct horse battery");
-    let server = serve(&cfg);
-    let pid = server.child.id();
-    let addr = server.addr.clone();
-
-    // One request first, so the baseline includes the HTTP path paged in and warm.
-    let r = reqwest::get(format!("http://{addr}/healthz"))
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let (before, _) = memory_kib(pid);
-
-    // 64 clients, each from its own loopback address, 4 failed logins each: a wrong password
-    // for alice or an unknown user, alternately. All at once.
-    let workers: Vec<_> = (0..64u8)
+/// Logins from `clients` clients at once, client `i` from 127.0.`net`.(2 + `i`), each sending
+/// `each` one after another with the username and password `creds(i, j)` gives; every status.
+async fn login_storm(
+    base: &str,
+    net: u8,
+    clients: u8,
+    each: u8,
+    creds: fn(u8, u8) -> (String, String),
+) -> Vec<u16> {
+    let workers: Vec<_> = (0..clients)
         .map(|i| {
-            let addr = addr.clone();
+            let base = base.to_string();
             tokio::spawn(async move {
-                let c = reqwest::Client::builder()
-                    .local_address(IpAddr::from([127, 0, 1, 2 + i]))
-                    .build()
-                    .unwrap();
+                let c = client_from([127, 0, net, 2 + i]);
                 let mut statuses = Vec::new();
-                for j in 0..4 {
-                    let (user, pw) = if (i + j) % 2 == 0 {
-                        ("alice".to_string(), format!("guess {i} {j}"))
-                    } else {
-                        (format!("ghost{i}"), "whatever-pw".to_string())
-                    };
-                    statuses.push(login(&c, &addr, &user, &pw).await);
+                for j in 0..each {
+                    let (user, pw) = creds(i, j);
+                    statuses.push(login_status(&c, &base, &user, &pw).await);
                 }
                 statuses
             })
@@ -172,7 +72,44 @@ async fn concurrent_failed_logins_keep_memory_bounded() {
     for w in workers {
         statuses.extend(w.await.unwrap());
     }
-    let (after, peak) = memory_kib(pid);
+    statuses
+}
+
+/// Fails unless `now` is at most `budget` KiB above `before`.
+fn assert_within_budget(what: &str, before: u64, now: u64, budget: u64) {
+    assert!(
+        now.saturating_sub(before) <= budget,
+        "{what} {} KiB above the start, budget {budget} KiB",
+        now - before
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_failed_logins_keep_memory_bounded() {
+    let data = tempfile::tempdir().unwrap();
+    let db = data.path().join("users.db");
+    add_user(&db, "alice", "correct horse battery");
+    let server = ServerProcess::start_with(&config(&db), |cmd| {
+        cmd.stderr(Stdio::null());
+    });
+    let base = format!("http://{}", server.http);
+
+    // One request first, so the baseline includes the HTTP path paged in and warm.
+    let r = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let (before, _) = memory_kib(&server);
+
+    // 64 clients, each from its own loopback address, 4 failed logins each: a wrong password
+    // for alice or an unknown user, alternately. All at once.
+    let statuses = login_storm(&base, 1, 64, 4, |i, j| {
+        if (i + j) % 2 == 0 {
+            ("alice".to_string(), format!("guess {i} {j}"))
+        } else {
+            (format!("ghost{i}"), "whatever-pw".to_string())
+        }
+    })
+    .await;
+    let (after, peak) = memory_kib(&server);
 
     let count = |code| statuses.iter().filter(|&&s| s == code).count();
     let (checked, busy) = (count(401), count(503));
@@ -187,63 +124,27 @@ async fn concurrent_failed_logins_keep_memory_bounded() {
     assert!(busy >= 1, "the excess was refused at once, not queued");
 
     let budget = (PERMITS * HASH_MIB + MARGIN_MIB) * 1024;
-    assert!(
-        peak.saturating_sub(before) <= budget,
-        "peak grew {} KiB, budget {budget} KiB",
-        peak - before
-    );
+    assert_within_budget("peak", before, peak, budget);
     // The hashing buffers are kept for reuse, so memory after the storm is the same bound.
-    assert!(
-        after.saturating_sub(before) <= budget,
-        "after the storm {} KiB above the start, budget {budget} KiB",
-        after - before
-    );
+    assert_within_budget("after the storm", before, after, budget);
 
     // Then a slower stream, 4 at once for 48 logins: more checks run, on the same buffers, so
     // memory stays where the storm left it (before the pool, this phase kept growing).
-    let workers: Vec<_> = (0..4u8)
-        .map(|i| {
-            let addr = addr.clone();
-            tokio::spawn(async move {
-                let c = reqwest::Client::builder()
-                    .local_address(IpAddr::from([127, 0, 3, 2 + i]))
-                    .build()
-                    .unwrap();
-                let mut statuses = Vec::new();
-                for j in 0..12 {
-                    let user = format!("ghost{i}-{j}");
-                    statuses.push(login(&c, &addr, &user, "whatever-pw").await);
-                }
-                statuses
-            })
-        })
-        .collect();
-    let mut statuses = Vec::new();
-    for w in workers {
-        statuses.extend(w.await.unwrap());
-    }
-    let (settled, peak) = memory_kib(pid);
+    let statuses = login_storm(&base, 3, 4, 12, |i, j| {
+        (format!("ghost{i}-{j}"), "whatever-pw".to_string())
+    })
+    .await;
+    let (settled, peak) = memory_kib(&server);
     let checked = statuses.iter().filter(|&&s| s == 401).count();
     eprintln!("after 48 more at 4-way ({checked} checked): RSS {settled} KiB, peak {peak} KiB");
     assert!(checked >= 2, "{statuses:?}");
-    assert!(
-        peak.saturating_sub(before) <= budget,
-        "peak grew {} KiB, budget {budget} KiB",
-        peak - before
-    );
-    assert!(
-        settled.saturating_sub(before) <= budget,
-        "after the second phase {} KiB above the start, budget {budget} KiB",
-        settled - before
-    );
+    assert_within_budget("peak", before, peak, budget);
+    assert_within_budget("after the second phase", before, settled, budget);
 
     // The user added by the CLI still logs in, from a fresh address.
-    let c = reqwest::Client::builder()
-        .local_address(IpAddr::from([127, 0, 2, 1]))
-        .build()
-        .unwrap();
+    let c = client_from([127, 0, 2, 1]);
     assert_eq!(
-        login(&c, &addr, "alice", "correct horse battery").await,
+        login_status(&c, &base, "alice", "correct horse battery").await,
         200
     );
 }

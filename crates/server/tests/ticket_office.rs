@@ -4,10 +4,60 @@ mod common;
 use common::*;
 use futures::StreamExt;
 use reqwest::StatusCode;
+use serde_json::{json, Value};
 use switchboard_auth::{unix_now, Claims, KeyRing, Scope, Scopes};
 
 async fn metric(base: &str, needle: &str) -> f64 {
     metric_in(&scrape(base.trim_start_matches("http://")).await, needle)
+}
+
+/// `POST /v1/token` authenticated with the API key `id:secret`, with `body` as JSON.
+async fn token_with_key(
+    c: &reqwest::Client,
+    b: &str,
+    (id, secret): (&str, &str),
+    body: Option<Value>,
+) -> reqwest::Response {
+    let mut r = c.post(format!("{b}/v1/token")).basic_auth(id, Some(secret));
+    if let Some(body) = body {
+        r = r.json(&body);
+    }
+    r.send().await.unwrap()
+}
+
+/// `POST /v1/token` on the client's session cookie, with `body` as JSON.
+async fn token_by_session(c: &reqwest::Client, b: &str, body: Value) -> reqwest::Response {
+    c.post(format!("{b}/v1/token"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// `GET /v1/ice-servers` with `ticket` as the bearer token: the status and the JSON body.
+async fn ice_servers(c: &reqwest::Client, b: &str, ticket: &str) -> (u16, Value) {
+    let r = c
+        .get(format!("{b}/v1/ice-servers"))
+        .bearer_auth(ticket)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// A webrtc ticket for `identity`, any room, and its claims.
+fn webrtc_ticket(ring: &KeyRing, identity: &str, now: u64) -> (String, Claims) {
+    let req = switchboard_auth::MintRequest::new(identity, [Scope::Webrtc]);
+    ring.mint(&req, now).unwrap()
+}
+
+/// Adds `alice` with `password` and every scope.
+fn add_alice(s: &switchboard::RunningServer, password: &str) {
+    s.state
+        .office
+        .store
+        .add_user("alice", password, Scopes::all(), unix_now())
+        .unwrap();
 }
 
 #[tokio::test]
@@ -30,12 +80,7 @@ async fn health_ready_metrics_and_h2c() {
     let r = h2.get(format!("{b}/healthz")).send().await.unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(r.status(), 200);
-    let m = reqwest::get(format!("{b}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = scrape(s.http_addr).await;
     assert!(m.contains("switchboard_auth_failures_total{reason=\"expired\"}"));
     s.shutdown().await;
 }
@@ -50,37 +95,23 @@ async fn api_key_mints_and_scopes_are_enforced() {
         .store
         .create_api_key("backend", [Scope::Webrtc].into_iter().collect(), unix_now())
         .unwrap();
+    let key = (id.as_str(), secret.as_str());
     let c = client();
     // No credentials.
     let r = c.post(format!("{b}/v1/token")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let body: serde_json::Value = r.json().await.unwrap();
+    let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "unauthenticated");
     // Wrong secret.
-    let r = c
-        .post(format!("{b}/v1/token"))
-        .basic_auth(&id, Some("nope"))
-        .send()
-        .await
-        .unwrap();
+    let r = token_with_key(&c, &b, (&id, "nope"), None).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     // Good key, identity required.
-    let r = c
-        .post(format!("{b}/v1/token"))
-        .basic_auth(&id, Some(&secret))
-        .send()
-        .await
-        .unwrap();
+    let r = token_with_key(&c, &b, key, None).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    let r = c
-        .post(format!("{b}/v1/token"))
-        .basic_auth(&id, Some(&secret))
-        .json(&serde_json::json!({"identity": "u1", "room": "lobby", "ttl": "2m"}))
-        .send()
-        .await
-        .unwrap();
+    let body = json!({"identity": "u1", "room": "lobby", "ttl": "2m"});
+    let r = token_with_key(&c, &b, key, Some(body)).await;
     assert_eq!(r.status(), StatusCode::OK);
-    let body: serde_json::Value = r.json().await.unwrap();
+    let body: Value = r.json().await.unwrap();
     assert_eq!(body["expires_in"], 120);
     let claims: Claims = s
         .state
@@ -92,22 +123,12 @@ async fn api_key_mints_and_scopes_are_enforced() {
     assert_eq!(claims.room.as_deref(), Some("lobby"));
     assert!(claims.scope.contains(Scope::Webrtc) && !claims.scope.contains(Scope::Grpc));
     // A scope the key may not grant.
-    let r = c
-        .post(format!("{b}/v1/token"))
-        .basic_auth(&id, Some(&secret))
-        .json(&serde_json::json!({"identity": "u1", "scope": ["grpc"]}))
-        .send()
-        .await
-        .unwrap();
+    let body = json!({"identity": "u1", "scope": ["grpc"]});
+    let r = token_with_key(&c, &b, key, Some(body)).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     // TTL above the cap.
-    let r = c
-        .post(format!("{b}/v1/token"))
-        .basic_auth(&id, Some(&secret))
-        .json(&serde_json::json!({"identity": "u1", "ttl": 3600}))
-        .send()
-        .await
-        .unwrap();
+    let body = json!({"identity": "u1", "ttl": 3600});
+    let r = token_with_key(&c, &b, key, Some(body)).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     // Garbage body.
     let r = c
@@ -124,22 +145,14 @@ async fn api_key_mints_and_scopes_are_enforced() {
         .store
         .revoke_api_key(&id, unix_now())
         .unwrap();
-    let r = c
-        .post(format!("{b}/v1/token"))
-        .basic_auth(&id, Some(&secret))
-        .json(&serde_json::json!({"identity": "u1"}))
-        .send()
-        .await
-        .unwrap();
+    let r = token_with_key(&c, &b, key, Some(json!({"identity": "u1"}))).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     s.shutdown().await;
 }
 
 #[tokio::test]
 async fn login_cookie_mint_and_rate_limit() {
-    let mut cfg = test_config();
-    cfg.auth.login_failures_per_ip_user_per_minute = 3;
-    let s = start(cfg).await;
+    let s = start_with(|c| c.auth.login_failures_per_ip_user_per_minute = 3).await;
     let b = base(&s);
     s.state
         .office
@@ -152,74 +165,38 @@ async fn login_cookie_mint_and_rate_limit() {
         )
         .unwrap();
     let c = client();
-    let r = c
-        .post(format!("{b}/v1/login"))
-        .json(&serde_json::json!({"username": "alice", "password": "wrong password"}))
-        .send()
-        .await
-        .unwrap();
+    let r = login(&c, &b, "alice", "wrong password").await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let wrong_pw: serde_json::Value = r.json().await.unwrap();
-    let r = c
-        .post(format!("{b}/v1/login"))
-        .json(&serde_json::json!({"username": "nobody", "password": "wrong password"}))
-        .send()
-        .await
-        .unwrap();
+    let wrong_pw: Value = r.json().await.unwrap();
+    let r = login(&c, &b, "nobody", "wrong password").await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let no_user: serde_json::Value = r.json().await.unwrap();
+    let no_user: Value = r.json().await.unwrap();
     assert_eq!(
         wrong_pw, no_user,
         "an unknown user and a wrong password look the same"
     );
 
-    let r = c
-        .post(format!("{b}/v1/login"))
-        .json(&serde_json::json!({"username": "alice", "password": "correct horse battery"}))
-        .send()
-        .await
-        .unwrap();
+    let r = login(&c, &b, "alice", "correct horse battery").await;
     assert_eq!(r.status(), StatusCode::OK);
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(
         cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
         "{cookie}"
     );
-    let r = c
-        .post(format!("{b}/v1/token"))
-        .json(&serde_json::json!({"room": "r"}))
-        .send()
-        .await
-        .unwrap();
+    let r = token_by_session(&c, &b, json!({"room": "r"})).await;
     assert_eq!(r.status(), StatusCode::OK);
-    let body: serde_json::Value = r.json().await.unwrap();
+    let body: Value = r.json().await.unwrap();
     assert_eq!(body["identity"], "alice");
     // A user cannot mint for someone else.
-    let r = c
-        .post(format!("{b}/v1/token"))
-        .json(&serde_json::json!({"identity": "bob"}))
-        .send()
-        .await
-        .unwrap();
+    let r = token_by_session(&c, &b, json!({"identity": "bob"})).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
 
     // The success forgot earlier failures; three more from this address block the pair, and
     // then even the right password waits (60 s / 3 = 20 s).
     for _ in 0..3 {
-        let r = c
-            .post(format!("{b}/v1/login"))
-            .json(&serde_json::json!({"username": "alice", "password": "x"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(login_status(&c, &b, "alice", "x").await, 401);
     }
-    let r = c
-        .post(format!("{b}/v1/login"))
-        .json(&serde_json::json!({"username": "alice", "password": "correct horse battery"}))
-        .send()
-        .await
-        .unwrap();
+    let r = login(&c, &b, "alice", "correct horse battery").await;
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
     let retry: u64 = r.headers()["retry-after"]
         .to_str()
@@ -246,19 +223,13 @@ async fn login_cookie_mint_and_rate_limit() {
 
 #[tokio::test]
 async fn login_is_rate_limited_per_ip_across_usernames() {
-    let mut cfg = test_config();
-    cfg.auth.login_attempts_per_ip_per_minute = 2;
-    let s = start(cfg).await;
+    let s = start_with(|c| c.auth.login_attempts_per_ip_per_minute = 2).await;
     let b = base(&s);
     let c = client();
     for (i, expect) in [(0, 401), (1, 401), (2, 429)] {
-        let r = c
-            .post(format!("{b}/v1/login"))
-            .json(&serde_json::json!({"username": format!("user{i}"), "password": "whatever-password"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), expect, "attempt {i}");
+        let user = format!("user{i}");
+        let status = login_status(&c, &b, &user, "whatever-password").await;
+        assert_eq!(status, expect, "attempt {i}");
     }
     assert_eq!(
         metric(&b, "switchboard_limit_rejections_total{limit=\"login_ip\"}").await,
@@ -267,36 +238,12 @@ async fn login_is_rate_limited_per_ip_across_usernames() {
     s.shutdown().await;
 }
 
-/// A client whose connections come from `ip` (any 127/8 address is loopback on Linux).
-fn client_from(ip: [u8; 4]) -> reqwest::Client {
-    reqwest::Client::builder()
-        .local_address(std::net::IpAddr::from(ip))
-        .build()
-        .unwrap()
-}
-
-async fn login_status(c: &reqwest::Client, b: &str, user: &str, password: &str) -> u16 {
-    c.post(format!("{b}/v1/login"))
-        .json(&serde_json::json!({"username": user, "password": password}))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 /// Failures from one address block that address's pair only: the real user, elsewhere, logs in.
 #[tokio::test]
 async fn the_right_password_logs_in_after_another_ips_failures() {
-    let mut cfg = test_config();
-    cfg.auth.login_failures_per_ip_user_per_minute = 3;
-    let s = start(cfg).await;
+    let s = start_with(|c| c.auth.login_failures_per_ip_user_per_minute = 3).await;
     let b = base(&s);
-    s.state
-        .office
-        .store
-        .add_user("alice", "correct horse battery", Scopes::all(), unix_now())
-        .unwrap();
+    add_alice(&s, "correct horse battery");
     let attacker = client_from([127, 0, 0, 2]);
     let mut statuses = Vec::new();
     for i in 0..10 {
@@ -329,9 +276,9 @@ async fn oversized_usernames_are_refused_without_growing_the_limiter() {
         .map(|i| {
             let (c, b) = (c.clone(), b.clone());
             let body = if i % 10 == 0 {
-                serde_json::json!({"username": "alice", "password": "p".repeat(1025)})
+                json!({"username": "alice", "password": "p".repeat(1025)})
             } else {
-                serde_json::json!({"username": format!("{i}{huge}"), "password": "whatever"})
+                json!({"username": format!("{i}{huge}"), "password": "whatever"})
             };
             async move {
                 c.post(format!("{b}/v1/login"))
@@ -378,16 +325,13 @@ async fn oversized_usernames_are_refused_without_growing_the_limiter() {
 /// queue, both get 503 at once; with it free, both are checked.
 #[tokio::test]
 async fn unknown_and_known_users_share_the_hashing_bound() {
-    let mut cfg = test_config();
-    cfg.auth.login_hash_concurrency = 1;
-    cfg.auth.login_hash_queue = 0;
-    let s = start(cfg).await;
+    let s = start_with(|c| {
+        c.auth.login_hash_concurrency = 1;
+        c.auth.login_hash_queue = 0;
+    })
+    .await;
     let b = base(&s);
-    s.state
-        .office
-        .store
-        .add_user("alice", "correct horse battery", Scopes::all(), unix_now())
-        .unwrap();
+    add_alice(&s, "correct horse battery");
     let c = client();
     let held = s
         .state
@@ -399,15 +343,10 @@ async fn unknown_and_known_users_share_the_hashing_bound() {
         ("nobody", "whatever-pw"),
         ("alice", "correct horse battery"),
     ] {
-        let r = c
-            .post(format!("{b}/v1/login"))
-            .json(&serde_json::json!({"username": user, "password": pw}))
-            .send()
-            .await
-            .unwrap();
+        let r = login(&c, &b, user, pw).await;
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "{user}");
         assert_eq!(r.headers()["retry-after"], "1");
-        let body: serde_json::Value = r.json().await.unwrap();
+        let body: Value = r.json().await.unwrap();
         assert_eq!(body["error"], "busy");
     }
     assert_eq!(
@@ -437,35 +376,20 @@ async fn unknown_and_known_users_share_the_hashing_bound() {
 
 #[tokio::test]
 async fn ice_servers_rejects_bad_tickets_with_reasons() {
-    let mut cfg = test_config();
-    cfg.turn.uris = vec![
-        "stun:127.0.0.1:3478".into(),
-        "turn:127.0.0.1:3478?transport=udp".into(),
-    ];
-    let s = start(cfg).await;
+    let s = start_with(|c| {
+        c.turn.uris = vec![
+            "stun:127.0.0.1:3478".into(),
+            "turn:127.0.0.1:3478?transport=udp".into(),
+        ];
+    })
+    .await;
     let b = base(&s);
     let ring: &KeyRing = &s.state.gate.keyring;
     let now = unix_now();
-    let (good, claims) = ring
-        .mint(
-            &switchboard_auth::MintRequest {
-                identity: "carol".into(),
-                room: None,
-                scope: [Scope::Webrtc].into_iter().collect(),
-                ttl: None,
-            },
-            now,
-        )
-        .unwrap();
+    let (good, claims) = webrtc_ticket(ring, "carol", now);
     let c = client();
-    let r = c
-        .get(format!("{b}/v1/ice-servers"))
-        .bearer_auth(&good)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let ice: serde_json::Value = r.json().await.unwrap();
+    let (status, ice) = ice_servers(&c, &b, &good).await;
+    assert_eq!(status, 200);
     let turn = &ice["iceServers"][1];
     let user = turn["username"].as_str().unwrap();
     assert!(user.ends_with(":carol"), "{user}");
@@ -522,31 +446,17 @@ async fn ice_servers_rejects_bad_tickets_with_reasons() {
         ("x".repeat(9000), 401, "oversized"),
     ];
     for (tok, status, reason) in cases {
-        let before = metric(
-            &b,
-            &format!("switchboard_auth_failures_total{{reason=\"{reason}\"}}"),
-        )
-        .await;
-        let r = c
-            .get(format!("{b}/v1/ice-servers"))
-            .bearer_auth(&tok)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), status, "{reason}");
-        let body: serde_json::Value = r.json().await.unwrap();
+        let series = format!("switchboard_auth_failures_total{{reason=\"{reason}\"}}");
+        let before = metric(&b, &series).await;
+        let (got, body) = ice_servers(&c, &b, &tok).await;
+        assert_eq!(got, status, "{reason}");
         assert_eq!(body["error"], reason);
         assert!(!body["message"].as_str().unwrap().contains(SECRET));
-        let after = metric(
-            &b,
-            &format!("switchboard_auth_failures_total{{reason=\"{reason}\"}}"),
-        )
-        .await;
-        assert_eq!(after, before + 1.0, "{reason} counted");
+        assert_eq!(metric(&b, &series).await, before + 1.0, "{reason} counted");
     }
     let r = c.get(format!("{b}/v1/ice-servers")).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    let body: serde_json::Value = r.json().await.unwrap();
+    let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "missing_token");
     let message = body["message"].as_str().unwrap();
     assert!(
@@ -561,7 +471,7 @@ async fn ice_servers_rejects_bad_tickets_with_reasons() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let by_query: serde_json::Value = r.json().await.unwrap();
+    let by_query: Value = r.json().await.unwrap();
     assert!(by_query["iceServers"][1]["username"]
         .as_str()
         .unwrap()
@@ -580,40 +490,13 @@ async fn ice_servers_rejects_bad_tickets_with_reasons() {
 /// their reason, and counted; minting refuses the same oversized identity.
 #[tokio::test]
 async fn long_lived_and_oversized_tickets_are_refused_and_counted() {
-    let mut cfg = test_config();
-    cfg.turn.uris = vec!["turn:127.0.0.1:3478?transport=udp".into()];
-    let s = start(cfg).await;
+    let s = start_with(|c| c.turn.uris = vec!["turn:127.0.0.1:3478?transport=udp".into()]).await;
     let b = base(&s);
     let ring: &KeyRing = &s.state.gate.keyring;
     let now = unix_now();
-    let (good, claims) = ring
-        .mint(
-            &switchboard_auth::MintRequest {
-                identity: "dora".into(),
-                room: None,
-                scope: [Scope::Webrtc].into_iter().collect(),
-                ttl: None,
-            },
-            now,
-        )
-        .unwrap();
+    let (good, claims) = webrtc_ticket(ring, "dora", now);
     let c = client();
-    let ice = |tok: String| {
-        let c = c.clone();
-        let b = b.clone();
-        async move {
-            let r = c
-                .get(format!("{b}/v1/ice-servers"))
-                .bearer_auth(tok)
-                .send()
-                .await
-                .unwrap();
-            let status = r.status().as_u16();
-            let body: serde_json::Value = r.json().await.unwrap();
-            (status, body)
-        }
-    };
-    assert_eq!(ice(good).await.0, 200);
+    assert_eq!(ice_servers(&c, &b, &good).await.0, 200);
 
     let mut ten_years = claims.clone();
     ten_years.exp = now + 10 * 365 * 86_400;
@@ -628,7 +511,7 @@ async fn long_lived_and_oversized_tickets_are_refused_and_counted() {
     ] {
         let series = format!("switchboard_auth_failures_total{{reason=\"{reason}\"}}");
         let before = metric(&b, &series).await;
-        let (status, body) = ice(tok).await;
+        let (status, body) = ice_servers(&c, &b, &tok).await;
         assert_eq!(status, 401, "{reason}: {body}");
         assert_eq!(body["error"], reason);
         assert_eq!(metric(&b, &series).await, before + 1.0, "{reason} counted");
@@ -641,15 +524,10 @@ async fn long_lived_and_oversized_tickets_are_refused_and_counted() {
         .store
         .create_api_key("backend", [Scope::Webrtc].into_iter().collect(), now)
         .unwrap();
-    let r = c
-        .post(format!("{b}/v1/token"))
-        .basic_auth(&id, Some(&secret))
-        .json(&serde_json::json!({"identity": "x".repeat(5000)}))
-        .send()
-        .await
-        .unwrap();
+    let body = json!({"identity": "x".repeat(5000)});
+    let r = token_with_key(&c, &b, (&id, &secret), Some(body)).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    let body: serde_json::Value = r.json().await.unwrap();
+    let body: Value = r.json().await.unwrap();
     assert!(
         body["message"].as_str().unwrap().contains("identity"),
         "{body}"

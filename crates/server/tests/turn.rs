@@ -3,7 +3,7 @@
 mod common;
 use common::*;
 use std::time::Duration;
-use switchboard_auth::{unix_now, KeyRing, MintRequest, Scopes};
+use switchboard_auth::{unix_now, KeyRing, MintRequest, Scope};
 use switchboard_turn::core::stun::{attr, decode_address, method, Class, Message, MessageWriter};
 
 fn turn_config() -> switchboard::config::Config {
@@ -24,17 +24,8 @@ async fn turn_starts_binds_and_is_advertised() {
 
     // /v1/ice-servers names the ports actually bound.
     let ring = KeyRing::from_config(&s.state.config.auth).unwrap();
-    let (token, _) = ring
-        .mint(
-            &MintRequest {
-                identity: "alice".into(),
-                room: None,
-                scope: Scopes::parse_list("webrtc").unwrap(),
-                ttl: None,
-            },
-            unix_now(),
-        )
-        .unwrap();
+    let req = MintRequest::new("alice", [Scope::Webrtc]);
+    let (token, _) = ring.mint(&req, unix_now()).unwrap();
     let doc: serde_json::Value = client()
         .get(format!("{}/v1/ice-servers", base(&s)))
         .bearer_auth(&token)

@@ -1,8 +1,9 @@
 //! The real `switchboard` binary as a child process, for tests that measure the server alone
 //! (its memory in `/proc/<pid>/status`, its CPU in `/proc/<pid>/stat`) or that signal it.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -146,17 +147,11 @@ level = "warn"
             ..Default::default()
         };
         let ring = switchboard_auth::KeyRing::from_config(&auth).unwrap();
-        let req = switchboard_auth::MintRequest {
-            identity: identity.into(),
-            room: None,
-            scope: [
-                switchboard_auth::Scope::Webrtc,
-                switchboard_auth::Scope::Grpc,
-            ]
-            .into_iter()
-            .collect(),
-            ttl: None,
-        };
+        let scope = [
+            switchboard_auth::Scope::Webrtc,
+            switchboard_auth::Scope::Grpc,
+        ];
+        let req = switchboard_auth::MintRequest::new(identity, scope);
         ring.mint(&req, switchboard_auth::unix_now()).unwrap().0
     }
 }
@@ -166,6 +161,44 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs the binary with `args` (no `SWITCHBOARD_CONFIG`), `stdin` written to its input; its exit
+/// code, stdout and stderr.
+pub fn run_cli(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_remove("SWITCHBOARD_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(s) = stdin {
+        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    } else {
+        drop(child.stdin.take());
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Adds `name` with `password` to the user database file `db` with `switchboard user add`, as
+/// an operator does before starting the server (through a config beside it naming `db`).
+pub fn add_user(db: &Path, name: &str, password: &str) {
+    let cli_cfg = db.with_extension("cli.toml");
+    let db = db.display();
+    let toml = format!(
+        "[auth]\ndatabase = \"{db}\"\n[[auth.keys]]\nkid = \"k1\"\nsecret = \"{CHILD_SECRET}\"\n"
+    );
+    std::fs::write(&cli_cfg, toml).unwrap();
+    let args = ["user", "add", name, "-c", cli_cfg.to_str().unwrap()];
+    let (code, _, err) = run_cli(&args, Some(&format!("{password}\n")));
+    assert_eq!(code, 0, "user add: {err}");
 }
 
 /// `extra`'s keys laid over `base`, section by section.

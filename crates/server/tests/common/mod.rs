@@ -37,6 +37,13 @@ pub async fn start(c: Config) -> RunningServer {
     switchboard::start(c).await.expect("server starts")
 }
 
+/// A server on [`test_config`] as `tune` changes it.
+pub async fn start_with(tune: impl FnOnce(&mut Config)) -> RunningServer {
+    let mut c = test_config();
+    tune(&mut c);
+    start(c).await
+}
+
 pub fn base(s: &RunningServer) -> String {
     format!("http://{}", s.http_addr)
 }
@@ -72,14 +79,36 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// A client whose connections come from `ip` (any 127/8 address is loopback on Linux).
+pub fn client_from(ip: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(ip))
+        .build()
+        .unwrap()
+}
+
+/// `POST /v1/login` with `user` and `password` to the server at `base` (`http://host:port`).
+pub async fn login(
+    c: &reqwest::Client,
+    base: &str,
+    user: &str,
+    password: &str,
+) -> reqwest::Response {
+    c.post(format!("{base}/v1/login"))
+        .json(&serde_json::json!({"username": user, "password": password}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The status of a [`login`].
+pub async fn login_status(c: &reqwest::Client, base: &str, user: &str, password: &str) -> u16 {
+    login(c, base, user, password).await.status().as_u16()
+}
+
 /// A ticket for `identity` with `scopes`, any room, signed by the server's key ring.
 pub fn mint(s: &RunningServer, identity: &str, scopes: &[Scope]) -> String {
-    let req = MintRequest {
-        identity: identity.into(),
-        room: None,
-        scope: scopes.iter().copied().collect(),
-        ttl: None,
-    };
+    let req = MintRequest::new(identity, scopes.iter().copied());
     s.state.gate.keyring.mint(&req, unix_now()).unwrap().0
 }
 

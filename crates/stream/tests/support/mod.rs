@@ -13,8 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_auth::{
-    unix_now, AuthConfig, InMemoryReplayGuard, KeyConfig, KeyRing, MintRequest, Scope, Scopes,
-    TicketGate,
+    unix_now, AuthConfig, InMemoryReplayGuard, KeyConfig, KeyRing, MintRequest, Scope, TicketGate,
 };
 use switchboard_proto::inference::inference_client::InferenceClient;
 use switchboard_proto::inference::inference_server::{Inference, InferenceServer};
@@ -99,22 +98,8 @@ impl Harness {
     }
 
     pub fn token(&self, identity: &str, scopes: &[Scope]) -> String {
-        let mut s = Scopes::default();
-        for x in scopes {
-            s.insert(*x);
-        }
-        self.keyring
-            .mint(
-                &MintRequest {
-                    identity: identity.into(),
-                    room: None,
-                    scope: s,
-                    ttl: None,
-                },
-                unix_now(),
-            )
-            .unwrap()
-            .0
+        let req = MintRequest::new(identity, scopes.iter().copied());
+        self.keyring.mint(&req, unix_now()).unwrap().0
     }
 
     pub async fn client(&self) -> InferenceClient<tonic::transport::Channel> {

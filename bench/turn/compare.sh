@@ -10,6 +10,8 @@
 #        ONLY=REGEX runs only the scenarios whose label matches (e.g. ONLY='flood')
 #        ALT='udp_gso = false' also runs a second Switchboard with these extra [turn] lines
 #        (same load, same run), labelled ALT_LABEL (default sb-alt)
+#        ALT_BIN=/path runs that second Switchboard from another binary (e.g. a build with
+#        other cargo features), with ALT's extra lines if given, else the same config
 #        LADDER='10 20 40 80 2x60 3x60 3x80' (the default) sets the paced ladder: an entry
 #        M is M sessions, KxM is K uclients of M sessions each at once
 #        ALLOCS=0 skips the memory measurement
@@ -69,17 +71,21 @@ level = "warn"
 TOML
 RUST_LOG=warn "$SB_BIN" serve --config "$W/sb.toml" >"$W/sb.log" 2>&1 &
 SB_PID=$!; PIDS+=("$SB_PID")
-if [ -n "${ALT:-}" ]; then
+HAS_ALT=""
+[ -z "${ALT:-}${ALT_BIN:-}" ] || HAS_ALT=1
+if [ -n "$HAS_ALT" ]; then
+  ALT_SB_BIN=${ALT_BIN:-$SB_BIN}
+  [ -x "$ALT_SB_BIN" ] || { echo "ALT_BIN $ALT_SB_BIN: not an executable"; exit 1; }
   NG_PORT=$(free_port)
   sed -e "s/^listen = .*/listen = \"127.0.0.1:$NG_PORT\"/" -e 's/^min_port = .*/min_port = 40960/' \
       -e 's/^max_port = .*/max_port = 49151/' "$W/sb.toml" >"$W/sb-alt.toml"
-  python3 - "$W/sb-alt.toml" "$ALT" <<'PY'
+  [ -z "${ALT:-}" ] || python3 - "$W/sb-alt.toml" "$ALT" <<'PY'
 import sys
 p, extra = sys.argv[1], sys.argv[2].replace("\\n", "\n")
 s = open(p).read().replace("[sfu]", extra + "\n[sfu]", 1)
 open(p, "w").write(s)
 PY
-  env ${ALT_ENV:-} RUST_LOG=warn "$SB_BIN" serve --config "$W/sb-alt.toml" >"$W/sb-alt.log" 2>&1 &
+  env ${ALT_ENV:-} RUST_LOG=warn "$ALT_SB_BIN" serve --config "$W/sb-alt.toml" >"$W/sb-alt.log" 2>&1 &
   NG_PID=$!; PIDS+=("$NG_PID")
 fi
 if [ -n "${FLOOR:-}" ]; then
@@ -99,7 +105,7 @@ for pp in "${PEER_PORTS[@]}"; do
   PIDS+=("$!")
 done
 sleep 1.5
-kill -0 "$CO_PID" && kill -0 "$SB_PID" && { [ -z "${ALT:-}" ] || kill -0 "$NG_PID"; } && { [ -z "${FLOOR:-}" ] || kill -0 "$FL_PID"; } || { cat "$W/sb.log" "$W/coturn.log" | tail -20; exit 1; }
+kill -0 "$CO_PID" && kill -0 "$SB_PID" && { [ -z "$HAS_ALT" ] || kill -0 "$NG_PID"; } && { [ -z "${FLOOR:-}" ] || kill -0 "$FL_PID"; } || { cat "$W/sb.log" "$W/coturn.log" | tail -20; exit 1; }
 
 U="$(( $(date +%s) + 7200 )):bench"
 P=$(python3 -c 'import base64,hashlib,hmac,sys; print(base64.b64encode(hmac.new(sys.argv[1].encode(), sys.argv[2].encode(), hashlib.sha1).digest()).decode())' "$SECRET" "$U")
@@ -169,7 +175,7 @@ PY
 }
 both() { # label flags...  (switchboard first, then coturn, same flags)
   run switchboard "$SB_PID" "$SB_PORT" "$@"
-  [ -z "${ALT:-}" ] || run "${ALT_LABEL:-sb-alt}" "$NG_PID" "$NG_PORT" "$@"
+  [ -z "$HAS_ALT" ] || run "${ALT_LABEL:-sb-alt}" "$NG_PID" "$NG_PORT" "$@"
   [ -z "${FLOOR:-}" ] || [[ $1 == tcp* ]] || run floor "$FL_PID" "$FL_PORT" "$@"
   run coturn "$CO_PID" "$CO_PORT" "$@"
 }

@@ -137,10 +137,12 @@ pub fn encode_envelope(from: &str, topic: Option<&str>, data: &str) -> Option<Ve
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// A STUN binding request carrying the USERNAME attribute `user` (the demux tests route
+    /// these too).
     pub(crate) fn stun_with_username(user: &[u8]) -> Vec<u8> {
         let mut attr = Vec::new();
         attr.extend_from_slice(&ATTR_USERNAME.to_be_bytes());

@@ -292,21 +292,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn stun(user: &[u8]) -> Vec<u8> {
-        let mut attr = vec![0x00, 0x06];
-        attr.extend_from_slice(&(user.len() as u16).to_be_bytes());
-        attr.extend_from_slice(user);
-        while attr.len() % 4 != 0 {
-            attr.push(0);
-        }
-        let mut m = vec![0x00, 0x01];
-        m.extend_from_slice(&(attr.len() as u16).to_be_bytes());
-        m.extend_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
-        m.extend_from_slice(&[7; 12]);
-        m.extend_from_slice(&attr);
-        m
-    }
+    use crate::wire::tests::stun_with_username;
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([198, 51, 100, 1], port))
@@ -319,11 +305,11 @@ mod tests {
     fn udp_stun_goes_by_ufrag_and_media_by_learned_address() {
         let mut d = Demux::default();
         let mut ra = d.add_session(A, "ua".into());
-        let check = stun(b"ua:remote");
+        let check = stun_with_username(b"ua:remote");
         let k = wire::classify(&check);
         assert_eq!(d.route_udp(k, &check, addr(1)), Ok(A));
         assert_eq!(
-            d.route_udp(k, &stun(b"zz:remote"), addr(1)),
+            d.route_udp(k, &stun_with_username(b"zz:remote"), addr(1)),
             Err("unknown_ufrag")
         );
         assert_eq!(
@@ -354,7 +340,7 @@ mod tests {
         let mut d = Demux::default();
         d.add_session(A, "ua".into());
         d.add_session(B, "ub".into());
-        let (ca, cb) = (stun(b"ua:x"), stun(b"ub:x"));
+        let (ca, cb) = (stun_with_username(b"ua:x"), stun_with_username(b"ub:x"));
         let stun_kind = DatagramKind::Stun;
         assert_eq!(d.route_tcp(stun_kind, &ca, None), Ok(A));
         assert_eq!(d.route_tcp(stun_kind, &ca, Some(A)), Ok(A));
@@ -406,12 +392,12 @@ mod tests {
         d.set_ufrag(&mut ra, A, "u2".into());
         assert_eq!(d.ufrag_routes(), 2);
         for u in ["u1", "u2"] {
-            let check = stun(format!("{u}:x").as_bytes());
+            let check = stun_with_username(format!("{u}:x").as_bytes());
             assert_eq!(d.route_udp(DatagramKind::Stun, &check, addr(1)), Ok(A));
         }
         d.set_ufrag(&mut ra, A, "u3".into());
         assert_eq!(d.ufrag_routes(), 2, "u1 is dropped");
-        let check = stun(b"u1:x");
+        let check = stun_with_username(b"u1:x");
         assert_eq!(
             d.route_udp(DatagramKind::Stun, &check, addr(1)),
             Err("unknown_ufrag")

@@ -19,6 +19,55 @@ fn video(publisher: ParticipantId) -> TrackKey {
     }
 }
 
+/// Room "r" with A and B in it; A publishes a video track, so B is subscribed to it (its
+/// down-track not ready yet).
+fn a_publishes_to_b() -> Rooms {
+    let mut r = Rooms::default();
+    r.join("r", A);
+    r.join("r", B);
+    r.publish(A, 0, TrackKind::Video);
+    r
+}
+
+/// [`a_publishes_to_b`] with B's down-track ready at `now` and A's first keyframe forwarded to B.
+fn b_receives_video(now: Instant) -> Rooms {
+    let mut r = a_publishes_to_b();
+    r.down_track_ready(B, video(A), now);
+    let mut out = Vec::new();
+    r.route_media(video(A), Layer(0), true, 10, now, &mut out);
+    assert_eq!(out, vec![B]);
+    r
+}
+
+/// [`a_publishes_to_b`] with B's down-track ready at `start`, then two seconds of A's three
+/// simulcast layers ([`feed_layers`]); returns the rooms and the time of the last frame.
+fn b_receives_simulcast(start: Instant) -> (Rooms, Instant) {
+    let mut r = a_publishes_to_b();
+    r.down_track_ready(B, video(A), start);
+    let now = feed_layers(&mut r, video(A), start, 2);
+    (r, now)
+}
+
+/// The action that asks the publisher of `track` for a keyframe on `layer`.
+fn keyframe_request(track: TrackKey, layer: u8) -> Action {
+    Action::RequestKeyframe {
+        track,
+        layer: Layer(layer),
+    }
+}
+
+/// What the rooms still hold: participants, tracks, subscriptions, rooms and queued data
+/// bytes; all zero once everyone has left.
+fn held(r: &Rooms) -> [usize; 5] {
+    [
+        r.participant_count(),
+        r.track_count(),
+        r.subscription_count(),
+        r.room_count(),
+        r.queued_bytes(),
+    ]
+}
+
 /// Feeds `secs` seconds of three simulcast layers at 150k/500k/1.5M bit/s, 30 fps, starting at `t`.
 fn feed_layers(rooms: &mut Rooms, key: TrackKey, t: Instant, secs: u64) -> Instant {
     let mut out = Vec::new();
@@ -57,18 +106,9 @@ fn auto_subscription_on_publish_and_join() {
 #[test]
 fn video_waits_for_keyframe_then_forwards() {
     let now = t0();
-    let mut r = Rooms::default();
-    r.join("r", A);
-    r.join("r", B);
-    r.publish(A, 0, TrackKind::Video);
+    let mut r = a_publishes_to_b();
     let acts = r.down_track_ready(B, video(A), now);
-    assert_eq!(
-        acts,
-        vec![Action::RequestKeyframe {
-            track: video(A),
-            layer: Layer(0)
-        }]
-    );
+    assert_eq!(acts, vec![keyframe_request(video(A), 0)]);
     let mut out = Vec::new();
     r.route_media(video(A), Layer(0), false, 1000, ms(now, 10), &mut out);
     assert!(
@@ -106,11 +146,8 @@ fn audio_forwards_immediately_and_never_asks_keyframes() {
 #[test]
 fn keyframe_requests_are_throttled_and_retried() {
     let now = t0();
-    let mut r = Rooms::default();
-    r.join("r", A);
-    r.join("r", B);
+    let mut r = a_publishes_to_b();
     r.join("r", C);
-    r.publish(A, 0, TrackKind::Video);
     assert_eq!(r.down_track_ready(B, video(A), now).len(), 1);
     // Second subscriber within the throttle window: no second PLI.
     assert!(r.down_track_ready(C, video(A), ms(now, 100)).is_empty());
@@ -128,21 +165,9 @@ fn keyframe_requests_are_throttled_and_retried() {
 #[test]
 fn subscriber_loss_asks_publisher_for_keyframe() {
     let now = t0();
-    let mut r = Rooms::default();
-    r.join("r", A);
-    r.join("r", B);
-    r.publish(A, 0, TrackKind::Video);
-    r.down_track_ready(B, video(A), now);
-    let mut out = Vec::new();
-    r.route_media(video(A), Layer(0), true, 10, ms(now, 5), &mut out);
+    let mut r = b_receives_video(now);
     let acts = r.subscriber_keyframe_request(B, video(A), ms(now, 1000));
-    assert_eq!(
-        acts,
-        vec![Action::RequestKeyframe {
-            track: video(A),
-            layer: Layer(0)
-        }]
-    );
+    assert_eq!(acts, vec![keyframe_request(video(A), 0)]);
     assert!(r
         .publisher_loss(video(A), Layer(0), ms(now, 1100))
         .is_empty());
@@ -151,14 +176,8 @@ fn subscriber_loss_asks_publisher_for_keyframe() {
 
 #[test]
 fn simulcast_layer_follows_bandwidth_with_hysteresis() {
-    let start = t0();
-    let mut r = Rooms::default();
-    r.join("r", A);
-    r.join("r", B);
-    r.publish(A, 0, TrackKind::Video);
+    let (mut r, now) = b_receives_simulcast(t0());
     let key = video(A);
-    r.down_track_ready(B, key, start);
-    let now = feed_layers(&mut r, key, start, 2);
     // No estimate: lowest layer.
     assert_eq!(r.current_layer(B, key), Some(Layer(0)));
     // Plenty of bandwidth: the upgrade waits for the hold time.
@@ -167,13 +186,7 @@ fn simulcast_layer_follows_bandwidth_with_hysteresis() {
     assert_eq!(r.target_layer(B, key), Some(Layer(0)));
     let later = now + Duration::from_millis(2100);
     let acts = r.set_bandwidth(B, 5_000_000, later);
-    assert_eq!(
-        acts,
-        vec![Action::RequestKeyframe {
-            track: key,
-            layer: Layer(2)
-        }]
-    );
+    assert_eq!(acts, vec![keyframe_request(key, 2)]);
     assert_eq!(r.target_layer(B, key), Some(Layer(2)));
     // Until a high-layer keyframe arrives, the low layer keeps flowing.
     let mut out = Vec::new();
@@ -190,13 +203,7 @@ fn simulcast_layer_follows_bandwidth_with_hysteresis() {
     let t2 = feed_layers(&mut r, key, later, 2) + Duration::from_millis(1);
     assert_eq!(r.current_layer(B, key), Some(Layer(2)));
     let acts = r.set_bandwidth(B, 700_000, t2);
-    assert_eq!(
-        acts,
-        vec![Action::RequestKeyframe {
-            track: key,
-            layer: Layer(1)
-        }]
-    );
+    assert_eq!(acts, vec![keyframe_request(key, 1)]);
     // A brief recovery does not upgrade immediately (hysteresis).
     let t3 = t2 + Duration::from_millis(500);
     assert!(r.set_bandwidth(B, 5_000_000, t3).is_empty());
@@ -210,14 +217,8 @@ fn simulcast_layer_follows_bandwidth_with_hysteresis() {
 
 #[test]
 fn requested_size_caps_the_layer() {
-    let start = t0();
-    let mut r = Rooms::default();
-    r.join("r", A);
-    r.join("r", B);
-    r.publish(A, 0, TrackKind::Video);
+    let (mut r, now) = b_receives_simulcast(t0());
     let key = video(A);
-    r.down_track_ready(B, key, start);
-    let now = feed_layers(&mut r, key, start, 2);
     r.set_max_layer(B, key, Layer(1), now);
     r.set_bandwidth(B, 50_000_000, now);
     r.set_bandwidth(B, 50_000_000, now + Duration::from_secs(3));
@@ -227,14 +228,8 @@ fn requested_size_caps_the_layer() {
 #[test]
 fn mute_stops_forwarding_and_unmute_requests_keyframe() {
     let now = t0();
-    let mut r = Rooms::default();
-    r.join("r", A);
-    r.join("r", B);
-    r.publish(A, 0, TrackKind::Video);
-    r.down_track_ready(B, video(A), now);
+    let mut r = b_receives_video(now);
     let mut out = Vec::new();
-    r.route_media(video(A), Layer(0), true, 10, now, &mut out);
-    assert_eq!(out, vec![B]);
     assert!(r.set_muted(video(A), true, ms(now, 10)).is_empty());
     r.route_media(video(A), Layer(0), true, 10, ms(now, 20), &mut out);
     assert!(out.is_empty());
@@ -249,13 +244,8 @@ fn mute_stops_forwarding_and_unmute_requests_keyframe() {
 #[test]
 fn pause_and_unsubscribe() {
     let now = t0();
-    let mut r = Rooms::default();
-    r.join("r", A);
-    r.join("r", B);
-    r.publish(A, 0, TrackKind::Video);
-    r.down_track_ready(B, video(A), now);
+    let mut r = b_receives_video(now);
     let mut out = Vec::new();
-    r.route_media(video(A), Layer(0), true, 10, now, &mut out);
     r.set_paused(B, video(A), true, now);
     r.route_media(video(A), Layer(0), true, 10, now, &mut out);
     assert!(out.is_empty());
@@ -295,11 +285,7 @@ fn leave_removes_tracks_and_subscriptions() {
         r.enqueue_data(ParticipantId(i), true, vec![0; 10]).ok();
         r.leave(ParticipantId(i));
     }
-    assert_eq!(r.participant_count(), 0);
-    assert_eq!(r.track_count(), 0);
-    assert_eq!(r.subscription_count(), 0);
-    assert_eq!(r.room_count(), 0);
-    assert_eq!(r.queued_bytes(), 0);
+    assert_eq!(held(&r), [0; 5]);
 }
 
 #[test]
@@ -347,14 +333,8 @@ fn layer_from_rid() {
 
 #[test]
 fn bitrate_targets_follow_layers_and_caps() {
-    let start = t0();
-    let mut r = Rooms::default();
-    r.join("r", A);
-    r.join("r", B);
-    r.publish(A, 0, TrackKind::Video);
+    let (mut r, now) = b_receives_simulcast(t0());
     let key = video(A);
-    r.down_track_ready(B, key, start);
-    let now = feed_layers(&mut r, key, start, 2);
     let (min, desired) = r.bitrate_targets(B, now);
     // On the low layer (~150k), wanting the high one (~1.5M).
     assert!((100_000..250_000).contains(&min), "min {min}");
@@ -375,11 +355,8 @@ fn bitrate_targets_follow_layers_and_caps() {
 #[test]
 fn without_estimate_the_cap_decides() {
     let start = t0();
-    let mut r = Rooms::default();
-    r.join("r", A);
-    r.join("r", B);
+    let mut r = a_publishes_to_b();
     r.join("r", C);
-    r.publish(A, 0, TrackKind::Video);
     let key = video(A);
     r.down_track_ready(B, key, start);
     r.down_track_ready(C, key, start);
@@ -391,10 +368,7 @@ fn without_estimate_the_cap_decides() {
         "first frame from what exists"
     );
     let acts = r.tick(now);
-    assert!(acts.contains(&Action::RequestKeyframe {
-        track: key,
-        layer: Layer(2)
-    }));
+    assert!(acts.contains(&keyframe_request(key, 2)));
     assert_eq!(r.target_layer(B, key), Some(Layer(2)));
     assert_eq!(r.target_layer(C, key), Some(Layer(0)));
     let mut out = Vec::new();
@@ -408,14 +382,8 @@ fn a_layer_that_stops_is_left_for_one_that_still_flows() {
     // Found by the browser e2e (60-sfu-browser): a publisher shares its 1280 px screen (three
     // layers), then goes back to its 640 px camera, for which Chrome sends two; the subscriber
     // stayed on the top layer, whose last measured rate never decayed, and received nothing.
-    let start = t0();
-    let mut r = Rooms::default();
-    r.join("r", A);
-    r.join("r", B);
-    r.publish(A, 0, TrackKind::Video);
+    let (mut r, now) = b_receives_simulcast(t0());
     let key = video(A);
-    r.down_track_ready(B, key, start);
-    let now = feed_layers(&mut r, key, start, 2);
     r.tick(now);
     let mut out = Vec::new();
     r.route_media(key, Layer(2), true, 100, now, &mut out);
@@ -429,10 +397,7 @@ fn a_layer_that_stops_is_left_for_one_that_still_flows() {
             r.route_media(key, Layer(l), frame % 30 == 0, 2000, now, &mut out);
         }
         if frame % 3 == 0 {
-            asked |= r.tick(now).contains(&Action::RequestKeyframe {
-                track: key,
-                layer: Layer(1),
-            });
+            asked |= r.tick(now).contains(&keyframe_request(key, 1));
         }
     }
     assert!(
@@ -541,11 +506,7 @@ mod props {
             for p in 0..6u64 {
                 r.leave(ParticipantId(p));
             }
-            prop_assert_eq!(r.participant_count(), 0);
-            prop_assert_eq!(r.track_count(), 0);
-            prop_assert_eq!(r.subscription_count(), 0);
-            prop_assert_eq!(r.room_count(), 0);
-            prop_assert_eq!(r.queued_bytes(), 0);
+            prop_assert_eq!(held(&r), [0; 5]);
         }
     }
 }
@@ -557,10 +518,7 @@ fn keyframe_before_the_down_track_is_ready_does_not_leave_a_wait_forever() {
     // then marked B waiting without clearing `current`, and the wait never ended: the publisher
     // got a PLI on every tick (about 3 keyframes a second) for the rest of the session.
     let now = t0();
-    let mut r = Rooms::default();
-    r.join("r", A);
-    r.join("r", B);
-    r.publish(A, 0, TrackKind::Video);
+    let mut r = a_publishes_to_b();
     let mut out = Vec::new();
     r.route_media(video(A), Layer(0), true, 1000, ms(now, 5), &mut out);
     assert_eq!(r.down_track_ready(B, video(A), ms(now, 10)).len(), 1);
@@ -574,10 +532,7 @@ fn keyframe_before_the_down_track_is_ready_does_not_leave_a_wait_forever() {
 
 #[test]
 fn joining_again_replaces_the_old_membership() {
-    let mut r = Rooms::default();
-    r.join("r", A);
-    r.join("r", B);
-    r.publish(A, 0, TrackKind::Video);
+    let mut r = a_publishes_to_b();
     // A joins again (here: another room) without leaving: its old track ends for B and it is
     // listed once, in the new room only.
     let acts = r.join("s", A);
@@ -594,8 +549,5 @@ fn joining_again_replaces_the_old_membership() {
     assert_eq!(r.subscription_count(), 0);
     r.leave(A);
     r.leave(B);
-    assert_eq!(
-        (r.participant_count(), r.room_count(), r.track_count()),
-        (0, 0, 0)
-    );
+    assert_eq!(held(&r), [0; 5]);
 }

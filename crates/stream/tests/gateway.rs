@@ -8,12 +8,15 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use support::*;
 use switchboard_auth::Scope;
+use switchboard_proto::inference::inference_client::InferenceClient;
 use switchboard_proto::inference::{PredictChunk, PredictRequest};
 use switchboard_stream::backend::digest_part;
 use switchboard_stream::wire;
 use switchboard_stream::{ProgressState, RouteConfig, StreamConfig, UpstreamConfig};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
+
+type Client = InferenceClient<tonic::transport::Channel>;
 
 fn upstream_cfg(urls: Vec<String>) -> StreamConfig {
     StreamConfig {
@@ -40,22 +43,50 @@ fn upstream_cfg(urls: Vec<String>) -> StreamConfig {
     }
 }
 
+/// A gateway whose `ml` upstream is one default mock (with `tune` applied to [`upstream_cfg`]
+/// first), and a client with a ticket for `identity`: (the mock's stop token, the mock, the
+/// gateway, the ticket, the client). Tests cancel the stop token at their end.
+async fn proxied(
+    identity: &str,
+    tune: impl FnOnce(&mut StreamConfig),
+) -> (CancellationToken, Mock, Harness, String, Client) {
+    let stop = CancellationToken::new();
+    let mock = Mock::default();
+    let url = start_mock(mock.clone(), stop.clone()).await;
+    let mut cfg = upstream_cfg(vec![url]);
+    tune(&mut cfg);
+    let h = Harness::start(cfg).await;
+    let (t, c) = h.grpc_client(identity).await;
+    (stop, mock, h, t, c)
+}
+
 /// Opens `n` streams for task `ok:<chunks>` one after another; each must end cleanly with
 /// `chunks + 1` messages.
 async fn expect_ok_streams(h: &Harness, chunks: usize, n: usize) {
-    let t = h.token("kim", &[Scope::Grpc]);
-    let mut c = h.client().await;
+    let (t, mut c) = h.grpc_client("kim").await;
     for _ in 0..n {
-        let (got, err) = collect(
-            c.stream_predict(request(Some(&t), &format!("ok:{chunks}"), ""))
-                .await
-                .unwrap()
-                .into_inner(),
-        )
-        .await;
+        let (got, err) = call(&mut c, request(Some(&t), &format!("ok:{chunks}"), "")).await;
         assert!(err.is_none(), "{err:?}");
         assert_eq!(got.len(), chunks + 1);
     }
+}
+
+/// A stream the gateway accepted.
+async fn open(c: &mut Client, r: tonic::Request<PredictRequest>) -> tonic::Streaming<PredictChunk> {
+    c.stream_predict(r).await.unwrap().into_inner()
+}
+
+/// The status of a stream the gateway refused before sending anything.
+async fn refused(c: &mut Client, r: tonic::Request<PredictRequest>) -> tonic::Status {
+    c.stream_predict(r).await.unwrap_err()
+}
+
+/// Opens an accepted stream and reads it to its end: its chunks, and the error it ended with.
+async fn call(
+    c: &mut Client,
+    r: tonic::Request<PredictRequest>,
+) -> (Vec<PredictChunk>, Option<tonic::Status>) {
+    collect(open(c, r).await).await
 }
 
 async fn collect(
@@ -74,18 +105,16 @@ async fn collect(
 #[tokio::test]
 async fn local_worker_streams_digest_chunks_with_progress() {
     let h = Harness::start(StreamConfig::default()).await;
-    let t = h.token("alice", &[Scope::Grpc]);
-    let mut c = h.client().await;
-    let s = c
-        .stream_predict(request(
+    let (t, mut c) = h.grpc_client("alice").await;
+    let (chunks, err) = call(
+        &mut c,
+        request(
             Some(&t),
             "job-1",
             r#"{"chunks":5,"chunk_bytes":100,"seed":"x"}"#,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let (chunks, err) = collect(s).await;
+        ),
+    )
+    .await;
     assert!(err.is_none(), "{err:?}");
     assert_eq!(chunks.len(), 6);
     for (i, ch) in chunks[..5].iter().enumerate() {
@@ -109,16 +138,14 @@ async fn local_worker_streams_digest_chunks_with_progress() {
 #[tokio::test]
 async fn progress_is_rate_limited() {
     let h = Harness::start(StreamConfig::default()).await;
-    let t = h.token("bob", &[Scope::Grpc]);
-    let mut c = h.client().await;
+    let (t, mut c) = h.grpc_client("bob").await;
     // 30 chunks, 10 ms apart: ≥ 290 ms, so a few running events at 100 ms, never one per chunk.
     let t0 = Instant::now();
-    let s = c
-        .stream_predict(request(Some(&t), "j", r#"{"chunks":30,"delay_ms":10}"#))
-        .await
-        .unwrap()
-        .into_inner();
-    let (chunks, err) = collect(s).await;
+    let (chunks, err) = call(
+        &mut c,
+        request(Some(&t), "j", r#"{"chunks":30,"delay_ms":10}"#),
+    )
+    .await;
     let elapsed_ms = t0.elapsed().as_millis() as usize;
     assert!(err.is_none());
     assert_eq!(chunks.len(), 31);
@@ -138,18 +165,12 @@ async fn progress_is_rate_limited() {
 async fn auth_failures_are_grpc_statuses() {
     let h = Harness::start(StreamConfig::default()).await;
     let mut c = h.client().await;
-    let e = c.stream_predict(request(None, "j", "")).await.unwrap_err();
+    let e = refused(&mut c, request(None, "j", "")).await;
     assert_eq!(e.code(), Code::Unauthenticated);
-    let e = c
-        .stream_predict(request(Some("not.a.jwt"), "j", ""))
-        .await
-        .unwrap_err();
+    let e = refused(&mut c, request(Some("not.a.jwt"), "j", "")).await;
     assert_eq!(e.code(), Code::Unauthenticated);
     let webrtc_only = h.token("carol", &[Scope::Webrtc]);
-    let e = c
-        .stream_predict(request(Some(&webrtc_only), "j", ""))
-        .await
-        .unwrap_err();
+    let e = refused(&mut c, request(Some(&webrtc_only), "j", "")).await;
     assert_eq!(e.code(), Code::PermissionDenied);
     let m = h.metrics_text();
     assert!(
@@ -166,24 +187,14 @@ async fn invalid_arguments_and_payload_limit() {
         ..Default::default()
     })
     .await;
-    let t = h.token("dave", &[Scope::Grpc]);
-    let mut c = h.client().await;
-    let e = c
-        .stream_predict(request(Some(&t), "j", "not json"))
-        .await
-        .unwrap_err();
+    let (t, mut c) = h.grpc_client("dave").await;
+    let e = refused(&mut c, request(Some(&t), "j", "not json")).await;
     assert_eq!(e.code(), Code::InvalidArgument);
     let long = "x".repeat(300);
-    let e = c
-        .stream_predict(request(Some(&t), &long, ""))
-        .await
-        .unwrap_err();
+    let e = refused(&mut c, request(Some(&t), &long, "")).await;
     assert_eq!(e.code(), Code::InvalidArgument);
     let big = format!("{{\"seed\":\"{}\"}}", "y".repeat(2000));
-    let e = c
-        .stream_predict(request(Some(&t), "j", &big))
-        .await
-        .unwrap_err();
+    let e = refused(&mut c, request(Some(&t), "j", &big)).await;
     assert_eq!(e.code(), Code::ResourceExhausted);
     assert!(h
         .metrics_text()
@@ -197,46 +208,27 @@ async fn per_identity_stream_limit() {
         ..Default::default()
     })
     .await;
-    let t = h.token("erin", &[Scope::Grpc]);
-    let mut c = h.client().await;
+    let (t, mut c) = h.grpc_client("erin").await;
     let slow = r#"{"chunks":1000,"delay_ms":50}"#;
-    let mut a = c
-        .stream_predict(request(Some(&t), "a", slow))
-        .await
-        .unwrap()
-        .into_inner();
-    let b = c
-        .stream_predict(request(Some(&t), "b", slow))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut a = open(&mut c, request(Some(&t), "a", slow)).await;
+    let b = open(&mut c, request(Some(&t), "b", slow)).await;
     a.message().await.unwrap().unwrap();
-    let e = c
-        .stream_predict(request(Some(&t), "c", slow))
-        .await
-        .unwrap_err();
+    let e = refused(&mut c, request(Some(&t), "c", slow)).await;
     assert_eq!(e.code(), Code::ResourceExhausted);
     // Someone else is not affected.
     let other = h.token("frank", &[Scope::Grpc]);
-    let mut o = c
-        .stream_predict(request(Some(&other), "o", r#"{"chunks":1}"#))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut o = open(&mut c, request(Some(&other), "o", r#"{"chunks":1}"#)).await;
     assert!(o.message().await.unwrap().is_some());
     // Dropping one frees a slot.
     drop(b);
     wait_until("slot freed", || h.gateway.active_streams() <= 1).await;
-    c.stream_predict(request(Some(&t), "d", r#"{"chunks":1}"#))
-        .await
-        .unwrap();
+    open(&mut c, request(Some(&t), "d", r#"{"chunks":1}"#)).await;
 }
 
 #[tokio::test]
 async fn deadline_ends_local_stream() {
     let h = Harness::start(StreamConfig::default()).await;
-    let t = h.token("gina", &[Scope::Grpc]);
-    let mut c = h.client().await;
+    let (t, mut c) = h.grpc_client("gina").await;
     let mut r = request(Some(&t), "j", r#"{"chunks":100,"delay_ms":50}"#);
     r.set_timeout(Duration::from_millis(300));
     let t0 = Instant::now();
@@ -254,29 +246,22 @@ async fn deadline_ends_local_stream() {
         ..Default::default()
     })
     .await;
-    let t2 = h2.token("gina", &[Scope::Grpc]);
-    let mut c2 = h2.client().await;
-    let s = c2
-        .stream_predict(request(Some(&t2), "j", r#"{"chunks":100,"delay_ms":50}"#))
-        .await
-        .unwrap()
-        .into_inner();
-    let (chunks, err) = collect(s).await;
+    let (t2, mut c2) = h2.grpc_client("gina").await;
+    let (chunks, err) = call(
+        &mut c2,
+        request(Some(&t2), "j", r#"{"chunks":100,"delay_ms":50}"#),
+    )
+    .await;
     assert_eq!(err.unwrap().code(), Code::DeadlineExceeded);
     assert!(!chunks.is_empty() && chunks.len() < 10);
 }
 
 #[tokio::test]
 async fn upstream_proxy_passes_chunks_identity_and_deadline() {
-    let stop = CancellationToken::new();
-    let mock = Mock::default();
-    let url = start_mock(mock.clone(), stop.clone()).await;
-    let h = Harness::start(upstream_cfg(vec![url])).await;
-    let t = h.token("hank", &[Scope::Grpc]);
-    let mut c = h.client().await;
+    let (stop, mock, _h, t, mut c) = proxied("hank", |_| {}).await;
     let mut r = request(Some(&t), "ok:5", "");
     r.set_timeout(Duration::from_secs(30));
-    let (chunks, err) = collect(c.stream_predict(r).await.unwrap().into_inner()).await;
+    let (chunks, err) = call(&mut c, r).await;
     assert!(err.is_none(), "{err:?}");
     assert_eq!(chunks.len(), 6);
     assert_eq!(chunks[3].partial, vec![3u8; 100]);
@@ -293,34 +278,20 @@ async fn upstream_proxy_passes_chunks_identity_and_deadline() {
         "{to}"
     );
     // Application errors pass through unchanged and are not retried.
-    let e = c
-        .stream_predict(request(Some(&t), "invalid", ""))
-        .await
-        .unwrap_err();
+    let e = refused(&mut c, request(Some(&t), "invalid", "")).await;
     assert_eq!(e.code(), Code::InvalidArgument);
     // Local routes still work next to the upstream.
-    let (chunks, _) = collect(
-        c.stream_predict(request(Some(&t), "local-1", r#"{"chunks":2}"#))
-            .await
-            .unwrap()
-            .into_inner(),
-    )
-    .await;
+    let (chunks, _) = call(&mut c, request(Some(&t), "local-1", r#"{"chunks":2}"#)).await;
     assert_eq!(chunks.len(), 3);
     stop.cancel();
 }
 
 #[tokio::test]
 async fn upstream_deadline_is_deadline_exceeded_and_counted() {
-    let stop = CancellationToken::new();
-    let mock = Mock::default();
-    let url = start_mock(mock.clone(), stop.clone()).await;
-    let h = Harness::start(upstream_cfg(vec![url])).await;
-    let t = h.token("ivy", &[Scope::Grpc]);
-    let mut c = h.client().await;
+    let (stop, mock, h, t, mut c) = proxied("ivy", |_| {}).await;
     let mut r = request(Some(&t), "slow:100", "");
     r.set_timeout(Duration::from_millis(350));
-    let (chunks, err) = collect(c.stream_predict(r).await.unwrap().into_inner()).await;
+    let (chunks, err) = call(&mut c, r).await;
     assert_eq!(err.unwrap().code(), Code::DeadlineExceeded);
     assert!((1..=4).contains(&chunks.len()), "{}", chunks.len());
     wait_until("upstream sees the cancel", || {
@@ -339,16 +310,11 @@ async fn upstream_deadline_is_deadline_exceeded_and_counted() {
 /// client reset.
 #[tokio::test]
 async fn client_reset_at_its_deadline_counts_as_a_timeout() {
-    let stop = CancellationToken::new();
-    let mock = Mock::default();
-    let url = start_mock(mock.clone(), stop.clone()).await;
-    let h = Harness::start(upstream_cfg(vec![url])).await;
-    let t = h.token("kim", &[Scope::Grpc]);
-    let mut c = h.client().await;
+    let (stop, _mock, h, t, mut c) = proxied("kim", |_| {}).await;
     let mut r = request(Some(&t), "slow:50", "");
     r.set_timeout(Duration::from_millis(400));
     let t0 = Instant::now();
-    let mut s = c.stream_predict(r).await.unwrap().into_inner();
+    let mut s = open(&mut c, r).await;
     s.message().await.unwrap().unwrap();
     // Give up 40 ms before the deadline the gateway was told, as a client whose own timer
     // started earlier does.
@@ -366,17 +332,8 @@ async fn client_reset_at_its_deadline_counts_as_a_timeout() {
 
 #[tokio::test]
 async fn client_cancel_reaches_upstream_promptly() {
-    let stop = CancellationToken::new();
-    let mock = Mock::default();
-    let url = start_mock(mock.clone(), stop.clone()).await;
-    let h = Harness::start(upstream_cfg(vec![url])).await;
-    let t = h.token("jack", &[Scope::Grpc]);
-    let mut c = h.client().await;
-    let mut s = c
-        .stream_predict(request(Some(&t), "slow:20", ""))
-        .await
-        .unwrap()
-        .into_inner();
+    let (stop, mock, h, t, mut c) = proxied("jack", |_| {}).await;
+    let mut s = open(&mut c, request(Some(&t), "slow:20", "")).await;
     s.message().await.unwrap().unwrap();
     s.message().await.unwrap().unwrap();
     let t0 = Instant::now();
@@ -428,19 +385,7 @@ async fn failover_before_first_chunk() {
     cfg.upstreams[0].max_attempts = 2;
     cfg.upstreams[0].circuit_failure_threshold = 0;
     let h2 = Harness::start(cfg).await;
-    let mut c2 = h2.client().await;
-    let t2 = h2.token("kim", &[Scope::Grpc]);
-    for _ in 0..4 {
-        let (chunks, err) = collect(
-            c2.stream_predict(request(Some(&t2), "ok:2", ""))
-                .await
-                .unwrap()
-                .into_inner(),
-        )
-        .await;
-        assert!(err.is_none(), "{err:?}");
-        assert_eq!(chunks.len(), 3);
-    }
+    expect_ok_streams(&h2, 2, 4).await;
     // Round robin: half of the calls started on the refusing endpoint and were retried.
     assert_eq!(down.stats.calls.load(Ordering::SeqCst), 2);
     assert_eq!(up2.stats.calls.load(Ordering::SeqCst), 4);
@@ -451,12 +396,8 @@ async fn failover_before_first_chunk() {
     let mut cfg = upstream_cfg(vec![url_up.clone()]);
     cfg.upstreams[0].max_attempts = 1;
     let h3 = Harness::start(cfg).await;
-    let mut c3 = h3.client().await;
-    let t3 = h3.token("kim", &[Scope::Grpc]);
-    let e = c3
-        .stream_predict(request(Some(&t3), "unavailable", ""))
-        .await
-        .unwrap_err();
+    let (t3, mut c3) = h3.grpc_client("kim").await;
+    let e = refused(&mut c3, request(Some(&t3), "unavailable", "")).await;
     assert_eq!(e.code(), Code::Unavailable);
     stop.cancel();
 }
@@ -471,15 +412,8 @@ async fn no_retry_after_first_chunk() {
     let mut cfg = upstream_cfg(vec![ua, ub]);
     cfg.upstreams[0].max_attempts = 2;
     let h = Harness::start(cfg).await;
-    let t = h.token("lee", &[Scope::Grpc]);
-    let mut c = h.client().await;
-    let (chunks, err) = collect(
-        c.stream_predict(request(Some(&t), "fail-after-1", ""))
-            .await
-            .unwrap()
-            .into_inner(),
-    )
-    .await;
+    let (t, mut c) = h.grpc_client("lee").await;
+    let (chunks, err) = call(&mut c, request(Some(&t), "fail-after-1", "")).await;
     assert_eq!(chunks.len(), 1);
     assert_eq!(err.unwrap().code(), Code::Unavailable);
     let calls = a.stats.calls.load(Ordering::SeqCst) + b.stats.calls.load(Ordering::SeqCst);
@@ -553,18 +487,9 @@ async fn health_checks_take_a_dead_endpoint_out() {
 
 #[tokio::test]
 async fn slow_client_keeps_upstream_and_memory_bounded() {
-    let stop = CancellationToken::new();
-    let mock = Mock::default();
-    let url = start_mock(mock.clone(), stop.clone()).await;
-    let h = Harness::start(upstream_cfg(vec![url])).await;
-    let t = h.token("nia", &[Scope::Grpc]);
-    let mut c = h.client().await;
+    let (stop, mock, _h, t, mut c) = proxied("nia", |_| {}).await;
     // 2000 × 64 KiB = 125 MiB on offer; the client reads 3 chunks and then stalls.
-    let mut s = c
-        .stream_predict(request(Some(&t), "big:2000", ""))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut s = open(&mut c, request(Some(&t), "big:2000", "")).await;
     for _ in 0..3 {
         s.message().await.unwrap().unwrap();
     }
@@ -730,34 +655,15 @@ async fn grpc_web_binary_and_text_over_http1_with_cors() {
 
 #[tokio::test]
 async fn full_upstream_is_resource_exhausted() {
-    let stop = CancellationToken::new();
-    let mock = Mock::default();
-    let url = start_mock(mock.clone(), stop.clone()).await;
-    let mut cfg = upstream_cfg(vec![url]);
-    cfg.upstreams[0].max_concurrent_streams = 1;
-    let h = Harness::start(cfg).await;
-    let t = h.token("pia", &[Scope::Grpc]);
-    let mut c = h.client().await;
-    let mut s = c
-        .stream_predict(request(Some(&t), "slow:20", ""))
-        .await
-        .unwrap()
-        .into_inner();
+    let (stop, _, h, t, mut c) =
+        proxied("pia", |cfg| cfg.upstreams[0].max_concurrent_streams = 1).await;
+    let mut s = open(&mut c, request(Some(&t), "slow:20", "")).await;
     s.message().await.unwrap().unwrap();
-    let e = c
-        .stream_predict(request(Some(&t), "ok:1", ""))
-        .await
-        .unwrap_err();
+    let e = refused(&mut c, request(Some(&t), "ok:1", "")).await;
     assert_eq!(e.code(), Code::ResourceExhausted);
     drop(s);
     wait_until("slot freed", || h.gateway.active_streams() == 0).await;
-    let (chunks, err) = collect(
-        c.stream_predict(request(Some(&t), "ok:1", ""))
-            .await
-            .unwrap()
-            .into_inner(),
-    )
-    .await;
+    let (chunks, err) = call(&mut c, request(Some(&t), "ok:1", "")).await;
     assert!(err.is_none() && chunks.len() == 2);
     stop.cancel();
 }
@@ -765,13 +671,12 @@ async fn full_upstream_is_resource_exhausted() {
 #[tokio::test]
 async fn shutdown_ends_open_streams_with_unavailable() {
     let h = Harness::start(StreamConfig::default()).await;
-    let t = h.token("quinn", &[Scope::Grpc]);
-    let mut c = h.client().await;
-    let mut s = c
-        .stream_predict(request(Some(&t), "j", r#"{"chunks":1000,"delay_ms":20}"#))
-        .await
-        .unwrap()
-        .into_inner();
+    let (t, mut c) = h.grpc_client("quinn").await;
+    let mut s = open(
+        &mut c,
+        request(Some(&t), "j", r#"{"chunks":1000,"delay_ms":20}"#),
+    )
+    .await;
     s.message().await.unwrap().unwrap();
     h.shutdown.cancel();
     let t0 = Instant::now();

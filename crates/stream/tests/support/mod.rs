@@ -21,6 +21,7 @@ use switchboard_proto::inference::{PredictChunk, PredictRequest};
 use switchboard_stream::{Gateway, RecordingSink, StreamConfig, StreamMetrics};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 use tower::ServiceExt;
 
 pub struct Harness {
@@ -104,6 +105,11 @@ impl Harness {
 
     pub async fn client(&self) -> InferenceClient<tonic::transport::Channel> {
         client_for(&self.url()).await
+    }
+
+    /// A gRPC ticket for `identity` and a client to present it with.
+    pub async fn grpc_client(&self, identity: &str) -> (String, InferenceClient<Channel>) {
+        (self.token(identity, &[Scope::Grpc]), self.client().await)
     }
 
     pub fn metrics_text(&self) -> String {

@@ -42,29 +42,34 @@ impl Key {
 pub fn derive_key(algorithm: u16, username: &str, realm: &str, password: &str) -> Key {
     let mut bytes = [0u8; 32];
     let len = if algorithm == ALG_SHA256 {
-        let mut h = Sha256::new();
-        h.update(username.as_bytes());
-        h.update(b":");
-        h.update(realm.as_bytes());
-        h.update(b":");
-        h.update(password.as_bytes());
-        bytes.copy_from_slice(&h.finalize());
-        32
+        credentials_hash::<Sha256>(username, realm, password, &mut bytes)
     } else {
-        let mut h = Md5::new();
-        h.update(username.as_bytes());
-        h.update(b":");
-        h.update(realm.as_bytes());
-        h.update(b":");
-        h.update(password.as_bytes());
-        bytes[..16].copy_from_slice(&h.finalize());
-        16
+        credentials_hash::<Md5>(username, realm, password, &mut bytes)
     };
     Key {
         bytes,
-        len,
+        len: len as u8,
         sha256_integrity: false,
     }
+}
+
+/// `D(username ":" realm ":" password)`, the long-term key of either algorithm, written to
+/// the front of `bytes`; returns its length.
+fn credentials_hash<D: Digest>(
+    username: &str,
+    realm: &str,
+    password: &str,
+    bytes: &mut [u8; 32],
+) -> usize {
+    let digest = D::new()
+        .chain_update(username)
+        .chain_update(":")
+        .chain_update(realm)
+        .chain_update(":")
+        .chain_update(password)
+        .finalize();
+    bytes[..digest.len()].copy_from_slice(&digest);
+    digest.len()
 }
 
 /// Outcome of checking a nonce.

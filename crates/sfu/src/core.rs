@@ -127,6 +127,16 @@ struct Subscription {
     paused: bool,
 }
 
+impl Subscription {
+    /// Stops forwarding until a keyframe of the target layer arrives: nothing sent so far can
+    /// be continued (a new down-track, a resumed or unmuted track).
+    fn restart_at_keyframe(&mut self, now: Instant, stats: &mut CoreStats) {
+        self.current = None;
+        self.waiting_since = Some(now);
+        stats.keyframe_waits += 1;
+    }
+}
+
 #[derive(Debug)]
 struct Participant {
     room: String,
@@ -149,6 +159,21 @@ pub struct CoreStats {
     pub dropped_waiting_keyframe: u64,
     /// Data messages dropped because a queue was full.
     pub data_dropped_queue_full: u64,
+}
+
+/// `subscriber`'s subscription to `key`, if both exist. Takes the participant map rather than
+/// `&mut Rooms` so the caller can still update the other fields (stats, tracks) while it holds
+/// the subscription.
+#[inline]
+fn subscription_mut(
+    participants: &mut HashMap<ParticipantId, Participant>,
+    subscriber: ParticipantId,
+    key: TrackKey,
+) -> Option<&mut Subscription> {
+    participants
+        .get_mut(&subscriber)?
+        .subscriptions
+        .get_mut(&key)
 }
 
 /// All rooms of one SFU. Participants in different rooms never see each other.
@@ -413,11 +438,7 @@ impl Rooms {
         };
         let kind = track.kind;
         let target = self.pick_layer(subscriber, key, now);
-        let Some(sub) = self
-            .participants
-            .get_mut(&subscriber)
-            .and_then(|p| p.subscriptions.get_mut(&key))
-        else {
+        let Some(sub) = subscription_mut(&mut self.participants, subscriber, key) else {
             return actions;
         };
         sub.target = target;
@@ -428,9 +449,7 @@ impl Rooms {
         // Whatever was routed before the track was ready never reached the subscriber: it
         // starts at a keyframe (else `current` stays set, the wait never ends and the
         // publisher is asked for a keyframe on every tick).
-        sub.current = None;
-        sub.waiting_since = Some(now);
-        self.stats.keyframe_waits += 1;
+        sub.restart_at_keyframe(now, &mut self.stats);
         self.request_keyframe(key, target, now, &mut actions);
         actions
     }
@@ -462,20 +481,14 @@ impl Rooms {
             .tracks
             .get(&key)
             .is_some_and(|t| t.kind == TrackKind::Video);
-        let Some(sub) = self
-            .participants
-            .get_mut(&subscriber)
-            .and_then(|p| p.subscriptions.get_mut(&key))
-        else {
+        let Some(sub) = subscription_mut(&mut self.participants, subscriber, key) else {
             return actions;
         };
         let resume = sub.paused && !paused;
         sub.paused = paused;
         if resume && is_video {
-            sub.current = None;
-            sub.waiting_since = Some(now);
+            sub.restart_at_keyframe(now, &mut self.stats);
             let target = sub.target;
-            self.stats.keyframe_waits += 1;
             self.request_keyframe(key, target, now, &mut actions);
         }
         actions
@@ -485,9 +498,7 @@ impl Rooms {
         let mut layers = Vec::new();
         for part in self.participants.values_mut() {
             if let Some(sub) = part.subscriptions.get_mut(&key) {
-                sub.current = None;
-                sub.waiting_since = Some(now);
-                self.stats.keyframe_waits += 1;
+                sub.restart_at_keyframe(now, &mut self.stats);
                 if !layers.contains(&sub.target) {
                     layers.push(sub.target);
                 }
@@ -580,11 +591,7 @@ impl Rooms {
         };
         let mut dropped = 0;
         for id in self.members.get(&room).map(Vec::as_slice).unwrap_or(&[]) {
-            let Some(sub) = self
-                .participants
-                .get_mut(id)
-                .and_then(|p| p.subscriptions.get_mut(&key))
-            else {
+            let Some(sub) = subscription_mut(&mut self.participants, *id, key) else {
                 continue;
             };
             if sub.paused {

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::{Action, CoreTuning, ParticipantId, Rooms, Subscription, TrackKey, TrackKind};
+use super::{
+    subscription_mut, Action, CoreTuning, ParticipantId, Rooms, Subscription, TrackKey, TrackKind,
+};
 
 /// Simulcast layer, 0 = lowest. A non-simulcast track only has layer 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -104,11 +106,7 @@ impl Rooms {
         max: Layer,
         now: Instant,
     ) -> Vec<Action> {
-        if let Some(sub) = self
-            .participants
-            .get_mut(&subscriber)
-            .and_then(|p| p.subscriptions.get_mut(&key))
-        {
+        if let Some(sub) = subscription_mut(&mut self.participants, subscriber, key) {
             sub.max_layer = max;
         }
         self.reselect(subscriber, now)
@@ -143,11 +141,7 @@ impl Rooms {
                 continue;
             }
             let want = self.pick_layer(subscriber, key, now);
-            let Some(sub) = self
-                .participants
-                .get_mut(&subscriber)
-                .and_then(|p| p.subscriptions.get_mut(&key))
-            else {
+            let Some(sub) = subscription_mut(&mut self.participants, subscriber, key) else {
                 continue;
             };
             if want != sub.target {

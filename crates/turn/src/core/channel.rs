@@ -4,9 +4,9 @@
 
 use super::auth::Key;
 use super::client::ClientId;
-use super::request::{error, seal};
+use super::request::{error, success};
 use super::small_map::SmallMap;
-use super::stun::{attr, decode_address, method, Class, Message, MessageWriter};
+use super::stun::{attr, decode_address, Message};
 use super::turn_core::TurnCore;
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -129,9 +129,7 @@ impl TurnCore {
         }
         a.channels.bind(channel, peer, now + ch_life);
         a.permissions.insert(peer.ip(), now + perm_life);
-        let mut w =
-            MessageWriter::new(out, method::CHANNEL_BIND, Class::Success, &m.transaction_id);
-        seal(&mut w, &key);
+        success(out, m, &key);
     }
 }
 

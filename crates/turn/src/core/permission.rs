@@ -6,8 +6,8 @@ use super::allocation::Allocation;
 use super::auth::Key;
 use super::client::ClientId;
 use super::policy::canonical;
-use super::request::{error, seal};
-use super::stun::{attr, decode_address, method, Class, Message, MessageWriter};
+use super::request::{error, success};
+use super::stun::{attr, decode_address, Message};
 use super::turn_core::TurnCore;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -87,13 +87,7 @@ impl TurnCore {
         for p in peers[..n].iter().flatten() {
             a.permissions.insert(p.ip(), now + life);
         }
-        let mut w = MessageWriter::new(
-            out,
-            method::CREATE_PERMISSION,
-            Class::Success,
-            &m.transaction_id,
-        );
-        seal(&mut w, &key);
+        success(out, m, &key);
     }
 }
 

@@ -126,6 +126,13 @@ pub(super) fn seal(w: &mut MessageWriter<'_>, key: &Key) {
     w.fingerprint();
 }
 
+/// Writes the success response to `m` for a method whose success carries no attributes
+/// (CreatePermission, ChannelBind, ConnectionBind), sealed with `key`.
+pub(super) fn success(out: &mut Vec<u8>, m: &Message<'_>, key: &Key) {
+    let mut w = MessageWriter::new(out, m.method, Class::Success, &m.transaction_id);
+    seal(&mut w, key);
+}
+
 /// Writes an error response to `m`: sealed with `key` once the request has authenticated,
 /// with FINGERPRINT alone before.
 pub(super) fn error(

@@ -7,7 +7,7 @@
 use super::allocation::Allocation;
 use super::auth::Key;
 use super::client::ClientId;
-use super::request::{error, seal};
+use super::request::{error, seal, success};
 use super::stun::{attr, decode_address, method, Class, Message, MessageWriter};
 use super::turn_core::{Output, TurnCore};
 use std::collections::HashMap;
@@ -290,13 +290,7 @@ impl TurnCore {
         if let Some(c) = self.tcp.conns.get_mut(&id) {
             c.state = TcpState::Bound;
         }
-        let mut w = MessageWriter::new(
-            out,
-            method::CONNECTION_BIND,
-            Class::Success,
-            &m.transaction_id,
-        );
-        seal(&mut w, &key);
+        success(out, m, &key);
         Output::Bind { id }
     }
 

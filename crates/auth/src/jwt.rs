@@ -154,28 +154,8 @@ impl Serialize for Scopes {
 
 impl<'de> Deserialize<'de> for Scopes {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // JSON array (the form the Django/PyJWT ticket view mints) or an OAuth-style
-        // space-separated string.
-        struct V;
-        impl<'de> de::Visitor<'de> for V {
-            type Value = Scopes;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an array of scope names or a space-separated string")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scopes, E> {
-                Ok(v.split(' ').filter_map(Scope::parse).collect())
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut a: A) -> Result<Scopes, A::Error> {
-                let mut out = Scopes::NONE;
-                while let Some(s) = a.next_element::<std::borrow::Cow<'de, str>>()? {
-                    if let Some(sc) = Scope::parse(&s) {
-                        out.insert(sc);
-                    }
-                }
-                Ok(out)
-            }
-        }
-        d.deserialize_any(V)
+        // The same forms as in a token (see `CountedScopes`); only the entry count is dropped.
+        CountedScopes::deserialize(d).map(|c| c.scopes)
     }
 }
 
@@ -187,8 +167,20 @@ pub(crate) struct CountedScopes {
     pub entries: usize,
 }
 
+impl CountedScopes {
+    /// Counts one entry, and grants its scope when `name` is a known one.
+    fn add(&mut self, name: &str) {
+        self.entries += 1;
+        if let Some(sc) = Scope::parse(name) {
+            self.scopes.insert(sc);
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for CountedScopes {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // JSON array (the form the Django/PyJWT ticket view mints) or an OAuth-style
+        // space-separated string.
         struct V;
         impl<'de> de::Visitor<'de> for V {
             type Value = CountedScopes;
@@ -198,20 +190,14 @@ impl<'de> Deserialize<'de> for CountedScopes {
             fn visit_str<E: de::Error>(self, v: &str) -> Result<CountedScopes, E> {
                 let mut out = CountedScopes::default();
                 for name in v.split(' ').filter(|n| !n.is_empty()) {
-                    out.entries += 1;
-                    if let Some(sc) = Scope::parse(name) {
-                        out.scopes.insert(sc);
-                    }
+                    out.add(name);
                 }
                 Ok(out)
             }
             fn visit_seq<A: de::SeqAccess<'de>>(self, mut a: A) -> Result<CountedScopes, A::Error> {
                 let mut out = CountedScopes::default();
                 while let Some(s) = a.next_element::<std::borrow::Cow<'de, str>>()? {
-                    out.entries += 1;
-                    if let Some(sc) = Scope::parse(&s) {
-                        out.scopes.insert(sc);
-                    }
+                    out.add(&s);
                 }
                 Ok(out)
             }

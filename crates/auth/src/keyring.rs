@@ -103,6 +103,23 @@ struct RawClaims {
     room: Option<String>,
 }
 
+/// A claim that must be present and not empty, and at most `max` bytes long.
+fn required_text(v: Option<String>, claim: &'static str, max: usize) -> Result<String, AuthError> {
+    let v = v
+        .filter(|s| !s.is_empty())
+        .ok_or(AuthError::MissingClaim(claim))?;
+    if v.len() > max {
+        return Err(AuthError::ClaimTooLarge(claim));
+    }
+    Ok(v)
+}
+
+/// An optional NumericDate claim (`iat`, `nbf`) in whole seconds; one that is not a finite,
+/// non-negative number counts as absent.
+fn optional_time(v: Option<f64>) -> Option<u64> {
+    v.filter(|n| n.is_finite() && *n >= 0.0).map(|n| n as u64)
+}
+
 fn b64(data: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(data)
 }
@@ -468,10 +485,7 @@ impl KeyRing {
         if now > exp.saturating_add(leeway) {
             return Err(AuthError::Expired);
         }
-        let iat = raw
-            .iat
-            .filter(|n| n.is_finite() && *n >= 0.0)
-            .map(|n| n as u64);
+        let iat = optional_time(raw.iat);
         // The lifetime the issuer granted (exp - iat) and what is left of it (exp - now, which
         // also covers tickets without iat). Both allow the leeway: the issuer's clock may run
         // ahead of ours, and an issuer may read its clock twice while minting.
@@ -481,10 +495,7 @@ impl KeyRing {
         {
             return Err(AuthError::LifetimeTooLong);
         }
-        let nbf = raw
-            .nbf
-            .filter(|n| n.is_finite() && *n >= 0.0)
-            .map(|n| n as u64);
+        let nbf = optional_time(raw.nbf);
         if let Some(nbf) = nbf {
             if nbf > now.saturating_add(leeway) {
                 return Err(AuthError::NotYetValid);
@@ -504,20 +515,8 @@ impl KeyRing {
         if !aud.contains(&self.policy.audience) {
             return Err(AuthError::BadAudience);
         }
-        let sub = raw
-            .sub
-            .filter(|s| !s.is_empty())
-            .ok_or(AuthError::MissingClaim("sub"))?;
-        if sub.len() > MAX_SUB_BYTES {
-            return Err(AuthError::ClaimTooLarge("sub"));
-        }
-        let jti = raw
-            .jti
-            .filter(|s| !s.is_empty())
-            .ok_or(AuthError::MissingClaim("jti"))?;
-        if jti.len() > MAX_JTI_BYTES {
-            return Err(AuthError::ClaimTooLarge("jti"));
-        }
+        let sub = required_text(raw.sub, "sub", MAX_SUB_BYTES)?;
+        let jti = required_text(raw.jti, "jti", MAX_JTI_BYTES)?;
         if raw.room.as_ref().is_some_and(|r| r.len() > MAX_ROOM_BYTES) {
             return Err(AuthError::ClaimTooLarge("room"));
         }

@@ -341,18 +341,23 @@ pub(crate) mod tests {
         assert_eq!(pool.in_use(), 0);
     }
 
+    /// A task that asks `pool` for a slot, returned once it waits in the queue; it yields
+    /// what its `acquire` gave.
+    async fn queued_waiter(pool: &HashPool) -> tokio::task::JoinHandle<Result<(), Busy>> {
+        let queued = pool.clone();
+        let waiter = tokio::spawn(async move { queued.acquire().await.map(|_| ()) });
+        while pool.waiting() == 0 {
+            tokio::task::yield_now().await;
+        }
+        waiter
+    }
+
     #[tokio::test]
     async fn the_queue_is_bounded_and_waits_briefly() {
         let pool = HashPool::new(1, 1, Duration::from_millis(50));
         let held = pool.acquire().await.unwrap();
         // One caller may wait; it gives up after `wait`.
-        let waiter = {
-            let pool = pool.clone();
-            tokio::spawn(async move { pool.acquire().await.map(|_| ()) })
-        };
-        while pool.waiting() == 0 {
-            tokio::task::yield_now().await;
-        }
+        let waiter = queued_waiter(&pool).await;
         // The queue is full: the next caller is refused without waiting.
         assert_eq!(pool.acquire().await.err(), Some(Busy));
         assert_eq!(waiter.await.unwrap(), Err(Busy));
@@ -363,13 +368,7 @@ pub(crate) mod tests {
         // this test needs, so a loaded machine cannot make it time out).
         let pool = HashPool::new(1, 1, Duration::from_secs(10));
         let held = pool.acquire().await.unwrap();
-        let waiter = {
-            let pool = pool.clone();
-            tokio::spawn(async move { pool.acquire().await.map(|_| ()) })
-        };
-        while pool.waiting() == 0 {
-            tokio::task::yield_now().await;
-        }
+        let waiter = queued_waiter(&pool).await;
         drop(held);
         assert_eq!(waiter.await.unwrap(), Ok(()));
         assert_eq!((pool.waiting(), pool.in_use()), (0, 0));

@@ -269,13 +269,19 @@ mod tests {
 
     const S: Duration = Duration::from_secs(1);
 
+    /// A login from `ip(last)` for `user` at `t` that the limiter admits and whose password
+    /// check fails.
+    fn fail(l: &LoginLimiter, last: u8, user: &str, t: Instant) {
+        l.begin(ip(last), user, t).unwrap().failed(t);
+    }
+
     #[test]
     fn a_failing_pair_backs_off_exponentially_up_to_the_cap() {
         let l = LoginLimiter::new(limits());
         let mut t = Instant::now();
         // Four free failures, then the fifth blocks for 60 s / 5 = 12 s.
         for _ in 0..5 {
-            l.begin(ip(2), "alice", t).unwrap().failed(t);
+            fail(&l, 2, "alice", t);
         }
         let mut blocks = Vec::new();
         loop {
@@ -286,7 +292,7 @@ mod tests {
             // Still blocked a moment before the end, admitted at the end.
             assert!(l.begin(ip(2), "alice", t + d - S).is_err());
             t += d;
-            l.begin(ip(2), "alice", t).unwrap().failed(t);
+            fail(&l, 2, "alice", t);
             if blocks.len() == 9 {
                 break;
             }
@@ -299,7 +305,7 @@ mod tests {
         let l = LoginLimiter::new(limits());
         let t = Instant::now();
         for _ in 0..5 {
-            l.begin(ip(2), "alice", t).unwrap().failed(t);
+            fail(&l, 2, "alice", t);
         }
         assert!(matches!(
             l.begin(ip(2), "alice", t),
@@ -307,12 +313,12 @@ mod tests {
         ));
         // The same user from elsewhere, and another user from the attacker's address.
         l.begin(ip(3), "alice", t).unwrap().succeeded();
-        l.begin(ip(2), "bob", t).unwrap().failed(t);
+        fail(&l, 2, "bob", t);
         // After its block, a success forgets the pair: the next failure is free again.
         let t = t + Duration::from_secs(12);
         l.begin(ip(2), "alice", t).unwrap().succeeded();
-        l.begin(ip(2), "alice", t).unwrap().failed(t);
-        l.begin(ip(2), "alice", t).unwrap().failed(t);
+        fail(&l, 2, "alice", t);
+        fail(&l, 2, "alice", t);
     }
 
     #[test]
@@ -320,12 +326,12 @@ mod tests {
         let l = LoginLimiter::new(limits());
         let t = Instant::now();
         for _ in 0..4 {
-            l.begin(ip(2), "alice", t).unwrap().failed(t);
+            fail(&l, 2, "alice", t);
         }
         // An hour (4 x backoff_max) later the four earlier failures no longer count.
         let t = t + Duration::from_secs(3600);
         for _ in 0..4 {
-            l.begin(ip(2), "alice", t).unwrap().failed(t);
+            fail(&l, 2, "alice", t);
         }
         assert!(l.begin(ip(2), "alice", t).is_ok());
     }
@@ -341,16 +347,16 @@ mod tests {
             l.begin(ip(2), "alice", t).unwrap().succeeded();
         }
         for u in ["a", "b", "c"] {
-            l.begin(ip(2), u, t).unwrap().failed(t);
+            fail(&l, 2, u, t);
         }
         let Err(LoginRefusal::Ip(retry)) = l.begin(ip(2), "d", t) else {
             panic!("per-IP limit");
         };
         // One failure comes back every 60 s / 3.
         assert!(retry > Duration::from_secs(19) && retry <= Duration::from_secs(20));
-        l.begin(ip(3), "d", t).unwrap().failed(t);
+        fail(&l, 3, "d", t);
         let t = t + Duration::from_secs(21);
-        l.begin(ip(2), "d", t).unwrap().failed(t);
+        fail(&l, 2, "d", t);
     }
 
     #[test]
@@ -372,7 +378,7 @@ mod tests {
         b.failed(t);
         // Half a second later one token is back.
         let t = t + Duration::from_millis(500);
-        l.begin(ip(5), "d", t).unwrap().failed(t);
+        fail(&l, 5, "d", t);
         assert!(l.begin(ip(6), "e", t).is_err());
     }
 
@@ -384,12 +390,12 @@ mod tests {
             ..limits()
         });
         let t = Instant::now();
-        l.begin(ip(2), "a", t).unwrap().failed(t);
+        fail(&l, 2, "a", t);
         assert!(matches!(
             l.begin(ip(3), "a", t),
             Err(LoginRefusal::Global(_))
         ));
-        l.begin(ip(3), "a", t + S).unwrap().failed(t + S);
+        fail(&l, 3, "a", t + S);
     }
 
     #[test]
@@ -411,7 +417,7 @@ mod tests {
         assert_eq!(validate("alice", ""), Err(LoginRefusal::Invalid));
         assert!(validate(&"u".repeat(256), &"p".repeat(1024)).is_ok());
         // The longest accepted name is stored as a digest: entries do not grow with it.
-        l.begin(ip(2), &"u".repeat(256), t).unwrap().failed(t);
+        fail(&l, 2, &"u".repeat(256), t);
         assert_eq!((l.ip_entries(), l.pair_entries()), (1, 1));
     }
 
@@ -423,7 +429,7 @@ mod tests {
         });
         let t = Instant::now();
         for i in 0..10 {
-            l.begin(ip(i), "alice", t).unwrap().failed(t);
+            fail(&l, i, "alice", t);
         }
         assert_eq!(l.pair_entries(), 10);
         // The per-IP table is full of live buckets: a new address is refused (briefly) ...
@@ -435,14 +441,14 @@ mod tests {
         // not recorded while the pair table is full of live entries; nothing else changes.
         let t = t + Duration::from_secs(60);
         for _ in 0..10 {
-            l.begin(ip(50), "alice", t).unwrap().failed(t);
+            fail(&l, 50, "alice", t);
         }
         assert_eq!(l.pair_entries(), 10);
         assert!(l.ip_entries() <= 10);
         // The old pairs are forgotten after a quiet hour; then new ones are recorded again.
         let t = t + Duration::from_secs(3600);
         for _ in 0..5 {
-            l.begin(ip(50), "alice", t).unwrap().failed(t);
+            fail(&l, 50, "alice", t);
         }
         assert_eq!(l.pair_entries(), 1);
         assert!(matches!(

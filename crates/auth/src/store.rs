@@ -400,24 +400,24 @@ mod tests {
             .unwrap()
     }
 
+    /// Whether `user` logs in with `password`.
+    fn logs_in(s: &Store, user: &str, password: &str) -> bool {
+        s.verify_login(&mut slot(), user, password)
+            .unwrap()
+            .is_some()
+    }
+
     #[test]
     fn users_login_sessions() {
         let s = Store::open(":memory:").unwrap();
-        let slot = &mut slot();
         let scopes: Scopes = [Scope::Webrtc].into_iter().collect();
         s.add_user("alice", "correct horse", scopes, 0).unwrap();
         assert!(s.add_user("alice", "correct horse", scopes, 0).is_err());
         assert!(s.add_user("bad name!", "correct horse", scopes, 0).is_err());
-        assert!(s
-            .verify_login(slot, "alice", "wrong password")
-            .unwrap()
-            .is_none());
-        assert!(s
-            .verify_login(slot, "nobody", "whatever1")
-            .unwrap()
-            .is_none());
+        assert!(!logs_in(&s, "alice", "wrong password"));
+        assert!(!logs_in(&s, "nobody", "whatever1"));
         let u = s
-            .verify_login(slot, "alice", "correct horse")
+            .verify_login(&mut slot(), "alice", "correct horse")
             .unwrap()
             .unwrap();
         assert_eq!(u.scopes, scopes);
@@ -490,15 +490,8 @@ mod tests {
                 params![old],
             )
             .unwrap();
-        let slot = &mut slot();
-        assert!(s
-            .verify_login(slot, "old", "correct horse")
-            .unwrap()
-            .is_some());
-        assert!(s
-            .verify_login(slot, "alice", "correct horse")
-            .unwrap()
-            .is_some());
+        assert!(logs_in(&s, "old", "correct horse"));
+        assert!(logs_in(&s, "alice", "correct horse"));
     }
 
     #[test]

@@ -21,33 +21,10 @@ pub(super) enum Authed<'a> {
 }
 
 impl TurnCore {
-    /// Writes a 401 or 438 challenge with the realm, a fresh nonce for the client's IP and
-    /// the password algorithms offered.
-    fn challenge(
-        &self,
-        now: Instant,
-        client: &ClientId,
-        m: &Message<'_>,
-        code: u16,
-        out: &mut Vec<u8>,
-    ) {
-        out.clear();
-        let nonce = self.nonces.issue(self.unix(now), client.remote.ip());
-        let reason = if code == 438 {
-            "Stale Nonce"
-        } else {
-            "Unauthorized"
-        };
-        MessageWriter::new(out, m.method, Class::Error, &m.transaction_id)
-            .error(code, reason)
-            .attr(attr::REALM, self.cfg.realm.as_bytes())
-            .attr(attr::NONCE, nonce.as_bytes())
-            .attr(attr::PASSWORD_ALGORITHMS, &PASSWORD_ALGORITHMS_VALUE)
-            .fingerprint();
-    }
-
     /// Answers a request that failed authentication for `why` (and counts it, unless the
-    /// client simply sent no credentials yet).
+    /// client simply sent no credentials yet): 400 for a malformed request or an unknown
+    /// password algorithm, otherwise a 438 (stale nonce) or 401 challenge with the realm, a
+    /// fresh nonce for the client's IP and the password algorithms offered.
     fn refuse(
         &self,
         now: Instant,
@@ -59,15 +36,24 @@ impl TurnCore {
         if why != AuthFailure::Missing {
             self.metrics.auth_failure(why.label());
         }
-        match why {
+        let (code, reason) = match why {
             AuthFailure::Malformed | AuthFailure::BadAlgorithm => {
                 MessageWriter::new(out, m.method, Class::Error, &m.transaction_id)
                     .error(400, "Bad Request")
                     .fingerprint();
+                return;
             }
-            AuthFailure::StaleNonce => self.challenge(now, client, m, 438, out),
-            _ => self.challenge(now, client, m, 401, out),
-        }
+            AuthFailure::StaleNonce => (438, "Stale Nonce"),
+            _ => (401, "Unauthorized"),
+        };
+        out.clear();
+        let nonce = self.nonces.issue(self.unix(now), client.remote.ip());
+        MessageWriter::new(out, m.method, Class::Error, &m.transaction_id)
+            .error(code, reason)
+            .attr(attr::REALM, self.cfg.realm.as_bytes())
+            .attr(attr::NONCE, nonce.as_bytes())
+            .attr(attr::PASSWORD_ALGORITHMS, &PASSWORD_ALGORITHMS_VALUE)
+            .fingerprint();
     }
 
     /// Checks the request's long-term credentials; on refusal the response is in `out`.

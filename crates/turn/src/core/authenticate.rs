@@ -168,19 +168,13 @@ impl TurnCore {
 
 #[cfg(test)]
 mod tests {
-    use crate::core::stun::{attr, method};
-    use crate::core::test_support::{harness, udp_client};
+    use crate::core::test_support::allocated;
 
     /// The candidate passwords of a request are looked up into scratch space that is kept,
     /// empty, for the next request.
     #[test]
     fn the_password_scratch_space_is_kept_empty_between_requests() {
-        let mut h = harness(|_| {});
-        let c = udp_client(1);
-        let code = h.request(0, &c, method::ALLOCATE, |w| {
-            w.u32_attr(attr::REQUESTED_TRANSPORT, 17 << 24);
-        });
-        assert_eq!(code, None);
+        let (h, _, _) = allocated();
         assert!(h.core.passwords.is_empty());
         assert!(h.core.passwords.capacity() > 0, "kept for the next lookup");
     }

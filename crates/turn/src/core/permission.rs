@@ -93,7 +93,7 @@ impl TurnCore {
 
 #[cfg(test)]
 mod tests {
-    use crate::core::test_support::{harness, peer, udp_client};
+    use crate::core::test_support::{allocated, harness, peer};
     use std::net::SocketAddr;
 
     /// Policy (denied ranges, port 0) answers 403; a peer of the other family than the relay
@@ -130,9 +130,7 @@ mod tests {
     /// instant.
     #[test]
     fn a_permission_covers_the_ip_until_it_expires() {
-        let mut h = harness(|_| {});
-        let c = udp_client(1);
-        h.allocate(0, &c, false);
+        let (mut h, c, _) = allocated();
         h.permit(10, &c, peer(1, 1000));
         let a = &h.core.allocations[&c];
         let ip = peer(1, 0).ip();

@@ -89,6 +89,15 @@ pub(super) fn harness(f: impl FnOnce(&mut CoreConfig)) -> Harness {
     }
 }
 
+/// A [`harness`] with the default settings in which UDP client 1 allocated a relay at 0 s:
+/// the harness, the client and its relay address.
+pub(super) fn allocated() -> (Harness, ClientId, SocketAddr) {
+    let mut h = harness(|_| {});
+    let c = udp_client(1);
+    let relay = h.allocate(0, &c, false);
+    (h, c, relay)
+}
+
 /// A UDP client on a public address.
 pub(super) fn udp_client(port: u16) -> ClientId {
     ClientId::udp(SocketAddr::from(([198, 51, 100, 7], port)))

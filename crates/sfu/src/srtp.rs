@@ -145,23 +145,21 @@ impl fmt::Debug for MasterKey {
 
 impl MasterKey {
     fn check(&self) -> Result<(), SrtpError> {
-        let expected = self.profile.master_key_len();
-        if self.key.len() != expected {
-            return Err(SrtpError::KeyLength {
-                what: "master key",
-                expected,
-                got: self.key.len(),
-            });
-        }
-        let expected = self.profile.master_salt_len();
-        if self.salt.len() != expected {
-            return Err(SrtpError::KeyLength {
-                what: "master salt",
-                expected,
-                got: self.salt.len(),
-            });
-        }
+        check_len("master key", &self.key, self.profile.master_key_len())?;
+        check_len("master salt", &self.salt, self.profile.master_salt_len())
+    }
+}
+
+/// [`SrtpError::KeyLength`] unless `bytes` (the `what` of a master key) is `expected` long.
+fn check_len(what: &'static str, bytes: &[u8], expected: usize) -> Result<(), SrtpError> {
+    if bytes.len() == expected {
         Ok(())
+    } else {
+        Err(SrtpError::KeyLength {
+            what,
+            expected,
+            got: bytes.len(),
+        })
     }
 }
 
@@ -734,6 +732,37 @@ mod tests {
         out
     }
 
+    /// Checks what the KDF derives from `master` for each `(label, expected hex)`; the output
+    /// is as long as the expected value.
+    fn check_kdf(master: &MasterKey, expected: &[(u8, &str)]) {
+        for &(label, want) in expected {
+            let want = hex(want);
+            assert_eq!(kdf_output(master, label, want.len()), want, "label {label}");
+        }
+    }
+
+    /// Checks a known-answer RTP vector: `plain` protected with `roc` is `wire`, and unprotects
+    /// back to `plain`.
+    fn check_rtp(ctx: &Context, roc: u32, plain: &[u8], wire: &[u8]) {
+        let profile = ctx.profile;
+        let mut buf = plain.to_vec();
+        ctx.protect_rtp(&mut buf, roc).unwrap();
+        assert_eq!(buf, wire, "{profile:?} SRTP encryption");
+        ctx.unprotect_rtp(&mut buf, roc).unwrap();
+        assert_eq!(buf, plain, "{profile:?} SRTP decryption");
+    }
+
+    /// Checks a known-answer RTCP vector: `plain` protected with SRTCP `index` is `wire`, and
+    /// unprotects back to `plain` and `index`.
+    fn check_rtcp(ctx: &Context, index: u32, plain: &[u8], wire: &[u8]) {
+        let profile = ctx.profile;
+        let mut buf = plain.to_vec();
+        ctx.protect_rtcp(&mut buf, index).unwrap();
+        assert_eq!(buf, wire, "{profile:?} SRTCP encryption");
+        assert_eq!(ctx.unprotect_rtcp(&mut buf).unwrap(), index);
+        assert_eq!(buf, plain, "{profile:?} SRTCP decryption");
+    }
+
     /// 12 fixed + 2 CSRCs + 4 extension header + 2 extension words.
     const FIXTURE_HEADER_LEN: usize = 12 + 8 + 4 + 8;
 
@@ -767,22 +796,19 @@ mod tests {
             key: hex("E1F97A0D3E018BE0D64FA32C06DE4139"),
             salt: hex("0EC675AD498AFEEBB6960B3AABE6"),
         };
-        assert_eq!(
-            kdf_output(&m, 0x00, 16),
-            hex("C61E7A93744F39EE10734AFE3FF7A087")
-        );
-        assert_eq!(
-            kdf_output(&m, 0x02, 14),
-            hex("30CBBC08863D8C85D49DB34A9AE1")
-        );
-        // The RFC lists 94 bytes of the auth key keystream; HMAC-SHA1 uses the first 20.
-        assert_eq!(
-            kdf_output(&m, 0x01, 94),
-            hex(
-                "CEBE321F6FF7716B6FD4AB49AF256A15 6D38BAA48F0A0ACF3C34E2359E6CDBCE
-                 E049646C43D9327AD175578EF7227098 6371C10C9A369AC2F94A8C5FBCDDDC25
-                 6D6E919A48B610EF17C2041E47403576 6B68642C59BBFC2F34DB60DBDFB2"
-            )
+        check_kdf(
+            &m,
+            &[
+                (0x00, "C61E7A93744F39EE10734AFE3FF7A087"),
+                (0x02, "30CBBC08863D8C85D49DB34A9AE1"),
+                // The RFC lists 94 bytes of the auth key keystream; HMAC-SHA1 uses the first 20.
+                (
+                    0x01,
+                    "CEBE321F6FF7716B6FD4AB49AF256A15 6D38BAA48F0A0ACF3C34E2359E6CDBCE
+                     E049646C43D9327AD175578EF7227098 6371C10C9A369AC2F94A8C5FBCDDDC25
+                     6D6E919A48B610EF17C2041E47403576 6B68642C59BBFC2F34DB60DBDFB2",
+                ),
+            ],
         );
     }
 
@@ -795,17 +821,16 @@ mod tests {
             key: hex("f0f04914b513f2763a1b1fa130f10e29 98f6f6e43e4309d1e622a0e332b9f1b6"),
             salt: hex("3b04803de51ee7c96423ab5b78d2"),
         };
-        assert_eq!(
-            kdf_output(&m, 0x00, 32),
-            hex("5ba1064e30ec51613cad926c5a28ef73 1ec7fb397f70a960653caf06554cd8c4")
-        );
-        assert_eq!(
-            kdf_output(&m, 0x02, 14),
-            hex("fa31791685ca444a9e07c6c64e93")
-        );
-        assert_eq!(
-            kdf_output(&m, 0x01, 20),
-            hex("fd9c32d39ed5fbb5a9dc96b30818454d1313dc05")
+        check_kdf(
+            &m,
+            &[
+                (
+                    0x00,
+                    "5ba1064e30ec51613cad926c5a28ef73 1ec7fb397f70a960653caf06554cd8c4",
+                ),
+                (0x02, "fa31791685ca444a9e07c6c64e93"),
+                (0x01, "fd9c32d39ed5fbb5a9dc96b30818454d1313dc05"),
+            ],
         );
     }
 
@@ -848,11 +873,7 @@ mod tests {
         let plain = hex("800f1234decafbadcafebabe abababababababababababababababab");
         let wire = hex("800f1234decafbadcafebabe 4e55dc4ce79978d88ca4d215949d2402
                         b78d6acc99ea179b8dbb");
-        let mut buf = plain.clone();
-        ctx.protect_rtp(&mut buf, 0).unwrap();
-        assert_eq!(buf, wire);
-        ctx.unprotect_rtp(&mut buf, 0).unwrap();
-        assert_eq!(buf, plain);
+        check_rtp(&ctx, 0, &plain, &wire);
     }
 
     /// libsrtp `srtp_validate` SRTCP half: SRTCP labels, E flag, index 1.
@@ -862,11 +883,7 @@ mod tests {
         let plain = hex("81c8000bcafebabe abababababababababababababababab");
         let wire = hex("81c8000bcafebabe 7128035be487b9bdbef89041f977a5a8 80000001
                         993e08cd54d6c1230798");
-        let mut buf = plain.clone();
-        ctx.protect_rtcp(&mut buf, 1).unwrap();
-        assert_eq!(buf, wire);
-        assert_eq!(ctx.unprotect_rtcp(&mut buf).unwrap(), 1);
-        assert_eq!(buf, plain);
+        check_rtcp(&ctx, 1, &plain, &wire);
     }
 
     // ---- RFC 7714 §16, §17: AES-GCM from session keys ----------------------------------
@@ -894,20 +911,9 @@ mod tests {
 
     fn check_rfc7714(profile: Profile, srtp: &str, srtcp: &str, srtcp_unencrypted: &str) {
         let ctx = rfc7714_context(profile);
-
-        let plain = hex(RFC7714_RTP);
-        let mut buf = plain.clone();
-        ctx.protect_rtp(&mut buf, 0).unwrap();
-        assert_eq!(buf, hex(srtp), "{profile:?} SRTP encryption");
-        ctx.unprotect_rtp(&mut buf, 0).unwrap();
-        assert_eq!(buf, plain, "{profile:?} SRTP decryption");
-
+        check_rtp(&ctx, 0, &hex(RFC7714_RTP), &hex(srtp));
         let plain = hex(RFC7714_RTCP);
-        let mut buf = plain.clone();
-        ctx.protect_rtcp(&mut buf, 0x5d4).unwrap();
-        assert_eq!(buf, hex(srtcp), "{profile:?} SRTCP encryption");
-        assert_eq!(ctx.unprotect_rtcp(&mut buf).unwrap(), 0x5d4);
-        assert_eq!(buf, plain, "{profile:?} SRTCP decryption");
+        check_rtcp(&ctx, 0x5d4, &plain, &hex(srtcp));
 
         // E=0: authenticated only (the §17 verification vectors).
         let mut buf = hex(srtcp_unencrypted);
@@ -966,11 +972,7 @@ mod tests {
                         55996386b395fb00 0eca0cf95ee955b26cd3d288b49f6ca9
                         e0eb4eab09af2baef6804f141b9b02b0",
         );
-        let mut buf = plain.clone();
-        ctx.protect_rtp(&mut buf, 0).unwrap();
-        assert_eq!(buf, wire);
-        ctx.unprotect_rtp(&mut buf, 0).unwrap();
-        assert_eq!(buf, plain);
+        check_rtp(&ctx, 0, &plain, &wire);
     }
 
     #[test]
@@ -985,11 +987,7 @@ mod tests {
                         da5a40326902a488b6126e8d229a810cedec9de3e6e4876bc08e75eda2f7dc33
                         67a080000001",
         );
-        let mut buf = plain.clone();
-        ctx.protect_rtcp(&mut buf, 1).unwrap();
-        assert_eq!(buf, wire);
-        assert_eq!(ctx.unprotect_rtcp(&mut buf).unwrap(), 1);
-        assert_eq!(buf, plain);
+        check_rtcp(&ctx, 1, &plain, &wire);
 
         // Authenticated only (E=0).
         let mut buf = hex(

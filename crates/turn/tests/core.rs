@@ -9,9 +9,7 @@ use switchboard_turn::core::auth::{
 };
 use switchboard_turn::core::policy::PeerPolicy;
 use switchboard_turn::core::quota_key;
-use switchboard_turn::core::stun::{
-    attr, decode_address, method, ChannelData, Class, Message, MessageWriter,
-};
+use switchboard_turn::core::stun::{attr, method, ChannelData, Class, Message, MessageWriter};
 use switchboard_turn::core::{
     ClientId, CoreConfig, Family, Output, Parity, RelayAllocator, RelayError, Transport, TurnCore,
 };
@@ -165,12 +163,7 @@ impl World {
 
     fn relay(&self) -> SocketAddr {
         let m = self.reply();
-        decode_address(
-            m.get(attr::XOR_RELAYED_ADDRESS).unwrap(),
-            true,
-            &m.transaction_id,
-        )
-        .unwrap()
+        m.xor_address(attr::XOR_RELAYED_ADDRESS).unwrap()
     }
 
     /// Sends an authenticated request and returns what the core asked for.
@@ -270,11 +263,7 @@ fn binding_answers_xor_mapped_address_with_fingerprint() {
         m.get(attr::SOFTWARE).is_none(),
         "SOFTWARE is off by default"
     );
-    let a = decode_address(
-        m.get(attr::XOR_MAPPED_ADDRESS).unwrap(),
-        true,
-        &m.transaction_id,
-    );
+    let a = m.xor_address(attr::XOR_MAPPED_ADDRESS);
     assert_eq!(a, Some(c.remote));
 }
 
@@ -306,14 +295,7 @@ fn full_relay_flow_channels_send_and_data_indications() {
     let m = Message::decode(&w.out).unwrap();
     assert_eq!((m.method, m.class), (method::DATA, Class::Indication));
     assert_eq!(m.get(attr::DATA), Some(&b"hello"[..]));
-    assert_eq!(
-        decode_address(
-            m.get(attr::XOR_PEER_ADDRESS).unwrap(),
-            true,
-            &m.transaction_id
-        ),
-        Some(peer)
-    );
+    assert_eq!(m.xor_address(attr::XOR_PEER_ADDRESS), Some(peer));
 
     // Send indication to the peer.
     let mut ind = Vec::new();
@@ -1092,11 +1074,7 @@ fn peers_connect_in_with_a_permission_only_and_unbound_connections_time_out() {
         (m.method, m.class),
         (method::CONNECTION_ATTEMPT, Class::Indication)
     );
-    let from = decode_address(
-        m.get(attr::XOR_PEER_ADDRESS).unwrap(),
-        true,
-        &m.transaction_id,
-    );
+    let from = m.xor_address(attr::XOR_PEER_ADDRESS);
     assert_eq!(from, Some(peer));
     assert_eq!(w.connection_id(), id);
     // Nobody binds it: closed after 30 s, not before.

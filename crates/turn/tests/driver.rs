@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use switchboard_auth::turn_rest;
 use switchboard_turn::core::auth::{derive_key, ALG_MD5};
-use switchboard_turn::core::stun::{
-    attr, decode_address, method, ChannelData, Class, Message, MessageWriter,
-};
+use switchboard_turn::core::stun::{attr, method, ChannelData, Class, Message, MessageWriter};
 use switchboard_turn::{TurnConfig, TurnServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -88,12 +86,7 @@ async fn udp_allocate_channel_bind_and_relay_to_echo_peer() {
     let r = recv(&c).await;
     let m = Message::decode(&r).unwrap();
     assert_eq!(m.class, Class::Success, "{:?}", m.get(attr::ERROR_CODE));
-    let relay = decode_address(
-        m.get(attr::XOR_RELAYED_ADDRESS).unwrap(),
-        true,
-        &m.transaction_id,
-    )
-    .unwrap();
+    let relay = m.xor_address(attr::XOR_RELAYED_ADDRESS).unwrap();
     assert_eq!(relay.ip(), "127.0.0.1".parse::<std::net::IpAddr>().unwrap());
     assert!(relay.port() >= 49152);
     assert_eq!(server.allocations(), 1);
@@ -476,12 +469,7 @@ async fn tcp_relay_to(
         })
         .await;
     let m = Message::decode(&r).unwrap();
-    let relay = decode_address(
-        m.get(attr::XOR_RELAYED_ADDRESS).unwrap(),
-        true,
-        &m.transaction_id,
-    )
-    .unwrap();
+    let relay = m.xor_address(attr::XOR_RELAYED_ADDRESS).unwrap();
     sg.call(&mut ctl, method::CREATE_PERMISSION, |w| {
         w.address(attr::XOR_PEER_ADDRESS, peer, true);
     })
@@ -534,11 +522,7 @@ async fn tcp_relay_connects_out_accepts_in_and_cleans_up() {
         (m.method, m.class),
         (method::CONNECTION_ATTEMPT, Class::Indication)
     );
-    let from = decode_address(
-        m.get(attr::XOR_PEER_ADDRESS).unwrap(),
-        true,
-        &m.transaction_id,
-    );
+    let from = m.xor_address(attr::XOR_PEER_ADDRESS);
     assert_eq!(from, Some(peer.local_addr().unwrap()));
     let id2 = connection_id(&ind);
     let mut data2 = TcpStream::connect(tcp).await.unwrap();

@@ -6,7 +6,7 @@ use super::auth::Key;
 use super::client::ClientId;
 use super::request::{error, success};
 use super::small_map::SmallMap;
-use super::stun::{attr, decode_address, Message};
+use super::stun::{attr, Message};
 use super::turn_core::TurnCore;
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -93,10 +93,7 @@ impl TurnCore {
         if !(0x4000..=0x7FFF).contains(&channel) {
             return error(out, m, 400, "Bad Request", Some(&key));
         }
-        let Some(peer) = m
-            .get(attr::XOR_PEER_ADDRESS)
-            .and_then(|v| decode_address(v, true, &m.transaction_id))
-        else {
+        let Some(peer) = m.xor_address(attr::XOR_PEER_ADDRESS) else {
             return error(out, m, 400, "Bad Request", Some(&key));
         };
         if let Err((code, why)) = self.vet_peer(relay, peer) {

@@ -327,6 +327,12 @@ impl<'a> Message<'a> {
             .map(|a| self.value_of(*a))
     }
 
+    /// The first value of attribute `typ` decoded as an XOR address (XOR-PEER-ADDRESS,
+    /// XOR-MAPPED-ADDRESS, XOR-RELAYED-ADDRESS); `None` when absent or malformed.
+    pub fn xor_address(&self, typ: u16) -> Option<SocketAddr> {
+        decode_address(self.get(typ)?, true, &self.transaction_id)
+    }
+
     /// Every value of attribute `typ` (before any integrity attribute).
     pub fn get_all(&self, typ: u16) -> impl Iterator<Item = &'a [u8]> + '_ {
         self.attrs[..self.visible()]

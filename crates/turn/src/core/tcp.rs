@@ -8,7 +8,7 @@ use super::allocation::Allocation;
 use super::auth::Key;
 use super::client::ClientId;
 use super::request::{error, seal, success};
-use super::stun::{attr, decode_address, method, Class, Message, MessageWriter};
+use super::stun::{attr, method, Class, Message, MessageWriter};
 use super::turn_core::{Output, TurnCore};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -156,10 +156,7 @@ impl TurnCore {
             error(out, m, 400, "Bad Request", Some(&key));
             return Output::ToClient;
         }
-        let Some(peer) = m
-            .get(attr::XOR_PEER_ADDRESS)
-            .and_then(|v| decode_address(v, true, &m.transaction_id))
-        else {
+        let Some(peer) = m.xor_address(attr::XOR_PEER_ADDRESS) else {
             error(out, m, 400, "Bad Request", Some(&key));
             return Output::ToClient;
         };

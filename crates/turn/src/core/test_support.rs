@@ -6,7 +6,7 @@ use super::client::{ClientId, Transport};
 use super::config::CoreConfig;
 use super::policy::PeerPolicy;
 use super::relay::{Family, Parity, RelayAllocator, RelayError};
-use super::stun::{attr, decode_address, method, Class, Message, MessageWriter};
+use super::stun::{attr, method, Class, Message, MessageWriter};
 use super::turn_core::{Output, TurnCore};
 use crate::metrics::TurnMetrics;
 use std::collections::HashSet;
@@ -194,12 +194,7 @@ impl Harness {
         });
         assert_eq!(code, None, "Allocate succeeds");
         let m = Message::decode(&self.out).unwrap();
-        decode_address(
-            m.get(attr::XOR_RELAYED_ADDRESS).unwrap(),
-            true,
-            &m.transaction_id,
-        )
-        .unwrap()
+        m.xor_address(attr::XOR_RELAYED_ADDRESS).unwrap()
     }
 
     /// Installs a permission for `peer`'s IP on `client`'s allocation at `secs`.

@@ -354,6 +354,18 @@ mod tests {
         reads: usize,
     }
 
+    impl Source {
+        /// A reader over `data` that hands out at most `chunk` bytes a read.
+        fn new(data: Vec<u8>, chunk: usize) -> Source {
+            Source {
+                data,
+                pos: 0,
+                chunk,
+                reads: 0,
+            }
+        }
+    }
+
     impl AsyncRead for Source {
         fn poll_read(
             mut self: Pin<&mut Self>,
@@ -388,12 +400,7 @@ mod tests {
     #[test]
     fn read_ahead_serves_small_reads_from_one_large_read_in_order() {
         let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-        let src = Source {
-            data: data.clone(),
-            pos: 0,
-            chunk: usize::MAX,
-            reads: 0,
-        };
+        let src = Source::new(data.clone(), usize::MAX);
         let mut io = CoalescingIo::with_read_ahead(src, 64 * 1024);
         assert_eq!(read_all(&mut io, 9_000), data);
         // 200,000 bytes in 64 KiB reads (plus the final empty one), not 23 reads of 9,000.
@@ -403,12 +410,7 @@ mod tests {
     #[test]
     fn without_read_ahead_reads_pass_through() {
         let data: Vec<u8> = (0..50_000u32).map(|i| (i % 7) as u8).collect();
-        let src = Source {
-            data: data.clone(),
-            pos: 0,
-            chunk: 4_000,
-            reads: 0,
-        };
+        let src = Source::new(data.clone(), 4_000);
         let mut io = CoalescingIo::new(src);
         assert_eq!(read_all(&mut io, 9_000), data);
         assert_eq!(io.get_ref().reads, 14);

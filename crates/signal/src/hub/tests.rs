@@ -282,12 +282,18 @@ fn token_of(out: &[(ConnId, Value)]) -> String {
         .to_string()
 }
 
+/// Peers `a` (connection 1) and `b` (connection 2) in room `r`; returns a's resume token.
+fn a_and_b_joined(h: &mut Hub) -> String {
+    let tok = token_of(&join(h, 1, "a", "r"));
+    join(h, 2, "b", "r");
+    tok
+}
+
 #[test]
 fn resume_replays_in_order_without_loss_or_duplicates() {
     let mut h = hub();
     let t0 = Instant::now();
-    let tok = token_of(&join(&mut h, 1, "a", "r"));
-    join(&mut h, 2, "b", "r");
+    let tok = a_and_b_joined(&mut h);
     h.message(2, offer("a", 1)); // seq 2, seen by the client
     h.drain();
     h.message(2, offer("a", 2)); // seq 3, lost in flight
@@ -334,8 +340,7 @@ fn lost_session_expires_with_peer_left() {
 #[test]
 fn ring_overflow_while_detached_ends_the_session() {
     let mut h = hub();
-    let tok = token_of(&join(&mut h, 1, "a", "r"));
-    join(&mut h, 2, "b", "r");
+    let tok = a_and_b_joined(&mut h);
     h.disconnect(1, Disconnect::Lost, Instant::now());
     for n in 0..5 {
         h.message(2, offer("a", n));
@@ -352,8 +357,7 @@ fn ring_overflow_while_detached_ends_the_session() {
 #[test]
 fn resume_gap_is_refused() {
     let mut h = hub();
-    let tok = token_of(&join(&mut h, 1, "a", "r"));
-    join(&mut h, 2, "b", "r");
+    let tok = a_and_b_joined(&mut h);
     for n in 0..6 {
         h.message(2, offer("a", n)); // attached: ring keeps the last 4
     }

@@ -29,16 +29,37 @@ fn loopback_cfg() -> SfuConfig {
     }
 }
 
+/// Declares the test `$name`, run with str0m's egress, and `$own`, run with the SFU's own:
+/// both call `$with(egress)`.
+macro_rules! with_both_egresses {
+    ($name:ident, $own:ident, $with:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            $with("str0m").await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $own() {
+            $with("own").await;
+        }
+    };
+}
+
 async fn start() -> (Sfu, CancellationToken) {
     start_egress("str0m").await
 }
 
 /// An SFU on loopback with `[sfu] egress` set (decision 0047).
 async fn start_egress(egress: &str) -> (Sfu, CancellationToken) {
-    let cfg = SfuConfig {
+    start_with(SfuConfig {
         egress: egress.parse().unwrap(),
         ..loopback_cfg()
-    };
+    })
+    .await
+}
+
+/// An SFU started with `cfg`, and the token that stops it.
+async fn start_with(cfg: SfuConfig) -> (Sfu, CancellationToken) {
     let token = CancellationToken::new();
     let mut reg = Registry::with_prefix("switchboard");
     let sfu = Sfu::start(cfg, SfuMetrics::registered(&mut reg), token.clone())
@@ -111,6 +132,23 @@ async fn pump(clients: &mut [Client], dur: Duration) {
     }
 }
 
+/// Every client sends 30 fps video of `size`-byte frames for `dur`, a keyframe every
+/// `keyframe_every` frames and whenever the SFU asks for one.
+async fn exchange_video(clients: &mut [Client], dur: Duration, keyframe_every: u64, size: usize) {
+    let end = Instant::now() + dur;
+    let mut frame = 0u64;
+    while Instant::now() < end {
+        for c in clients.iter_mut() {
+            let p = &mut c.peer;
+            let kf = frame.is_multiple_of(keyframe_every)
+                || std::mem::take(&mut p.keyframe_requests) > 0;
+            p.send_video(kf, size);
+        }
+        frame += 1;
+        pump(clients, Duration::from_millis(33)).await;
+    }
+}
+
 /// Publishes 30 fps video (+50 pps audio) from clients[idx] for `dur`, keyframe every second and
 /// whenever the SFU asks for one.
 async fn publish(clients: &mut [Client], idx: usize, dur: Duration) {
@@ -155,15 +193,11 @@ fn dropped(sfu: &Sfu, reason: &'static str) -> u64 {
         .get()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn publisher_reaches_two_subscribers_and_a_late_joiner() {
-    publisher_reaches_two_subscribers_and_a_late_joiner_with("str0m").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn publisher_reaches_two_subscribers_and_a_late_joiner_own_egress() {
-    publisher_reaches_two_subscribers_and_a_late_joiner_with("own").await;
-}
+with_both_egresses!(
+    publisher_reaches_two_subscribers_and_a_late_joiner,
+    publisher_reaches_two_subscribers_and_a_late_joiner_own_egress,
+    publisher_reaches_two_subscribers_and_a_late_joiner_with
+);
 
 async fn publisher_reaches_two_subscribers_and_a_late_joiner_with(egress: &str) {
     let (sfu, token) = start_egress(egress).await;
@@ -346,18 +380,11 @@ async fn data_is_relayed_targeted_and_pushed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_backpressure_is_bounded() {
-    let cfg = SfuConfig {
-        udp_port: 0,
-        tcp_port: 0,
-        bind_ip: "127.0.0.1".into(),
+    let (sfu, token) = start_with(SfuConfig {
         data_queue_bytes: 4096,
-        ..SfuConfig::default()
-    };
-    let token = CancellationToken::new();
-    let mut reg = Registry::default();
-    let sfu = Sfu::start(cfg, SfuMetrics::registered(&mut reg), token.clone())
-        .await
-        .expect("start");
+        ..loopback_cfg()
+    })
+    .await;
     // Never connects: nothing can drain, so the queue fills and pushes are refused.
     let h = sfu.join("b", "slow").await.expect("join");
     let payload = format!("\"{}\"", "x".repeat(1000));
@@ -378,15 +405,11 @@ async fn push_backpressure_is_bounded() {
     token.cancel();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn join_leave_loop_returns_every_count_to_zero() {
-    join_leave_loop_returns_every_count_to_zero_with("str0m").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn join_leave_loop_returns_every_count_to_zero_own_egress() {
-    join_leave_loop_returns_every_count_to_zero_with("own").await;
-}
+with_both_egresses!(
+    join_leave_loop_returns_every_count_to_zero,
+    join_leave_loop_returns_every_count_to_zero_own_egress,
+    join_leave_loop_returns_every_count_to_zero_with
+);
 
 async fn join_leave_loop_returns_every_count_to_zero_with(egress: &str) {
     let (sfu, token) = start_egress(egress).await;
@@ -542,17 +565,7 @@ async fn glare_browser_offer_wins_and_server_reoffers() {
         .accept_answer(&answer)
         .expect("bob applies answer");
     // The server re-offers alice's track; both now receive each other's video.
-    let end = Instant::now() + Duration::from_secs(2);
-    let mut frame = 0u64;
-    while Instant::now() < end {
-        for c in clients.iter_mut() {
-            let p = &mut c.peer;
-            let kf = frame.is_multiple_of(15) || std::mem::take(&mut p.keyframe_requests) > 0;
-            p.send_video(kf, 1200);
-        }
-        frame += 1;
-        pump(&mut clients, Duration::from_millis(33)).await;
-    }
+    exchange_video(&mut clients, Duration::from_secs(2), 15, 1200).await;
     assert!(clients[0].peer.video_frames() > 10, "bob sees alice");
     assert!(clients[1].peer.video_frames() > 10, "alice sees bob");
     assert_eq!(clients[0].tracks_added, vec!["alice".to_string()]);
@@ -621,19 +634,15 @@ async fn simulcast_layer_follows_subscriber_preference() {
     sfu.stopped().await;
 }
 
+with_both_egresses!(
+    simulcast_layer_switches_keep_the_subscribers_media_time_continuous,
+    simulcast_layer_switches_keep_the_subscribers_media_time_continuous_own_egress,
+    simulcast_layer_switches_keep_the_subscribers_media_time_continuous_with
+);
+
 /// Each simulcast layer has its own timestamp base (as in libwebrtc); a subscriber switched
 /// between layers must still see its media time move forward smoothly, or its jitter buffer
 /// holds or drops the new layer's frames (received but never decoded).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn simulcast_layer_switches_keep_the_subscribers_media_time_continuous() {
-    simulcast_layer_switches_keep_the_subscribers_media_time_continuous_with("str0m").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn simulcast_layer_switches_keep_the_subscribers_media_time_continuous_own_egress() {
-    simulcast_layer_switches_keep_the_subscribers_media_time_continuous_with("own").await;
-}
-
 async fn simulcast_layer_switches_keep_the_subscribers_media_time_continuous_with(egress: &str) {
     let (sfu, token) = start_egress(egress).await;
     let mut clients = vec![join(&sfu, "t", "bob", false, false).await];
@@ -686,15 +695,11 @@ async fn simulcast_layer_switches_keep_the_subscribers_media_time_continuous_wit
     sfu.stopped().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ice_restart_keeps_media_flowing() {
-    ice_restart_keeps_media_flowing_with("str0m").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ice_restart_keeps_media_flowing_own_egress() {
-    ice_restart_keeps_media_flowing_with("own").await;
-}
+with_both_egresses!(
+    ice_restart_keeps_media_flowing,
+    ice_restart_keeps_media_flowing_own_egress,
+    ice_restart_keeps_media_flowing_with
+);
 
 async fn ice_restart_keeps_media_flowing_with(egress: &str) {
     let (sfu, token) = start_egress(egress).await;
@@ -755,15 +760,11 @@ async fn join_tcp(sfu: &Sfu, room: &str, name: &str, video: bool) -> Client {
     Client::new(name, peer, handle)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ice_tcp_peers_publish_and_receive() {
-    ice_tcp_peers_publish_and_receive_with("str0m").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ice_tcp_peers_publish_and_receive_own_egress() {
-    ice_tcp_peers_publish_and_receive_with("own").await;
-}
+with_both_egresses!(
+    ice_tcp_peers_publish_and_receive,
+    ice_tcp_peers_publish_and_receive_own_egress,
+    ice_tcp_peers_publish_and_receive_with
+);
 
 async fn ice_tcp_peers_publish_and_receive_with(egress: &str) {
     let (sfu, token) = start_egress(egress).await;
@@ -773,17 +774,7 @@ async fn ice_tcp_peers_publish_and_receive_with(egress: &str) {
     ];
     wait_connected(&mut clients).await;
     assert_eq!(sfu.tcp_connections(), 1);
-    let end = Instant::now() + Duration::from_secs(2);
-    let mut frame = 0u64;
-    while Instant::now() < end {
-        for c in clients.iter_mut() {
-            let p = &mut c.peer;
-            let kf = frame.is_multiple_of(15) || std::mem::take(&mut p.keyframe_requests) > 0;
-            p.send_video(kf, 2500);
-        }
-        frame += 1;
-        pump(&mut clients, Duration::from_millis(33)).await;
-    }
+    exchange_video(&mut clients, Duration::from_secs(2), 15, 2500).await;
     assert!(
         clients[0].peer.video_frames() > 20,
         "udp peer got tcp peer's video"

@@ -120,12 +120,13 @@ impl TurnCore {
             }
             _ => {}
         }
-        if !a.permissions.contains_key(&peer.ip()) && a.permissions.len() >= max_perm {
+        // Permissions never exceed `max_permissions`, so this refuses only a peer IP that
+        // has no permission yet.
+        if !a.permit_all(std::iter::once(peer.ip()), now + perm_life, max_perm) {
             self.metrics.quota("permissions");
             return error(out, m, 508, "Insufficient Capacity", Some(&key));
         }
         a.channels.bind(channel, peer, now + ch_life);
-        a.permissions.insert(peer.ip(), now + perm_life);
         success(out, m, &key);
     }
 }
@@ -133,7 +134,8 @@ impl TurnCore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::test_support::peer;
+    use crate::core::stun::method;
+    use crate::core::test_support::{harness, peer, udp_client};
     use std::time::Duration;
 
     #[test]
@@ -164,5 +166,30 @@ mod tests {
         assert_eq!(c.len(), 1);
         c.expire(t0 + Duration::from_secs(20));
         assert_eq!(c.of_peer(&p), Some(&0x4000));
+    }
+
+    /// ChannelBind installs its peer's permission within `max_permissions`: a peer already
+    /// permitted can be bound when the allocation is full, another gets 508 and no channel.
+    #[test]
+    fn a_binding_needs_room_for_its_permission() {
+        let mut h = harness(|c| c.limits.max_permissions = 1);
+        let c = udp_client(1);
+        h.allocate(0, &c, false);
+        h.permit(0, &c, peer(1, 1000));
+        h.bind_channel(0, &c, 0x4000, peer(1, 2000));
+        let code = h.request(0, &c, method::CHANNEL_BIND, |w| {
+            w.u32_attr(attr::CHANNEL_NUMBER, 0x4001 << 16);
+            w.address(attr::XOR_PEER_ADDRESS, peer(2, 1000), true);
+        });
+        assert_eq!(code, Some(508));
+        let a = &h.core.allocations[&c];
+        assert_eq!((a.permissions.len(), a.channels.len()), (1, 1));
+        assert_eq!(
+            h.metrics
+                .quota_rejections
+                .get_or_create(&[("quota", "permissions")])
+                .get(),
+            1
+        );
     }
 }

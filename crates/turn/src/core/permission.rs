@@ -17,6 +17,28 @@ impl Allocation {
     pub(super) fn permitted(&self, ip: IpAddr, now: Instant) -> bool {
         self.permissions.get(&ip).is_some_and(|e| *e > now)
     }
+
+    /// Installs or refreshes a permission for each of `ips` until `until`, all of them or
+    /// none: false, with nothing installed, when the IPs not permitted yet would take the
+    /// allocation past `max` permissions.
+    pub(super) fn permit_all(
+        &mut self,
+        ips: impl Iterator<Item = IpAddr> + Clone,
+        until: Instant,
+        max: usize,
+    ) -> bool {
+        let new = ips
+            .clone()
+            .filter(|ip| !self.permissions.contains_key(ip))
+            .count();
+        if self.permissions.len() + new > max {
+            return false;
+        }
+        for ip in ips {
+            self.permissions.insert(ip, until);
+        }
+        true
+    }
 }
 
 impl TurnCore {
@@ -75,17 +97,10 @@ impl TurnCore {
         let Some(a) = self.allocations.get_mut(client) else {
             return;
         };
-        let new = peers[..n]
-            .iter()
-            .flatten()
-            .filter(|p| !a.permissions.contains_key(&p.ip()))
-            .count();
-        if a.permissions.len() + new > max {
+        let ips = peers[..n].iter().flatten().map(|p| p.ip());
+        if !a.permit_all(ips, now + life, max) {
             self.metrics.quota("permissions");
             return error(out, m, 508, "Insufficient Capacity", Some(&key));
-        }
-        for p in peers[..n].iter().flatten() {
-            a.permissions.insert(p.ip(), now + life);
         }
         success(out, m, &key);
     }

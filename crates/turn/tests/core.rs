@@ -465,6 +465,26 @@ fn sha256_password_algorithm_and_bid_down() {
     assert_eq!(failures(&w.metrics, "bad_algorithm"), 1);
 }
 
+/// Asserts that CreatePermission and ChannelBind naming each of `peers` get 403.
+fn assert_denied(w: &mut World, secs: u64, c: &ClientId, cr: &Creds, peers: &[&str]) {
+    for p in peers {
+        let p: SocketAddr = p.parse().unwrap();
+        assert_eq!(
+            w.request(secs, c, cr, method::CREATE_PERMISSION, |x| peer_attr(x, p)),
+            Some(403),
+            "{p}"
+        );
+        assert_eq!(
+            w.request(secs, c, cr, method::CHANNEL_BIND, |x| {
+                x.u32_attr(attr::CHANNEL_NUMBER, 0x4000 << 16);
+                peer_attr(x, p);
+            }),
+            Some(403),
+            "{p}"
+        );
+    }
+}
+
 #[test]
 fn denied_peers_get_403_including_ipv4_mapped() {
     let mut w = world();
@@ -472,21 +492,20 @@ fn denied_peers_get_403_including_ipv4_mapped() {
     let c = client();
     let cr = w.rest_creds(0, &c, SECRET, 3600);
     assert_eq!(w.allocate(0, &c, &cr, [1; 12]), None);
-    for p in [
-        "127.0.0.1:9",
-        "10.0.0.1:9",
-        "169.254.169.254:80",
-        "192.168.1.1:9",
-        "100.64.0.1:9",
-        "0.0.0.0:9",
-    ] {
-        let p: SocketAddr = p.parse().unwrap();
-        assert_eq!(
-            w.request(1, &c, &cr, method::CREATE_PERMISSION, |x| peer_attr(x, p)),
-            Some(403),
-            "{p}"
-        );
-    }
+    assert_denied(
+        &mut w,
+        1,
+        &c,
+        &cr,
+        &[
+            "127.0.0.1:9",
+            "10.0.0.1:9",
+            "169.254.169.254:80",
+            "192.168.1.1:9",
+            "100.64.0.1:9",
+            "0.0.0.0:9",
+        ],
+    );
     // IPv6 allocation; mapped and native internal addresses are denied.
     let c6 = ClientId::udp("198.51.100.9:40000".parse().unwrap());
     let cr6 = w.rest_creds(2, &c6, SECRET, 3600);
@@ -497,30 +516,21 @@ fn denied_peers_get_403_including_ipv4_mapped() {
     w.send(2, &c6, &req);
     assert_eq!(w.error_code(), None);
     assert!(w.relay().is_ipv6());
-    for p in [
-        "[::ffff:127.0.0.1]:9",
-        "[::ffff:10.0.0.1]:9",
-        "[::ffff:169.254.169.254]:80",
-        "[::1]:9",
-        "[fe80::1]:9",
-        "[fd00::1]:9",
-    ] {
-        let p: SocketAddr = p.parse().unwrap();
-        assert_eq!(
-            w.request(3, &c6, &cr6, method::CREATE_PERMISSION, |x| peer_attr(x, p)),
-            Some(403),
-            "{p}"
-        );
-        assert_eq!(
-            w.request(3, &c6, &cr6, method::CHANNEL_BIND, |x| {
-                x.u32_attr(attr::CHANNEL_NUMBER, 0x4000 << 16);
-                peer_attr(x, p);
-            }),
-            Some(403),
-            "{p}"
-        );
-    }
-    assert_eq!(w.metrics.denied_peers.get(), 18);
+    assert_denied(
+        &mut w,
+        3,
+        &c6,
+        &cr6,
+        &[
+            "[::ffff:127.0.0.1]:9",
+            "[::ffff:10.0.0.1]:9",
+            "[::ffff:169.254.169.254]:80",
+            "[::1]:9",
+            "[fe80::1]:9",
+            "[fd00::1]:9",
+        ],
+    );
+    assert_eq!(w.metrics.denied_peers.get(), 24);
     // Public peers are fine; a family mismatch is 443.
     let pubv6: SocketAddr = "[2001:db8:1::1]:9".parse().unwrap();
     assert_eq!(

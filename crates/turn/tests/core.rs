@@ -78,6 +78,11 @@ fn world_with(f: impl FnOnce(&mut CoreConfig)) -> World {
     let mut cfg = CoreConfig::new("switchboard", PeerPolicy::new(&[], &[], false).unwrap());
     cfg.secrets = vec![SECRET.to_vec(), b"old-secret".to_vec()];
     f(&mut cfg);
+    world_of(cfg)
+}
+
+/// A fresh core with `cfg`, no allocations and fake relays.
+fn world_of(cfg: CoreConfig) -> World {
     let t0 = Instant::now();
     let metrics = TurnMetrics::default();
     World {
@@ -652,16 +657,7 @@ fn world_from_defaults(f: impl FnOnce(&mut TurnConfig)) -> World {
         ..TurnConfig::default()
     };
     f(&mut tc);
-    let cfg = core_config(&tc).unwrap();
-    let t0 = Instant::now();
-    let metrics = TurnMetrics::default();
-    World {
-        core: TurnCore::new(cfg, metrics.clone(), t0, UNIX0),
-        relays: FakeRelays::default(),
-        t0,
-        out: Vec::new(),
-        metrics,
-    }
+    world_of(core_config(&tc).unwrap())
 }
 
 fn quota_rejections(m: &TurnMetrics, quota: &'static str) -> u64 {

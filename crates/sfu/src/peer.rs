@@ -11,13 +11,41 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::change::{SdpAnswer, SdpApi, SdpOffer, SdpPendingOffer};
 use str0m::channel::{ChannelConfig, ChannelId, Reliability};
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, MediaTime, Mid, Simulcast, SimulcastLayer};
+use str0m::media::{Direction, MediaKind, MediaTime, Mid, Pt, Simulcast, SimulcastLayer, Writer};
 use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
+
+/// The writer of m-line `mid` and the payload type negotiated there for `codec`; None until
+/// both exist. Takes the `Rtc`, not the peer, so the caller can still update the peer's media
+/// clocks while it holds the writer.
+fn writer_for(rtc: &mut Rtc, mid: Option<Mid>, codec: Codec) -> Option<(Writer<'_>, Pt)> {
+    let w = rtc.writer(mid?)?;
+    let pt = w
+        .payload_params()
+        .find(|p| p.spec().codec == codec)
+        .map(|p| p.pt())?;
+    Some((w, pt))
+}
+
+/// Adds a send-only m-line for track `track` of the peer's one media stream, "cam".
+fn add_send_media(
+    api: &mut SdpApi<'_>,
+    kind: MediaKind,
+    track: &str,
+    simulcast: Option<Simulcast>,
+) -> Mid {
+    api.add_media(
+        kind,
+        Direction::SendOnly,
+        Some("cam".into()),
+        Some(track.into()),
+        simulcast,
+    )
+}
 
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -199,22 +227,10 @@ impl Peer {
     pub fn offer_with(&mut self, video: bool, audio: bool, channels: bool) -> String {
         let mut api = self.rtc.sdp_api();
         if video {
-            self.video_mid = Some(api.add_media(
-                MediaKind::Video,
-                Direction::SendOnly,
-                Some("cam".into()),
-                Some("cam-v".into()),
-                None,
-            ));
+            self.video_mid = Some(add_send_media(&mut api, MediaKind::Video, "cam-v", None));
         }
         if audio {
-            self.audio_mid = Some(api.add_media(
-                MediaKind::Audio,
-                Direction::SendOnly,
-                Some("cam".into()),
-                Some("cam-a".into()),
-                None,
-            ));
+            self.audio_mid = Some(add_send_media(&mut api, MediaKind::Audio, "cam-a", None));
         }
         if channels {
             api.add_channel("reliable".into());
@@ -238,11 +254,10 @@ impl Peer {
             sim.add_send_layer(SimulcastLayer::new(r));
         }
         let mut api = self.rtc.sdp_api();
-        self.video_mid = Some(api.add_media(
+        self.video_mid = Some(add_send_media(
+            &mut api,
             MediaKind::Video,
-            Direction::SendOnly,
-            Some("cam".into()),
-            Some("cam-v".into()),
+            "cam-v",
             Some(sim),
         ));
         api.add_channel("reliable".into());
@@ -292,17 +307,7 @@ impl Peer {
     }
 
     fn send_video_inner(&mut self, rid: Option<&str>, keyframe: bool, size: usize) -> bool {
-        let Some(mid) = self.video_mid else {
-            return false;
-        };
-        let Some(w) = self.rtc.writer(mid) else {
-            return false;
-        };
-        let Some(pt) = w
-            .payload_params()
-            .find(|p| p.spec().codec == Codec::Vp8)
-            .map(|p| p.pt())
-        else {
+        let Some((w, pt)) = writer_for(&mut self.rtc, self.video_mid, Codec::Vp8) else {
             return false;
         };
         let mut frame = Vec::with_capacity(size.max(24));
@@ -338,17 +343,7 @@ impl Peer {
 
     /// Sends one synthetic 20 ms Opus packet of `size` bytes.
     pub fn send_audio(&mut self, size: usize) -> bool {
-        let Some(mid) = self.audio_mid else {
-            return false;
-        };
-        let Some(w) = self.rtc.writer(mid) else {
-            return false;
-        };
-        let Some(pt) = w
-            .payload_params()
-            .find(|p| p.spec().codec == Codec::Opus)
-            .map(|p| p.pt())
-        else {
+        let Some((w, pt)) = writer_for(&mut self.rtc, self.audio_mid, Codec::Opus) else {
             return false;
         };
         self.audio_time += 960;

@@ -13,48 +13,31 @@ use axum::Router;
 
 const INDEX_HTML: &str = include_str!("../web/index.html");
 
+/// `(name, source)` for each named file of `clients/js/src`, embedded at build time.
+macro_rules! sdk_modules {
+    ($($name:literal),* $(,)?) => {
+        &[$(($name, include_str!(concat!("../../../clients/js/src/", $name)))),*]
+    };
+}
+
 /// The SDK's modules, served as `/sdk/<name>`. The entry point is `switchboard.js`; the others
 /// are what it imports (browsers load them by relative URL, so each one the SDK imports must be
 /// here; the `sdk_imports_are_served` test checks it).
-pub const SDK_MODULES: &[(&str, &str)] = &[
-    (
-        "switchboard.js",
-        include_str!("../../../clients/js/src/switchboard.js"),
-    ),
-    (
-        "channels.js",
-        include_str!("../../../clients/js/src/channels.js"),
-    ),
-    (
-        "chunking.js",
-        include_str!("../../../clients/js/src/chunking.js"),
-    ),
-    (
-        "connection.js",
-        include_str!("../../../clients/js/src/connection.js"),
-    ),
-    (
-        "emitter.js",
-        include_str!("../../../clients/js/src/emitter.js"),
-    ),
-    ("link.js", include_str!("../../../clients/js/src/link.js")),
-    ("media.js", include_str!("../../../clients/js/src/media.js")),
-    ("peer.js", include_str!("../../../clients/js/src/peer.js")),
-    (
-        "protocol.js",
-        include_str!("../../../clients/js/src/protocol.js"),
-    ),
-    (
-        "record.js",
-        include_str!("../../../clients/js/src/record.js"),
-    ),
-    ("room.js", include_str!("../../../clients/js/src/room.js")),
-    ("sfu.js", include_str!("../../../clients/js/src/sfu.js")),
-    ("stats.js", include_str!("../../../clients/js/src/stats.js")),
-    (
-        "stream.js",
-        include_str!("../../../clients/js/src/stream.js"),
-    ),
+pub const SDK_MODULES: &[(&str, &str)] = sdk_modules![
+    "switchboard.js",
+    "channels.js",
+    "chunking.js",
+    "connection.js",
+    "emitter.js",
+    "link.js",
+    "media.js",
+    "peer.js",
+    "protocol.js",
+    "record.js",
+    "room.js",
+    "sfu.js",
+    "stats.js",
+    "stream.js",
 ];
 
 fn js(body: &'static str) -> axum::response::Response {

@@ -341,10 +341,11 @@ mod validate;
 pub use validate::{ConfigInvalid, Problem};
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    /// An environment of `(name, value)` pairs, as [`Config::load`] takes it.
+    pub(crate) fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
             .iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))

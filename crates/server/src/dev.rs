@@ -59,13 +59,7 @@ pub fn apply_dev_defaults(c: &mut Config) -> DevKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect()
-    }
+    use crate::config::tests::env;
 
     #[test]
     fn dev_defaults_bind_loopback_only() {

@@ -4,7 +4,7 @@ mod common;
 
 use common::child::{run_cli as run, BIN};
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
@@ -170,32 +170,74 @@ fn bad_config_unreadable_secret_and_port_in_use_exit_nonzero() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let cfg = write_config(dir.path(), "");
-    let mut child = Command::new(BIN)
-        .args(["serve", "-c", cfg.to_str().unwrap()])
-        .env("SWITCHBOARD_HTTP_BIND", format!("127.0.0.1:{port}"))
+    let bind = format!("127.0.0.1:{port}");
+    let mut child = spawn(
+        &["serve", "-c", cfg.to_str().unwrap()],
+        &[("SWITCHBOARD_HTTP_BIND", &bind)],
+    );
+    let status = child.wait().unwrap();
+    let err = stderr_text(&mut child);
+    assert_eq!(status.code(), Some(1));
+    assert!(err.contains("http.bind") && err.contains("in use"), "{err}");
+}
+
+/// Environment for `serve --dev` on free loopback ports, TURN off.
+const DEV_FREE_PORTS: &[(&str, &str)] = &[
+    ("SWITCHBOARD_HTTP_BIND", "127.0.0.1:0"),
+    ("SWITCHBOARD_TURN_ENABLED", "false"),
+    ("SWITCHBOARD_SFU_UDP_PORT", "0"),
+    ("SWITCHBOARD_SFU_TCP_PORT", "0"),
+];
+
+/// Spawns the binary with `args` and `envs`, without the caller's `SWITCHBOARD_CONFIG` and
+/// `RUST_LOG`; stdout and stderr are piped.
+fn spawn(args: &[&str], envs: &[(&str, &str)]) -> Child {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("SWITCHBOARD_CONFIG")
+        .env_remove("RUST_LOG")
+        .envs(envs.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
-    let status = child.wait().unwrap();
+        .unwrap()
+}
+
+/// Everything a child that has ended wrote on stderr.
+fn stderr_text(child: &mut Child) -> String {
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-    assert_eq!(status.code(), Some(1));
-    assert!(err.contains("http.bind") && err.contains("in use"), "{err}");
+    err
+}
+
+/// Sends `sig` to `child`, waits for it to end and returns its stderr.
+fn stop(child: &mut Child, sig: i32) -> String {
+    libc_kill(child.id() as i32, sig);
+    child.wait().unwrap();
+    stderr_text(child)
+}
+
+/// Runs `serve --dev` with `envs` until its banner has printed the `keys:` line, then stops it
+/// with SIGTERM. Returns stdout up to and with that line, and stderr.
+fn dev_banner(envs: &[(&str, &str)]) -> (String, String) {
+    let mut child = spawn(&["serve", "--dev"], envs);
+    let mut out = String::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        out.push_str(&line);
+        out.push('\n');
+        if line.trim_start().starts_with("keys:") {
+            break;
+        }
+    }
+    let err = stop(&mut child, libc::SIGTERM);
+    (out, err)
 }
 
 /// Starts `serve`, returns the child and the HTTP address from the `listening` line.
 fn serve(args: &[&str], envs: &[(&str, &str)]) -> (std::process::Child, String, Duration) {
     let t0 = Instant::now();
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .env_remove("SWITCHBOARD_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
+    let mut child = spawn(args, envs);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut addr = None;
     for line in lines.by_ref() {
@@ -213,15 +255,7 @@ fn serve(args: &[&str], envs: &[(&str, &str)]) -> (std::process::Child, String, 
 
 #[test]
 fn dev_mode_is_ready_fast_prints_a_token_and_stops_on_sigterm() {
-    let (mut child, addr, ready) = serve(
-        &["serve", "--dev"],
-        &[
-            ("SWITCHBOARD_HTTP_BIND", "127.0.0.1:0"),
-            ("SWITCHBOARD_TURN_ENABLED", "false"),
-            ("SWITCHBOARD_SFU_UDP_PORT", "0"),
-            ("SWITCHBOARD_SFU_TCP_PORT", "0"),
-        ],
-    );
+    let (mut child, addr, ready) = serve(&["serve", "--dev"], DEV_FREE_PORTS);
     assert!(ready < Duration::from_secs(5), "startup took {ready:?}");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -249,8 +283,7 @@ fn dev_mode_is_ready_fast_prints_a_token_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(0));
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let err = stderr_text(&mut child);
     assert!(err.contains("stopped"), "{err}");
 }
 
@@ -259,33 +292,12 @@ fn dev_mode_is_ready_fast_prints_a_token_and_stops_on_sigterm() {
 /// environment's overrides, and logs to a pipe carry no colour codes.
 #[test]
 fn dev_banner_explains_the_ticket_and_env_moves_every_listener() {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--dev"])
-        .env_remove("SWITCHBOARD_CONFIG")
-        .env_remove("RUST_LOG")
-        .envs([
-            ("SWITCHBOARD_HTTP_BIND", "127.0.0.1:0"),
-            ("SWITCHBOARD_TURN_LISTEN", "127.0.0.1:0"),
-            ("SWITCHBOARD_SFU_UDP_PORT", "0"),
-            ("SWITCHBOARD_SFU_TCP_PORT", "0"),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = String::new();
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let line = line.unwrap();
-        out.push_str(&line);
-        out.push('\n');
-        if line.trim_start().starts_with("keys:") {
-            break;
-        }
-    }
-    libc_kill(child.id() as i32, libc::SIGTERM);
-    child.wait().unwrap();
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let (out, err) = dev_banner(&[
+        ("SWITCHBOARD_HTTP_BIND", "127.0.0.1:0"),
+        ("SWITCHBOARD_TURN_LISTEN", "127.0.0.1:0"),
+        ("SWITCHBOARD_SFU_UDP_PORT", "0"),
+        ("SWITCHBOARD_SFU_TCP_PORT", "0"),
+    ]);
 
     let listening = out
         .lines()
@@ -329,33 +341,12 @@ fn dev_banner_explains_the_ticket_and_env_moves_every_listener() {
 /// With keys from the environment, the banner does not claim they were generated.
 #[test]
 fn dev_banner_names_configured_keys() {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--dev"])
-        .env_remove("SWITCHBOARD_CONFIG")
-        .envs([
-            ("SWITCHBOARD_HTTP_BIND", "127.0.0.1:0"),
-            ("SWITCHBOARD_TURN_ENABLED", "false"),
-            ("SWITCHBOARD_SFU_UDP_PORT", "0"),
-            ("SWITCHBOARD_SFU_TCP_PORT", "0"),
-            (
-                "SWITCHBOARD_TURN_STATIC_AUTH_SECRET",
-                "cli-test-turn-secret",
-            ),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut keys = String::new();
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let line = line.unwrap();
-        if line.trim_start().starts_with("keys:") {
-            keys = line;
-            break;
-        }
-    }
-    libc_kill(child.id() as i32, libc::SIGTERM);
-    child.wait().unwrap();
+    let turn_secret = [(
+        "SWITCHBOARD_TURN_STATIC_AUTH_SECRET",
+        "cli-test-turn-secret",
+    )];
+    let (out, _) = dev_banner(&[DEV_FREE_PORTS, &turn_secret].concat());
+    let keys = out.lines().last().unwrap_or_default();
     assert!(
         keys.contains("signing key generated in memory; TURN secret from your configuration"),
         "{keys}"
@@ -367,10 +358,7 @@ fn json_logs() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), "[log]\nformat = \"json\"\n");
     let (mut child, _addr, _) = serve(&["serve", "-c", cfg.to_str().unwrap()], &[]);
-    libc_kill(child.id() as i32, libc::SIGINT);
-    child.wait().unwrap();
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let err = stop(&mut child, libc::SIGINT);
     let first = err.lines().next().expect("a log line");
     let v: serde_json::Value =
         serde_json::from_str(first).unwrap_or_else(|e| panic!("{e}: {first}"));

@@ -96,6 +96,13 @@ async fn join(ws: &mut Ws, room: &str) -> (Value, Value) {
     (peers, joined)
 }
 
+/// A connection for `id` (on a fresh ticket) that has joined `room`.
+async fn joined_peer(s: &RunningServer, id: &str, room: &str) -> Ws {
+    let mut ws = connect(s, &token(s, id)).await;
+    join(&mut ws, room).await;
+    ws
+}
+
 fn cfg() -> switchboard::config::Config {
     let mut c = test_config();
     c.turn.uris = vec![
@@ -309,10 +316,8 @@ async fn tickets_are_checked_at_the_upgrade() {
 #[tokio::test]
 async fn same_identity_twice_replaces_the_old_connection() {
     let s = start(cfg()).await;
-    let mut a1 = connect(&s, &token(&s, "alice")).await;
-    join(&mut a1, "r").await;
-    let mut b = connect(&s, &token(&s, "bob")).await;
-    join(&mut b, "r").await;
+    let mut a1 = joined_peer(&s, "alice", "r").await;
+    let mut b = joined_peer(&s, "bob", "r").await;
     recv(&mut a1).await; // peer_joined bob
     let mut a2 = connect(&s, &token(&s, "alice")).await;
     let (peers, _) = join(&mut a2, "r").await;
@@ -349,12 +354,9 @@ async fn slow_consumer_is_closed_alone_and_counted() {
     c.limits.signal_send_queue = 8;
     c.limits.signal_messages_per_second = 100_000;
     let s = start(c).await;
-    let mut slow = connect(&s, &token(&s, "slow")).await;
-    join(&mut slow, "r").await;
-    let mut fast = connect(&s, &token(&s, "fast")).await;
-    join(&mut fast, "r").await;
-    let mut other = connect(&s, &token(&s, "other")).await;
-    join(&mut other, "r").await;
+    let slow = joined_peer(&s, "slow", "r").await;
+    let mut fast = joined_peer(&s, "fast", "r").await;
+    let mut other = joined_peer(&s, "other", "r").await;
     // `slow` never reads again. `fast` floods it with 32 KiB offers until the room hears
     // that it left.
     let sdp = "x".repeat(32 * 1024);
@@ -415,10 +417,8 @@ async fn dead_connection_is_cleaned_up_with_peer_left() {
     c.limits.signal_idle_timeout = Duration::from_millis(800);
     c.limits.signal_resume_grace = Duration::from_millis(500);
     let s = start(c).await;
-    let mut dead = connect(&s, &token(&s, "dead")).await;
-    join(&mut dead, "r").await;
-    let mut b = connect(&s, &token(&s, "bob")).await;
-    join(&mut b, "r").await;
+    let dead = joined_peer(&s, "dead", "r").await;
+    let mut b = joined_peer(&s, "bob", "r").await;
     // `dead` stops reading: no pongs, no frames. Within idle + grace + housekeeping it is gone.
     let t0 = std::time::Instant::now();
     loop {
@@ -443,8 +443,7 @@ async fn resume_after_a_cut_loses_nothing_and_duplicates_nothing() {
     let mut a = connect(&s, &token(&s, "alice")).await;
     let (_, joined) = join(&mut a, "r").await;
     let rt = joined["resume_token"].as_str().unwrap().to_string();
-    let mut b = connect(&s, &token(&s, "bob")).await;
-    join(&mut b, "r").await;
+    let mut b = joined_peer(&s, "bob", "r").await;
     let pj = recv(&mut a).await;
     let mut last_seq = pj["seq"].as_u64().unwrap();
     let offer = |n: u32| json!({"type":"offer","target":"alice","offer":{"type":"offer","sdp":n.to_string()}});
@@ -595,8 +594,7 @@ async fn notify_pushes_to_live_sessions_and_rtt_reports_reach_metrics() {
         h.notify("alice", json!({"type":"stream_progress","i":0})),
         0
     );
-    let mut a = connect(&s, &token(&s, "alice")).await;
-    join(&mut a, "r").await;
+    let mut a = joined_peer(&s, "alice", "r").await;
     assert_eq!(
         h.notify("alice", json!({"type":"stream_progress","task":"t","i":1})),
         1
@@ -621,8 +619,7 @@ async fn notify_pushes_to_live_sessions_and_rtt_reports_reach_metrics() {
 #[tokio::test]
 async fn shutdown_closes_sessions_with_going_away() {
     let s = start(cfg()).await;
-    let mut a = connect(&s, &token(&s, "alice")).await;
-    join(&mut a, "r").await;
+    let mut a = joined_peer(&s, "alice", "r").await;
     let stop = tokio::spawn(s.shutdown());
     let (code, _) = closed_with(&mut a).await;
     assert_eq!(code, Some(1001));

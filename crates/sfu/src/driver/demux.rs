@@ -151,6 +151,21 @@ impl Demux {
     }
 }
 
+/// Where a datagram or ICE-TCP frame came from.
+#[derive(Clone, Copy)]
+enum Source {
+    /// A UDP datagram from this address.
+    Udp(SocketAddr),
+    /// A frame on ICE-TCP connection `conn` from `remote` to our `local` listener; `bound` is
+    /// the session the connection is bound to, if any yet.
+    Tcp {
+        conn: u64,
+        remote: SocketAddr,
+        local: SocketAddr,
+        bound: Option<ParticipantId>,
+    },
+}
+
 impl Engine {
     /// Reads what the socket holds, in `recvmmsg` batches, and feeds every datagram to its
     /// session before anything is polled: one wakeup handles many packets, and sessions are
@@ -198,15 +213,44 @@ impl Engine {
             drop_reason(&self.metrics, "oversized");
             return;
         }
+        self.receive(Source::Udp(src), data, now);
+    }
+
+    /// A datagram or ICE-TCP frame: routed to its session and handed to its `Rtc`, or counted
+    /// as dropped (no route, not a packet str0m can take, not accepted by the session). NACKs
+    /// for the own egress are answered on the transport they came in on; a STUN check the
+    /// session accepted over UDP teaches its address, a frame it accepted over ICE-TCP binds
+    /// the connection to it.
+    #[inline]
+    fn receive(&mut self, from: Source, data: &[u8], now: Instant) {
         let kind = wire::classify(data);
-        let id = match self.demux.route_udp(kind, data, src) {
+        let (routed, proto, source, destination) = match from {
+            Source::Udp(src) => (
+                self.demux.route_udp(kind, data, src),
+                Protocol::Udp,
+                src,
+                self.net.local,
+            ),
+            Source::Tcp {
+                remote,
+                local,
+                bound,
+                ..
+            } => (
+                self.demux.route_tcp(kind, data, bound),
+                Protocol::Tcp,
+                remote,
+                local,
+            ),
+        };
+        let id = match routed {
             Ok(id) => id,
             Err(reason) => {
                 drop_reason(&self.metrics, reason);
                 return;
             }
         };
-        let Ok(recv) = Receive::new(Protocol::Udp, src, self.net.local, data) else {
+        let Ok(recv) = Receive::new(proto, source, destination, data) else {
             drop_reason(&self.metrics, "malformed");
             return;
         };
@@ -222,12 +266,25 @@ impl Engine {
             tracing::debug!(error = %e, "sfu input rejected");
             drop_reason(&self.metrics, "rtc_error");
         }
-        if kind == DatagramKind::Rtp {
-            let out = &mut self.net.out;
-            egress_nacks(s, data, now, &self.metrics, |b| out.push(b, src));
-        }
-        if kind == DatagramKind::Stun {
-            self.demux.learn(&mut s.routes, id, src);
+        match from {
+            Source::Udp(src) => {
+                if kind == DatagramKind::Rtp {
+                    let out = &mut self.net.out;
+                    egress_nacks(s, data, now, &self.metrics, |b| out.push(b, src));
+                }
+                if kind == DatagramKind::Stun {
+                    self.demux.learn(&mut s.routes, id, src);
+                }
+            }
+            Source::Tcp { conn, .. } => {
+                if kind == DatagramKind::Rtp {
+                    let tcp = &self.net.tcp;
+                    egress_nacks(s, data, now, &self.metrics, |b| {
+                        let _ = tcp.send_on(conn, b.to_vec());
+                    });
+                }
+                self.net.tcp.bind(conn, id);
+            }
         }
         self.work.mark(id, s);
     }
@@ -255,37 +312,13 @@ impl Engine {
         let Some((remote, bound)) = self.net.tcp.get(conn) else {
             return;
         };
-        let kind = wire::classify(data);
-        let id = match self.demux.route_tcp(kind, data, bound) {
-            Ok(id) => id,
-            Err(reason) => {
-                drop_reason(&self.metrics, reason);
-                return;
-            }
+        let from = Source::Tcp {
+            conn,
+            remote,
+            local,
+            bound,
         };
-        let Ok(recv) = Receive::new(Protocol::Tcp, remote, local, data) else {
-            drop_reason(&self.metrics, "malformed");
-            return;
-        };
-        let Some(s) = self.sessions.get_mut(&id) else {
-            return;
-        };
-        let input = Input::Receive(Instant::now(), recv);
-        if !s.rtc.accepts(&input) {
-            drop_reason(&self.metrics, "not_accepted");
-            return;
-        }
-        if s.rtc.handle_input(input).is_err() {
-            drop_reason(&self.metrics, "rtc_error");
-        }
-        if kind == DatagramKind::Rtp {
-            let tcp = &self.net.tcp;
-            egress_nacks(s, data, Instant::now(), &self.metrics, |b| {
-                let _ = tcp.send_on(conn, b.to_vec());
-            });
-        }
-        self.net.tcp.bind(conn, id);
-        self.work.mark(id, s);
+        self.receive(from, data, Instant::now());
     }
 }
 
@@ -300,6 +333,14 @@ mod tests {
 
     const A: ParticipantId = ParticipantId(1);
     const B: ParticipantId = ParticipantId(2);
+
+    /// A demux with session A (ufrag "ua") and session B (ufrag "ub"), and their routes.
+    fn sessions_a_and_b() -> (Demux, SessionRoutes, SessionRoutes) {
+        let mut d = Demux::default();
+        let ra = d.add_session(A, "ua".into());
+        let rb = d.add_session(B, "ub".into());
+        (d, ra, rb)
+    }
 
     #[test]
     fn udp_stun_goes_by_ufrag_and_media_by_learned_address() {
@@ -337,9 +378,7 @@ mod tests {
 
     #[test]
     fn tcp_frames_follow_the_bound_session_and_checks_may_not_switch_it() {
-        let mut d = Demux::default();
-        d.add_session(A, "ua".into());
-        d.add_session(B, "ub".into());
+        let (d, _, _) = sessions_a_and_b();
         let (ca, cb) = (stun_with_username(b"ua:x"), stun_with_username(b"ub:x"));
         let stun_kind = DatagramKind::Stun;
         assert_eq!(d.route_tcp(stun_kind, &ca, None), Ok(A));
@@ -367,9 +406,7 @@ mod tests {
 
     #[test]
     fn learning_is_bounded_and_never_takes_another_sessions_address() {
-        let mut d = Demux::default();
-        let mut ra = d.add_session(A, "ua".into());
-        let mut rb = d.add_session(B, "ub".into());
+        let (mut d, mut ra, mut rb) = sessions_a_and_b();
         d.learn(&mut ra, A, addr(1));
         d.learn(&mut rb, B, addr(1));
         assert_eq!(d.by_addr.get(&addr(1)), Some(&A), "A keeps its address");
@@ -406,9 +443,7 @@ mod tests {
 
     #[test]
     fn removing_a_session_drops_its_routes_only() {
-        let mut d = Demux::default();
-        let mut ra = d.add_session(A, "ua".into());
-        let mut rb = d.add_session(B, "ub".into());
+        let (mut d, mut ra, mut rb) = sessions_a_and_b();
         d.set_ufrag(&mut ra, A, "ua2".into());
         d.learn(&mut ra, A, addr(1));
         d.learn(&mut rb, B, addr(2));

@@ -1,7 +1,7 @@
 //! UDP generic segmentation offload: the process-wide [`GSO`] switch and [`gso_runs`], the
 //! pure rule that cuts a batch into runs that can leave as one message each.
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(feature = "quinn-udp")))]
 use crate::set_int_option;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -63,7 +63,7 @@ impl Gso {
     }
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(feature = "quinn-udp")))]
 fn probe_gso() -> bool {
     let Ok(s) = std::net::UdpSocket::bind("127.0.0.1:0") else {
         return false;
@@ -71,7 +71,13 @@ fn probe_gso() -> bool {
     set_int_option(&s, libc::SOL_UDP, libc::UDP_SEGMENT, 1200)
 }
 
-#[cfg(not(target_os = "linux"))]
+/// `quinn-udp` probes the kernel (its version, then the `UDP_SEGMENT` option on a socket).
+#[cfg(feature = "quinn-udp")]
+fn probe_gso() -> bool {
+    crate::quinn::max_gso_segments() > 1
+}
+
+#[cfg(all(not(target_os = "linux"), not(feature = "quinn-udp")))]
 fn probe_gso() -> bool {
     false
 }

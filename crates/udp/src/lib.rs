@@ -18,8 +18,11 @@
 //! - `sockaddr.rs`: `SocketAddr` to and from the kernel's `sockaddr_storage`.
 
 mod gso;
+#[cfg(feature = "quinn-udp")]
+mod quinn;
 mod recv;
 mod send;
+#[cfg(not(feature = "quinn-udp"))]
 mod sockaddr;
 mod sockopt;
 

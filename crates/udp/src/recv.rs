@@ -4,7 +4,7 @@
 
 #[cfg(target_os = "linux")]
 use crate::set_int_option;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(feature = "quinn-udp")))]
 use crate::sockaddr::sockaddr_to;
 use crate::{BATCH, SLOT};
 use std::io;
@@ -24,7 +24,8 @@ pub struct RecvBatch {
     /// Kernel receive times (`SO_TIMESTAMPNS`, `CLOCK_REALTIME` since the Unix epoch), when
     /// [`RecvBatch::with_timestamps`] asked for them and the socket has the option on.
     stamps: [Option<Duration>; BATCH],
-    /// Control-message buffers, one per slot; empty unless timestamps are wanted.
+    /// Control-message buffers, one per slot; empty unless timestamps are wanted. (With
+    /// `quinn-udp`, which brings its own buffers, only the sign that they are.)
     control: Vec<[u64; CMSG_WORDS]>,
 }
 
@@ -69,12 +70,14 @@ impl RecvBatch {
         )
     }
 
-    /// Receives up to `BATCH` datagrams without blocking (`WouldBlock` when none).
+    /// Receives up to `BATCH` datagrams without blocking (`WouldBlock` when none). The socket
+    /// must be non-blocking, as the drivers' are: with `quinn-udp`, which passes no
+    /// `MSG_DONTWAIT`, a blocking socket would wait for a datagram.
     pub fn recv(&mut self, sock: &impl AsRawFd) -> io::Result<usize> {
         self.recv_impl(sock.as_raw_fd())
     }
 
-    #[cfg(target_os = "linux")]
+    #[cfg(all(target_os = "linux", not(feature = "quinn-udp")))]
     fn recv_impl(&mut self, fd: i32) -> io::Result<usize> {
         // SAFETY: every pointer handed to the kernel points into `self.buf` or the local
         // arrays below, all of which outlive the call; sizes match the buffers.
@@ -121,7 +124,24 @@ impl RecvBatch {
         }
     }
 
-    #[cfg(not(target_os = "linux"))]
+    /// `quinn-udp`'s `recvmmsg`. It does not report `MSG_TRUNC`: a datagram that fills its
+    /// slot counts as cut short. Its kernel receive time, when the socket has
+    /// `SO_TIMESTAMPNS` on, is in `RecvMeta::timestamp`.
+    #[cfg(feature = "quinn-udp")]
+    fn recv_impl(&mut self, fd: i32) -> io::Result<usize> {
+        let mut meta = [quinn_udp::RecvMeta::default(); BATCH];
+        let n = crate::quinn::recv(fd, &mut self.buf, SLOT, &mut meta)?;
+        let stamped = !self.control.is_empty();
+        for (i, m) in meta.iter().enumerate().take(n) {
+            self.lens[i] = m.len.min(SLOT);
+            self.truncated[i] = m.len >= SLOT;
+            self.from[i] = Some(m.addr);
+            self.stamps[i] = if stamped { m.timestamp } else { None };
+        }
+        Ok(n)
+    }
+
+    #[cfg(all(not(target_os = "linux"), not(feature = "quinn-udp")))]
     fn recv_impl(&mut self, fd: i32) -> io::Result<usize> {
         use std::os::fd::FromRawFd;
         let sock = std::mem::ManuallyDrop::new(unsafe { std::net::UdpSocket::from_raw_fd(fd) });
@@ -144,7 +164,7 @@ impl RecvBatch {
 }
 
 /// The `SCM_TIMESTAMPNS` control message of a received message, as a time since the Unix epoch.
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(feature = "quinn-udp")))]
 fn rx_timestamp(hdr: &libc::msghdr) -> Option<Duration> {
     // SAFETY: `hdr` is a message header the kernel just filled; the CMSG macros walk only the
     // control buffer it describes, and the payload is read unaligned.
@@ -220,6 +240,7 @@ mod tests {
     #[test]
     fn kernel_receive_times_come_with_each_datagram() {
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_nonblocking(true).unwrap();
         assert!(enable_rx_timestamps(&rx));
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
         let mut b = RecvBatch::with_timestamps();
@@ -271,6 +292,7 @@ mod tests {
     fn receive_batch_reads_many_datagrams() {
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_nonblocking(true).unwrap();
         for i in 0..10u8 {
             tx.send_to(&[i; 20], rx.local_addr().unwrap()).unwrap();
         }

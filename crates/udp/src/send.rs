@@ -2,7 +2,7 @@
 //! `sendmmsg` calls as possible, each run of [`gso_runs`] as one message (a UDP GSO message
 //! while [`GSO`] is on).
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(feature = "quinn-udp")))]
 use crate::sockaddr::sockaddr_from;
 use crate::{gso_runs, Run, BATCH, GSO, GSO_MAX_SEGMENTS};
 use std::io;
@@ -13,7 +13,15 @@ use std::os::fd::AsRawFd;
 /// size to one destination leave as one UDP GSO message inside it).
 #[derive(Default)]
 pub struct SendBatch {
+    #[cfg(not(feature = "quinn-udp"))]
     bufs: Vec<Vec<u8>>,
+    /// With `quinn-udp`, which sends a GSO message from one contiguous buffer: the queued
+    /// datagrams back to back, so a run leaves without being copied again.
+    #[cfg(feature = "quinn-udp")]
+    bytes: Vec<u8>,
+    /// Where each queued datagram lies in `bytes`.
+    #[cfg(feature = "quinn-udp")]
+    spans: Vec<std::ops::Range<usize>>,
     to: Vec<SocketAddr>,
     n: usize,
     runs: Vec<Run>,
@@ -30,6 +38,7 @@ impl SendBatch {
     }
 
     /// Queues a copy of `data` for `to`.
+    #[cfg(not(feature = "quinn-udp"))]
     pub fn push(&mut self, data: &[u8], to: SocketAddr) {
         if self.bufs.len() == self.n {
             self.bufs.push(Vec::with_capacity(data.len().max(256)));
@@ -44,6 +53,7 @@ impl SendBatch {
 
     /// Queues `data` itself (no copy) for `to`, e.g. a datagram a protocol library already
     /// allocated.
+    #[cfg(not(feature = "quinn-udp"))]
     pub fn push_owned(&mut self, data: Vec<u8>, to: SocketAddr) {
         if self.bufs.len() == self.n {
             self.bufs.push(data);
@@ -55,22 +65,64 @@ impl SendBatch {
         self.n += 1;
     }
 
-    /// Sends everything queued; datagrams the kernel will not take right now are dropped
-    /// (UDP semantics).
+    /// Sends everything queued on a non-blocking socket; datagrams the kernel will not take
+    /// right now are dropped (UDP semantics).
+    #[cfg(not(feature = "quinn-udp"))]
     pub fn flush(&mut self, sock: &impl AsRawFd) -> SendOutcome {
         let (bufs, to, n) = (&self.bufs, &self.to, self.n);
-        let out = send_datagrams(
+        let out = send_all(
             sock.as_raw_fd(),
             n,
             |i| bufs[i].as_slice(),
             |i| to[i],
             &mut self.runs,
+            None,
         );
         self.n = 0;
         // Do not let one burst of large datagrams pin memory forever.
         if self.bufs.len() > 4 * BATCH {
             self.bufs.truncate(BATCH);
             self.to.truncate(BATCH);
+        }
+        out
+    }
+
+    /// Queues a copy of `data` for `to`.
+    #[cfg(feature = "quinn-udp")]
+    pub fn push(&mut self, data: &[u8], to: SocketAddr) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(data);
+        self.spans.push(start..self.bytes.len());
+        self.to.push(to);
+        self.n += 1;
+    }
+
+    /// Queues `data` for `to`. (With `quinn-udp` it is copied next to the others.)
+    #[cfg(feature = "quinn-udp")]
+    pub fn push_owned(&mut self, data: Vec<u8>, to: SocketAddr) {
+        self.push(&data, to);
+    }
+
+    /// Sends everything queued on a non-blocking socket; datagrams the kernel will not take
+    /// right now are dropped (UDP semantics).
+    #[cfg(feature = "quinn-udp")]
+    pub fn flush(&mut self, sock: &impl AsRawFd) -> SendOutcome {
+        let (bytes, spans, to) = (&self.bytes, &self.spans, &self.to);
+        let out = send_all(
+            sock.as_raw_fd(),
+            self.n,
+            |i| &bytes[spans[i].clone()],
+            |i| to[i],
+            &mut self.runs,
+            Some(bytes),
+        );
+        self.n = 0;
+        self.bytes.clear();
+        self.spans.clear();
+        self.to.clear();
+        // Do not let one burst of large datagrams pin memory forever.
+        if self.bytes.capacity() > 4 * BATCH * 2048 {
+            self.bytes.shrink_to(BATCH * 2048);
         }
         out
     }
@@ -101,12 +153,32 @@ pub fn send_datagrams<'a>(
     to: impl Fn(usize) -> SocketAddr,
     runs: &mut Vec<Run>,
 ) -> SendOutcome {
-    let segs = if GSO.enabled() { GSO_MAX_SEGMENTS } else { 1 };
+    send_all(fd, n, data, to, runs, None)
+}
+
+/// GSO segments per message: ours, or fewer if `quinn-udp` found the kernel takes fewer.
+fn max_segments() -> usize {
+    #[cfg(feature = "quinn-udp")]
+    return GSO_MAX_SEGMENTS.min(crate::quinn::max_gso_segments());
+    #[cfg(not(feature = "quinn-udp"))]
+    GSO_MAX_SEGMENTS
+}
+
+/// [`send_datagrams`]; `whole`, when given, is a buffer every `data(i)` lies in.
+fn send_all<'a>(
+    fd: i32,
+    n: usize,
+    data: impl Fn(usize) -> &'a [u8],
+    to: impl Fn(usize) -> SocketAddr,
+    runs: &mut Vec<Run>,
+    whole: Option<&'a [u8]>,
+) -> SendOutcome {
+    let segs = if GSO.enabled() { max_segments() } else { 1 };
     gso_runs(n, |i| data(i).len(), &to, segs, runs);
     let mut out = SendOutcome::default();
     let mut r = 0;
     while r < runs.len() {
-        match send_runs(fd, &runs[r..], &data, &to) {
+        match send_runs(fd, &runs[r..], &data, &to, whole) {
             Ok(k) if k > 0 => r += k,
             Ok(_) => {
                 // Socket buffer full: the rest is dropped, as UDP would.
@@ -124,7 +196,7 @@ pub fn send_datagrams<'a>(
                     .collect();
                 let mut s = 0;
                 while s < singles.len() {
-                    match send_runs(fd, &singles[s..], &data, &to) {
+                    match send_runs(fd, &singles[s..], &data, &to, whole) {
                         Ok(k) if k > 0 => s += k,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Ok(_) => {
@@ -150,17 +222,77 @@ pub fn send_datagrams<'a>(
     out
 }
 
-/// Messages per `sendmmsg` and iovecs over all of them.
-const IOVS: usize = 4 * BATCH;
-
-/// One `sendmmsg` of as many leading `runs` as fit; returns how many runs were sent
-/// (0 when the socket buffer is full).
-#[cfg(target_os = "linux")]
+/// One `sendmsg` (through `quinn-udp`) of the first of `runs`: returns 1, or 0 when the socket
+/// buffer is full. A run of several datagrams is one GSO message from one contiguous buffer:
+/// a slice of `whole` when they lie back to back in it, else a copy.
+#[cfg(feature = "quinn-udp")]
 fn send_runs<'a>(
     fd: i32,
     runs: &[Run],
     data: &impl Fn(usize) -> &'a [u8],
     to: &impl Fn(usize) -> SocketAddr,
+    whole: Option<&'a [u8]>,
+) -> io::Result<usize> {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let Run { start, count } = runs[0];
+    let first = data(start);
+    let sent = if count == 1 {
+        crate::quinn::send(fd, first, None, to(start))
+    } else if let Some(c) = whole.and_then(|w| back_to_back(w, start, count, data)) {
+        crate::quinn::send(fd, c, Some(first.len()), to(start))
+    } else {
+        SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            s.clear();
+            for i in start..start + count {
+                s.extend_from_slice(data(i));
+            }
+            crate::quinn::send(fd, &s, Some(first.len()), to(start))
+        })
+    };
+    match sent {
+        Ok(()) => Ok(1),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// Datagrams `start..start + count` as one slice of `whole`, if they lie back to back in it.
+#[cfg(feature = "quinn-udp")]
+fn back_to_back<'a>(
+    whole: &'a [u8],
+    start: usize,
+    count: usize,
+    data: &impl Fn(usize) -> &'a [u8],
+) -> Option<&'a [u8]> {
+    let base = whole.as_ptr() as usize;
+    let first = (data(start).as_ptr() as usize).checked_sub(base)?;
+    let mut end = first;
+    for i in start..start + count {
+        let d = data(i);
+        if d.as_ptr() as usize != base + end {
+            return None;
+        }
+        end += d.len();
+    }
+    whole.get(first..end)
+}
+
+/// Messages per `sendmmsg` and iovecs over all of them.
+#[cfg(all(target_os = "linux", not(feature = "quinn-udp")))]
+const IOVS: usize = 4 * BATCH;
+
+/// One `sendmmsg` of as many leading `runs` as fit; returns how many runs were sent
+/// (0 when the socket buffer is full).
+#[cfg(all(target_os = "linux", not(feature = "quinn-udp")))]
+fn send_runs<'a>(
+    fd: i32,
+    runs: &[Run],
+    data: &impl Fn(usize) -> &'a [u8],
+    to: &impl Fn(usize) -> SocketAddr,
+    _whole: Option<&'a [u8]>,
 ) -> io::Result<usize> {
     // Room for one cmsghdr carrying a u16, 8-byte aligned.
     type Cmsg = [u64; 4];
@@ -216,12 +348,13 @@ fn send_runs<'a>(
     }
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(all(not(target_os = "linux"), not(feature = "quinn-udp")))]
 fn send_runs<'a>(
     fd: i32,
     runs: &[Run],
     data: &impl Fn(usize) -> &'a [u8],
     to: &impl Fn(usize) -> SocketAddr,
+    _whole: Option<&'a [u8]>,
 ) -> io::Result<usize> {
     use std::os::fd::FromRawFd;
     // Without GSO every run is one datagram.
@@ -253,6 +386,7 @@ mod tests {
         rx2.set_read_timeout(Some(std::time::Duration::from_secs(2)))
             .unwrap();
         let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.set_nonblocking(true).unwrap();
         let a = rx.local_addr().unwrap();
         let b = rx2.local_addr().unwrap();
         let mut batch = SendBatch::default();
@@ -272,6 +406,31 @@ mod tests {
             let n = s.recv(&mut buf).unwrap();
             assert_eq!(&buf[..n], &d[..]);
         }
+    }
+
+    /// `send_datagrams` with each datagram in a buffer of its own (as the TURN driver sends
+    /// slices of its receive slots): runs of equal sizes still arrive whole and in order.
+    #[test]
+    fn send_datagrams_from_separate_buffers() {
+        GSO.init(true);
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.set_nonblocking(true).unwrap();
+        let rx = big_receiver();
+        let to = rx.local_addr().unwrap();
+        let bufs: Vec<Vec<u8>> = (0..50u8)
+            .map(|i| vec![i; if i % 10 == 9 { 90 } else { 400 }])
+            .collect();
+        let mut runs = Vec::new();
+        let out = send_datagrams(
+            std::os::fd::AsRawFd::as_raw_fd(&tx),
+            bufs.len(),
+            |i| bufs[i].as_slice(),
+            |_| to,
+            &mut runs,
+        );
+        assert_eq!(out, SendOutcome::default());
+        assert!(runs.iter().any(|r| r.count > 1) || !GSO.enabled());
+        assert_eq!(receive_all(&rx, bufs.len()), bufs);
     }
 
     /// Receivers hold a whole test burst (the default ~200 kB would drop some).
@@ -300,6 +459,7 @@ mod tests {
     fn flush_delivers_every_datagram_in_order() {
         let gso = GSO.init(true);
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.set_nonblocking(true).unwrap();
         let rx1 = big_receiver();
         let rx2 = big_receiver();
         let (a, b) = (rx1.local_addr().unwrap(), rx2.local_addr().unwrap());

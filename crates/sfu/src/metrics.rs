@@ -46,7 +46,7 @@ pub struct SfuMetrics {
     /// Times a subscriber had to wait for a keyframe (subscribe, layer switch, unmute, loss).
     pub keyframe_waits: Counter,
     /// Time from the arrival of a media unit's first datagram (the kernel's receive time over
-    /// UDP, so waiting in the socket queue counts) to the send (`sendmmsg`) of the engine turn
+    /// UDP, so waiting in the socket queue counts) to the send (the batch flush) of the engine turn
     /// that packetized, encrypted and sent it to every subscriber.
     pub forwarding_latency: Histogram,
     /// Time a UDP datagram waited in the media socket's receive queue: the kernel's receive

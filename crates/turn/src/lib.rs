@@ -5,7 +5,7 @@
 //! - [`core`] is sans-IO: the STUN codec, long-term credentials (realm, stateless nonces, MD5
 //!   and SHA-256 keys, TURN REST usernames), the peer address policy and the allocation state
 //!   machine. Packets and instants go in; reply bytes and relay instructions come out.
-//! - [`driver`] owns sockets on tokio: batched UDP (`recvmmsg`/`sendmmsg`, one `SO_REUSEPORT`
+//! - [`driver`] owns sockets on tokio: batched UDP (`recvmmsg`, GSO sends; one `SO_REUSEPORT`
 //!   socket per worker), TCP and TLS framing, and one relay socket per allocation in the port
 //!   range. [`TurnServer::start`] is what the `switchboard` binary calls.
 //!

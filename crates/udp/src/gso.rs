@@ -1,8 +1,6 @@
 //! UDP generic segmentation offload: the process-wide [`GSO`] switch and [`gso_runs`], the
 //! pure rule that cuts a batch into runs that can leave as one message each.
 
-#[cfg(all(target_os = "linux", not(feature = "quinn-udp")))]
-use crate::set_int_option;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
@@ -63,23 +61,10 @@ impl Gso {
     }
 }
 
-#[cfg(all(target_os = "linux", not(feature = "quinn-udp")))]
-fn probe_gso() -> bool {
-    let Ok(s) = std::net::UdpSocket::bind("127.0.0.1:0") else {
-        return false;
-    };
-    set_int_option(&s, libc::SOL_UDP, libc::UDP_SEGMENT, 1200)
-}
-
-/// `quinn-udp` probes the kernel (its version, then the `UDP_SEGMENT` option on a socket).
-#[cfg(feature = "quinn-udp")]
+/// Whether the kernel takes GSO messages, as `quinn-udp` found out (its kernel version check,
+/// then the `UDP_SEGMENT` option on a socket; never off Linux).
 fn probe_gso() -> bool {
     crate::quinn::max_gso_segments() > 1
-}
-
-#[cfg(all(not(target_os = "linux"), not(feature = "quinn-udp")))]
-fn probe_gso() -> bool {
-    false
 }
 
 /// Datagrams `start..start + count` that leave as one message: one datagram, or a GSO

@@ -4,18 +4,17 @@
 
 #[cfg(target_os = "linux")]
 use crate::set_int_option;
-#[cfg(all(target_os = "linux", not(feature = "quinn-udp")))]
-use crate::sockaddr::sockaddr_to;
 use crate::{BATCH, SLOT};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime};
 
-/// Room for one `SCM_TIMESTAMPNS` control message (a `timespec` behind a `cmsghdr`), 8-aligned.
-const CMSG_WORDS: usize = 8;
+/// Bytes per receive slot: one more than [`SLOT`], so that a datagram longer than `SLOT` shows
+/// by its length (`quinn-udp`'s `recvmmsg` does not report `MSG_TRUNC`).
+const STRIDE: usize = SLOT + 1;
 
-/// Receive side: `BATCH` slots of `SLOT` bytes.
+/// Receive side: `BATCH` slots for datagrams of up to `SLOT` bytes.
 pub struct RecvBatch {
     buf: Vec<u8>,
     lens: [usize; BATCH],
@@ -24,9 +23,8 @@ pub struct RecvBatch {
     /// Kernel receive times (`SO_TIMESTAMPNS`, `CLOCK_REALTIME` since the Unix epoch), when
     /// [`RecvBatch::with_timestamps`] asked for them and the socket has the option on.
     stamps: [Option<Duration>; BATCH],
-    /// Control-message buffers, one per slot; empty unless timestamps are wanted. (With
-    /// `quinn-udp`, which brings its own buffers, only the sign that they are.)
-    control: Vec<[u64; CMSG_WORDS]>,
+    /// Whether [`RecvBatch::with_timestamps`] made this batch.
+    stamped: bool,
 }
 
 impl Default for RecvBatch {
@@ -38,21 +36,22 @@ impl Default for RecvBatch {
 impl RecvBatch {
     pub fn new() -> Self {
         RecvBatch {
-            buf: vec![0u8; BATCH * SLOT],
+            buf: vec![0u8; BATCH * STRIDE],
             lens: [0; BATCH],
             from: [None; BATCH],
             truncated: [false; BATCH],
             stamps: [None; BATCH],
-            control: Vec::new(),
+            stamped: false,
         }
     }
 
     /// A batch that also reads each datagram's kernel receive time ([`RecvBatch::timestamp`]);
     /// the socket needs [`enable_rx_timestamps`].
     pub fn with_timestamps() -> Self {
-        let mut b = Self::new();
-        b.control = vec![[0u64; CMSG_WORDS]; BATCH];
-        b
+        RecvBatch {
+            stamped: true,
+            ..Self::new()
+        }
     }
 
     /// When the kernel received datagram `i` of the last receive (`CLOCK_REALTIME`, since the
@@ -61,124 +60,31 @@ impl RecvBatch {
         self.stamps[i]
     }
 
-    /// Datagram `i` of the last receive: bytes, source, and whether it was cut short.
+    /// Datagram `i` of the last receive: bytes, source, and whether it was cut short (longer
+    /// than [`SLOT`]; the bytes are then its first `SLOT`).
     pub fn get(&self, i: usize) -> (&[u8], Option<SocketAddr>, bool) {
         (
-            &self.buf[i * SLOT..i * SLOT + self.lens[i]],
+            &self.buf[i * STRIDE..i * STRIDE + self.lens[i]],
             self.from[i],
             self.truncated[i],
         )
     }
 
-    /// Receives up to `BATCH` datagrams without blocking (`WouldBlock` when none). The socket
-    /// must be non-blocking, as the drivers' are: with `quinn-udp`, which passes no
-    /// `MSG_DONTWAIT`, a blocking socket would wait for a datagram.
+    /// Receives up to `BATCH` datagrams without blocking (`WouldBlock` when none): one
+    /// `recvmmsg` through `quinn-udp`, which decodes the source address and the kernel receive
+    /// time. The socket must be non-blocking, as the drivers' are: `quinn-udp` passes no
+    /// `MSG_DONTWAIT`, so on a blocking socket this would wait for a datagram.
     pub fn recv(&mut self, sock: &impl AsRawFd) -> io::Result<usize> {
-        self.recv_impl(sock.as_raw_fd())
-    }
-
-    #[cfg(all(target_os = "linux", not(feature = "quinn-udp")))]
-    fn recv_impl(&mut self, fd: i32) -> io::Result<usize> {
-        // SAFETY: every pointer handed to the kernel points into `self.buf` or the local
-        // arrays below, all of which outlive the call; sizes match the buffers.
-        unsafe {
-            let mut names: [libc::sockaddr_storage; BATCH] = std::mem::zeroed();
-            let mut iov: [libc::iovec; BATCH] = std::mem::zeroed();
-            let mut hdrs: [libc::mmsghdr; BATCH] = std::mem::zeroed();
-            let base = self.buf.as_mut_ptr();
-            for i in 0..BATCH {
-                iov[i].iov_base = base.add(i * SLOT) as *mut libc::c_void;
-                iov[i].iov_len = SLOT;
-                hdrs[i].msg_hdr.msg_name = &mut names[i] as *mut _ as *mut libc::c_void;
-                hdrs[i].msg_hdr.msg_namelen =
-                    std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-                hdrs[i].msg_hdr.msg_iov = &mut iov[i];
-                hdrs[i].msg_hdr.msg_iovlen = 1;
-                if let Some(c) = self.control.get_mut(i) {
-                    hdrs[i].msg_hdr.msg_control = c.as_mut_ptr() as *mut libc::c_void;
-                    hdrs[i].msg_hdr.msg_controllen = std::mem::size_of_val(c) as _;
-                }
-            }
-            let n = libc::recvmmsg(
-                fd,
-                hdrs.as_mut_ptr(),
-                BATCH as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            );
-            if n < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let n = n as usize;
-            for i in 0..n {
-                self.lens[i] = (hdrs[i].msg_len as usize).min(SLOT);
-                self.truncated[i] = hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-                self.from[i] = sockaddr_to(&names[i]);
-                self.stamps[i] = if self.control.is_empty() {
-                    None
-                } else {
-                    rx_timestamp(&hdrs[i].msg_hdr)
-                };
-            }
-            Ok(n)
-        }
-    }
-
-    /// `quinn-udp`'s `recvmmsg`. It does not report `MSG_TRUNC`: a datagram that fills its
-    /// slot counts as cut short. Its kernel receive time, when the socket has
-    /// `SO_TIMESTAMPNS` on, is in `RecvMeta::timestamp`.
-    #[cfg(feature = "quinn-udp")]
-    fn recv_impl(&mut self, fd: i32) -> io::Result<usize> {
         let mut meta = [quinn_udp::RecvMeta::default(); BATCH];
-        let n = crate::quinn::recv(fd, &mut self.buf, SLOT, &mut meta)?;
-        let stamped = !self.control.is_empty();
+        let n = crate::quinn::recv(sock.as_raw_fd(), &mut self.buf, STRIDE, &mut meta)?;
         for (i, m) in meta.iter().enumerate().take(n) {
             self.lens[i] = m.len.min(SLOT);
-            self.truncated[i] = m.len >= SLOT;
+            self.truncated[i] = m.len > SLOT;
             self.from[i] = Some(m.addr);
-            self.stamps[i] = if stamped { m.timestamp } else { None };
+            self.stamps[i] = if self.stamped { m.timestamp } else { None };
         }
         Ok(n)
     }
-
-    #[cfg(all(not(target_os = "linux"), not(feature = "quinn-udp")))]
-    fn recv_impl(&mut self, fd: i32) -> io::Result<usize> {
-        use std::os::fd::FromRawFd;
-        let sock = std::mem::ManuallyDrop::new(unsafe { std::net::UdpSocket::from_raw_fd(fd) });
-        let mut n = 0;
-        while n < BATCH {
-            match sock.recv_from(&mut self.buf[n * SLOT..(n + 1) * SLOT]) {
-                Ok((len, from)) => {
-                    self.lens[n] = len;
-                    self.from[n] = Some(from);
-                    self.truncated[n] = false;
-                    self.stamps[n] = None;
-                    n += 1;
-                }
-                Err(e) if n == 0 => return Err(e),
-                Err(_) => break,
-            }
-        }
-        Ok(n)
-    }
-}
-
-/// The `SCM_TIMESTAMPNS` control message of a received message, as a time since the Unix epoch.
-#[cfg(all(target_os = "linux", not(feature = "quinn-udp")))]
-fn rx_timestamp(hdr: &libc::msghdr) -> Option<Duration> {
-    // SAFETY: `hdr` is a message header the kernel just filled; the CMSG macros walk only the
-    // control buffer it describes, and the payload is read unaligned.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(hdr);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
-                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
-                return Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
-            }
-            c = libc::CMSG_NXTHDR(hdr, c);
-        }
-    }
-    None
 }
 
 /// Asks the kernel to stamp each datagram with its receive time (`SO_TIMESTAMPNS`), read with
@@ -286,6 +192,35 @@ mod tests {
         let mut plain = RecvBatch::new();
         assert_eq!(plain.recv(&rx).unwrap(), 1);
         assert_eq!(plain.timestamp(0), None);
+    }
+
+    /// A datagram of exactly `SLOT` bytes is whole; a longer one arrives cut to `SLOT` bytes
+    /// and marked as cut short. (Elsewhere `quinn-udp` reads one datagram per call and skips
+    /// the cut ones itself.)
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn datagrams_longer_than_a_slot_are_marked_cut_short() {
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_nonblocking(true).unwrap();
+        let to = rx.local_addr().unwrap();
+        tx.send_to(&[1; SLOT], to).unwrap();
+        tx.send_to(&[2; SLOT + 1], to).unwrap();
+        tx.send_to(&[3; 3 * SLOT], to).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let mut b = RecvBatch::new();
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            let n = b.recv(&rx).unwrap();
+            got.extend((0..n).map(|i| {
+                let (d, _, cut) = b.get(i);
+                (d[0], d.len(), cut)
+            }));
+        }
+        assert_eq!(
+            got,
+            vec![(1, SLOT, false), (2, SLOT, true), (3, SLOT, true)]
+        );
     }
 
     #[test]

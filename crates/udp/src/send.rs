@@ -1,122 +1,61 @@
-//! Send side: [`SendBatch`] queues datagrams and [`send_datagrams`] sends them with as few
-//! `sendmmsg` calls as possible, each run of [`gso_runs`] as one message (a UDP GSO message
-//! while [`GSO`] is on).
+//! Send side: [`SendBatch`] queues datagrams and [`send_datagrams`] sends them, each run of
+//! [`gso_runs`] as one `sendmsg` through `quinn-udp` (a UDP GSO message while [`GSO`] is on
+//! and the run has several datagrams), the datagrams of a run the kernel refused one by one.
 
-#[cfg(all(target_os = "linux", not(feature = "quinn-udp")))]
-use crate::sockaddr::sockaddr_from;
 use crate::{gso_runs, Run, BATCH, GSO, GSO_MAX_SEGMENTS};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 
-/// Send side: queued datagrams, flushed with one `sendmmsg` (consecutive datagrams of equal
-/// size to one destination leave as one UDP GSO message inside it).
+/// Send side: queued datagrams, flushed with one `sendmsg` per run (consecutive datagrams of
+/// equal size to one destination leave as one UDP GSO message).
 #[derive(Default)]
 pub struct SendBatch {
-    #[cfg(not(feature = "quinn-udp"))]
-    bufs: Vec<Vec<u8>>,
-    /// With `quinn-udp`, which sends a GSO message from one contiguous buffer: the queued
-    /// datagrams back to back, so a run leaves without being copied again.
-    #[cfg(feature = "quinn-udp")]
+    /// The queued datagrams back to back: a GSO message is sent from one contiguous buffer,
+    /// so a run leaves from here without being copied again.
     bytes: Vec<u8>,
     /// Where each queued datagram lies in `bytes`.
-    #[cfg(feature = "quinn-udp")]
     spans: Vec<std::ops::Range<usize>>,
     to: Vec<SocketAddr>,
-    n: usize,
     runs: Vec<Run>,
 }
 
 impl SendBatch {
     /// Datagrams queued.
     pub fn len(&self) -> usize {
-        self.n
+        self.spans.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.n == 0
+        self.spans.is_empty()
     }
 
     /// Queues a copy of `data` for `to`.
-    #[cfg(not(feature = "quinn-udp"))]
-    pub fn push(&mut self, data: &[u8], to: SocketAddr) {
-        if self.bufs.len() == self.n {
-            self.bufs.push(Vec::with_capacity(data.len().max(256)));
-            self.to.push(to);
-        }
-        let b = &mut self.bufs[self.n];
-        b.clear();
-        b.extend_from_slice(data);
-        self.to[self.n] = to;
-        self.n += 1;
-    }
-
-    /// Queues `data` itself (no copy) for `to`, e.g. a datagram a protocol library already
-    /// allocated.
-    #[cfg(not(feature = "quinn-udp"))]
-    pub fn push_owned(&mut self, data: Vec<u8>, to: SocketAddr) {
-        if self.bufs.len() == self.n {
-            self.bufs.push(data);
-            self.to.push(to);
-        } else {
-            self.bufs[self.n] = data;
-            self.to[self.n] = to;
-        }
-        self.n += 1;
-    }
-
-    /// Sends everything queued on a non-blocking socket; datagrams the kernel will not take
-    /// right now are dropped (UDP semantics).
-    #[cfg(not(feature = "quinn-udp"))]
-    pub fn flush(&mut self, sock: &impl AsRawFd) -> SendOutcome {
-        let (bufs, to, n) = (&self.bufs, &self.to, self.n);
-        let out = send_all(
-            sock.as_raw_fd(),
-            n,
-            |i| bufs[i].as_slice(),
-            |i| to[i],
-            &mut self.runs,
-            None,
-        );
-        self.n = 0;
-        // Do not let one burst of large datagrams pin memory forever.
-        if self.bufs.len() > 4 * BATCH {
-            self.bufs.truncate(BATCH);
-            self.to.truncate(BATCH);
-        }
-        out
-    }
-
-    /// Queues a copy of `data` for `to`.
-    #[cfg(feature = "quinn-udp")]
     pub fn push(&mut self, data: &[u8], to: SocketAddr) {
         let start = self.bytes.len();
         self.bytes.extend_from_slice(data);
         self.spans.push(start..self.bytes.len());
         self.to.push(to);
-        self.n += 1;
     }
 
-    /// Queues `data` for `to`. (With `quinn-udp` it is copied next to the others.)
-    #[cfg(feature = "quinn-udp")]
+    /// Queues `data` for `to`, e.g. a datagram a protocol library already allocated. It is
+    /// copied next to the others, like [`SendBatch::push`].
     pub fn push_owned(&mut self, data: Vec<u8>, to: SocketAddr) {
         self.push(&data, to);
     }
 
     /// Sends everything queued on a non-blocking socket; datagrams the kernel will not take
     /// right now are dropped (UDP semantics).
-    #[cfg(feature = "quinn-udp")]
     pub fn flush(&mut self, sock: &impl AsRawFd) -> SendOutcome {
         let (bytes, spans, to) = (&self.bytes, &self.spans, &self.to);
         let out = send_all(
             sock.as_raw_fd(),
-            self.n,
+            spans.len(),
             |i| &bytes[spans[i].clone()],
             |i| to[i],
             &mut self.runs,
             Some(bytes),
         );
-        self.n = 0;
         self.bytes.clear();
         self.spans.clear();
         self.to.clear();
@@ -144,8 +83,9 @@ impl std::ops::AddAssign for SendOutcome {
     }
 }
 
-/// Sends datagrams `0..n` (`data(i)` to `to(i)`) on `fd` with as few `sendmmsg` calls as
-/// possible, merging runs into GSO messages while [`GSO`] is on. `runs` is scratch space.
+/// Sends datagrams `0..n` (`data(i)` to `to(i)`) on the non-blocking socket `fd`, one
+/// `sendmsg` per run of [`gso_runs`], merging runs into GSO messages while [`GSO`] is on (a
+/// run's datagrams are copied into one buffer for that). `runs` is scratch space.
 pub fn send_datagrams<'a>(
     fd: i32,
     n: usize,
@@ -154,14 +94,6 @@ pub fn send_datagrams<'a>(
     runs: &mut Vec<Run>,
 ) -> SendOutcome {
     send_all(fd, n, data, to, runs, None)
-}
-
-/// GSO segments per message: ours, or fewer if `quinn-udp` found the kernel takes fewer.
-fn max_segments() -> usize {
-    #[cfg(feature = "quinn-udp")]
-    return GSO_MAX_SEGMENTS.min(crate::quinn::max_gso_segments());
-    #[cfg(not(feature = "quinn-udp"))]
-    GSO_MAX_SEGMENTS
 }
 
 /// [`send_datagrams`]; `whole`, when given, is a buffer every `data(i)` lies in.
@@ -173,72 +105,61 @@ fn send_all<'a>(
     runs: &mut Vec<Run>,
     whole: Option<&'a [u8]>,
 ) -> SendOutcome {
-    let segs = if GSO.enabled() { max_segments() } else { 1 };
+    // Our segment limit, or fewer if `quinn-udp` found the kernel takes fewer.
+    let segs = if GSO.enabled() {
+        GSO_MAX_SEGMENTS.min(crate::quinn::max_gso_segments())
+    } else {
+        1
+    };
     gso_runs(n, |i| data(i).len(), &to, segs, runs);
     let mut out = SendOutcome::default();
-    let mut r = 0;
-    while r < runs.len() {
-        match send_runs(fd, &runs[r..], &data, &to, whole) {
-            Ok(k) if k > 0 => r += k,
-            Ok(_) => {
+    for (r, &run) in runs.iter().enumerate() {
+        match send_run(fd, run, &data, &to, whole) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // Socket buffer full: the rest is dropped, as UDP would.
                 out.dropped += runs[r..].iter().map(|x| x.count).sum::<usize>();
                 break;
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) if runs[r].count > 1 => {
+            Err(_) if run.count > 1 => {
                 // The kernel refused this GSO message: send its datagrams one by one.
                 GSO.refused();
                 out.gso_fallbacks += 1;
-                let Run { start, count } = runs[r];
-                let mut singles: Vec<Run> = (start..start + count)
-                    .map(|i| Run { start: i, count: 1 })
-                    .collect();
-                let mut s = 0;
-                while s < singles.len() {
-                    match send_runs(fd, &singles[s..], &data, &to, whole) {
-                        Ok(k) if k > 0 => s += k,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Ok(_) => {
-                            out.dropped += singles.len() - s;
+                let end = run.start + run.count;
+                for i in run.start..end {
+                    match send_run(fd, Run { start: i, count: 1 }, &data, &to, whole) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            out.dropped += end - i;
                             break;
                         }
-                        Err(_) => {
-                            out.dropped += 1;
-                            s += 1;
-                        }
+                        Err(_) => out.dropped += 1,
                     }
                 }
-                singles.clear();
-                r += 1;
             }
-            Err(_) => {
-                // Skip the datagram that failed (e.g. unreachable) and go on.
-                out.dropped += 1;
-                r += 1;
-            }
+            // The datagram failed (e.g. unreachable): skip it and go on.
+            Err(_) => out.dropped += 1,
         }
     }
     out
 }
 
-/// One `sendmsg` (through `quinn-udp`) of the first of `runs`: returns 1, or 0 when the socket
-/// buffer is full. A run of several datagrams is one GSO message from one contiguous buffer:
-/// a slice of `whole` when they lie back to back in it, else a copy.
-#[cfg(feature = "quinn-udp")]
-fn send_runs<'a>(
+/// One `sendmsg` through `quinn-udp` of `run` (`WouldBlock` when the socket buffer is full).
+/// A run of several datagrams is one GSO message from one contiguous buffer: a slice of
+/// `whole` when they lie back to back in it, else a copy.
+fn send_run<'a>(
     fd: i32,
-    runs: &[Run],
+    run: Run,
     data: &impl Fn(usize) -> &'a [u8],
     to: &impl Fn(usize) -> SocketAddr,
     whole: Option<&'a [u8]>,
-) -> io::Result<usize> {
+) -> io::Result<()> {
     thread_local! {
         static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    let Run { start, count } = runs[0];
+    let Run { start, count } = run;
     let first = data(start);
-    let sent = if count == 1 {
+    if count == 1 {
         crate::quinn::send(fd, first, None, to(start))
     } else if let Some(c) = whole.and_then(|w| back_to_back(w, start, count, data)) {
         crate::quinn::send(fd, c, Some(first.len()), to(start))
@@ -251,16 +172,10 @@ fn send_runs<'a>(
             }
             crate::quinn::send(fd, &s, Some(first.len()), to(start))
         })
-    };
-    match sent {
-        Ok(()) => Ok(1),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
-        Err(e) => Err(e),
     }
 }
 
 /// Datagrams `start..start + count` as one slice of `whole`, if they lie back to back in it.
-#[cfg(feature = "quinn-udp")]
 fn back_to_back<'a>(
     whole: &'a [u8],
     start: usize,
@@ -278,93 +193,6 @@ fn back_to_back<'a>(
         end += d.len();
     }
     whole.get(first..end)
-}
-
-/// Messages per `sendmmsg` and iovecs over all of them.
-#[cfg(all(target_os = "linux", not(feature = "quinn-udp")))]
-const IOVS: usize = 4 * BATCH;
-
-/// One `sendmmsg` of as many leading `runs` as fit; returns how many runs were sent
-/// (0 when the socket buffer is full).
-#[cfg(all(target_os = "linux", not(feature = "quinn-udp")))]
-fn send_runs<'a>(
-    fd: i32,
-    runs: &[Run],
-    data: &impl Fn(usize) -> &'a [u8],
-    to: &impl Fn(usize) -> SocketAddr,
-    _whole: Option<&'a [u8]>,
-) -> io::Result<usize> {
-    // Room for one cmsghdr carrying a u16, 8-byte aligned.
-    type Cmsg = [u64; 4];
-    const _: () = assert!(std::mem::size_of::<libc::cmsghdr>() + 8 <= std::mem::size_of::<Cmsg>());
-    // SAFETY: every pointer handed to the kernel points into the caller's buffers (which
-    // outlive the call) or into the local arrays below; lengths match those buffers.
-    unsafe {
-        let mut names: [libc::sockaddr_storage; BATCH] = std::mem::zeroed();
-        let mut iov: [libc::iovec; IOVS] = std::mem::zeroed();
-        let mut hdrs: [libc::mmsghdr; BATCH] = std::mem::zeroed();
-        let mut cmsgs: [Cmsg; BATCH] = [[0; 4]; BATCH];
-        let mut m = 0;
-        let mut v = 0;
-        for run in runs.iter().take(BATCH) {
-            if v + run.count > IOVS {
-                break;
-            }
-            let first_v = v;
-            for i in run.start..run.start + run.count {
-                let d = data(i);
-                iov[v].iov_base = d.as_ptr() as *mut libc::c_void;
-                iov[v].iov_len = d.len();
-                v += 1;
-            }
-            let len = sockaddr_from(to(run.start), &mut names[m]);
-            let h = &mut hdrs[m].msg_hdr;
-            h.msg_name = &mut names[m] as *mut _ as *mut libc::c_void;
-            h.msg_namelen = len;
-            h.msg_iov = &mut iov[first_v];
-            h.msg_iovlen = run.count as _;
-            if run.count > 1 {
-                let space = libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as usize;
-                h.msg_control = cmsgs[m].as_mut_ptr() as *mut libc::c_void;
-                h.msg_controllen = space as _;
-                let c = libc::CMSG_FIRSTHDR(h);
-                (*c).cmsg_level = libc::SOL_UDP;
-                (*c).cmsg_type = libc::UDP_SEGMENT;
-                (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as _;
-                let seg = data(run.start).len() as u16;
-                std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut u16, seg);
-            }
-            m += 1;
-        }
-        let n = libc::sendmmsg(fd, hdrs.as_mut_ptr(), m as libc::c_uint, libc::MSG_DONTWAIT);
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::WouldBlock {
-                return Ok(0);
-            }
-            return Err(e);
-        }
-        Ok(n as usize)
-    }
-}
-
-#[cfg(all(not(target_os = "linux"), not(feature = "quinn-udp")))]
-fn send_runs<'a>(
-    fd: i32,
-    runs: &[Run],
-    data: &impl Fn(usize) -> &'a [u8],
-    to: &impl Fn(usize) -> SocketAddr,
-    _whole: Option<&'a [u8]>,
-) -> io::Result<usize> {
-    use std::os::fd::FromRawFd;
-    // Without GSO every run is one datagram.
-    let sock = std::mem::ManuallyDrop::new(unsafe { std::net::UdpSocket::from_raw_fd(fd) });
-    let i = runs[0].start;
-    match sock.send_to(data(i), to(i)) {
-        Ok(_) => Ok(1),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
-        Err(e) => Err(e),
-    }
 }
 
 #[cfg(test)]

@@ -3,10 +3,10 @@
 //! One thread plays the engine: for every frame it builds each subscriber's RTP packets
 //! (own SSRC and sequence numbers, shared payload), protects them with
 //! `switchboard_sfu::srtp::Context` and sends them with the engine's batching
-//! (`switchboard_udp::SendBatch`: `sendmmsg`, a subscriber's run of equal-size packets as one
-//! UDP GSO message). Subscribers are loopback sockets drained by their own threads. The
-//! figure is the sending thread's CPU time per datagram (kernel loopback delivery included,
-//! as in `sfu-load`) and the wall time to fan one frame out to every subscriber.
+//! (`switchboard_udp::SendBatch`: a subscriber's run of equal-size packets as one UDP GSO
+//! message, one `sendmsg` per run). Subscribers are loopback sockets drained by their own
+//! threads. The figure is the sending thread's CPU time per datagram (kernel loopback delivery
+//! included, as in `sfu-load`) and the wall time to fan one frame out to every subscriber.
 //!
 //! No str0m, no ICE or DTLS: a lower bound for the per-datagram cost of the egress, to set
 //! against `sfu-load`'s outbound datagrams per engine core-second.

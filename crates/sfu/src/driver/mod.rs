@@ -2,8 +2,8 @@
 //! signaling uses. The engine loop waits on (socket readable | command | ICE-TCP input |
 //! earliest str0m timeout | shutdown), feeds str0m, polls it, runs the room logic in
 //! [`crate::core`] on the events and executes its actions. Datagrams come in `recvmmsg`
-//! batches and leave in `sendmmsg` batches with UDP GSO runs (`switchboard_udp`); only sessions
-//! with input or a due timeout ([`crate::timers::TimerQueue`]) are polled (decision 0046).
+//! batches and leave in batches of UDP GSO runs (`switchboard_udp`); only sessions with input
+//! or a due timeout ([`crate::timers::TimerQueue`]) are polled (decision 0046).
 //!
 //! By concern:
 //! - `handle`: [`Sfu`] (start, join, counts) and [`ParticipantHandle`], and the commands they

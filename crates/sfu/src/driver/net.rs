@@ -1,6 +1,6 @@
 //! The engine's sockets: the shared UDP socket (bound with large buffers and kernel receive
-//! times, read in `recvmmsg` batches, written in `sendmmsg` batches with GSO runs) and the table
-//! of ICE-TCP connections whose frames the [`crate::tcp`] tasks carry.
+//! times, read in `recvmmsg` batches, written in batches of GSO runs) and the table of ICE-TCP
+//! connections whose frames the [`crate::tcp`] tasks carry.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -35,7 +35,7 @@ const TCP_UNBOUND_TIMEOUT: Duration = Duration::from_secs(10);
 /// connections.
 pub(super) struct Net {
     pub(super) socket: UdpSocket,
-    /// Outbound datagrams of the current engine turn, flushed with `sendmmsg` (+ GSO).
+    /// Outbound datagrams of the current engine turn, flushed as GSO runs.
     pub(super) out: SendBatch,
     /// The advertised UDP address (public IP, bound port): str0m's local address for input.
     pub(super) local: SocketAddr,

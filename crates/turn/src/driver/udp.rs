@@ -23,8 +23,8 @@ pub(crate) struct PeerSend {
 }
 
 /// Datagrams for peers gathered from one receive batch (or one TCP read), sent grouped by
-/// relay socket: one `sendmmsg` per relay socket, equal-size datagrams to one peer merged
-/// into GSO messages, instead of one `sendto` per datagram.
+/// relay socket: one batch per relay socket, equal-size datagrams to one peer merged into
+/// GSO messages (one `sendmsg` each), instead of one `sendto` per datagram.
 #[derive(Default)]
 pub(crate) struct PeerSends {
     items: Vec<PeerSend>,
@@ -255,7 +255,8 @@ thread_local! {
         RefCell::new((RecvBatch::new(), SendBatch::default(), Vec::with_capacity(2048)));
     /// On a UDP worker thread: datagrams for UDP clients queued by relay tasks, flushed by
     /// [`client_flusher`] once every relay task woken by the same poll has run, so replies
-    /// read from many relay sockets leave in one `sendmmsg` on the listener socket.
+    /// read from many relay sockets leave in one batch (one `sendmsg` per GSO run) on the
+    /// listener socket.
     static TO_CLIENTS: RefCell<SendBatch> = RefCell::new(SendBatch::default());
     static FLUSH: std::rc::Rc<tokio::sync::Notify> = std::rc::Rc::new(tokio::sync::Notify::new());
     static IS_WORKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };

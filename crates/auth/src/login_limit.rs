@@ -10,7 +10,11 @@
 //!   so an attacker cannot lock a user out by guessing wrong on purpose.
 //! - **global**: attempts per second across the server, a ceiling on the CPU that password
 //!   hashing may take however many addresses an attacker has. An attempt refused later (or
-//!   whose hash never ran) gives its token back.
+//!   whose hash never ran) gives its token back. Addresses in good standing (a login from
+//!   them succeeded within [`TRUST_FOR`]) draw from a second budget of the same size, so a
+//!   password-guessing run from many other addresses, which spends the first, does not lock
+//!   out users who log in from where they did before. Good standing is earned by a correct
+//!   password only; a new address waits with everyone else while such a run lasts.
 //!
 //! Memory is bounded: usernames longer than [`MAX_USERNAME_BYTES`] are refused before anything
 //! is stored, pairs are stored as a 16-byte keyed digest of the username (never the name), and
@@ -33,6 +37,9 @@ pub const MAX_PASSWORD_BYTES: usize = 1024;
 
 /// A pair's failures are forgotten after this many times `backoff_max` with no failure.
 const FORGET_AFTER_BACKOFFS: u32 = 4;
+
+/// How long an address stays in good standing after its last successful login.
+pub const TRUST_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Settings of a [`LoginLimiter`].
 #[derive(Clone, Debug)]
@@ -111,6 +118,10 @@ pub struct LoginLimiter {
     limits: LoginLimits,
     per_ip: KeyedRateLimiter<IpAddr>,
     global: KeyedRateLimiter<()>,
+    /// The global budget of addresses in good standing.
+    global_trusted: KeyedRateLimiter<()>,
+    /// Addresses in good standing: the time of their last successful login.
+    trusted: Mutex<HashMap<IpAddr, Instant>>,
     pairs: Mutex<HashMap<PairKey, PairState>>,
     /// Keys the username digest, so that stored digests cannot be matched to names offline
     /// and colliding names cannot be chosen.
@@ -125,6 +136,8 @@ pub struct LoginAttempt<'a> {
     limiter: &'a LoginLimiter,
     ip: IpAddr,
     pair: PairKey,
+    /// The attempt took its global token from the good-standing budget.
+    trusted: bool,
 }
 
 impl LoginLimiter {
@@ -133,6 +146,12 @@ impl LoginLimiter {
         LoginLimiter {
             per_ip: KeyedRateLimiter::new(limits.per_ip_per_minute, minute, limits.max_keys),
             global: KeyedRateLimiter::new(limits.global_per_second, Duration::from_secs(1), 1),
+            global_trusted: KeyedRateLimiter::new(
+                limits.global_per_second,
+                Duration::from_secs(1),
+                1,
+            ),
+            trusted: Mutex::new(HashMap::new()),
             pairs: Mutex::new(HashMap::new()),
             salt: rand::random(),
             limits,
@@ -168,7 +187,8 @@ impl LoginLimiter {
             }
         }
         self.per_ip.check(&ip, now).map_err(LoginRefusal::Ip)?;
-        if let Err(retry) = self.global.check(&(), now) {
+        let trusted = self.in_good_standing(ip, now);
+        if let Err(retry) = self.global_for(trusted).check(&(), now) {
             self.per_ip.refund(&ip);
             return Err(LoginRefusal::Global(retry));
         }
@@ -176,7 +196,39 @@ impl LoginLimiter {
             limiter: self,
             ip,
             pair,
+            trusted,
         })
+    }
+
+    fn global_for(&self, trusted: bool) -> &KeyedRateLimiter<()> {
+        if trusted {
+            &self.global_trusted
+        } else {
+            &self.global
+        }
+    }
+
+    fn in_good_standing(&self, ip: IpAddr, now: Instant) -> bool {
+        self.trusted
+            .lock()
+            .get(&ip)
+            .is_some_and(|&at| now.saturating_duration_since(at) < TRUST_FOR)
+    }
+
+    /// Puts `ip` in good standing from `now`. At `max_keys` addresses, lapsed ones are dropped
+    /// first, then the one whose last login is oldest.
+    fn trust(&self, ip: IpAddr, now: Instant) {
+        let mut trusted = self.trusted.lock();
+        if !trusted.contains_key(&ip) && trusted.len() >= self.limits.max_keys {
+            trusted.retain(|_, at| now.saturating_duration_since(*at) < TRUST_FOR);
+            if trusted.len() >= self.limits.max_keys {
+                let oldest = trusted.iter().min_by_key(|(_, at)| **at).map(|(k, _)| *k);
+                if let Some(k) = oldest {
+                    trusted.remove(&k);
+                }
+            }
+        }
+        trusted.insert(ip, now);
     }
 
     /// The block after the `failures`-th failure in a row of one pair, if any.
@@ -228,13 +280,20 @@ impl LoginLimiter {
     pub fn pair_entries(&self) -> usize {
         self.pairs.lock().len()
     }
+
+    /// Addresses in good standing.
+    pub fn trusted_entries(&self) -> usize {
+        self.trusted.lock().len()
+    }
 }
 
 impl LoginAttempt<'_> {
-    /// The password was right: the IP's token comes back and the pair is forgotten.
-    pub fn succeeded(self) {
+    /// The password was right: the IP's token comes back, the pair is forgotten and the
+    /// address is in good standing from `now`.
+    pub fn succeeded(self, now: Instant) {
         self.limiter.per_ip.refund(&self.ip);
         self.limiter.pairs.lock().remove(&self.pair);
+        self.limiter.trust(self.ip, now);
     }
 
     /// The password was wrong (or the user unknown): counted against the IP and the pair.
@@ -245,7 +304,7 @@ impl LoginAttempt<'_> {
     /// No password was checked (no hashing slot was free): every token comes back.
     pub fn not_checked(self) {
         self.limiter.per_ip.refund(&self.ip);
-        self.limiter.global.refund(&());
+        self.limiter.global_for(self.trusted).refund(&());
     }
 }
 
@@ -312,11 +371,11 @@ mod tests {
             Err(LoginRefusal::Pair(_))
         ));
         // The same user from elsewhere, and another user from the attacker's address.
-        l.begin(ip(3), "alice", t).unwrap().succeeded();
+        l.begin(ip(3), "alice", t).unwrap().succeeded(t);
         fail(&l, 2, "bob", t);
         // After its block, a success forgets the pair: the next failure is free again.
         let t = t + Duration::from_secs(12);
-        l.begin(ip(2), "alice", t).unwrap().succeeded();
+        l.begin(ip(2), "alice", t).unwrap().succeeded(t);
         fail(&l, 2, "alice", t);
         fail(&l, 2, "alice", t);
     }
@@ -344,7 +403,7 @@ mod tests {
         });
         let t = Instant::now();
         for _ in 0..10 {
-            l.begin(ip(2), "alice", t).unwrap().succeeded();
+            l.begin(ip(2), "alice", t).unwrap().succeeded(t);
         }
         for u in ["a", "b", "c"] {
             fail(&l, 2, u, t);
@@ -380,6 +439,41 @@ mod tests {
         let t = t + Duration::from_millis(500);
         fail(&l, 5, "d", t);
         assert!(l.begin(ip(6), "e", t).is_err());
+    }
+
+    #[test]
+    fn an_address_that_logged_in_before_keeps_its_share_while_others_spend_the_ceiling() {
+        let l = LoginLimiter::new(LoginLimits {
+            global_per_second: 2,
+            ..limits()
+        });
+        let t = Instant::now();
+        // Alice logged in from 127.0.0.2 yesterday.
+        l.begin(ip(2), "alice", t).unwrap().succeeded(t);
+        // Today a password-guessing run from many addresses spends the ceiling every second.
+        let t = t + Duration::from_secs(86_400);
+        fail(&l, 10, "alice", t);
+        fail(&l, 11, "bob", t);
+        assert!(matches!(
+            l.begin(ip(12), "carol", t),
+            Err(LoginRefusal::Global(_))
+        ));
+        // Alice, from the address she used before, is still admitted, and so is a second try.
+        l.begin(ip(2), "alice", t).unwrap().succeeded(t);
+        l.begin(ip(2), "alice", t).unwrap().failed(t);
+        // Addresses in good standing have a ceiling of their own, not none.
+        assert!(matches!(
+            l.begin(ip(2), "alice", t),
+            Err(LoginRefusal::Global(_))
+        ));
+        // Good standing is earned by a success only, and it is forgotten after TRUST_FOR.
+        let later = t + TRUST_FOR + S;
+        fail(&l, 10, "x", later);
+        fail(&l, 11, "y", later);
+        assert!(matches!(
+            l.begin(ip(2), "alice", later),
+            Err(LoginRefusal::Global(_))
+        ));
     }
 
     #[test]
@@ -455,6 +549,15 @@ mod tests {
             l.begin(ip(50), "alice", t),
             Err(LoginRefusal::Pair(_))
         ));
+        // Good standing holds at most max_keys addresses; the oldest login gives way.
+        for i in 100..120 {
+            l.begin(ip(i), "alice", t)
+                .unwrap()
+                .succeeded(t + S * u32::from(i));
+        }
+        assert_eq!(l.trusted_entries(), 10);
+        assert!(l.in_good_standing(ip(119), t + S * 120));
+        assert!(!l.in_good_standing(ip(100), t + S * 120));
     }
 
     #[test]

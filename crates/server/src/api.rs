@@ -103,6 +103,7 @@ async fn metrics(
     for (table, n) in [
         ("ip", s.office.login.ip_entries()),
         ("ip_user", s.office.login.pair_entries()),
+        ("trusted", s.office.login.trusted_entries()),
     ] {
         s.office
             .metrics
@@ -250,7 +251,7 @@ async fn login(
         // Same answer whether the user exists or not.
         return Err(ApiError::unauthenticated("invalid username or password"));
     };
-    attempt.succeeded();
+    attempt.succeeded(Instant::now());
     let ttl = s.config.auth.session_ttl.as_secs();
     let name = user.username.clone();
     let cookie_value = storage::call(

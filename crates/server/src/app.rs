@@ -73,7 +73,7 @@ impl RunningServer {
     }
 }
 
-/// Entries per login limiter table (per IP, per IP and username).
+/// Entries per login limiter table (per IP, per IP and username, addresses in good standing).
 const LOGIN_LIMITER_MAX_KEYS: usize = 100_000;
 
 /// Builds and starts the server: binds every listener (failing clearly on a port in use),

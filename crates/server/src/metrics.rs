@@ -33,7 +33,7 @@ pub struct OfficeMetrics {
     pub logins: Family<Label, Counter>,
     pub limit_rejections: Family<Label, Counter>,
     pub replay_entries: Gauge,
-    /// Entries in the login limiter's tables (`ip`, `ip_user`), set at each scrape.
+    /// Entries in the login limiter's tables (`ip`, `ip_user`, `trusted`), set at each scrape.
     pub login_limiter_entries: Family<Label, Gauge>,
     /// Password checks running now, set at each scrape.
     pub login_hashes_running: Gauge,
@@ -61,7 +61,7 @@ impl OfficeMetrics {
         for limit in LOGIN_LIMITS {
             let _ = m.limit_rejections.get_or_create(&[("limit", limit)]);
         }
-        for table in ["ip", "ip_user"] {
+        for table in ["ip", "ip_user", "trusted"] {
             let _ = m.login_limiter_entries.get_or_create(&[("table", table)]);
         }
         r.register(
@@ -77,7 +77,7 @@ impl OfficeMetrics {
         );
         r.register(
             "login_limiter_entries",
-            "Entries in the login limiter's tables (per IP, per IP and username)",
+            "Entries in the login limiter's tables (per IP, per IP and username, addresses in good standing)",
             m.login_limiter_entries.clone(),
         );
         r.register(

@@ -7,7 +7,8 @@
 #        NORMAL_RATE (10) normal requests per second per kind, LOGIN_RATE (2) normal logins per
 #        second, KEEP=1 keeps the work directory (config, server log, JSON reports),
 #        ATTACKS ("signal login turn gateway") the attackers to run; ATTACKS= runs the normal
-#        load alone (a baseline for the same machine).
+#        load alone (a baseline for the same machine); PRIOR_LOGIN=0 skips the normal user's
+#        one login before the attack (it then logs in from an address the server has not seen).
 #   Attack sizes (bench/soak/soak.py reads them): SOAK_WS_IDLE (400), SOAK_WS_FLOOD (40),
 #   SOAK_WS_BIG (10), SOAK_SLOWLORIS (300), SOAK_LOGIN_CONC (64), SOAK_TURN_CONC (32),
 #   SOAK_GW_IDS (32) x SOAK_GW_PER_ID (12).
@@ -101,6 +102,14 @@ echo "# server idle before the run: RSS ${RSS0} MiB, $(find "/proc/$SB_PID/fd" -
 # queue show up as one-second SYN retransmits in the normal client's latencies.
 tcpx() { awk '/^TcpExt:/ { if (!h) { split($0, k); h = 1 } else { for (i = 2; i <= NF; i++) if (k[i] ~ /^(ListenOverflows|ListenDrops|SyncookiesSent)$/) printf "%s=%s ", k[i], $i } }' /proc/net/netstat; }
 TCP0=$(tcpx)
+# The normal user has used the app before: one login from its address before the attack starts
+# (an address a login succeeded from keeps its own share of the server-wide login budget;
+# PRIOR_LOGIN=0 skips this, for a user on an address the server has not seen).
+if [ "${PRIOR_LOGIN:-1}" != 0 ]; then
+  code=$(curl -s -o /dev/null -w '%{http_code}' --interface 127.0.0.2 -H 'content-type: application/json' \
+    -d "{\"username\":\"$USER_NAME\",\"password\":\"$USER_PASS\"}" "http://127.0.0.1:$HTTP_PORT/v1/login")
+  echo "# prior login of the normal user from 127.0.0.2: HTTP $code"
+fi
 ATTACKERS=()
 ATTACKS=${ATTACKS-signal login turn gateway}
 echo "# attackers: ${ATTACKS:-none (baseline)}"

@@ -55,12 +55,7 @@ cleanup() {
 trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-free_port() { python3 -c 'import socket
-while True:
-    t=socket.socket(); t.bind(("127.0.0.1",0)); p=t.getsockname()[1]
-    u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)
-    try: u.bind(("127.0.0.1",p)); print(p); break
-    except OSError: pass'; }
+. "$ROOT/bench/lib.sh"
 HTTP_PORT=$(free_port)
 TURN_PORT=$(free_port)
 TURN_SECRET="soak-turn-$RANDOM$RANDOM"

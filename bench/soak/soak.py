@@ -28,7 +28,6 @@ import socket
 import struct
 import sys
 import time
-import zlib
 
 E = os.environ
 HOST = E.get("SOAK_HOST", "127.0.0.1")
@@ -221,32 +220,8 @@ class WS:
 
 # ---------------------------------------------------------------- STUN/TURN
 
-COOKIE = 0x2112A442
-
-
-def attr(t, v):
-    return struct.pack("!HH", t, len(v)) + v + b"\0" * ((4 - len(v) % 4) % 4)
-
-
-def stun(mtype, tid, attrs, key=None):
-    body = b"".join(attrs)
-    if key is not None:
-        hdr = struct.pack("!HHI", mtype, len(body) + 24, COOKIE) + tid
-        body += attr(0x0008, hmac.new(key, hdr + body, hashlib.sha1).digest())
-    hdr = struct.pack("!HHI", mtype, len(body) + 8, COOKIE) + tid
-    body += attr(0x8028, struct.pack("!I", (zlib.crc32(hdr + body) ^ 0x5354554E) & 0xFFFFFFFF))
-    return struct.pack("!HHI", mtype, len(body), COOKIE) + tid + body
-
-
-def stun_parse(b):
-    mtype, length = struct.unpack("!HH", b[0:4])
-    attrs, i = {}, 20
-    while i + 4 <= 20 + length:
-        t, n = struct.unpack("!HH", b[i:i + 4])
-        attrs.setdefault(t, b[i + 4:i + 4 + n])
-        i += 4 + ((n + 3) & ~3)
-    code = attrs[0x0009][2] * 100 + attrs[0x0009][3] if 0x0009 in attrs else None
-    return mtype, b[8:20], code, attrs
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "turn"))
+from stun import attr, message as stun, parse as stun_parse  # noqa: E402
 
 
 def turn_cred(user):

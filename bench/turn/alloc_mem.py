@@ -4,33 +4,13 @@ REST credentials), keeps them open, and reports the server's RSS growth per allo
 
 usage: alloc_mem.py HOST PORT SECRET SERVER_PID N
 """
-import base64, hashlib, hmac, os, socket, struct, sys, time, zlib
+import base64, hashlib, hmac, os, socket, struct, sys, time
 
-COOKIE = 0x2112A442
-
-
-def attr(t, v):
-    return struct.pack("!HH", t, len(v)) + v + b"\0" * ((4 - len(v) % 4) % 4)
-
-
-def msg(mtype, tid, attrs, key=None):
-    body = b"".join(attrs)
-    if key is not None:
-        hdr = struct.pack("!HHI", mtype, len(body) + 24, COOKIE) + tid
-        body += attr(0x0008, hmac.new(key, hdr + body, hashlib.sha1).digest())
-    hdr = struct.pack("!HHI", mtype, len(body) + 8, COOKIE) + tid
-    body += attr(0x8028, struct.pack("!I", (zlib.crc32(hdr + body) ^ 0x5354554E) & 0xFFFFFFFF))
-    return struct.pack("!HHI", mtype, len(body), COOKIE) + tid + body
+from stun import attr, message as msg, parse as stun_parse
 
 
 def parse(b):
-    length = struct.unpack("!H", b[2:4])[0]
-    attrs, i = {}, 20
-    while i + 4 <= 20 + length:
-        t, l = struct.unpack("!HH", b[i:i + 4])
-        attrs.setdefault(t, b[i + 4:i + 4 + l])
-        i += 4 + ((l + 3) & ~3)
-    code = attrs[0x0009][2] * 100 + attrs[0x0009][3] if 0x0009 in attrs else None
+    _, _, code, attrs = stun_parse(b)
     return code, attrs
 
 

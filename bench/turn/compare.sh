@@ -31,12 +31,7 @@ W=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$W"; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket
-while True:
-    t=socket.socket(); t.bind(("127.0.0.1",0)); p=t.getsockname()[1]
-    u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)
-    try: u.bind(("127.0.0.1",p)); print(p); break
-    except OSError: pass'; }
+. "$ROOT/bench/lib.sh"
 SECRET="bench-$RANDOM$RANDOM"
 CO_PORT=$(free_port); SB_PORT=$(free_port); PEER_PORT=$(free_port)
 

@@ -30,6 +30,9 @@ pub enum StoreError {
     Invalid(String),
     #[error("password hashing failed")]
     Hash,
+    /// The shared store of a multi-node deployment failed (Redis unreachable, bad data).
+    #[error("{0}")]
+    Backend(String),
 }
 
 /// A user of the built-in store.
@@ -71,16 +74,19 @@ fn create_private(path: &str) -> std::io::Result<()> {
     }
 }
 
-fn sha256_hex(s: &str) -> String {
+/// Hex SHA-256 of `s`: how session cookies and API key secrets are stored.
+pub fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 
-fn random_token(bytes: usize) -> String {
+/// `bytes` random bytes, base64url: session cookies, API key ids and secrets.
+pub fn random_token(bytes: usize) -> String {
     let v: Vec<u8> = (0..bytes).map(|_| rand::random::<u8>()).collect();
     URL_SAFE_NO_PAD.encode(v)
 }
 
-fn hash_password(password: &str) -> Result<String, StoreError> {
+/// An Argon2id PHC string for `password` (19 MiB of memory; call from a blocking thread).
+pub fn hash_password(password: &str) -> Result<String, StoreError> {
     let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(|_| StoreError::Hash)?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
@@ -88,7 +94,18 @@ fn hash_password(password: &str) -> Result<String, StoreError> {
         .map_err(|_| StoreError::Hash)
 }
 
-fn valid_username(u: &str) -> bool {
+/// The stored hash for a new password, refusing one under 8 characters.
+pub fn new_password_hash(password: &str) -> Result<String, StoreError> {
+    if password.len() < 8 {
+        return Err(StoreError::Invalid(
+            "password must be at least 8 characters".into(),
+        ));
+    }
+    hash_password(password)
+}
+
+/// 1 to 64 letters, digits, `.`, `_`, `-`, `@`.
+pub fn valid_username(u: &str) -> bool {
     !u.is_empty()
         && u.len() <= 64
         && u.chars()
@@ -163,12 +180,7 @@ impl Store {
                 "username must be 1-64 characters of letters, digits, '.', '_', '-', '@'".into(),
             ));
         }
-        if password.len() < 8 {
-            return Err(StoreError::Invalid(
-                "password must be at least 8 characters".into(),
-            ));
-        }
-        let hash = hash_password(password)?;
+        let hash = new_password_hash(password)?;
         let n = self.conn.lock().execute(
             "INSERT INTO users (username, password_hash, scopes, created_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(username) DO NOTHING",

@@ -5,13 +5,14 @@
 //! | `POST /v1/login` `{username,password}` | — | session cookie `sb_session` (HttpOnly, SameSite=Strict) |
 //! | `POST /v1/logout` | cookie | ends the session |
 //! | `POST /v1/token` `{room?,scope?,ttl?,identity?}` | API key (Basic `id:secret`) or cookie | `{token, expires_at, ...}` |
+//! | `GET /v1/nodes` | ticket with scope `admin` | the live nodes of the cluster (this node alone without one) |
 //! | `GET /v1/ice-servers` | ticket (scope `webrtc`): Bearer or `?access_token=` | STUN + TURN with REST credentials |
 //! | `GET /healthz`, `/readyz` | — | liveness, readiness (503 while starting or draining) |
 //! | `GET /metrics` | `[http] metrics_token` as Bearer, or a loopback client | Prometheus text |
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::storage::{self, Access::Read, Access::Write};
+use crate::storage::Access::{Read, Write};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -36,6 +37,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/v1/logout", post(logout))
         .route("/v1/token", post(mint_token))
         .route("/v1/ice-servers", get(ice_servers))
+        .route("/v1/nodes", get(nodes))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -46,6 +48,12 @@ pub fn routes(state: AppState) -> Router {
 async fn readyz(State(s): State<AppState>) -> Response {
     if s.shutdown.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else if let Some(why) = s.cluster.as_ref().and_then(|c| c.unreachable()) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("degraded: cluster store (Redis) unreachable: {why}\n"),
+        )
+            .into_response()
     } else if let Some(why) = s.office.store_health.degraded() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -234,17 +242,8 @@ async fn login(
     let (user, pass) = (b.username, b.password);
     // The slot moves into the blocking task: it is held exactly as long as the hash runs,
     // even if this request is abandoned meanwhile.
-    let user = storage::call(
-        &s.office.store,
-        &s.office.store_health,
-        "verify_login",
-        Read,
-        move |store| {
-            let mut slot = slot;
-            store.verify_login(&mut slot, &user, &pass)
-        },
-    )
-    .await?;
+    let user = s.office.users.verify_login(slot, user, pass).await;
+    let user = s.office.store_health.record("verify_login", Read, user)?;
     let Some(user) = user else {
         attempt.failed(Instant::now());
         count("bad_credentials", None);
@@ -254,14 +253,11 @@ async fn login(
     attempt.succeeded(Instant::now());
     let ttl = s.config.auth.session_ttl.as_secs();
     let name = user.username.clone();
-    let cookie_value = storage::call(
-        &s.office.store,
-        &s.office.store_health,
-        "create_session",
-        Write,
-        move |store| store.create_session(&name, ttl, unix_now()),
-    )
-    .await?;
+    let cookie_value = s.office.users.create_session(name, ttl, unix_now()).await;
+    let cookie_value = s
+        .office
+        .store_health
+        .record("create_session", Write, cookie_value)?;
     s.office
         .metrics
         .logins
@@ -289,14 +285,8 @@ async fn login(
 
 async fn logout(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     if let Some(c) = cookie(&headers, SESSION_COOKIE).map(str::to_string) {
-        storage::call(
-            &s.office.store,
-            &s.office.store_health,
-            "delete_session",
-            Write,
-            move |store| store.delete_session(&c),
-        )
-        .await?;
+        let r = s.office.users.delete_session(c).await;
+        s.office.store_health.record("delete_session", Write, r)?;
     }
     let mut resp = StatusCode::NO_CONTENT.into_response();
     resp.headers_mut().insert(
@@ -340,14 +330,8 @@ struct Minter {
 async fn authenticate_minter(s: &AppState, headers: &HeaderMap) -> Result<Minter, ApiError> {
     if let Some(creds) = basic(headers) {
         let (id, secret) = creds?;
-        let key = storage::call(
-            &s.office.store,
-            &s.office.store_health,
-            "verify_api_key",
-            Read,
-            move |store| store.verify_api_key(&id, &secret),
-        )
-        .await?;
+        let key = s.office.users.verify_api_key(id, secret).await;
+        let key = s.office.store_health.record("verify_api_key", Read, key)?;
         return match key {
             Some(k) => Ok(Minter {
                 via: "api_key",
@@ -361,14 +345,8 @@ async fn authenticate_minter(s: &AppState, headers: &HeaderMap) -> Result<Minter
         };
     }
     if let Some(c) = cookie(headers, SESSION_COOKIE).map(str::to_string) {
-        let user = storage::call(
-            &s.office.store,
-            &s.office.store_health,
-            "session_user",
-            Read,
-            move |store| store.session_user(&c, unix_now()),
-        )
-        .await?;
+        let user = s.office.users.session_user(c, unix_now()).await;
+        let user = s.office.store_health.record("session_user", Read, user)?;
         return match user {
             Some(u) => Ok(Minter {
                 via: "session",
@@ -534,4 +512,45 @@ mod tests {
             assert_eq!(e.status(), StatusCode::UNAUTHORIZED);
         }
     }
+}
+
+/// `GET /v1/nodes` (scope `admin`): `{"self": id, "nodes": [{id, url, region, started_at, load,
+/// draining}]}`, the live nodes of the cluster, or this node alone without one.
+async fn nodes(
+    State(s): State<AppState>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let token =
+        switchboard_auth::presented::ticket(authorization, uri.query()).ok_or_else(|| {
+            s.gate.count_failure(&AuthError::MissingToken);
+            ApiError::from(AuthError::MissingToken)
+        })?;
+    s.gate.check(&token, Scope::Admin, unix_now())?;
+    let Some(cluster) = &s.cluster else {
+        let url = format!("http://{}", s.bound.http.map(|a| a.to_string()).unwrap_or_default());
+        let me = switchboard_cluster::NodeInfo {
+            id: "local".into(),
+            url,
+            load: switchboard_cluster::Load {
+                sessions: s.signaling.stats().sessions as u64,
+                rooms: s.signaling.stats().rooms as u64,
+                cpu_percent: 0.0,
+            },
+            draining: s.shutdown.is_cancelled(),
+            ..Default::default()
+        };
+        return Ok(Json(serde_json::json!({"self": "local", "nodes": [me]})).into_response());
+    };
+    let nodes = cluster.nodes().await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cluster_unavailable",
+            e.to_string(),
+        )
+    })?;
+    Ok(Json(serde_json::json!({"self": cluster.node_id(), "nodes": nodes})).into_response())
 }

@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::ice::IceServers;
 use crate::metrics::{new_registry, OfficeMetrics};
 use crate::state::{AppState, BoundAddrs, Office};
+use crate::users::Users;
 use anyhow::Context;
 use axum::Router;
 use prometheus_client::registry::Registry;
@@ -85,8 +86,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let shutdown = CancellationToken::new();
     let mut registry = new_registry();
 
-    let gate = ticket_gate(&config, &mut registry)?;
-    let office = office(&config, &mut registry)?;
+    let listener = TcpListener::bind(&config.http.bind)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on http.bind {}: {e}", config.http.bind))?;
+    let http_addr = listener.local_addr()?;
+    let cluster = cluster(&config, http_addr, &mut registry)?;
+    let gate = ticket_gate(&config, cluster.as_ref(), &mut registry)?;
+    let office = office(&config, cluster.as_ref(), &mut registry)?;
     crate::memory::spawn_release_task(&mut registry, shutdown.clone());
     let edge_metrics = crate::accept::EdgeMetrics::register(&mut registry);
     let stream_gateway = switchboard_stream::Gateway::new(
@@ -97,10 +103,6 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     )
     .context("[stream]")?;
 
-    let listener = TcpListener::bind(&config.http.bind)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on http.bind {}: {e}", config.http.bind))?;
-    let http_addr = listener.local_addr()?;
     let mut bound = BoundAddrs {
         http: Some(http_addr),
         ..Default::default()
@@ -117,6 +119,16 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     }
     let signaling = signaling(&config, &gate, &ice, &sfu, &mut registry, &shutdown);
     send_progress_to_signaling(&stream_gateway, &signaling, &sfu);
+    if let Some(c) = &cluster {
+        let handle = signaling.handle();
+        c.spawn_heartbeat(
+            move || {
+                let s = handle.stats();
+                (s.sessions as u64, s.rooms as u64)
+            },
+            shutdown.clone(),
+        );
+    }
 
     let state = AppState {
         config: config.clone(),
@@ -129,6 +141,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         bound: Arc::new(bound),
         signaling,
         sfu,
+        cluster,
         in_flight: Default::default(),
     };
     let router = routes(state.clone())
@@ -153,22 +166,63 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     })
 }
 
-/// The key ring and the single-use guard every edge verifies tickets with.
-fn ticket_gate(config: &Config, registry: &mut Registry) -> anyhow::Result<Arc<TicketGate>> {
+/// This node's membership of the cluster, when `[cluster] redis_url` is set.
+fn cluster(
+    config: &Config,
+    http_addr: SocketAddr,
+    registry: &mut Registry,
+) -> anyhow::Result<Option<switchboard_cluster::Cluster>> {
+    if !config.cluster.enabled() {
+        return Ok(None);
+    }
+    let mut addr = http_addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let c = switchboard_cluster::Cluster::new(&config.cluster, format!("http://{addr}"), registry)
+        .context("[cluster]")?;
+    tracing::info!(node = %c.node_id(), url = %c.node().url, "multi-node mode: joining the cluster");
+    Ok(Some(c))
+}
+
+/// The key ring and the single-use guard every edge verifies tickets with (shared by every
+/// node in multi-node mode).
+fn ticket_gate(
+    config: &Config,
+    cluster: Option<&switchboard_cluster::Cluster>,
+    registry: &mut Registry,
+) -> anyhow::Result<Arc<TicketGate>> {
     let keyring = Arc::new(KeyRing::from_config(&config.auth).context("[auth]")?);
-    let replay: Arc<dyn ReplayGuard> =
-        Arc::new(InMemoryReplayGuard::new(config.auth.replay_max_entries));
+    let max = config.auth.replay_max_entries;
+    let replay: Arc<dyn ReplayGuard> = match cluster {
+        Some(c) => Arc::new(switchboard_cluster::SharedReplayGuard::new(c.shared.clone(), max)),
+        None => Arc::new(InMemoryReplayGuard::new(max)),
+    };
     Ok(Arc::new(TicketGate::new(keyring, replay, registry)))
 }
 
-/// The user and API-key store with its login limits and password-hashing pool.
-fn office(config: &Config, registry: &mut Registry) -> anyhow::Result<Office> {
+/// The user and API-key store (SQLite, or the cluster's Redis) with its login limits and
+/// password-hashing pool.
+fn office(
+    config: &Config,
+    cluster: Option<&switchboard_cluster::Cluster>,
+    registry: &mut Registry,
+) -> anyhow::Result<Office> {
     let a = &config.auth;
-    let store =
-        Store::open(&a.database).with_context(|| format!("auth.database {:?}", a.database))?;
+    let (users, label) = match cluster {
+        Some(c) => (
+            Users::Shared(switchboard_cluster::SharedUsers::new(c.shared.clone())),
+            "cluster store (Redis)".to_string(),
+        ),
+        None => {
+            let store = Store::open(&a.database)
+                .with_context(|| format!("auth.database {:?}", a.database))?;
+            (Users::Local(Arc::new(store)), format!("auth.database {}", a.database))
+        }
+    };
     Ok(Office {
-        store: Arc::new(store),
-        store_health: crate::storage::StoreHealth::new(&a.database),
+        users,
+        store_health: crate::storage::StoreHealth::new(&label),
         login: LoginLimiter::new(LoginLimits {
             per_ip_per_minute: a.login_attempts_per_ip_per_minute,
             failures_per_pair_per_minute: a.login_failures_per_ip_user_per_minute,
@@ -177,11 +231,7 @@ fn office(config: &Config, registry: &mut Registry) -> anyhow::Result<Office> {
             // Per table: ≈ 100 bytes an entry, so a few MiB at most.
             max_keys: LOGIN_LIMITER_MAX_KEYS,
         }),
-        hash_pool: HashPool::new(
-            a.login_hash_permits(),
-            a.login_hash_queue,
-            a.login_hash_wait,
-        ),
+        hash_pool: HashPool::new(a.login_hash_permits(), a.login_hash_queue, a.login_hash_wait),
         metrics: OfficeMetrics::register(registry),
     })
 }

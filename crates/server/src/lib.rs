@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod sfu_bridge;
 pub mod state;
 pub mod storage;
+pub mod users;
 pub mod web;
 
 pub use app::{start, RunningServer};

@@ -4,6 +4,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use std::io::BufRead;
 use switchboard::config::{Config, LogFormat};
+use switchboard::users::Users;
 use switchboard::ice::{IceServers, TurnPorts};
 use switchboard_auth::store::Store;
 use switchboard_auth::{turn_rest, unix_now, KeyRing, MintRequest, Scopes};
@@ -73,6 +74,11 @@ enum Cmd {
     Apikey {
         #[command(subcommand)]
         cmd: ApikeyCmd,
+    },
+    /// List the live nodes of the cluster ([cluster] redis_url) with their load.
+    Nodes {
+        #[command(flatten)]
+        cfg: ConfigArg,
     },
 }
 
@@ -187,18 +193,41 @@ fn redacted(c: &Config) -> Config {
 /// The longest `turn-credentials --ttl` (a day, as the TURN REST API draft suggests).
 const MAX_TURN_CREDENTIAL_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
-fn open_store(cfg: &ConfigArg) -> anyhow::Result<Store> {
-    if cfg.config.is_none() && std::env::var_os("SWITCHBOARD_AUTH_DATABASE").is_none() {
+/// The user store the configuration names: the cluster's Redis in multi-node mode, else the
+/// SQLite file `auth.database`.
+fn open_users(cfg: &ConfigArg) -> anyhow::Result<Users> {
+    if cfg.config.is_none()
+        && std::env::var_os("SWITCHBOARD_AUTH_DATABASE").is_none()
+        && std::env::var_os("SWITCHBOARD_CLUSTER_REDIS_URL").is_none()
+    {
         bail!(
-            "which user store? Pass --config FILE (its auth.database) or set \
-             SWITCHBOARD_AUTH_DATABASE=PATH"
+            "which user store? Pass --config FILE (its auth.database, or [cluster] redis_url) \
+             or set SWITCHBOARD_AUTH_DATABASE=PATH"
         );
     }
     let c = load(cfg)?;
+    if c.cluster.enabled() {
+        let mut scratch = prometheus_client::registry::Registry::default();
+        let shared = switchboard_cluster::Shared::connect(
+            &c.cluster,
+            switchboard_cluster::ClusterMetrics::register(&mut scratch),
+        )?;
+        return Ok(Users::Shared(switchboard_cluster::SharedUsers::new(shared)));
+    }
     if c.auth.database == ":memory:" {
         bail!("auth.database is \":memory:\"; users and API keys would be lost. Set auth.database to a file.");
     }
-    Store::open(&c.auth.database).with_context(|| format!("auth.database {:?}", c.auth.database))
+    let store = Store::open(&c.auth.database)
+        .with_context(|| format!("auth.database {:?}", c.auth.database))?;
+    Ok(Users::Local(std::sync::Arc::new(store)))
+}
+
+/// Runs `f` on a small runtime (the user store may be Redis).
+fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
 }
 
 fn init_logging(c: &Config) -> anyhow::Result<()> {
@@ -336,17 +365,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 username,
                 scopes,
             } => {
-                let store = open_store(&cfg)?;
+                let users = open_users(&cfg)?;
                 let mut line = String::new();
                 std::io::stdin().lock().read_line(&mut line)?;
-                let password = line.trim_end_matches(['\n', '\r']);
+                let password = line.trim_end_matches(['\n', '\r']).to_string();
                 let scopes = Scopes::parse_list(&scopes).map_err(anyhow::Error::msg)?;
-                store.add_user(&username, password, scopes, unix_now())?;
+                let name = username.clone();
+                block_on(async move {
+                    Ok(users.add_user(name, password, scopes, unix_now()).await?)
+                })?;
                 println!("added user {username} (scopes: {})", scopes.to_list());
                 Ok(())
             }
             UserCmd::Remove { cfg, username } => {
-                if open_store(&cfg)?.remove_user(&username)? {
+                let users = open_users(&cfg)?;
+                let name = username.clone();
+                if block_on(async move { Ok(users.remove_user(name).await?) })? {
                     println!("removed user {username}");
                     Ok(())
                 } else {
@@ -354,7 +388,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             UserCmd::List { cfg } => {
-                for u in open_store(&cfg)?.list_users()? {
+                let users = open_users(&cfg)?;
+                for u in block_on(async move { Ok(users.list_users().await?) })? {
                     println!("{}\t{}", u.username, u.scopes.to_list());
                 }
                 Ok(())
@@ -363,7 +398,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Apikey { cmd } => match cmd {
             ApikeyCmd::Create { cfg, name, scopes } => {
                 let scopes = Scopes::parse_list(&scopes).map_err(anyhow::Error::msg)?;
-                let (id, secret) = open_store(&cfg)?.create_api_key(&name, scopes, unix_now())?;
+                let users = open_users(&cfg)?;
+                let label = name.clone();
+                let (id, secret) = block_on(async move {
+                    Ok(users.create_api_key(label, scopes, unix_now()).await?)
+                })?;
                 println!("{id}:{secret}");
                 eprintln!(
                     "API key {id} ({name}, scopes {}). The secret is shown only now.",
@@ -372,7 +411,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
             ApikeyCmd::Revoke { cfg, id } => {
-                if open_store(&cfg)?.revoke_api_key(&id, unix_now())? {
+                let users = open_users(&cfg)?;
+                let key = id.clone();
+                if block_on(async move { Ok(users.revoke_api_key(key, unix_now()).await?) })? {
                     println!("revoked {id}");
                     Ok(())
                 } else {
@@ -380,7 +421,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             ApikeyCmd::List { cfg } => {
-                for k in open_store(&cfg)?.list_api_keys()? {
+                let users = open_users(&cfg)?;
+                for k in block_on(async move { Ok(users.list_api_keys().await?) })? {
                     println!(
                         "{}\t{}\t{}\t{}",
                         k.id,
@@ -392,6 +434,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         },
+        Cmd::Nodes { cfg } => {
+            let c = load(&cfg)?;
+            if !c.cluster.enabled() {
+                bail!("[cluster] redis_url is not set: this configuration is a single node");
+            }
+            let mut scratch = prometheus_client::registry::Registry::default();
+            let shared = switchboard_cluster::Shared::connect(
+                &c.cluster,
+                switchboard_cluster::ClusterMetrics::register(&mut scratch),
+            )?;
+            let registry = switchboard_cluster::Registry::new(shared, c.cluster.node_ttl);
+            let nodes = block_on(async move { Ok(registry.nodes().await?) })?;
+            println!("id\turl\tregion\tsessions\trooms\tcpu%\tstate");
+            for n in nodes {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{:.1}\t{}",
+                    n.id,
+                    n.url,
+                    if n.region.is_empty() { "-" } else { &n.region },
+                    n.load.sessions,
+                    n.load.rooms,
+                    n.load.cpu_percent,
+                    if n.draining { "draining" } else { "live" }
+                );
+            }
+            Ok(())
+        }
     }
 }
 

@@ -9,7 +9,6 @@ use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use switchboard_auth::store::Store;
 use switchboard_auth::{HashPool, LoginLimiter, TicketGate};
 use tokio_util::sync::CancellationToken;
 
@@ -34,13 +33,16 @@ pub struct AppState {
     pub signaling: switchboard_signal::Signaling,
     /// The SFU behind SFU-mode rooms (`None` when `[sfu] mode = "mesh"`).
     pub sfu: Option<crate::sfu_bridge::Bridge>,
+    /// This node's membership of the cluster (multi-node mode only).
+    pub cluster: Option<switchboard_cluster::Cluster>,
     /// HTTP requests in flight, which a drain waits for.
     pub in_flight: crate::accept::InFlight,
 }
 
 /// The ticket office: the user and API-key store, who may try a password, and its metrics.
 pub struct Office {
-    pub store: Arc<Store>,
+    /// Users, login sessions and API keys (SQLite, or the cluster's Redis).
+    pub users: crate::users::Users,
     /// Whether the store works (`/readyz` says degraded when it does not).
     pub store_health: crate::storage::StoreHealth,
     /// Who may try a password now (per IP, per IP and username with backoff, global).

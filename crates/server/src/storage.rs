@@ -7,7 +7,7 @@
 
 use crate::error::ApiError;
 use parking_lot::Mutex;
-use switchboard_auth::store::{Store, StoreError};
+use switchboard_auth::store::StoreError;
 
 /// Whether a store operation reads or writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,9 +23,10 @@ pub struct StoreHealth {
 }
 
 impl StoreHealth {
-    pub fn new(path: &str) -> StoreHealth {
+    /// `label` names the store in messages (`auth.database /var/lib/...`, `cluster store`).
+    pub fn new(label: &str) -> StoreHealth {
         StoreHealth {
-            path: path.to_string(),
+            path: label.to_string(),
             failure: Mutex::new(None),
         }
     }
@@ -35,7 +36,7 @@ impl StoreHealth {
         self.failure
             .lock()
             .as_ref()
-            .map(|(_, e)| format!("auth.database {}: {e}", self.path))
+            .map(|(_, e)| format!("{}: {e}", self.path))
     }
 
     /// Records how a store call went and maps a failure to the API's answer.
@@ -73,21 +74,6 @@ impl StoreHealth {
     }
 }
 
-/// Runs `f` on the store on a blocking thread and records how it went in `health`.
-pub async fn call<T: Send + 'static>(
-    store: &std::sync::Arc<Store>,
-    health: &StoreHealth,
-    op: &'static str,
-    access: Access,
-    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, ApiError> {
-    let store = store.clone();
-    let r = tokio::task::spawn_blocking(move || f(&store))
-        .await
-        .map_err(|_| ApiError::internal())?;
-    health.record(op, access, r)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,7 +85,7 @@ mod tests {
 
     #[test]
     fn a_failure_degrades_until_a_write_succeeds() {
-        let h = StoreHealth::new("/var/lib/switchboard/users.db");
+        let h = StoreHealth::new("auth.database /var/lib/switchboard/users.db");
         assert_eq!(h.degraded(), None);
         let e = h
             .record("create_session", Access::Write, fail())

@@ -52,11 +52,12 @@ fn webrtc_ticket(ring: &KeyRing, identity: &str, now: u64) -> (String, Claims) {
 }
 
 /// Adds `alice` with `password` and every scope.
-fn add_alice(s: &switchboard::RunningServer, password: &str) {
+async fn add_alice(s: &switchboard::RunningServer, password: &str) {
     s.state
         .office
-        .store
-        .add_user("alice", password, Scopes::all(), unix_now())
+        .users
+        .add_user("alice".into(), password, Scopes::all(), unix_now())
+        .await
         .unwrap();
 }
 
@@ -92,8 +93,9 @@ async fn api_key_mints_and_scopes_are_enforced() {
     let (id, secret) = s
         .state
         .office
-        .store
-        .create_api_key("backend", [Scope::Webrtc].into_iter().collect(), unix_now())
+        .users
+        .create_api_key("backend".into(), [Scope::Webrtc].into_iter().collect(), unix_now())
+        .await
         .unwrap();
     let key = (id.as_str(), secret.as_str());
     let c = client();
@@ -142,8 +144,9 @@ async fn api_key_mints_and_scopes_are_enforced() {
     // Revoked keys stop working.
     s.state
         .office
-        .store
-        .revoke_api_key(&id, unix_now())
+        .users
+        .revoke_api_key(id.clone(), unix_now())
+        .await
         .unwrap();
     let r = token_with_key(&c, &b, key, Some(json!({"identity": "u1"}))).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
@@ -156,13 +159,14 @@ async fn login_cookie_mint_and_rate_limit() {
     let b = base(&s);
     s.state
         .office
-        .store
+        .users
         .add_user(
-            "alice",
-            "correct horse battery",
+            "alice".into(),
+            "correct horse battery".into(),
             [Scope::Webrtc, Scope::Grpc].into_iter().collect(),
             unix_now(),
         )
+        .await
         .unwrap();
     let c = client();
     let r = login(&c, &b, "alice", "wrong password").await;
@@ -243,7 +247,7 @@ async fn login_is_rate_limited_per_ip_across_usernames() {
 async fn the_right_password_logs_in_after_another_ips_failures() {
     let s = start_with(|c| c.auth.login_failures_per_ip_user_per_minute = 3).await;
     let b = base(&s);
-    add_alice(&s, "correct horse battery");
+    add_alice(&s, "correct horse battery").await;
     let attacker = client_from([127, 0, 0, 2]);
     let mut statuses = Vec::new();
     for i in 0..10 {
@@ -331,7 +335,7 @@ async fn unknown_and_known_users_share_the_hashing_bound() {
     })
     .await;
     let b = base(&s);
-    add_alice(&s, "correct horse battery");
+    add_alice(&s, "correct horse battery").await;
     let c = client();
     let held = s
         .state
@@ -521,8 +525,9 @@ async fn long_lived_and_oversized_tickets_are_refused_and_counted() {
     let (id, secret) = s
         .state
         .office
-        .store
-        .create_api_key("backend", [Scope::Webrtc].into_iter().collect(), now)
+        .users
+        .create_api_key("backend".into(), [Scope::Webrtc].into_iter().collect(), now)
+        .await
         .unwrap();
     let body = json!({"identity": "x".repeat(5000)});
     let r = token_with_key(&c, &b, (&id, &secret), Some(body)).await;

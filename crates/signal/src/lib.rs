@@ -227,6 +227,11 @@ impl SignalHandle {
             .with_hub(|h| h.send_to_peer(room, peer, ServerMessage::Raw(msg)))
     }
 
+    /// Rooms and sessions on this node now.
+    pub fn stats(&self) -> hub::HubStats {
+        self.inner.with_hub(|h| h.stats())
+    }
+
     /// Current number of joined sessions.
     pub fn sessions(&self) -> usize {
         self.inner.with_hub(|h| h.stats().sessions)

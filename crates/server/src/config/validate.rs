@@ -99,12 +99,16 @@ impl Config {
         if let Err(e) = switchboard_stream::check_config(&self.stream) {
             v.add_auto("stream", e.to_string());
         }
-        if self.cluster.redis_url.is_some() || self.cluster.node_id.is_some() {
-            // Parsed keys that nothing uses would be a silent surprise: refuse them until the
-            // multi-node mode exists.
+        for (key, message) in self.cluster.problems() {
+            v.add(key, message);
+        }
+        if !self.cluster.enabled()
+            && (self.cluster.node_id.is_some() || self.cluster.advertise_url.is_some())
+        {
             v.add(
-                "cluster",
-                "multi-node mode ([cluster]) is not available in this version; remove the section"
+                "cluster.redis_url",
+                "is not set, so [cluster] node_id and advertise_url would do nothing; set \
+                 redis_url for multi-node mode"
                     .into(),
             );
         }

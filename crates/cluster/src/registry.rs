@@ -83,12 +83,18 @@ impl Registry {
         let set = self.shared.key(&["nodes"]);
         let ids: Vec<String> = self
             .shared
-            .call("nodes", redis::cmd("ZRANGE").arg(&set).arg(0).arg(-1).clone())
+            .call(
+                "nodes",
+                redis::cmd("ZRANGE").arg(&set).arg(0).arg(-1).clone(),
+            )
             .await?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let keys: Vec<String> = ids.iter().map(|id| self.shared.key(&["node", id])).collect();
+        let keys: Vec<String> = ids
+            .iter()
+            .map(|id| self.shared.key(&["node", id]))
+            .collect();
         let entries: Vec<Option<String>> = self
             .shared
             .call("nodes", redis::cmd("MGET").arg(&keys).clone())

@@ -60,8 +60,16 @@ impl ClusterMetrics {
             redis_reconnects: Counter::default(),
             replay_fallbacks: Counter::default(),
         };
-        r.register("cluster_nodes", "Live nodes in the cluster registry", m.nodes.clone());
-        r.register("cluster_redis_up", "1 while the cluster's Redis answers", m.redis_up.clone());
+        r.register(
+            "cluster_nodes",
+            "Live nodes in the cluster registry",
+            m.nodes.clone(),
+        );
+        r.register(
+            "cluster_redis_up",
+            "1 while the cluster's Redis answers",
+            m.redis_up.clone(),
+        );
         r.register(
             "cluster_redis_seconds",
             "Round-trip time of calls to the cluster's Redis",
@@ -116,7 +124,7 @@ impl Shared {
             .set_response_timeout(Some(CALL_TIMEOUT))
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Some(Duration::from_millis(500)));
+            .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client, conn_cfg)
             .map_err(|e| ClusterError::Redis(e.to_string()))?;
         metrics.redis_up.set(0);
@@ -162,7 +170,9 @@ impl Shared {
             Err(_) => Err(ClusterError::Unreachable(format!("{op} timed out"))),
             Ok(Err(e)) if is_connection_error(&e) => Err(ClusterError::Unreachable(e.to_string())),
             Ok(Err(e)) => Err(ClusterError::Redis(e.to_string())),
-            Ok(Ok(v)) => redis::from_redis_value(v).map_err(|e| ClusterError::Corrupt(e.to_string())),
+            Ok(Ok(v)) => {
+                redis::from_redis_value(v).map_err(|e| ClusterError::Corrupt(e.to_string()))
+            }
         };
         match &r {
             Ok(_) => self.mark_up(),

@@ -117,7 +117,10 @@ impl SharedUsers {
         let logins_key = self.shared.key(&["user-logins", username]);
         let logins: Vec<String> = self
             .shared
-            .call("user_remove", redis::cmd("SMEMBERS").arg(&logins_key).clone())
+            .call(
+                "user_remove",
+                redis::cmd("SMEMBERS").arg(&logins_key).clone(),
+            )
             .await
             .map_err(backend)?;
         let mut p = redis::pipe();
@@ -130,18 +133,19 @@ impl SharedUsers {
             p.cmd("DEL").arg(self.shared.key(&["login", sha])).ignore();
         }
         p.cmd("DEL").arg(&logins_key).ignore();
-        let (removed,): (u64,) = self
-            .shared
-            .call("user_remove", p)
-            .await
-            .map_err(backend)?;
+        let (removed,): (u64,) = self.shared.call("user_remove", p).await.map_err(backend)?;
         Ok(removed > 0)
     }
 
     pub async fn list_users(&self) -> Result<Vec<User>, StoreError> {
         let mut names: Vec<String> = self
             .shared
-            .call("user_list", redis::cmd("SMEMBERS").arg(self.shared.key(&["users"])).clone())
+            .call(
+                "user_list",
+                redis::cmd("SMEMBERS")
+                    .arg(self.shared.key(&["users"]))
+                    .clone(),
+            )
             .await
             .map_err(backend)?;
         names.sort();
@@ -158,22 +162,37 @@ impl SharedUsers {
     }
 
     /// A user's password hash and scopes, for the caller to check on its hashing slot.
-    pub async fn login_record(&self, username: &str) -> Result<Option<(String, Scopes)>, StoreError> {
+    pub async fn login_record(
+        &self,
+        username: &str,
+    ) -> Result<Option<(String, Scopes)>, StoreError> {
         if !valid_username(username) {
             return Ok(None);
         }
         let rec: Option<String> = self
             .shared
-            .call("user_get", redis::cmd("GET").arg(self.shared.key(&["user", username])).clone())
+            .call(
+                "user_get",
+                redis::cmd("GET")
+                    .arg(self.shared.key(&["user", username]))
+                    .clone(),
+            )
             .await
             .map_err(backend)?;
         let Some(rec) = rec else { return Ok(None) };
         let r: UserRecord = serde_json::from_str(&rec).map_err(|_| corrupt("user"))?;
-        Ok(Some((r.hash, Scopes::parse_list(&r.scopes).unwrap_or_default())))
+        Ok(Some((
+            r.hash,
+            Scopes::parse_list(&r.scopes).unwrap_or_default(),
+        )))
     }
 
     /// Creates a login session for `username`; returns the cookie value (shown once).
-    pub async fn create_session(&self, username: &str, ttl_secs: u64) -> Result<String, StoreError> {
+    pub async fn create_session(
+        &self,
+        username: &str,
+        ttl_secs: u64,
+    ) -> Result<String, StoreError> {
         let token = random_token(32);
         let sha = sha256_hex(&token);
         let logins_key = self.shared.key(&["user-logins", username]);
@@ -215,13 +234,10 @@ impl SharedUsers {
             .await
             .map_err(backend)?;
         let Some(name) = name else { return Ok(None) };
-        Ok(self
-            .login_record(&name)
-            .await?
-            .map(|(_, scopes)| User {
-                username: name,
-                scopes,
-            }))
+        Ok(self.login_record(&name).await?.map(|(_, scopes)| User {
+            username: name,
+            scopes,
+        }))
     }
 
     pub async fn delete_session(&self, token: &str) -> Result<(), StoreError> {
@@ -282,7 +298,12 @@ impl SharedUsers {
     async fn key_record(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
         let rec: Option<String> = self
             .shared
-            .call("apikey_get", redis::cmd("GET").arg(self.shared.key(&["apikey", id])).clone())
+            .call(
+                "apikey_get",
+                redis::cmd("GET")
+                    .arg(self.shared.key(&["apikey", id]))
+                    .clone(),
+            )
             .await
             .map_err(backend)?;
         rec.map(|r| serde_json::from_str(&r).map_err(|_| corrupt("API key")))
@@ -339,7 +360,11 @@ impl SharedUsers {
     }
 
     /// Checks an API key's secret (constant-time digest comparison). Revoked keys fail.
-    pub async fn verify_api_key(&self, id: &str, secret: &str) -> Result<Option<ApiKey>, StoreError> {
+    pub async fn verify_api_key(
+        &self,
+        id: &str,
+        secret: &str,
+    ) -> Result<Option<ApiKey>, StoreError> {
         if id.len() > 64 || secret.len() > 128 {
             return Ok(None);
         }

@@ -531,13 +531,16 @@ async fn nodes(
         })?;
     s.gate.check(&token, Scope::Admin, unix_now())?;
     let Some(cluster) = &s.cluster else {
-        let url = format!("http://{}", s.bound.http.map(|a| a.to_string()).unwrap_or_default());
+        let url = format!(
+            "http://{}",
+            s.bound.http.map(|a| a.to_string()).unwrap_or_default()
+        );
         let me = switchboard_cluster::NodeInfo {
             id: "local".into(),
             url,
             load: switchboard_cluster::Load {
-                sessions: s.signaling.stats().sessions as u64,
-                rooms: s.signaling.stats().rooms as u64,
+                sessions: s.signaling.handle().stats().sessions as u64,
+                rooms: s.signaling.handle().stats().rooms as u64,
                 cpu_percent: 0.0,
             },
             draining: s.shutdown.is_cancelled(),

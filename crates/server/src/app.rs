@@ -195,7 +195,10 @@ fn ticket_gate(
     let keyring = Arc::new(KeyRing::from_config(&config.auth).context("[auth]")?);
     let max = config.auth.replay_max_entries;
     let replay: Arc<dyn ReplayGuard> = match cluster {
-        Some(c) => Arc::new(switchboard_cluster::SharedReplayGuard::new(c.shared.clone(), max)),
+        Some(c) => Arc::new(switchboard_cluster::SharedReplayGuard::new(
+            c.shared.clone(),
+            max,
+        )),
         None => Arc::new(InMemoryReplayGuard::new(max)),
     };
     Ok(Arc::new(TicketGate::new(keyring, replay, registry)))
@@ -217,7 +220,10 @@ fn office(
         None => {
             let store = Store::open(&a.database)
                 .with_context(|| format!("auth.database {:?}", a.database))?;
-            (Users::Local(Arc::new(store)), format!("auth.database {}", a.database))
+            (
+                Users::Local(Arc::new(store)),
+                format!("auth.database {}", a.database),
+            )
         }
     };
     Ok(Office {
@@ -231,7 +237,11 @@ fn office(
             // Per table: ≈ 100 bytes an entry, so a few MiB at most.
             max_keys: LOGIN_LIMITER_MAX_KEYS,
         }),
-        hash_pool: HashPool::new(a.login_hash_permits(), a.login_hash_queue, a.login_hash_wait),
+        hash_pool: HashPool::new(
+            a.login_hash_permits(),
+            a.login_hash_queue,
+            a.login_hash_wait,
+        ),
         metrics: OfficeMetrics::register(registry),
     })
 }

@@ -4,8 +4,8 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use std::io::BufRead;
 use switchboard::config::{Config, LogFormat};
-use switchboard::users::Users;
 use switchboard::ice::{IceServers, TurnPorts};
+use switchboard::users::Users;
 use switchboard_auth::store::Store;
 use switchboard_auth::{turn_rest, unix_now, KeyRing, MintRequest, Scopes};
 
@@ -371,9 +371,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let password = line.trim_end_matches(['\n', '\r']).to_string();
                 let scopes = Scopes::parse_list(&scopes).map_err(anyhow::Error::msg)?;
                 let name = username.clone();
-                block_on(async move {
-                    Ok(users.add_user(name, password, scopes, unix_now()).await?)
-                })?;
+                block_on(
+                    async move { Ok(users.add_user(name, password, scopes, unix_now()).await?) },
+                )?;
                 println!("added user {username} (scopes: {})", scopes.to_list());
                 Ok(())
             }
@@ -400,9 +400,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let scopes = Scopes::parse_list(&scopes).map_err(anyhow::Error::msg)?;
                 let users = open_users(&cfg)?;
                 let label = name.clone();
-                let (id, secret) = block_on(async move {
-                    Ok(users.create_api_key(label, scopes, unix_now()).await?)
-                })?;
+                let (id, secret) =
+                    block_on(
+                        async move { Ok(users.create_api_key(label, scopes, unix_now()).await?) },
+                    )?;
                 println!("{id}:{secret}");
                 eprintln!(
                     "API key {id} ({name}, scopes {}). The secret is shown only now.",

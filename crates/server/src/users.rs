@@ -50,7 +50,9 @@ impl Users {
                         None => (decoy_hash(), None),
                     };
                     let ok = slot.verify(password.as_bytes(), &hash).unwrap_or(false);
-                    Ok(scopes.filter(|_| ok).map(|scopes| User { username, scopes }))
+                    Ok(scopes
+                        .filter(|_| ok)
+                        .map(|scopes| User { username, scopes }))
                 })
                 .await
             }

@@ -56,7 +56,7 @@ async fn add_alice(s: &switchboard::RunningServer, password: &str) {
     s.state
         .office
         .users
-        .add_user("alice".into(), password, Scopes::all(), unix_now())
+        .add_user("alice".into(), password.into(), Scopes::all(), unix_now())
         .await
         .unwrap();
 }
@@ -94,7 +94,11 @@ async fn api_key_mints_and_scopes_are_enforced() {
         .state
         .office
         .users
-        .create_api_key("backend".into(), [Scope::Webrtc].into_iter().collect(), unix_now())
+        .create_api_key(
+            "backend".into(),
+            [Scope::Webrtc].into_iter().collect(),
+            unix_now(),
+        )
         .await
         .unwrap();
     let key = (id.as_str(), secret.as_str());

@@ -150,6 +150,11 @@ impl Conns {
                         hub.disconnect(conn, Disconnect::Fatal, Instant::now());
                     }
                     Effect::ToSfu { .. } | Effect::SfuLeave { .. } => self.reach.to_sfu += 1,
+                    Effect::Forward { .. }
+                    | Effect::ClusterLeave { .. }
+                    | Effect::ClusterSession { .. } => {
+                        panic!("cluster effects from a single-node hub: {e:?}")
+                    }
                 }
             }
         }
@@ -205,6 +210,7 @@ pub fn exercise_hub(data: &[u8]) -> HubReach {
         resume_total_bytes: 4000,
         mode: ModePolicy::Auto { mesh_max_peers: 2 },
         sfu_available: true,
+        clustered: false,
     };
     let mut hub = Hub::new(cfg);
     let mut now = Instant::now();

@@ -115,8 +115,9 @@ pub fn to_response(m: &ServerMessage, seq: Option<u64>) -> SignalResponse {
         ServerMessage::PeerJoined { peer_id } => Resp::PeerJoined(PeerJoined {
             peer_id: peer_id.clone(),
         }),
-        ServerMessage::PeerLeft { peer_id } => Resp::PeerLeft(PeerLeft {
+        ServerMessage::PeerLeft { peer_id, reason } => Resp::PeerLeft(PeerLeft {
             peer_id: peer_id.clone(),
+            reason: reason.unwrap_or_default().into(),
         }),
         ServerMessage::Offer { offer, from } => Resp::Offer(OfferFrom {
             from: from.clone(),
@@ -287,7 +288,7 @@ impl Signal for SignalService {
         tokio::spawn(async move {
             let mut st = inner.new_state(caller);
             if let Some((tok, last_seq)) = resume {
-                if !inner.resume(&conn, &mut st, &tok, last_seq) {
+                if !inner.resume(&conn, &mut st, &tok, last_seq).await {
                     *conn.close.lock() =
                         Some((crate::hub::close::POLICY, "resume failed; join again"));
                     conn.kill.cancel();
@@ -304,7 +305,7 @@ impl Signal for SignalService {
                     Some(Ok(r)) => r,
                 };
                 let verdict = match to_client(req) {
-                    Ok((m, None)) => inner.handle(&conn, &mut st, m),
+                    Ok((m, None)) => inner.handle(&conn, &mut st, m).await,
                     Ok((_, Some(_))) => {
                         inner.send_error(
                             conn.id,

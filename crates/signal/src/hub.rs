@@ -24,7 +24,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+mod remote;
 mod types;
+use remote::Remote;
+pub use remote::{Adopted, ClusterView};
 pub use types::*;
 
 struct Session {
@@ -43,9 +46,18 @@ struct Session {
 }
 
 struct Room {
-    /// Identities in join order.
+    /// Identities in join order, this node's and other nodes' (cluster mode).
     members: Vec<String>,
     mode: RoomMode,
+    /// Members whose sessions live on other nodes, by identity (cluster mode).
+    remote: HashMap<String, Remote>,
+}
+
+impl Room {
+    /// Members with a session on this node.
+    fn local_count(&self) -> usize {
+        self.members.len() - self.remote.len()
+    }
 }
 
 /// Counters the driver exports.
@@ -83,6 +95,10 @@ pub struct Hub {
     pub trims: Trims,
     /// Sessions ended because their ring overflowed while detached.
     pub overflowed_while_detached: u64,
+    /// Cluster mode: sessions whose `received` changed since [`Hub::take_received`].
+    received_dirty: std::collections::HashSet<String>,
+    /// Cluster mode: rooms a session of this node is being admitted to, with a count.
+    pending: HashMap<String, usize>,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -105,6 +121,8 @@ impl Hub {
             ring_bytes: 0,
             trims: Trims::default(),
             overflowed_while_detached: 0,
+            received_dirty: Default::default(),
+            pending: HashMap::new(),
         }
     }
 
@@ -249,6 +267,19 @@ impl Hub {
         token_room: Option<&str>,
         info: JoinInfo,
     ) -> Result<(), JoinError> {
+        self.check_join(conn, identity, room_id, claimed_peer_id, token_room)?;
+        self.join_checked(conn, identity, room_id, info, None)
+    }
+
+    /// The checks of a join that need no room state (done before the cluster admits it).
+    pub fn check_join(
+        &self,
+        conn: ConnId,
+        identity: &str,
+        room_id: &str,
+        claimed_peer_id: Option<&str>,
+        token_room: Option<&str>,
+    ) -> Result<(), JoinError> {
         if self.conns.contains_key(&conn) {
             return Err(JoinError::AlreadyJoined);
         }
@@ -258,17 +289,39 @@ impl Hub {
         if token_room.is_some_and(|r| r != room_id) {
             return Err(JoinError::ForbiddenRoom);
         }
+        Ok(())
+    }
+
+    /// A join that passed [`Hub::check_join`]. In cluster mode `cluster` is what the cluster
+    /// admitted it with: the room's members on other nodes and its mode; the room size was
+    /// checked there, across the cluster.
+    pub fn join_checked(
+        &mut self,
+        conn: ConnId,
+        identity: &str,
+        room_id: &str,
+        info: JoinInfo,
+        cluster: Option<ClusterView>,
+    ) -> Result<(), JoinError> {
+        if self.conns.contains_key(&conn) {
+            return Err(JoinError::AlreadyJoined);
+        }
+        if let Some(view) = &cluster {
+            self.merge_remote(room_id, view);
+        }
         let existing = self.rooms.get(room_id);
         let count = existing.map_or(0, |r| r.members.len());
         let replacing_here = self
             .sessions
             .get(identity)
             .is_some_and(|s| s.room == room_id);
-        if count >= self.cfg.max_room_peers && !replacing_here {
+        if count >= self.cfg.max_room_peers && !replacing_here && cluster.is_none() {
             return Err(JoinError::RoomFull);
         }
+        let forced = cluster.as_ref().and_then(|v| v.mode);
         let mode = match (existing, self.cfg.mode) {
             (Some(r), _) => r.mode,
+            (None, _) if forced.is_some() => forced.unwrap_or(RoomMode::Mesh),
             (None, ModePolicy::Mesh) => RoomMode::Mesh,
             (None, ModePolicy::Sfu) => RoomMode::Sfu,
             (None, ModePolicy::Auto { .. }) => info.requested_mode.unwrap_or(RoomMode::Mesh),
@@ -279,8 +332,11 @@ impl Hub {
         // `auto`: the join that takes a mesh room past `mesh_max_peers` moves it to the SFU.
         // Members already in it hear `mode_changed` before `peer_joined`.
         let mode = match self.cfg.mode {
+            // In a cluster an `auto` room stays as it was created: its members may sit on
+            // several nodes, and an SFU room lives on one.
             ModePolicy::Auto { mesh_max_peers }
                 if mode == RoomMode::Mesh
+                    && cluster.is_none()
                     && self.cfg.sfu_available
                     && !replacing_here
                     && count >= mesh_max_peers
@@ -325,6 +381,7 @@ impl Hub {
             .or_insert_with(|| Room {
                 members: Vec::new(),
                 mode,
+                remote: HashMap::new(),
             });
         let peers = room.members.clone();
         room.members.push(identity.to_string());
@@ -371,6 +428,7 @@ impl Hub {
         for p in &peers {
             self.deliver(p, note.clone());
         }
+        self.announce_session(identity);
         Ok(())
     }
 
@@ -451,6 +509,7 @@ impl Hub {
                 seq: Some(seq),
             });
         }
+        self.announce_session(&identity);
         Ok(identity)
     }
 
@@ -494,6 +553,9 @@ impl Hub {
         }
         if let Some(s) = self.sessions.get_mut(&from) {
             s.received += 1;
+            if self.cfg.clustered && !self.received_dirty.contains(&from) {
+                self.received_dirty.insert(from.clone());
+            }
         }
         let (target, out) = match msg {
             ClientMessage::Offer { target, offer } => (
@@ -526,6 +588,10 @@ impl Hub {
                 .rooms
                 .get(&room_id)
                 .is_some_and(|r| r.members.contains(&target));
+        let out = Arc::new(out);
+        if in_room && self.forward(&room_id, &target, out.clone()) {
+            return;
+        }
         if !in_room {
             self.reply(
                 conn,
@@ -539,7 +605,7 @@ impl Hub {
             );
             return;
         }
-        self.deliver(&target, Arc::new(out));
+        self.deliver(&target, out);
     }
 
     /// `conn` is gone (its transport already ended).
@@ -570,6 +636,7 @@ impl Hub {
         for id in expired {
             self.end_session(&id);
         }
+        self.expire_remote(now);
     }
 
     /// Pushes a server-originated message to `identity`'s session (kept for resume).
@@ -604,8 +671,16 @@ impl Hub {
         room.members.retain(|m| m != identity);
         let others = room.members.clone();
         let mode = room.mode;
-        if others.is_empty() {
+        if room.local_count() == 0 && !self.pending.contains_key(&s.room) {
+            // No session of this node is left in it: other nodes stop telling this one about
+            // the room, so its view of their members would go stale.
             self.rooms.remove(&s.room);
+        }
+        if self.cfg.clustered {
+            self.effects.push(Effect::ClusterLeave {
+                room: s.room.clone(),
+                identity: identity.to_string(),
+            });
         }
         if mode == RoomMode::Sfu {
             self.effects.push(Effect::SfuLeave {
@@ -615,6 +690,7 @@ impl Hub {
         }
         let note = Arc::new(ServerMessage::PeerLeft {
             peer_id: identity.to_string(),
+            reason: None,
         });
         for p in others {
             self.deliver(&p, note.clone());

@@ -14,6 +14,7 @@
 //! size, send queue, resume buffer) come from [`SignalSettings`], filled from `[limits]` and
 //! `[sfu]` by the server.
 
+pub mod cluster;
 /// Harnesses for the fuzz targets (`fuzz/`) and their corpus replay; not in release builds.
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
@@ -25,6 +26,7 @@ mod ring;
 pub mod sfu;
 pub mod ws;
 
+use cluster::{ClusterBus, Inbound, Outgoing};
 use hub::{ConnId, Disconnect, Effect, Hub, HubConfig, JoinError, JoinInfo, ModePolicy};
 use metrics::SignalMetrics;
 use parking_lot::Mutex;
@@ -183,6 +185,8 @@ pub(crate) struct Inner {
     open_conns: Mutex<OpenConns>,
     next_conn: AtomicU64,
     sfu: Arc<dyn SfuBridge>,
+    /// Multi-node mode: the rest of the cluster.
+    cluster: Option<Arc<dyn ClusterBus>>,
 }
 
 /// What a client is told when [`Inner::open`] refuses it with `code`.
@@ -217,8 +221,68 @@ impl SignalHandle {
     /// Pushes a server message (a JSON object with a string `type`, e.g.
     /// `{"type":"stream_progress",...}`) to `identity`'s live session. Returns how many
     /// sessions it reached (0 or 1; one session per identity).
+    ///
+    /// In a cluster, an identity whose session is on another node is reached there; that
+    /// delivery happens after this call returns, which then counts 0.
     pub fn notify(&self, identity: &str, message: Value) -> usize {
-        self.inner.with_hub(|h| h.notify(identity, message))
+        let (n, message) = match &self.inner.cluster {
+            None => return self.inner.with_hub(|h| h.notify(identity, message)),
+            Some(_) => self
+                .inner
+                .with_hub(|h| (h.notify(identity, message.clone()), message)),
+        };
+        if n == 0 && message.get("type").is_some_and(Value::is_string) {
+            if let Some(bus) = self.inner.cluster.clone() {
+                let to = identity.to_string();
+                let located = bus.locate(identity);
+                tokio::spawn(async move {
+                    if let Some(node) = located.await {
+                        bus.send(Outgoing::Notify {
+                            node,
+                            to,
+                            msg: message,
+                        });
+                    }
+                });
+            }
+        }
+        n
+    }
+
+    /// What other nodes of the cluster sent this one.
+    pub fn inbound(&self, ev: Inbound) {
+        match ev {
+            Inbound::Joined {
+                room,
+                identity,
+                node,
+            } => self
+                .inner
+                .with_hub(|h| h.remote_joined(&room, &identity, &node)),
+            Inbound::Left {
+                room,
+                identity,
+                node,
+                reason,
+            } => self
+                .inner
+                .with_hub(|h| h.remote_left(&room, &identity, &node, reason.as_deref())),
+            Inbound::Message { room, to, msg } => {
+                let delivered = self
+                    .inner
+                    .with_hub(|h| h.remote_message(&room, &to, ServerMessage::Raw(msg)));
+                if !delivered {
+                    self.inner.metrics.cluster_undeliverable.inc();
+                }
+            }
+            Inbound::Notify { to, msg } => {
+                self.inner.with_hub(|h| h.notify(&to, msg));
+            }
+            Inbound::NodeLost { node } => {
+                self.inner.with_hub(|h| h.node_lost(&node, Instant::now()))
+            }
+            Inbound::NodeBack { node } => self.inner.with_hub(|h| h.node_back(&node)),
+        }
     }
 
     /// For the SFU: sends `msg` (e.g. an offer or candidate from the SFU) to `peer` in `room`.
@@ -260,6 +324,19 @@ impl Signaling {
         shutdown: CancellationToken,
         sfu: Arc<dyn SfuBridge>,
     ) -> Signaling {
+        Self::with_parts(settings, gate, ice, registry, shutdown, sfu, None)
+    }
+
+    /// Like [`Signaling::with_sfu`]; with `cluster`, rooms span the nodes of the cluster.
+    pub fn with_parts(
+        settings: SignalSettings,
+        gate: Arc<TicketGate>,
+        ice: IceServersProvider,
+        registry: &mut Registry,
+        shutdown: CancellationToken,
+        sfu: Arc<dyn SfuBridge>,
+        cluster: Option<Arc<dyn ClusterBus>>,
+    ) -> Signaling {
         let metrics = SignalMetrics::register(registry);
         let hub = Hub::new(HubConfig {
             max_room_peers: settings.max_room_peers.max(1),
@@ -269,6 +346,7 @@ impl Signaling {
             resume_total_bytes: settings.resume_total_bytes,
             mode: settings.mode,
             sfu_available: sfu.available(),
+            clustered: cluster.is_some(),
         });
         let jps = settings.joins_per_second_per_ip.max(1);
         let inner = Arc::new(Inner {
@@ -286,6 +364,7 @@ impl Signaling {
             open_conns: Mutex::new(OpenConns::default()),
             next_conn: AtomicU64::new(1),
             sfu,
+            cluster,
         });
         let weak = Arc::downgrade(&inner);
         tokio::spawn(async move {
@@ -296,7 +375,15 @@ impl Signaling {
                     _ = shutdown.cancelled() => break,
                 }
                 let Some(inner) = weak.upgrade() else { break };
-                inner.with_hub(|h| h.tick(Instant::now()));
+                let received = inner.with_hub(|h| {
+                    h.tick(Instant::now());
+                    h.take_received()
+                });
+                if let Some(bus) = &inner.cluster {
+                    for (identity, _, received) in received {
+                        bus.send(Outgoing::Received { identity, received });
+                    }
+                }
             }
         });
         Signaling { inner }
@@ -424,6 +511,44 @@ impl Inner {
                     }
                     Effect::ToSfu { room, peer, msg } => self.sfu.handle(&room, &peer, msg),
                     Effect::SfuLeave { room, peer } => self.sfu.leave(&room, &peer),
+                    Effect::Forward {
+                        node,
+                        room,
+                        to,
+                        msg,
+                    } => {
+                        if let Some(bus) = &self.cluster {
+                            self.metrics.cluster_forwarded.inc();
+                            bus.send(Outgoing::Forward {
+                                node,
+                                room,
+                                to,
+                                msg,
+                            });
+                        }
+                    }
+                    Effect::ClusterLeave { room, identity } => {
+                        if let Some(bus) = &self.cluster {
+                            bus.send(Outgoing::Leave { room, identity });
+                        }
+                    }
+                    Effect::ClusterSession {
+                        identity,
+                        room,
+                        session_id,
+                        resume_token,
+                        received,
+                    } => {
+                        if let Some(bus) = &self.cluster {
+                            bus.send(Outgoing::Session {
+                                identity,
+                                room,
+                                session_id,
+                                resume_token,
+                                received,
+                            });
+                        }
+                    }
                 }
             }
         }
@@ -568,7 +693,7 @@ impl Inner {
     }
 
     /// Re-attaches a session with a resume token (the credential for a resumed connection).
-    pub(crate) fn resume(
+    pub(crate) async fn resume(
         &self,
         conn: &Conn,
         st: &mut ConnState,
@@ -578,7 +703,14 @@ impl Inner {
         // ICE credentials are for the session's identity; look it up first.
         let info = match self.with_hub(|h| h.resume_identity(token)) {
             Some(id) => self.ice_info(&id, st.caller.host.as_deref()),
-            None => JoinInfo::default(),
+            None => {
+                if let Some(bus) = self.cluster.clone() {
+                    if let Some(rec) = bus.orphaned_session(token).await {
+                        return self.adopt(conn, st, bus, rec, last_seq).await;
+                    }
+                }
+                JoinInfo::default()
+            }
         };
         let mut core = self.core.lock();
         let r = core.hub.resume(conn.id, token, last_seq, info);
@@ -605,8 +737,136 @@ impl Inner {
         }
     }
 
+    /// Resumes on this node a session whose node died: the cluster moves its membership here
+    /// (the other nodes forward to it from now on), then the hub continues it.
+    async fn adopt(
+        &self,
+        conn: &Conn,
+        st: &mut ConnState,
+        bus: Arc<dyn ClusterBus>,
+        rec: cluster::SessionRecord,
+        last_seq: u64,
+    ) -> bool {
+        let info = self.ice_info(&rec.identity, st.caller.host.as_deref());
+        self.with_hub(|h| h.admitting(&rec.room));
+        let admitted = bus
+            .join(
+                &rec.room,
+                &rec.identity,
+                RoomMode::Mesh,
+                self.settings.max_room_peers,
+            )
+            .await;
+        let mut core = self.core.lock();
+        core.hub.admitted(&rec.room);
+        let r = match admitted {
+            Ok(view) if core.conns.contains_key(&conn.id) => {
+                let session = hub::Adopted {
+                    identity: rec.identity.clone(),
+                    room: rec.room.clone(),
+                    session_id: rec.session_id.clone(),
+                };
+                core.hub
+                    .adopt(conn.id, session, last_seq, rec.received, info, view)
+                    .map_err(|e| (e.code(), e.to_string()))
+            }
+            Ok(_) => Err(("closed", String::new())),
+            Err(e) => Err((e.code(), e.to_string())),
+        };
+        self.metrics
+            .resumes
+            .get_or_create(&[("result", if r.is_ok() { "adopted" } else { "adopt_failed" })])
+            .inc();
+        match r {
+            Ok(()) => {
+                st.caller.identity = Some(rec.identity);
+                self.apply(&mut core);
+                true
+            }
+            Err((code, message)) => {
+                self.apply(&mut core);
+                drop(core);
+                if code == "closed" {
+                    bus.send(Outgoing::Leave {
+                        room: rec.room,
+                        identity: rec.identity,
+                    });
+                } else {
+                    self.send_error(conn.id, code, message);
+                }
+                false
+            }
+        }
+    }
+
+    /// A join in cluster mode: the cluster admits it (room size, cluster-wide), then the hub
+    /// joins it with the room's members on other nodes.
+    async fn join_clustered(
+        &self,
+        conn: &Conn,
+        bus: Arc<dyn ClusterBus>,
+        identity: &str,
+        room_id: &str,
+        claimed: Option<&str>,
+        token_room: Option<&str>,
+        info: JoinInfo,
+    ) {
+        let checked = self.with_hub(|h| {
+            h.check_join(conn.id, identity, room_id, claimed, token_room)?;
+            h.admitting(room_id);
+            Ok::<_, JoinError>(())
+        });
+        if let Err(e) = checked {
+            return self.send_join_error(conn.id, e);
+        }
+        let mode = match self.settings.mode {
+            ModePolicy::Mesh => RoomMode::Mesh,
+            ModePolicy::Sfu => RoomMode::Sfu,
+            ModePolicy::Auto { .. } => info.requested_mode.unwrap_or(RoomMode::Mesh),
+        };
+        let admitted = bus
+            .join(room_id, identity, mode, self.settings.max_room_peers)
+            .await;
+        let mut core = self.core.lock();
+        core.hub.admitted(room_id);
+        let r = match admitted {
+            Ok(view) if core.conns.contains_key(&conn.id) => core
+                .hub
+                .join_checked(conn.id, identity, room_id, info, Some(view))
+                .map_err(|e| (e.code(), e.to_string())),
+            Ok(_) => Err(("closed", String::new())),
+            Err(e) => Err((e.code(), e.to_string())),
+        };
+        self.apply(&mut core);
+        drop(core);
+        match r {
+            Ok(()) => {}
+            // Admitted, but the connection ended meanwhile (or the hub refused): the
+            // membership the cluster recorded ends too.
+            Err((code, message)) => {
+                if code != "room_full"
+                    && code != "room_on_other_node"
+                    && code != "cluster_unavailable"
+                {
+                    bus.send(Outgoing::Leave {
+                        room: room_id.to_string(),
+                        identity: identity.to_string(),
+                    });
+                }
+                if code != "closed" {
+                    self.send_error(conn.id, code, message);
+                }
+            }
+        }
+    }
+
     /// Handles one parsed client message. Rate limits apply here, for every transport.
-    pub(crate) fn handle(&self, conn: &Conn, st: &mut ConnState, msg: ClientMessage) -> Verdict {
+    pub(crate) async fn handle(
+        &self,
+        conn: &Conn,
+        st: &mut ConnState,
+        msg: ClientMessage,
+    ) -> Verdict {
         let now = Instant::now();
         let rate = f64::from(self.settings.messages_per_second.max(1));
         st.bucket = (st.bucket + now.duration_since(st.last).as_secs_f64() * rate).min(rate * 2.0);
@@ -665,6 +925,19 @@ impl Inner {
                     _ => None,
                 };
                 info.sfu_capable = sfu_capable || info.requested_mode == Some(RoomMode::Sfu);
+                if let Some(bus) = self.cluster.clone() {
+                    self.join_clustered(
+                        conn,
+                        bus,
+                        &identity,
+                        &room_id,
+                        peer_id.as_deref(),
+                        st.caller.room.as_deref(),
+                        info,
+                    )
+                    .await;
+                    return Verdict::Continue;
+                }
                 let r = {
                     let mut core = self.core.lock();
                     let r = core.hub.join(

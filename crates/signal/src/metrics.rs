@@ -27,6 +27,10 @@ pub struct SignalMetrics {
     /// Detached sessions ended because their resume buffer lost messages.
     pub resume_overflows: Counter,
     pub client_rtt: Histogram,
+    /// Cluster mode: messages sent to members on other nodes.
+    pub cluster_forwarded: Counter,
+    /// Cluster mode: messages from other nodes whose recipient was no longer here.
+    pub cluster_undeliverable: Counter,
 }
 
 /// The bounds that evict messages from resume buffers (`resume_evictions` labels).
@@ -55,6 +59,8 @@ pub const ERROR_CODES: &[&str] = &[
     "too_many_connections",
     "server_full",
     "unauthorized",
+    "room_on_other_node",
+    "cluster_unavailable",
 ];
 
 /// Reasons a connection was closed by the server (or found dead).
@@ -82,6 +88,8 @@ impl SignalMetrics {
             resume_bytes: Gauge::default(),
             resume_evictions: Family::default(),
             resume_overflows: Counter::default(),
+            cluster_forwarded: Counter::default(),
+            cluster_undeliverable: Counter::default(),
             client_rtt: Histogram::new([
                 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0,
             ]),
@@ -152,6 +160,16 @@ impl SignalMetrics {
             "signal_resume_overflows",
             "Sessions awaiting resume that ended because their buffer lost messages",
             m.resume_overflows.clone(),
+        );
+        r.register(
+            "signal_cluster_forwarded",
+            "Messages relayed to room members whose sessions are on other nodes",
+            m.cluster_forwarded.clone(),
+        );
+        r.register(
+            "signal_cluster_undeliverable",
+            "Messages from other nodes whose recipient had left or moved on",
+            m.cluster_undeliverable.clone(),
         );
         r.register(
             "client_rtt_seconds",

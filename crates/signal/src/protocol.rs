@@ -327,6 +327,10 @@ pub enum ServerMessage {
     },
     PeerLeft {
         peer_id: String,
+        /// Why, when it was not the peer's own doing: `"node_lost"` when the node that held
+        /// its session died and it did not resume elsewhere within the grace.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'static str>,
     },
     Offer {
         offer: Payload,
@@ -397,7 +401,7 @@ impl ServerMessage {
         OVERHEAD
             + match self {
                 ServerMessage::RoomPeers { peers } => peers.iter().map(|p| p.len() + 24).sum(),
-                ServerMessage::PeerJoined { peer_id } | ServerMessage::PeerLeft { peer_id } => {
+                ServerMessage::PeerJoined { peer_id } | ServerMessage::PeerLeft { peer_id, .. } => {
                     peer_id.len()
                 }
                 ServerMessage::Offer { offer: p, from }
@@ -551,6 +555,7 @@ mod tests {
         let v: Value = serde_json::from_str(
             &ServerMessage::PeerLeft {
                 peer_id: "p".into(),
+                reason: None,
             }
             .to_json(Some(7)),
         )

@@ -189,7 +189,7 @@ async fn run(
     ));
     let mut st = inner.new_state(caller);
     if let Some((tok, last_seq)) = resume {
-        if !inner.resume(&conn, &mut st, &tok, last_seq) {
+        if !inner.resume(&conn, &mut st, &tok, last_seq).await {
             *conn.close.lock() = Some((close::POLICY, "resume failed; join again"));
             conn.kill.cancel();
         }
@@ -236,7 +236,7 @@ async fn run(
             Some(Ok(_)) => continue, // ping/pong: liveness only
         };
         let verdict = match ClientMessage::parse(text.as_str()) {
-            Ok(m) => inner.handle(&conn, &mut st, m),
+            Ok(m) => inner.handle(&conn, &mut st, m).await,
             Err(e) => {
                 inner.send_error(conn.id, e.code(), e.to_string());
                 Verdict::Continue

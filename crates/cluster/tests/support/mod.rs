@@ -50,7 +50,10 @@ impl RedisServer {
         self.child = Some(child);
         let t = Instant::now();
         while !self.ping() {
-            assert!(t.elapsed() < Duration::from_secs(10), "redis-server did not start");
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

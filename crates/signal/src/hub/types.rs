@@ -44,6 +44,24 @@ pub enum Effect {
     },
     /// A peer left an SFU-mode room.
     SfuLeave { room: String, peer: String },
+    /// Cluster mode: carry `msg` to `to`, a member of `room` whose session is on `node`.
+    Forward {
+        node: String,
+        room: String,
+        to: String,
+        msg: Arc<ServerMessage>,
+    },
+    /// Cluster mode: a session of this node left `room`; its membership ends cluster-wide.
+    ClusterLeave { room: String, identity: String },
+    /// Cluster mode: a session of this node joined or resumed; the cluster records it so the
+    /// session can resume on another node should this one die.
+    ClusterSession {
+        identity: String,
+        room: String,
+        session_id: String,
+        resume_token: String,
+        received: u64,
+    },
 }
 
 /// How a room carries media.
@@ -87,6 +105,8 @@ pub struct HubConfig {
     pub resume_total_bytes: usize,
     pub mode: ModePolicy,
     pub sfu_available: bool,
+    /// Cluster mode: rooms may have members on other nodes.
+    pub clustered: bool,
 }
 
 impl Default for HubConfig {
@@ -99,6 +119,7 @@ impl Default for HubConfig {
             resume_total_bytes: 256 * 1024 * 1024,
             mode: ModePolicy::Auto { mesh_max_peers: 4 },
             sfu_available: false,
+            clustered: false,
         }
     }
 }

@@ -1,0 +1,124 @@
+//! The seam to the cluster (multi-node mode). Signaling asks a [`ClusterBus`] to admit joins
+//! cluster-wide and hands it what must travel to other nodes ([`Outgoing`], in order); the
+//! cluster hands back what other nodes sent ([`Inbound`]) through
+//! [`crate::SignalHandle::inbound`]. This crate ships no implementation; `switchboard-cluster`
+//! implements it on Redis and the server wires it when `[cluster] redis_url` is set.
+
+use crate::hub::{ClusterView, RoomMode};
+use crate::protocol::ServerMessage;
+use futures::future::BoxFuture;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// Why the cluster did not admit a join.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClusterJoinError {
+    #[error("the room is full")]
+    RoomFull,
+    /// An SFU room lives on one node; `url` is that node's public URL.
+    #[error("this SFU room is served by node {node} ({url}); connect there")]
+    Elsewhere { node: String, url: String },
+    #[error("the cluster store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl ClusterJoinError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ClusterJoinError::RoomFull => "room_full",
+            ClusterJoinError::Elsewhere { .. } => "room_on_other_node",
+            ClusterJoinError::Unavailable(_) => "cluster_unavailable",
+        }
+    }
+}
+
+/// A session of a node that died, as the cluster recorded it: what a resume on this node
+/// continues from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub identity: String,
+    pub room: String,
+    pub session_id: String,
+    /// Relay messages accepted from the client, as last recorded.
+    pub received: u64,
+}
+
+/// What signaling sends to the rest of the cluster, in the order it happened.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    /// A relay message (or server push) for `to`, whose session is on `node`.
+    Forward {
+        node: String,
+        room: String,
+        to: String,
+        msg: Arc<ServerMessage>,
+    },
+    /// A server push for `to`, whose session is on `node`, outside any room.
+    Notify {
+        node: String,
+        to: String,
+        msg: Value,
+    },
+    /// A session of this node left `room`.
+    Leave { room: String, identity: String },
+    /// A session of this node joined or resumed.
+    Session {
+        identity: String,
+        room: String,
+        session_id: String,
+        resume_token: String,
+        received: u64,
+    },
+    /// A session's relay count changed.
+    Received { identity: String, received: u64 },
+}
+
+/// What other nodes sent, for this node's sessions.
+#[derive(Debug, Clone)]
+pub enum Inbound {
+    Joined {
+        room: String,
+        identity: String,
+        node: String,
+    },
+    Left {
+        room: String,
+        identity: String,
+        node: String,
+        reason: Option<String>,
+    },
+    /// A message for `to` in `room` (already in the shape the client receives).
+    Message {
+        room: String,
+        to: String,
+        msg: Value,
+    },
+    /// A server push for `to`.
+    Notify { to: String, msg: Value },
+    /// `node` left the registry without saying goodbye (its heartbeat stopped).
+    NodeLost { node: String },
+    /// `node` is in the registry again.
+    NodeBack { node: String },
+}
+
+/// What signaling needs from the cluster.
+pub trait ClusterBus: Send + Sync + 'static {
+    /// This node's id.
+    fn node_id(&self) -> &str;
+    /// Admits `identity` into `room` cluster-wide: checks the room size (`max_peers`)
+    /// atomically, records the member on this node, tells the nodes of the other members.
+    /// `mode` is the mode for a room this join creates.
+    fn join(
+        &self,
+        room: &str,
+        identity: &str,
+        mode: RoomMode,
+        max_peers: usize,
+    ) -> BoxFuture<'static, Result<ClusterView, ClusterJoinError>>;
+    /// The recorded session a resume token belongs to, when the node that held it is gone.
+    fn orphaned_session(&self, resume_token: &str) -> BoxFuture<'static, Option<SessionRecord>>;
+    /// The node holding `identity`'s session, if another node holds one.
+    fn locate(&self, identity: &str) -> BoxFuture<'static, Option<String>>;
+    /// Queues `out` for the cluster; delivery keeps the order of calls.
+    fn send(&self, out: Outgoing);
+}

@@ -1,0 +1,684 @@
+//! Cluster mode: room members whose sessions live on other nodes.
+//!
+//! The cluster (Redis) is the source of truth for who is in a room and on which node; this
+//! node keeps a view of the other nodes' members of the rooms it has sessions in, learned when
+//! one of its sessions joins ([`ClusterView`]) and kept current by the cluster's join/leave
+//! announcements. Relay messages to such a member become [`Effect::Forward`]s to its node.
+//!
+//! When a node dies its members are not dropped at once: they are *lost* for the resume grace,
+//! messages to them are held here (bounded like a resume buffer), and if the member resumes on
+//! another node the held messages follow it there, in order. Not back within the grace, it
+//! leaves its rooms with `peer_left{reason:"node_lost"}`.
+
+use super::*;
+use std::collections::VecDeque;
+
+/// What the cluster answered when it admitted a join.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    /// The room's members on other nodes: `(identity, node id)`.
+    pub members: Vec<(String, String)>,
+    /// The room's mode as the cluster holds it (set by the join that created the room).
+    pub mode: Option<RoomMode>,
+}
+
+/// A member of a room whose session is on another node.
+pub(super) struct Remote {
+    node: String,
+    /// Set while its node is missing from the registry.
+    lost_since: Option<Instant>,
+    /// Messages for it while lost, in order.
+    held: VecDeque<Arc<ServerMessage>>,
+    held_bytes: usize,
+}
+
+impl Remote {
+    fn on(node: &str) -> Remote {
+        Remote {
+            node: node.to_string(),
+            lost_since: None,
+            held: VecDeque::new(),
+            held_bytes: 0,
+        }
+    }
+}
+
+/// A session that another node now holds: what it hands over with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adopted {
+    pub identity: String,
+    pub room: String,
+    pub session_id: String,
+}
+
+impl Hub {
+    /// A session of this node is being admitted to `room_id` by the cluster: until
+    /// [`Hub::admitted`], announcements for the room are kept even with no session here yet.
+    pub fn admitting(&mut self, room_id: &str) {
+        *self.pending.entry(room_id.to_string()).or_insert(0) += 1;
+    }
+
+    /// The admission started by [`Hub::admitting`] is over (joined or refused).
+    pub fn admitted(&mut self, room_id: &str) {
+        if let Some(n) = self.pending.get_mut(room_id) {
+            *n -= 1;
+            if *n == 0 {
+                self.pending.remove(room_id);
+                if self
+                    .rooms
+                    .get(room_id)
+                    .is_some_and(|r| r.local_count() == 0)
+                {
+                    self.rooms.remove(room_id);
+                }
+            }
+        }
+    }
+
+    /// Adds the members the cluster reported for `room_id` to this node's view of it.
+    pub(super) fn merge_remote(&mut self, room_id: &str, view: &ClusterView) {
+        if view.members.is_empty() {
+            return;
+        }
+        let sessions = &self.sessions;
+        let room = self
+            .rooms
+            .entry(room_id.to_string())
+            .or_insert_with(|| Room {
+                members: Vec::new(),
+                mode: view.mode.unwrap_or(RoomMode::Mesh),
+                remote: HashMap::new(),
+            });
+        for (id, node) in &view.members {
+            if sessions.get(id).is_some_and(|s| s.room == room_id) {
+                continue;
+            }
+            match room.remote.get_mut(id) {
+                Some(r) => r.node.clone_from(node),
+                None => {
+                    if !room.members.contains(id) {
+                        room.members.push(id.clone());
+                    }
+                    room.remote.insert(id.clone(), Remote::on(node));
+                }
+            }
+        }
+    }
+
+    /// Sends `msg` towards `to` when it is a member on another node (or holds it while that
+    /// node is lost). False when `to` is not a remote member.
+    pub(super) fn forward(&mut self, room_id: &str, to: &str, msg: Arc<ServerMessage>) -> bool {
+        let (max_len, max_bytes) = (self.cfg.resume_buffer.max(1), self.cfg.resume_buffer_bytes);
+        let Some(r) = self
+            .rooms
+            .get_mut(room_id)
+            .and_then(|r| r.remote.get_mut(to))
+        else {
+            return false;
+        };
+        if r.lost_since.is_none() {
+            self.effects.push(Effect::Forward {
+                node: r.node.clone(),
+                room: room_id.to_string(),
+                to: to.to_string(),
+                msg,
+            });
+            return true;
+        }
+        let bytes = msg.approx_bytes();
+        if r.held.len() >= max_len || (r.held_bytes > 0 && r.held_bytes + bytes > max_bytes) {
+            // Holding more would lose messages: for this room the peer is gone, and its
+            // senders are told so rather than losing messages in silence.
+            self.remote_gone(room_id, to, Some("node_lost"));
+            return true;
+        }
+        r.held_bytes += bytes;
+        r.held.push_back(msg);
+        true
+    }
+
+    /// The cluster announced that `identity` joined (or resumed in) `room_id` on `node`.
+    pub fn remote_joined(&mut self, room_id: &str, identity: &str, node: &str) {
+        // One session per identity across the cluster: the newer one, elsewhere, wins.
+        if let Some(s) = self.sessions.get(identity) {
+            if s.room == room_id {
+                self.hand_off(identity);
+            } else {
+                self.replace_quietly(identity);
+            }
+        }
+        if !self.rooms.contains_key(room_id) && self.pending.contains_key(room_id) {
+            // A session here is being admitted to this room: keep what it must learn.
+            self.rooms.insert(
+                room_id.to_string(),
+                Room {
+                    members: Vec::new(),
+                    mode: RoomMode::Mesh,
+                    remote: HashMap::new(),
+                },
+            );
+        }
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        if let Some(r) = room.remote.get_mut(identity) {
+            // It moved (resumed on another node) or was announced again.
+            r.node = node.to_string();
+            r.lost_since = None;
+            let held: Vec<_> = r.held.drain(..).collect();
+            r.held_bytes = 0;
+            for msg in held {
+                self.effects.push(Effect::Forward {
+                    node: node.to_string(),
+                    room: room_id.to_string(),
+                    to: identity.to_string(),
+                    msg,
+                });
+            }
+            return;
+        }
+        room.remote.insert(identity.to_string(), Remote::on(node));
+        if room.members.iter().any(|m| m == identity) {
+            // Its session here was just handed off: the room saw no leave, so no join either.
+            if room.local_count() == 0 && !self.pending.contains_key(room_id) {
+                self.rooms.remove(room_id);
+            }
+            return;
+        }
+        room.members.push(identity.to_string());
+        let locals: Vec<String> = room
+            .members
+            .iter()
+            .filter(|m| !room.remote.contains_key(*m))
+            .cloned()
+            .collect();
+        let note = Arc::new(ServerMessage::PeerJoined {
+            peer_id: identity.to_string(),
+        });
+        for m in locals {
+            self.deliver(&m, note.clone());
+        }
+    }
+
+    /// The cluster announced that `identity`, a member on `node`, left `room_id`.
+    pub fn remote_left(&mut self, room_id: &str, identity: &str, node: &str, reason: Option<&str>) {
+        let ours = self
+            .rooms
+            .get(room_id)
+            .and_then(|r| r.remote.get(identity))
+            .is_some_and(|r| r.node == node);
+        if ours {
+            let reason = reason.filter(|r| *r == "node_lost").map(|_| "node_lost");
+            self.remote_gone(room_id, identity, reason);
+        }
+    }
+
+    /// A message another node relays to `to`, a session of this node in `room_id`. False when
+    /// no such session is here (it left, or moved on).
+    pub fn remote_message(&mut self, room_id: &str, to: &str, msg: ServerMessage) -> bool {
+        if self.sessions.get(to).is_none_or(|s| s.room != room_id) {
+            return false;
+        }
+        self.deliver(to, Arc::new(msg))
+    }
+
+    /// `node` is missing from the registry: its members are lost for the resume grace.
+    pub fn node_lost(&mut self, node: &str, now: Instant) {
+        for room in self.rooms.values_mut() {
+            for r in room.remote.values_mut() {
+                if r.node == node && r.lost_since.is_none() {
+                    r.lost_since = Some(now);
+                }
+            }
+        }
+    }
+
+    /// `node` is in the registry again (it was only late): what was held goes to it.
+    pub fn node_back(&mut self, node: &str) {
+        let mut out = Vec::new();
+        for (room_id, room) in &mut self.rooms {
+            for (id, r) in &mut room.remote {
+                if r.node == node && r.lost_since.take().is_some() {
+                    r.held_bytes = 0;
+                    out.extend(
+                        r.held
+                            .drain(..)
+                            .map(|msg| (room_id.clone(), id.clone(), msg)),
+                    );
+                }
+            }
+        }
+        for (room, to, msg) in out {
+            self.effects.push(Effect::Forward {
+                node: node.to_string(),
+                room,
+                to,
+                msg,
+            });
+        }
+    }
+
+    /// Remote members lost for longer than the resume grace leave their rooms.
+    pub(super) fn expire_remote(&mut self, now: Instant) {
+        let grace = self.cfg.resume_grace;
+        let gone: Vec<(String, String)> = self
+            .rooms
+            .iter()
+            .flat_map(|(room_id, room)| {
+                room.remote
+                    .iter()
+                    .filter(|(_, r)| r.lost_since.is_some_and(|t| now.duration_since(t) >= grace))
+                    .map(|(id, _)| (room_id.clone(), id.clone()))
+            })
+            .collect();
+        for (room, id) in gone {
+            self.remote_gone(&room, &id, Some("node_lost"));
+        }
+    }
+
+    /// Removes a remote member from `room_id` and tells the room's sessions here.
+    fn remote_gone(&mut self, room_id: &str, identity: &str, reason: Option<&'static str>) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        if room.remote.remove(identity).is_none() {
+            return;
+        }
+        room.members.retain(|m| m != identity);
+        let locals: Vec<String> = room
+            .members
+            .iter()
+            .filter(|m| !room.remote.contains_key(*m))
+            .cloned()
+            .collect();
+        if locals.is_empty() && !self.pending.contains_key(room_id) {
+            self.rooms.remove(room_id);
+        }
+        let note = Arc::new(ServerMessage::PeerLeft {
+            peer_id: identity.to_string(),
+            reason,
+        });
+        for m in locals {
+            self.deliver(&m, note.clone());
+        }
+    }
+
+    /// `identity`'s session continues on another node: it ends here without its room hearing
+    /// of a leave (the member stays, now remote). A socket still open gets 4002.
+    fn hand_off(&mut self, identity: &str) {
+        let Some(s) = self.sessions.remove(identity) else {
+            return;
+        };
+        self.ring_bytes -= s.ring.bytes();
+        self.resume_tokens.remove(&s.resume_token);
+        if let Some(conn) = s.conn {
+            self.conns.remove(&conn);
+            self.effects.push(Effect::Close {
+                conn,
+                code: close::RESUMED_ELSEWHERE,
+                reason: "session resumed on another node",
+            });
+        }
+    }
+
+    /// `identity` joined another room on another node: its session here ends as a replaced
+    /// one does (its room hears `peer_left`).
+    fn replace_quietly(&mut self, identity: &str) {
+        if let Some(old) = self.sessions.get(identity).and_then(|s| s.conn) {
+            self.reply(
+                old,
+                ServerMessage::error("replaced", "a newer connection joined as this identity"),
+            );
+            self.effects.push(Effect::Close {
+                conn: old,
+                code: close::REPLACED,
+                reason: "replaced by a newer connection",
+            });
+            self.conns.remove(&old);
+        }
+        self.end_session(identity);
+    }
+
+    /// Resumes on this node a session whose node died (cluster mode): the client's `last_seq`
+    /// continues, `received` is what the cluster last recorded for it. The room hears nothing
+    /// from here; the cluster's announcement of the move tells the other nodes.
+    pub fn adopt(
+        &mut self,
+        conn: ConnId,
+        session: Adopted,
+        last_seq: u64,
+        received: u64,
+        info: JoinInfo,
+        view: ClusterView,
+    ) -> Result<(), JoinError> {
+        if self.conns.contains_key(&conn) {
+            return Err(JoinError::AlreadyJoined);
+        }
+        let Adopted {
+            identity,
+            room: room_id,
+            session_id,
+        } = session;
+        if self.sessions.contains_key(&identity) {
+            self.replace_quietly(&identity);
+        }
+        self.merge_remote(&room_id, &view);
+        let mode = view.mode.unwrap_or(RoomMode::Mesh);
+        let room = self.rooms.entry(room_id.clone()).or_insert_with(|| Room {
+            members: Vec::new(),
+            mode,
+            remote: HashMap::new(),
+        });
+        let known = room.remote.remove(&identity).is_some() || room.members.contains(&identity);
+        if !room.members.contains(&identity) {
+            room.members.push(identity.clone());
+        }
+        let mode = room.mode;
+        let locals: Vec<String> = room
+            .members
+            .iter()
+            .filter(|m| !room.remote.contains_key(*m) && **m != identity)
+            .cloned()
+            .collect();
+        let resume_token = random_hex(16);
+        let joined = ServerMessage::Joined {
+            peer_id: identity.clone(),
+            room_id: room_id.clone(),
+            session_id: session_id.clone(),
+            resume_token: resume_token.clone(),
+            ice_servers: info.ice_servers,
+            ice_ttl: info.ice_ttl,
+            mode: mode.as_str().into(),
+            resumed: true,
+            resume_grace: self.cfg.resume_grace.as_secs(),
+            received,
+        };
+        self.sessions.insert(
+            identity.clone(),
+            Session {
+                session_id,
+                room: room_id.clone(),
+                conn: Some(conn),
+                next_seq: last_seq + 1,
+                ring: Ring::default(),
+                lost_since: None,
+                resume_token: resume_token.clone(),
+                received,
+                sfu_capable: info.sfu_capable,
+            },
+        );
+        self.resume_tokens.insert(resume_token, identity.clone());
+        self.conns.insert(conn, identity.clone());
+        self.reply(conn, joined);
+        if !known {
+            let note = Arc::new(ServerMessage::PeerJoined {
+                peer_id: identity.clone(),
+            });
+            for m in locals {
+                self.deliver(&m, note.clone());
+            }
+        }
+        self.announce_session(&identity);
+        Ok(())
+    }
+
+    /// Cluster mode: asks the driver to record `identity`'s session (for a resume on another
+    /// node should this one die).
+    pub(super) fn announce_session(&mut self, identity: &str) {
+        if !self.cfg.clustered {
+            return;
+        }
+        if let Some(s) = self.sessions.get(identity) {
+            self.effects.push(Effect::ClusterSession {
+                identity: identity.to_string(),
+                room: s.room.clone(),
+                session_id: s.session_id.clone(),
+                resume_token: s.resume_token.clone(),
+                received: s.received,
+            });
+        }
+    }
+
+    /// Sessions whose relay count (`received`) changed since the last call, for the
+    /// cluster's session records: `(identity, resume token, received)`.
+    pub fn take_received(&mut self) -> Vec<(String, String, u64)> {
+        let dirty = std::mem::take(&mut self.received_dirty);
+        dirty
+            .into_iter()
+            .filter_map(|id| {
+                let s = self.sessions.get(&id)?;
+                Some((id, s.resume_token.clone(), s.received))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::time::Duration;
+
+    fn hub() -> Hub {
+        Hub::new(HubConfig {
+            clustered: true,
+            resume_buffer: 3,
+            resume_grace: Duration::from_secs(5),
+            ..Default::default()
+        })
+    }
+
+    fn view(members: &[(&str, &str)]) -> ClusterView {
+        ClusterView {
+            members: members
+                .iter()
+                .map(|(i, n)| (i.to_string(), n.to_string()))
+                .collect(),
+            mode: Some(RoomMode::Mesh),
+        }
+    }
+
+    /// Deliveries as JSON, forwards as `(node, to, json)`, and leaves, in order.
+    #[derive(Debug, Default, PartialEq)]
+    struct Out {
+        delivered: Vec<(ConnId, Value)>,
+        forwarded: Vec<(String, String, Value)>,
+        left: Vec<String>,
+    }
+
+    fn out(h: &mut Hub) -> Out {
+        let mut o = Out::default();
+        for e in h.drain() {
+            match e {
+                Effect::Deliver { conn, msg, seq } => o
+                    .delivered
+                    .push((conn, serde_json::from_str(&msg.to_json(seq)).unwrap())),
+                Effect::Forward { node, to, msg, .. } => {
+                    o.forwarded
+                        .push((node, to, serde_json::from_str(&msg.to_json(None)).unwrap()))
+                }
+                Effect::ClusterLeave { identity, .. } => o.left.push(identity),
+                _ => {}
+            }
+        }
+        o
+    }
+
+    fn offer(to: &str, n: u64) -> ClientMessage {
+        ClientMessage::Offer {
+            target: to.into(),
+            offer: json!({"sdp": n.to_string()}).into(),
+        }
+    }
+
+    fn join(h: &mut Hub, conn: ConnId, id: &str, others: &[(&str, &str)]) -> Out {
+        h.join_checked(conn, id, "r", JoinInfo::default(), Some(view(others)))
+            .unwrap();
+        out(h)
+    }
+
+    #[test]
+    fn members_on_other_nodes_are_peers_and_relays_to_them_are_forwarded_in_order() {
+        let mut h = hub();
+        let o = join(&mut h, 1, "a", &[("b", "n2")]);
+        assert_eq!(o.delivered[0].1, json!({"type":"room_peers","peers":["b"]}));
+        for n in 0..3 {
+            h.message(1, offer("b", n));
+        }
+        let o = out(&mut h);
+        let sdps: Vec<_> = o
+            .forwarded
+            .iter()
+            .map(|(node, to, m)| (node.as_str(), to.as_str(), m["offer"]["sdp"].clone()))
+            .collect();
+        assert_eq!(
+            sdps,
+            [
+                ("n2", "b", json!("0")),
+                ("n2", "b", json!("1")),
+                ("n2", "b", json!("2"))
+            ]
+        );
+        assert_eq!(o.forwarded[0].2["from"], "a");
+        // b answers from its node: delivered to a, numbered for resume.
+        let answer = json!({"type":"answer","answer":{"sdp":"x"},"from":"b"});
+        assert!(h.remote_message("r", "a", ServerMessage::Raw(answer)));
+        assert!(!h.remote_message("r", "nobody", ServerMessage::Raw(json!({"type":"x"}))));
+        assert_eq!(out(&mut h).delivered[0].1["seq"], 1);
+        // b leaves on its node.
+        h.remote_left("r", "b", "n1", None);
+        assert!(
+            out(&mut h).delivered.is_empty(),
+            "a leave from a node b is not on is ignored"
+        );
+        h.remote_left("r", "b", "n2", None);
+        assert_eq!(
+            out(&mut h).delivered[0].1,
+            json!({"type":"peer_left","peer_id":"b","seq":2})
+        );
+        h.message(1, ClientMessage::Leave);
+        assert_eq!(out(&mut h).left, ["a"]);
+        assert_eq!(h.stats().rooms, 0);
+    }
+
+    #[test]
+    fn a_member_joining_elsewhere_is_announced_once() {
+        let mut h = hub();
+        join(&mut h, 1, "a", &[]);
+        h.remote_joined("r", "b", "n2");
+        h.remote_joined("r", "b", "n2");
+        let o = out(&mut h);
+        assert_eq!(
+            o.delivered,
+            [(1, json!({"type":"peer_joined","peer_id":"b","seq":1}))]
+        );
+        // A room with no session here is not this node's business.
+        h.remote_joined("other", "c", "n2");
+        assert_eq!(h.stats().rooms, 1);
+    }
+
+    #[test]
+    fn announcements_during_admission_are_kept_for_the_joiner() {
+        let mut h = hub();
+        h.admitting("r");
+        h.remote_joined("r", "b", "n2");
+        let o = join(&mut h, 1, "a", &[]);
+        h.admitted("r");
+        assert_eq!(o.delivered[0].1, json!({"type":"room_peers","peers":["b"]}));
+    }
+
+    #[test]
+    fn messages_to_a_lost_node_are_held_and_follow_the_member_where_it_resumes() {
+        let mut h = hub();
+        join(&mut h, 1, "a", &[("b", "n2")]);
+        h.node_lost("n2", Instant::now());
+        h.message(1, offer("b", 7));
+        h.message(1, offer("b", 8));
+        assert!(out(&mut h).forwarded.is_empty());
+        // b resumes on n3: what was held goes there, in order; a sees no leave or join.
+        h.remote_joined("r", "b", "n3");
+        let o = out(&mut h);
+        assert!(o.delivered.is_empty());
+        let to: Vec<_> = o
+            .forwarded
+            .iter()
+            .map(|(n, _, m)| (n.as_str(), m["offer"]["sdp"].clone()))
+            .collect();
+        assert_eq!(to, [("n3", json!("7")), ("n3", json!("8"))]);
+        h.message(1, offer("b", 9));
+        assert_eq!(out(&mut h).forwarded[0].0, "n3");
+    }
+
+    #[test]
+    fn a_lost_member_not_back_within_the_grace_leaves_with_node_lost() {
+        let mut h = hub();
+        join(&mut h, 1, "a", &[("b", "n2"), ("c", "n3")]);
+        let t0 = Instant::now();
+        h.node_lost("n2", t0);
+        h.tick(t0 + Duration::from_secs(4));
+        assert!(out(&mut h).delivered.is_empty());
+        h.tick(t0 + Duration::from_secs(5));
+        assert_eq!(
+            out(&mut h).delivered,
+            [(
+                1,
+                json!({"type":"peer_left","peer_id":"b","reason":"node_lost","seq":1})
+            )]
+        );
+        assert_eq!(h.members("r"), ["c", "a"]);
+    }
+
+    #[test]
+    fn holding_past_the_resume_buffer_ends_the_member_for_its_senders() {
+        let mut h = hub();
+        join(&mut h, 1, "a", &[("b", "n2")]);
+        h.node_lost("n2", Instant::now());
+        for n in 0..4 {
+            h.message(1, offer("b", n));
+        }
+        let o = out(&mut h);
+        assert_eq!(o.delivered[0].1["type"], "peer_left");
+        assert_eq!(o.delivered[0].1["reason"], "node_lost");
+        // A node that was only late gets what was held.
+        let mut h = hub();
+        join(&mut h, 1, "a", &[("b", "n2")]);
+        h.node_lost("n2", Instant::now());
+        h.message(1, offer("b", 1));
+        h.node_back("n2");
+        assert_eq!(out(&mut h).forwarded.len(), 1);
+    }
+
+    #[test]
+    fn an_adopted_session_continues_its_sequence_and_its_room_sees_no_change() {
+        let mut h = hub();
+        join(&mut h, 1, "a", &[("b", "n2")]);
+        let session = Adopted {
+            identity: "b".into(),
+            room: "r".into(),
+            session_id: "s1".into(),
+        };
+        h.adopt(2, session, 41, 5, JoinInfo::default(), view(&[("a", "n9")]))
+            .unwrap();
+        let o = out(&mut h);
+        assert_eq!(o.delivered.len(), 1, "only b's joined: {o:?}");
+        let joined = &o.delivered[0].1;
+        assert_eq!(
+            (joined["resumed"].clone(), joined["received"].clone()),
+            (json!(true), json!(5))
+        );
+        assert_eq!(joined["session_id"], "s1");
+        h.message(1, offer("b", 1));
+        assert_eq!(
+            out(&mut h).delivered[0],
+            (
+                2,
+                json!({"type":"offer","offer":{"sdp":"1"},"from":"a","seq":42})
+            )
+        );
+        // The session moves on again (resumed on yet another node): it ends here quietly.
+        h.remote_joined("r", "b", "n4");
+        let o = out(&mut h);
+        assert!(o.delivered.is_empty() && o.left.is_empty(), "{o:?}");
+        assert_eq!(h.members("r"), ["b", "a"]);
+    }
+}

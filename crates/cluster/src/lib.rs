@@ -9,12 +9,14 @@
 //! serving its own sessions, `/readyz` says degraded, and the node rejoins by itself when
 //! Redis answers again.
 
+mod bus;
 mod config;
 mod registry;
 mod replay;
 mod shared;
 mod users;
 
+pub use bus::RedisBus;
 pub use config::{valid_node_id, ClusterConfig};
 pub use registry::{process_cpu, Load, NodeInfo, Registry};
 pub use replay::SharedReplayGuard;

@@ -105,6 +105,8 @@ struct Health {
 #[derive(Clone)]
 pub struct Shared {
     conn: ConnectionManager,
+    /// For the dedicated pub/sub connection.
+    client: redis::Client,
     prefix: Arc<str>,
     health: Arc<Mutex<Health>>,
     pub metrics: ClusterMetrics,
@@ -125,11 +127,12 @@ impl Shared {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, conn_cfg)
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), conn_cfg)
             .map_err(|e| ClusterError::Redis(e.to_string()))?;
         metrics.redis_up.set(0);
         Ok(Shared {
             conn,
+            client,
             prefix: cfg.key_prefix.as_str().into(),
             health: Arc::new(Mutex::new(Health {
                 down: Some("not connected yet".into()),
@@ -147,6 +150,11 @@ impl Shared {
             k.push_str(p);
         }
         k
+    }
+
+    /// The Redis client, for connections of their own (pub/sub).
+    pub fn client(&self) -> &redis::Client {
+        &self.client
     }
 
     /// `None` while Redis answers; else why not.

@@ -117,7 +117,32 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
              document names the host each client used to reach this server"
         );
     }
-    let signaling = signaling(&config, &gate, &ice, &sfu, &mut registry, &shutdown);
+    let bus = cluster.as_ref().map(|c| {
+        switchboard_cluster::RedisBus::new(
+            c.shared.clone(),
+            c.registry.clone(),
+            &c.node_id(),
+            &mut registry,
+        )
+    });
+    let signaling = signaling(
+        &config,
+        &gate,
+        &ice,
+        &sfu,
+        bus.clone(),
+        &mut registry,
+        &shutdown,
+    );
+    if let Some(bus) = &bus {
+        let handle = signaling.handle();
+        bus.start(
+            Arc::new(move |ev| handle.inbound(ev)),
+            config.limits.signal_settings(&config.sfu).resume_grace,
+            config.cluster.heartbeat,
+            shutdown.clone(),
+        );
+    }
     send_progress_to_signaling(&stream_gateway, &signaling, &sfu);
     if let Some(c) = &cluster {
         let handle = signaling.handle();
@@ -295,6 +320,7 @@ fn signaling(
     gate: &Arc<TicketGate>,
     ice: &Arc<IceServers>,
     sfu: &Option<crate::sfu_bridge::Bridge>,
+    bus: Option<switchboard_cluster::RedisBus>,
     registry: &mut Registry,
     shutdown: &CancellationToken,
 ) -> switchboard_signal::Signaling {
@@ -308,13 +334,14 @@ fn signaling(
         Some(b) => Arc::new(b.clone()),
         None => Arc::new(switchboard_signal::NoSfu),
     };
-    let signaling = switchboard_signal::Signaling::with_sfu(
+    let signaling = switchboard_signal::Signaling::with_parts(
         config.limits.signal_settings(&config.sfu),
         gate.clone(),
         provider,
         registry,
         shutdown.clone(),
         bridge,
+        bus.map(|b| Arc::new(b) as Arc<dyn switchboard_signal::cluster::ClusterBus>),
     );
     if let Some(b) = sfu {
         b.attach(signaling.handle());

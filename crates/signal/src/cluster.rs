@@ -76,10 +76,13 @@ pub enum Outgoing {
 /// What other nodes sent, for this node's sessions.
 #[derive(Debug, Clone)]
 pub enum Inbound {
+    /// `identity` joined `room` on `node`, or resumed there: then `resumed_after` is the
+    /// client's `last_seq`, and a node that held the session sends what came after it on.
     Joined {
         room: String,
         identity: String,
         node: String,
+        resumed_after: Option<u64>,
     },
     Left {
         room: String,
@@ -107,13 +110,15 @@ pub trait ClusterBus: Send + Sync + 'static {
     fn node_id(&self) -> &str;
     /// Admits `identity` into `room` cluster-wide: checks the room size (`max_peers`)
     /// atomically, records the member on this node, tells the nodes of the other members.
-    /// `mode` is the mode for a room this join creates.
+    /// `mode` is the mode for a room this join creates; `resumed_after` is set when a session
+    /// resumes here (the client's `last_seq`).
     fn join(
         &self,
         room: &str,
         identity: &str,
         mode: RoomMode,
         max_peers: usize,
+        resumed_after: Option<u64>,
     ) -> BoxFuture<'static, Result<ClusterView, ClusterJoinError>>;
     /// The recorded session a resume token belongs to, when the node that held it is gone.
     fn orphaned_session(&self, resume_token: &str) -> BoxFuture<'static, Option<SessionRecord>>;

@@ -256,9 +256,10 @@ impl SignalHandle {
                 room,
                 identity,
                 node,
+                resumed_after,
             } => self
                 .inner
-                .with_hub(|h| h.remote_joined(&room, &identity, &node)),
+                .with_hub(|h| h.remote_joined(&room, &identity, &node, resumed_after)),
             Inbound::Left {
                 room,
                 identity,
@@ -755,6 +756,7 @@ impl Inner {
                 &rec.identity,
                 RoomMode::Mesh,
                 self.settings.max_room_peers,
+                Some(last_seq),
             )
             .await;
         let mut core = self.core.lock();
@@ -825,7 +827,7 @@ impl Inner {
             ModePolicy::Auto { .. } => info.requested_mode.unwrap_or(RoomMode::Mesh),
         };
         let admitted = bus
-            .join(room_id, identity, mode, self.settings.max_room_peers)
+            .join(room_id, identity, mode, self.settings.max_room_peers, None)
             .await;
         let mut core = self.core.lock();
         core.hub.admitted(room_id);

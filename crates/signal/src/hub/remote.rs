@@ -137,12 +137,19 @@ impl Hub {
         true
     }
 
-    /// The cluster announced that `identity` joined (or resumed in) `room_id` on `node`.
-    pub fn remote_joined(&mut self, room_id: &str, identity: &str, node: &str) {
+    /// The cluster announced that `identity` joined `room_id` on `node`, or resumed there
+    /// with `last_seq` = `resumed_after`.
+    pub fn remote_joined(
+        &mut self,
+        room_id: &str,
+        identity: &str,
+        node: &str,
+        resumed_after: Option<u64>,
+    ) {
         // One session per identity across the cluster: the newer one, elsewhere, wins.
         if let Some(s) = self.sessions.get(identity) {
             if s.room == room_id {
-                self.hand_off(identity);
+                self.hand_off(identity, node, resumed_after);
             } else {
                 self.replace_quietly(identity);
             }
@@ -303,12 +310,23 @@ impl Hub {
         }
     }
 
-    /// `identity`'s session continues on another node: it ends here without its room hearing
-    /// of a leave (the member stays, now remote). A socket still open gets 4002.
-    fn hand_off(&mut self, identity: &str) {
+    /// `identity`'s session continues on `node`: it ends here without its room hearing of a
+    /// leave (the member stays, now remote). A socket still open gets 4002. When it resumed
+    /// there, what it had not received (after `resumed_after`) follows it, in order.
+    fn hand_off(&mut self, identity: &str, node: &str, resumed_after: Option<u64>) {
         let Some(s) = self.sessions.remove(identity) else {
             return;
         };
+        if let Some(last) = resumed_after {
+            for e in s.ring.iter().filter(|e| e.seq > last) {
+                self.effects.push(Effect::Forward {
+                    node: node.to_string(),
+                    room: s.room.clone(),
+                    to: identity.to_string(),
+                    msg: e.msg.clone(),
+                });
+            }
+        }
         self.ring_bytes -= s.ring.bytes();
         self.resume_tokens.remove(&s.resume_token);
         if let Some(conn) = s.conn {
@@ -565,15 +583,15 @@ mod tests {
     fn a_member_joining_elsewhere_is_announced_once() {
         let mut h = hub();
         join(&mut h, 1, "a", &[]);
-        h.remote_joined("r", "b", "n2");
-        h.remote_joined("r", "b", "n2");
+        h.remote_joined("r", "b", "n2", None);
+        h.remote_joined("r", "b", "n2", None);
         let o = out(&mut h);
         assert_eq!(
             o.delivered,
             [(1, json!({"type":"peer_joined","peer_id":"b","seq":1}))]
         );
         // A room with no session here is not this node's business.
-        h.remote_joined("other", "c", "n2");
+        h.remote_joined("other", "c", "n2", None);
         assert_eq!(h.stats().rooms, 1);
     }
 
@@ -581,7 +599,7 @@ mod tests {
     fn announcements_during_admission_are_kept_for_the_joiner() {
         let mut h = hub();
         h.admitting("r");
-        h.remote_joined("r", "b", "n2");
+        h.remote_joined("r", "b", "n2", None);
         let o = join(&mut h, 1, "a", &[]);
         h.admitted("r");
         assert_eq!(o.delivered[0].1, json!({"type":"room_peers","peers":["b"]}));
@@ -596,7 +614,7 @@ mod tests {
         h.message(1, offer("b", 8));
         assert!(out(&mut h).forwarded.is_empty());
         // b resumes on n3: what was held goes there, in order; a sees no leave or join.
-        h.remote_joined("r", "b", "n3");
+        h.remote_joined("r", "b", "n3", None);
         let o = out(&mut h);
         assert!(o.delivered.is_empty());
         let to: Vec<_> = o
@@ -676,7 +694,7 @@ mod tests {
             )
         );
         // The session moves on again (resumed on yet another node): it ends here quietly.
-        h.remote_joined("r", "b", "n4");
+        h.remote_joined("r", "b", "n4", None);
         let o = out(&mut h);
         assert!(o.delivered.is_empty() && o.left.is_empty(), "{o:?}");
         assert_eq!(h.members("r"), ["b", "a"]);

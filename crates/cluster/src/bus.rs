@@ -1,0 +1,663 @@
+//! Rooms that span nodes, on Redis: signaling's [`ClusterBus`].
+//!
+//! - **Membership** of a room is one hash, identity → node, changed only by Lua scripts that
+//!   check the room size and announce the change to the nodes of the other members in the
+//!   same atomic step (`PUBLISH` to each node's channel), so a node never misses a member
+//!   that joined after it read the room.
+//! - **Relays** to a member on another node are one `PUBLISH` to that node's channel. One task
+//!   per node sends everything in the order signaling produced it, batched into pipelines, on
+//!   one connection, so messages from one sender arrive in order.
+//! - **Node loss**: a watcher compares the registry every heartbeat; a node gone from it is
+//!   reported lost (its members wait out the resume grace), and once the grace has passed its
+//!   memberships are removed with `reason: "node_lost"`.
+//! - **Sessions** are recorded (identity → node, room, session id, resume token, relay count)
+//!   so a client whose node died resumes on any other node.
+//!
+//! Keys (`<p>` is `[cluster] key_prefix`; `{h}` is a hash of the room name, so one room's keys
+//! share a Redis Cluster slot): `<p>:room:{h}:<room>:m` members, `<p>:room:{h}:<room>:i` mode and
+//! home node, `<p>:rooms:<node>` rooms a node has members in, `<p>:sess:<identity>` session
+//! records, `<p>:tok:<resume token>` → identity. Channels: `<p>:to:<node>`.
+
+use crate::registry::Registry;
+use crate::shared::Shared;
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry as Metrics;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use switchboard_signal::cluster::{ClusterBus, ClusterJoinError, Inbound, Outgoing, SessionRecord};
+use switchboard_signal::hub::{ClusterView, RoomMode};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Admits a member: `KEYS` members, info; `ARGV` identity, node, max peers, mode for a new room,
+/// room name, channel prefix, last_seq of a resume ("" for a join). Returns `{"full"}`,
+/// `{"elsewhere", home}` or `{"ok", mode, identity1, node1, ...}` (the other members).
+const JOIN: &str = r#"
+local id, node, max, mode = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local prev = redis.call('HGET', KEYS[1], id)
+if not prev and redis.call('HLEN', KEYS[1]) >= max then return {'full'} end
+local rmode = redis.call('HGET', KEYS[2], 'mode')
+local home = redis.call('HGET', KEYS[2], 'home')
+if not rmode then
+  rmode, home = mode, node
+  redis.call('HSET', KEYS[2], 'mode', mode, 'home', node)
+end
+if rmode == 'sfu' and home ~= node then return {'elsewhere', home} end
+redis.call('HSET', KEYS[1], id, node)
+local all = redis.call('HGETALL', KEYS[1])
+local out, nodes = {'ok', rmode}, {}
+for k = 1, #all, 2 do
+  if all[k] ~= id then
+    out[#out + 1] = all[k]
+    out[#out + 1] = all[k + 1]
+    if all[k + 1] ~= node then nodes[all[k + 1]] = true end
+  end
+end
+if prev and prev ~= node then nodes[prev] = true end
+local note = {k = 'j', r = ARGV[5], i = id, n = node}
+if ARGV[7] ~= '' then note.after = tonumber(ARGV[7]) end
+local msg = cjson.encode(note)
+for n, _ in pairs(nodes) do redis.call('PUBLISH', ARGV[6] .. n, msg) end
+return out
+"#;
+
+/// Ends a membership if it is still `node`'s: `KEYS` members, info; `ARGV` identity, node, room,
+/// channel prefix, reason ("" or "node_lost"). Returns 1 when it ended one.
+const LEAVE: &str = r#"
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+local rest = redis.call('HVALS', KEYS[1])
+if #rest == 0 then redis.call('DEL', KEYS[2]) end
+local nodes = {}
+for _, n in ipairs(rest) do if n ~= ARGV[2] then nodes[n] = true end end
+local note = {k = 'l', r = ARGV[3], i = ARGV[1], n = ARGV[2]}
+if ARGV[5] ~= '' then note.why = ARGV[5] end
+local msg = cjson.encode(note)
+for n, _ in pairs(nodes) do redis.call('PUBLISH', ARGV[4] .. n, msg) end
+return 1
+"#;
+
+/// Ends every membership of a dead node in one room: `KEYS` members, info; `ARGV` dead node,
+/// room, channel prefix. Returns how many it ended.
+const REAP: &str = r#"
+local all = redis.call('HGETALL', KEYS[1])
+local gone, nodes = {}, {}
+for k = 1, #all, 2 do
+  if all[k + 1] == ARGV[1] then gone[#gone + 1] = all[k] else nodes[all[k + 1]] = true end
+end
+for _, id in ipairs(gone) do redis.call('HDEL', KEYS[1], id) end
+if redis.call('HLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end
+for _, id in ipairs(gone) do
+  local msg = cjson.encode({k = 'l', r = ARGV[2], i = id, n = ARGV[1], why = 'node_lost'})
+  for n, _ in pairs(nodes) do redis.call('PUBLISH', ARGV[3] .. n, msg) end
+end
+return #gone
+"#;
+
+/// Messages waiting for the sender task; past this the newest are refused and counted.
+const QUEUE: usize = 65_536;
+/// Most messages in one pipeline.
+const BATCH: usize = 512;
+/// How long session records outlive their last update.
+const SESSION_TTL_SECS: u64 = 24 * 3600;
+
+/// The bus's `/metrics` series.
+#[derive(Clone)]
+struct BusMetrics {
+    /// Messages published to other nodes, by kind.
+    sent: Family<[(&'static str, &'static str); 1], Counter>,
+    /// Messages received from other nodes, by kind.
+    received: Family<[(&'static str, &'static str); 1], Counter>,
+    /// Messages that could not be handed to Redis (queue full or Redis unreachable).
+    dropped: Counter,
+    /// Nodes seen leaving the registry without saying goodbye.
+    failovers: Counter,
+    /// Sessions of dead nodes resumed here.
+    adopted: Counter,
+    /// Time from a batch being queued to Redis acknowledging it.
+    publish_seconds: Histogram,
+}
+
+impl BusMetrics {
+    fn register(r: &mut Metrics) -> BusMetrics {
+        let m = BusMetrics {
+            sent: Family::default(),
+            received: Family::default(),
+            dropped: Counter::default(),
+            failovers: Counter::default(),
+            adopted: Counter::default(),
+            publish_seconds: Histogram::new([
+                0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.5,
+            ]),
+        };
+        r.register(
+            "cluster_messages_sent",
+            "Messages sent to other nodes, by kind",
+            m.sent.clone(),
+        );
+        r.register(
+            "cluster_messages_received",
+            "Messages received from other nodes, by kind",
+            m.received.clone(),
+        );
+        r.register(
+            "cluster_messages_dropped",
+            "Messages for other nodes that could not be handed to Redis",
+            m.dropped.clone(),
+        );
+        r.register(
+            "cluster_failovers",
+            "Nodes that left the registry without saying goodbye",
+            m.failovers.clone(),
+        );
+        r.register(
+            "cluster_sessions_adopted",
+            "Sessions of dead nodes resumed on this node",
+            m.adopted.clone(),
+        );
+        r.register(
+            "cluster_publish_seconds",
+            "Time from queueing a batch for other nodes to Redis acknowledging it",
+            m.publish_seconds.clone(),
+        );
+        m
+    }
+}
+
+/// What the registry watcher knows.
+#[derive(Default)]
+struct Live {
+    /// Live nodes (this one included) and their public URLs.
+    nodes: HashMap<String, String>,
+    /// Whether the registry has been read at least once.
+    known: bool,
+}
+
+/// Signaling's cluster bus on Redis. Cheap to clone.
+#[derive(Clone)]
+pub struct RedisBus {
+    shared: Shared,
+    registry: Registry,
+    node: Arc<str>,
+    tx: mpsc::Sender<(Outgoing, Instant)>,
+    rx: Arc<Mutex<Option<mpsc::Receiver<(Outgoing, Instant)>>>>,
+    live: Arc<Mutex<Live>>,
+    metrics: BusMetrics,
+}
+
+impl RedisBus {
+    pub fn new(shared: Shared, registry: Registry, node: &str, metrics: &mut Metrics) -> RedisBus {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        RedisBus {
+            shared,
+            registry,
+            node: node.into(),
+            tx,
+            rx: Arc::new(Mutex::new(Some(rx))),
+            live: Arc::new(Mutex::new(Live::default())),
+            metrics: BusMetrics::register(metrics),
+        }
+    }
+
+    fn room_keys(&self, room: &str) -> (String, String) {
+        let h = Sha256::digest(room.as_bytes());
+        let tag = format!("{{{}}}", hex::encode(&h[..8]));
+        (
+            self.shared.key(&["room", &tag, room, "m"]),
+            self.shared.key(&["room", &tag, room, "i"]),
+        )
+    }
+
+    fn channel_prefix(&self) -> String {
+        self.shared.key(&["to", ""])
+    }
+
+    /// Starts the sender, the subscriber and the registry watcher. `inbound` receives what
+    /// other nodes send; `grace` is signaling's resume grace (how long a dead node's members
+    /// wait before they are removed); `every` is the registry's heartbeat.
+    pub fn start(
+        &self,
+        inbound: Arc<dyn Fn(Inbound) + Send + Sync>,
+        grace: Duration,
+        every: Duration,
+        shutdown: CancellationToken,
+    ) {
+        if let Some(rx) = self.rx.lock().take() {
+            tokio::spawn(self.clone().sender(rx, shutdown.clone()));
+        }
+        tokio::spawn(self.clone().subscriber(inbound.clone(), shutdown.clone()));
+        tokio::spawn(self.clone().watcher(inbound, grace, every, shutdown));
+    }
+
+    /// Sends queued messages in order, as pipelines of up to [`BATCH`].
+    async fn sender(
+        self,
+        mut rx: mpsc::Receiver<(Outgoing, Instant)>,
+        shutdown: CancellationToken,
+    ) {
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            let first = tokio::select! {
+                m = rx.recv() => m,
+                _ = shutdown.cancelled() => None,
+            };
+            let Some(first) = first else { break };
+            batch.push(first);
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            let oldest = batch[0].1;
+            let n = batch.len() as u64;
+            let mut pipe = redis::pipe();
+            for (out, _) in batch.drain(..) {
+                self.add_to(&mut pipe, out);
+            }
+            match self.shared.call::<redis::Value>("publish", pipe).await {
+                Ok(_) => self
+                    .metrics
+                    .publish_seconds
+                    .observe(oldest.elapsed().as_secs_f64()),
+                Err(e) => {
+                    self.metrics.dropped.inc_by(n);
+                    tracing::warn!(error = %e, messages = n, "messages for other nodes lost");
+                }
+            }
+        }
+    }
+
+    fn add_to(&self, pipe: &mut redis::Pipeline, out: Outgoing) {
+        let kind = match out {
+            Outgoing::Forward {
+                node,
+                room,
+                to,
+                msg,
+            } => {
+                let frame = format!(
+                    r#"{{"k":"m","r":{},"t":{},"m":{}}}"#,
+                    Value::String(room),
+                    Value::String(to),
+                    msg.to_json(None)
+                );
+                pipe.cmd("PUBLISH")
+                    .arg(self.shared.key(&["to", &node]))
+                    .arg(frame)
+                    .ignore();
+                "message"
+            }
+            Outgoing::Notify { node, to, msg } => {
+                let frame = json!({"k": "n", "t": to, "m": msg}).to_string();
+                pipe.cmd("PUBLISH")
+                    .arg(self.shared.key(&["to", &node]))
+                    .arg(frame)
+                    .ignore();
+                "notify"
+            }
+            Outgoing::Leave { room, identity } => {
+                let (m, i) = self.room_keys(&room);
+                pipe.cmd("EVAL")
+                    .arg(LEAVE)
+                    .arg(2)
+                    .arg(m)
+                    .arg(i)
+                    .arg(&identity)
+                    .arg(&*self.node)
+                    .arg(&room)
+                    .arg(self.channel_prefix())
+                    .arg("")
+                    .ignore();
+                pipe.cmd("DEL")
+                    .arg(self.shared.key(&["sess", &identity]))
+                    .ignore();
+                "leave"
+            }
+            Outgoing::Session {
+                identity,
+                room,
+                session_id,
+                resume_token,
+                received,
+            } => {
+                let key = self.shared.key(&["sess", &identity]);
+                pipe.cmd("HSET")
+                    .arg(&key)
+                    .arg("node")
+                    .arg(&*self.node)
+                    .arg("room")
+                    .arg(&room)
+                    .arg("sid")
+                    .arg(session_id)
+                    .arg("tok")
+                    .arg(&resume_token)
+                    .arg("rcv")
+                    .arg(received)
+                    .ignore()
+                    .cmd("EXPIRE")
+                    .arg(&key)
+                    .arg(SESSION_TTL_SECS)
+                    .ignore()
+                    .cmd("SET")
+                    .arg(self.shared.key(&["tok", &resume_token]))
+                    .arg(&identity)
+                    .arg("EX")
+                    .arg(SESSION_TTL_SECS)
+                    .ignore()
+                    .cmd("SADD")
+                    .arg(self.shared.key(&["rooms", &self.node]))
+                    .arg(&room)
+                    .ignore();
+                "session"
+            }
+            Outgoing::Received { identity, received } => {
+                pipe.cmd("HSET")
+                    .arg(self.shared.key(&["sess", &identity]))
+                    .arg("rcv")
+                    .arg(received)
+                    .ignore();
+                "received"
+            }
+        };
+        self.metrics.sent.get_or_create(&[("kind", kind)]).inc();
+    }
+
+    /// Reads this node's channel; reconnects (and resubscribes) by itself.
+    async fn subscriber(
+        self,
+        inbound: Arc<dyn Fn(Inbound) + Send + Sync>,
+        stop: CancellationToken,
+    ) {
+        let channel = self.shared.key(&["to", &self.node]);
+        while !stop.is_cancelled() {
+            let connected = tokio::time::timeout(Duration::from_secs(2), async {
+                let mut ps = self.shared.client().get_async_pubsub().await?;
+                ps.subscribe(&channel).await?;
+                Ok::<_, redis::RedisError>(ps)
+            })
+            .await;
+            match connected {
+                Ok(Ok(ps)) => {
+                    let mut stream = ps.into_on_message();
+                    loop {
+                        let msg = tokio::select! {
+                            m = stream.next() => m,
+                            _ = stop.cancelled() => return,
+                        };
+                        let Some(msg) = msg else { break };
+                        if let Some(ev) = parse(msg.get_payload_bytes()) {
+                            let kind = match &ev {
+                                Inbound::Joined { .. } => "join",
+                                Inbound::Left { .. } => "leave",
+                                Inbound::Notify { .. } => "notify",
+                                _ => "message",
+                            };
+                            self.metrics.received.get_or_create(&[("kind", kind)]).inc();
+                            inbound(ev);
+                        }
+                    }
+                    tracing::warn!("cluster subscription lost; reconnecting");
+                }
+                Ok(Err(e)) => tracing::debug!(error = %e, "cluster subscription failed"),
+                Err(_) => tracing::debug!("cluster subscription timed out"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// Every `every`: which nodes left the registry (lost), which came back, and which have
+    /// been gone longer than `grace` (their memberships are removed).
+    async fn watcher(
+        self,
+        inbound: Arc<dyn Fn(Inbound) + Send + Sync>,
+        grace: Duration,
+        every: Duration,
+        stop: CancellationToken,
+    ) {
+        let mut lost: HashMap<String, Instant> = HashMap::new();
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            // Registry unreadable (Redis down): nobody is declared lost on that account.
+            let Ok(nodes) = self.registry.nodes().await else {
+                continue;
+            };
+            let now: HashMap<String, String> = nodes.into_iter().map(|n| (n.id, n.url)).collect();
+            let before = {
+                let mut live = self.live.lock();
+                let before = std::mem::replace(&mut live.nodes, now.clone());
+                let was_known = std::mem::replace(&mut live.known, true);
+                if was_known {
+                    before
+                } else {
+                    HashMap::new()
+                }
+            };
+            for id in before.keys() {
+                if !now.contains_key(id) && *id != *self.node && !lost.contains_key(id) {
+                    tracing::warn!(node = %id, "node left the cluster without a goodbye");
+                    self.metrics.failovers.inc();
+                    lost.insert(id.clone(), Instant::now());
+                    inbound(Inbound::NodeLost { node: id.clone() });
+                }
+            }
+            for id in now.keys() {
+                if lost.remove(id).is_some() {
+                    inbound(Inbound::NodeBack { node: id.clone() });
+                }
+            }
+            let expired: Vec<String> = lost
+                .iter()
+                .filter(|(_, t)| t.elapsed() >= grace)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in expired {
+                if self.reap(&id).await.is_ok() {
+                    lost.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// Removes a dead node's memberships, announcing `peer_left{reason:"node_lost"}`.
+    async fn reap(&self, dead: &str) -> Result<u64, crate::ClusterError> {
+        let set = self.shared.key(&["rooms", dead]);
+        let rooms: Vec<String> = self
+            .shared
+            .call("reap", redis::cmd("SMEMBERS").arg(&set).clone())
+            .await?;
+        let mut total = 0;
+        for room in rooms {
+            let (m, i) = self.room_keys(&room);
+            let n: u64 = self
+                .shared
+                .call(
+                    "reap",
+                    redis::cmd("EVAL")
+                        .arg(REAP)
+                        .arg(2)
+                        .arg(m)
+                        .arg(i)
+                        .arg(dead)
+                        .arg(&room)
+                        .arg(self.channel_prefix())
+                        .clone(),
+                )
+                .await?;
+            total += n;
+        }
+        self.shared
+            .call::<()>("reap", redis::cmd("DEL").arg(&set).clone())
+            .await?;
+        tracing::info!(node = %dead, memberships = total, "removed a dead node's room memberships");
+        Ok(total)
+    }
+
+    /// Whether `node` is live as of the last registry read (unknown yet: assume it is).
+    fn is_live(&self, node: &str) -> bool {
+        let live = self.live.lock();
+        !live.known || live.nodes.contains_key(node)
+    }
+}
+
+fn parse(bytes: &[u8]) -> Option<Inbound> {
+    let v: Value = serde_json::from_slice(bytes).ok()?;
+    let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+    Some(match v.get("k")?.as_str()? {
+        "m" => Inbound::Message {
+            room: s("r")?,
+            to: s("t")?,
+            msg: v.get("m")?.clone(),
+        },
+        "n" => Inbound::Notify {
+            to: s("t")?,
+            msg: v.get("m")?.clone(),
+        },
+        "j" => Inbound::Joined {
+            room: s("r")?,
+            identity: s("i")?,
+            node: s("n")?,
+            resumed_after: v.get("after").and_then(Value::as_u64),
+        },
+        "l" => Inbound::Left {
+            room: s("r")?,
+            identity: s("i")?,
+            node: s("n")?,
+            reason: s("why"),
+        },
+        _ => return None,
+    })
+}
+
+impl ClusterBus for RedisBus {
+    fn node_id(&self) -> &str {
+        &self.node
+    }
+
+    fn join(
+        &self,
+        room: &str,
+        identity: &str,
+        mode: RoomMode,
+        max_peers: usize,
+        resumed_after: Option<u64>,
+    ) -> BoxFuture<'static, Result<ClusterView, ClusterJoinError>> {
+        let (m, i) = self.room_keys(room);
+        let me = self.clone();
+        let mut join = redis::cmd("EVAL");
+        join.arg(JOIN)
+            .arg(2)
+            .arg(m)
+            .arg(i)
+            .arg(identity)
+            .arg(&*self.node)
+            .arg(max_peers)
+            .arg(mode.as_str())
+            .arg(room)
+            .arg(self.channel_prefix())
+            .arg(resumed_after.map(|n| n.to_string()).unwrap_or_default());
+        Box::pin(async move {
+            let out: Vec<String> = me
+                .shared
+                .call("join", join)
+                .await
+                .map_err(|e| ClusterJoinError::Unavailable(e.to_string()))?;
+            match out.first().map(String::as_str) {
+                Some("full") => Err(ClusterJoinError::RoomFull),
+                Some("elsewhere") => {
+                    let node = out.get(1).cloned().unwrap_or_default();
+                    let url = me.live.lock().nodes.get(&node).cloned().unwrap_or_default();
+                    Err(ClusterJoinError::Elsewhere { node, url })
+                }
+                Some("ok") => {
+                    let mode = match out.get(1).map(String::as_str) {
+                        Some("sfu") => RoomMode::Sfu,
+                        _ => RoomMode::Mesh,
+                    };
+                    let members = out[2..]
+                        .chunks_exact(2)
+                        .map(|p| (p[0].clone(), p[1].clone()))
+                        .collect();
+                    Ok(ClusterView {
+                        members,
+                        mode: Some(mode),
+                    })
+                }
+                _ => Err(ClusterJoinError::Unavailable(
+                    "unexpected answer from the join script".into(),
+                )),
+            }
+        })
+    }
+
+    fn orphaned_session(&self, resume_token: &str) -> BoxFuture<'static, Option<SessionRecord>> {
+        let me = self.clone();
+        let tok = self.shared.key(&["tok", resume_token]);
+        let token = resume_token.to_string();
+        Box::pin(async move {
+            let identity: Option<String> = me
+                .shared
+                .call("resume", redis::cmd("GET").arg(&tok).clone())
+                .await
+                .ok()?;
+            let identity = identity?;
+            let rec: HashMap<String, String> = me
+                .shared
+                .call(
+                    "resume",
+                    redis::cmd("HGETALL")
+                        .arg(me.shared.key(&["sess", &identity]))
+                        .clone(),
+                )
+                .await
+                .ok()?;
+            if rec.get("tok") != Some(&token)
+                || rec.get("node").map(String::as_str) == Some(&me.node)
+            {
+                return None;
+            }
+            me.metrics.adopted.inc();
+            Some(SessionRecord {
+                identity,
+                room: rec.get("room")?.clone(),
+                session_id: rec.get("sid")?.clone(),
+                received: rec.get("rcv").and_then(|r| r.parse().ok()).unwrap_or(0),
+            })
+        })
+    }
+
+    fn locate(&self, identity: &str) -> BoxFuture<'static, Option<String>> {
+        let me = self.clone();
+        let key = self.shared.key(&["sess", identity]);
+        Box::pin(async move {
+            let node: Option<String> = me
+                .shared
+                .call("locate", redis::cmd("HGET").arg(key).arg("node").clone())
+                .await
+                .ok()?;
+            node.filter(|n| *n != *me.node && me.is_live(n))
+        })
+    }
+
+    fn send(&self, out: Outgoing) {
+        if self.tx.try_send((out, Instant::now())).is_err() {
+            self.metrics.dropped.inc();
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Several Switchboard nodes (the real binary, as processes) on one real `redis-server`: rooms
+//! span nodes (join, relay in order, leave), tickets are single-use across nodes, room sizes
+//! hold cluster-wide, and a node killed with SIGKILL is survived: its clients resume on
+//! another node with every message sent to them meanwhile, or their peers hear
+//! `peer_left{reason:"node_lost"}`.
+
+mod common;
+#[path = "../../cluster/tests/support/mod.rs"]
+mod redis_support;
+
+use common::child::ServerProcess;
+use common::ws::{next_json, send_json, signal_url, Ws};
+use futures::StreamExt;
+use redis_support::RedisServer;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// A node of the cluster on `redis`, heartbeat 200 ms, gone from the registry 600 ms after its
+/// last, resume grace `grace`.
+fn node(redis: &RedisServer, id: &str, extra: &str) -> ServerProcess {
+    ServerProcess::start(&format!(
+        r#"[cluster]
+redis_url = "{}"
+node_id = "{id}"
+heartbeat = "200ms"
+node_ttl = "600ms"
+{extra}"#,
+        redis.url()
+    ))
+}
+
+async fn connect(n: &ServerProcess, ticket: &str) -> Ws {
+    tokio_tungstenite::connect_async(signal_url(n.http, ticket))
+        .await
+        .expect("websocket connects")
+        .0
+}
+
+async fn recv(ws: &mut Ws) -> Value {
+    next_json(ws, Duration::from_secs(5)).await
+}
+
+/// Reads until a message of `kind` arrives (others are skipped); panics after 5 s.
+async fn until(ws: &mut Ws, kind: &str) -> Value {
+    let t = Instant::now();
+    loop {
+        let left = Duration::from_secs(5).saturating_sub(t.elapsed());
+        let m = next_json(ws, left.max(Duration::from_millis(1))).await;
+        if m["type"] == kind {
+            return m;
+        }
+    }
+}
+
+/// Joins `room` on `n` as `id`; returns the socket and its `room_peers`, `joined`.
+async fn join(n: &ServerProcess, id: &str, room: &str) -> (Ws, Value, Value) {
+    let mut ws = connect(n, &n.ticket(id)).await;
+    send_json(&mut ws, json!({"type":"join","room_id":room})).await;
+    let peers = recv(&mut ws).await;
+    assert_eq!(peers["type"], "room_peers", "{peers}");
+    let joined = recv(&mut ws).await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+    (ws, peers, joined)
+}
+
+fn offer(to: &str, n: usize) -> Value {
+    json!({"type":"offer","target":to,"offer":{"type":"offer","sdp":format!("v=0 {n}")}})
+}
+
+/// Waits until every node lists all `n` nodes (they have heartbeated once).
+async fn wait_for_nodes(redis: &RedisServer, n: usize) {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let t = Instant::now();
+    loop {
+        let count: usize = redis::cmd("ZCARD")
+            .arg("switchboard:nodes")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        if count >= n {
+            // One more heartbeat so every watcher has read the full registry.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{count} of {n} nodes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn peers_on_two_nodes_meet_relay_in_order_and_see_each_other_leave() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis, "a", ""), node(&redis, "b", ""));
+    wait_for_nodes(&redis, 2).await;
+    let (mut alice, peers, _) = join(&a, "alice", "r1").await;
+    assert_eq!(peers["peers"], json!([]));
+    let (mut bob, peers, _) = join(&b, "bob", "r1").await;
+    assert_eq!(peers["peers"], json!(["alice"]), "bob on b sees alice on a");
+    let note = recv(&mut alice).await;
+    assert_eq!(note["type"], "peer_joined");
+    assert_eq!(note["peer_id"], "bob");
+
+    // 200 offers from alice to bob, across nodes, arrive in order, from alice.
+    for i in 0..200 {
+        send_json(&mut alice, offer("bob", i)).await;
+    }
+    for i in 0..200 {
+        let m = recv(&mut bob).await;
+        assert_eq!(m["type"], "offer");
+        assert_eq!(m["from"], "alice");
+        assert_eq!(m["offer"]["sdp"], format!("v=0 {i}"), "in order");
+        assert_eq!(m["seq"], i as u64 + 1, "numbered on bob's node");
+    }
+    send_json(
+        &mut bob,
+        json!({"type":"answer","target":"alice","answer":{"type":"answer","sdp":"x"}}),
+    )
+    .await;
+    let m = recv(&mut alice).await;
+    assert_eq!(
+        (m["type"].clone(), m["from"].clone()),
+        (json!("answer"), json!("bob"))
+    );
+    send_json(&mut bob, json!({"type":"bye","target":"alice"})).await;
+    assert_eq!(recv(&mut alice).await["type"], "bye");
+
+    // A third peer on a, then bob leaves from b: both on a hear it.
+    let (mut carol, peers, _) = join(&a, "carol", "r1").await;
+    let mut seen = peers["peers"].as_array().unwrap().clone();
+    seen.sort_by_key(|v| v.to_string());
+    assert_eq!(seen, [json!("alice"), json!("bob")]);
+    assert_eq!(until(&mut bob, "peer_joined").await["peer_id"], "carol");
+    send_json(&mut bob, json!({"type":"leave"})).await;
+    for ws in [&mut alice, &mut carol] {
+        let m = until(ws, "peer_left").await;
+        assert_eq!(m["peer_id"], "bob");
+        assert!(m.get("reason").is_none(), "a plain leave: {m}");
+    }
+}
+
+#[tokio::test]
+async fn a_ticket_used_on_one_node_is_refused_on_another_and_room_size_holds_cluster_wide() {
+    let redis = RedisServer::start();
+    let (a, b) = (
+        node(&redis, "a", "[limits]\nsignal_max_room_peers = 2"),
+        node(&redis, "b", "[limits]\nsignal_max_room_peers = 2"),
+    );
+    wait_for_nodes(&redis, 2).await;
+    let ticket = a.ticket("alice");
+    let _alice = connect(&a, &ticket).await;
+    let replay = tokio_tungstenite::connect_async(signal_url(b.http, &ticket)).await;
+    match replay {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("the replay on b must be refused: {:?}", other.map(|_| ())),
+    }
+
+    let (_x, _, _) = join(&a, "x", "small").await;
+    let (_y, _, _) = join(&b, "y", "small").await;
+    let mut z = connect(&a, &a.ticket("z")).await;
+    send_json(&mut z, json!({"type":"join","room_id":"small"})).await;
+    let m = recv(&mut z).await;
+    assert_eq!(
+        (m["type"].clone(), m["code"].clone()),
+        (json!("error"), json!("room_full"))
+    );
+}
+
+#[tokio::test]
+async fn a_killed_nodes_client_resumes_on_another_node_and_gets_what_was_sent_meanwhile() {
+    let redis = RedisServer::start();
+    let grace = "[limits]\nsignal_resume_grace = \"5s\"";
+    let (mut a, b, c) = (
+        node(&redis, "a", grace),
+        node(&redis, "b", grace),
+        node(&redis, "c", grace),
+    );
+    wait_for_nodes(&redis, 3).await;
+    let (mut alice, _, joined) = join(&a, "alice", "call").await;
+    let (mut bob, _, _) = join(&b, "bob", "call").await;
+    until(&mut alice, "peer_joined").await;
+    send_json(&mut bob, offer("alice", 0)).await;
+    let first = until(&mut alice, "offer").await;
+    let last_seq = first["seq"].as_u64().unwrap();
+    let token = joined["resume_token"].as_str().unwrap().to_string();
+    // Let the relay count reach the session record (flushed every second).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    let killed = Instant::now();
+    a.child.kill().unwrap();
+    drop(alice);
+    // bob keeps sending while a is dead and not yet known dead.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    for i in 1..=5 {
+        send_json(&mut bob, offer("alice", i)).await;
+    }
+    // alice's SDK reconnects to another node and resumes there.
+    let url = format!(
+        "ws://{}/v1/signal?resume_token={token}&last_seq={last_seq}",
+        c.http
+    );
+    let mut alice = tokio_tungstenite::connect_async(url).await.unwrap().0;
+    let joined = recv(&mut alice).await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+    assert_eq!(joined["resumed"], true);
+    let back = killed.elapsed();
+    let mut got = Vec::new();
+    for _ in 1..=5 {
+        let m = until(&mut alice, "offer").await;
+        got.push(m["offer"]["sdp"].as_str().unwrap().to_string());
+        assert!(m["seq"].as_u64().unwrap() > last_seq);
+    }
+    assert_eq!(got, (1..=5).map(|i| format!("v=0 {i}")).collect::<Vec<_>>());
+    // bob saw no leave, and reaches alice on c from now on.
+    send_json(&mut bob, offer("alice", 6)).await;
+    assert_eq!(until(&mut alice, "offer").await["offer"]["sdp"], "v=0 6");
+    send_json(
+        &mut alice,
+        json!({"type":"answer","target":"bob","answer":{"sdp":"a"}}),
+    )
+    .await;
+    let m = until(&mut bob, "answer").await;
+    assert_eq!(m["from"], "alice");
+    println!("alice back in her room {back:?} after her node was killed");
+    drop(b);
+    drop(c);
+}
+
+#[tokio::test]
+async fn a_killed_nodes_client_not_back_within_the_grace_leaves_with_node_lost() {
+    let redis = RedisServer::start();
+    let grace = "[limits]\nsignal_resume_grace = \"2s\"";
+    let (mut a, b) = (node(&redis, "a", grace), node(&redis, "b", grace));
+    wait_for_nodes(&redis, 2).await;
+    let (_alice, _, _) = join(&a, "alice", "call").await;
+    let (mut bob, _, _) = join(&b, "bob", "call").await;
+    let killed = Instant::now();
+    a.child.kill().unwrap();
+    let left = tokio::time::timeout(Duration::from_secs(8), async {
+        loop {
+            match bob.next().await {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                    if v["type"] == "peer_left" {
+                        return v;
+                    }
+                }
+                Some(Ok(_)) => {}
+                other => panic!("bob's connection ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("peer_left within 8 s");
+    assert_eq!(left["peer_id"], "alice");
+    assert_eq!(left["reason"], "node_lost");
+    let after = killed.elapsed();
+    // TTL (0.6 s) + grace (2 s), and not before the grace.
+    assert!(after >= Duration::from_secs(2), "{after:?}");
+    // Once the dead node's memberships are removed, a newcomer on b does not see alice.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_dave, peers, _) = join(&b, "dave", "call").await;
+    assert_eq!(peers["peers"], json!(["bob"]), "{peers}");
+}

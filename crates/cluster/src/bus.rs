@@ -172,6 +172,9 @@ impl BusMetrics {
     }
 }
 
+/// An outgoing message with the time it was queued.
+type Queued = (Outgoing, Instant);
+
 /// What the registry watcher knows.
 #[derive(Default)]
 struct Live {
@@ -187,8 +190,8 @@ pub struct RedisBus {
     shared: Shared,
     registry: Registry,
     node: Arc<str>,
-    tx: mpsc::Sender<(Outgoing, Instant)>,
-    rx: Arc<Mutex<Option<mpsc::Receiver<(Outgoing, Instant)>>>>,
+    tx: mpsc::Sender<Queued>,
+    rx: Arc<Mutex<Option<mpsc::Receiver<Queued>>>>,
     live: Arc<Mutex<Live>>,
     metrics: BusMetrics,
 }
@@ -238,11 +241,7 @@ impl RedisBus {
     }
 
     /// Sends queued messages in order, as pipelines of up to [`BATCH`].
-    async fn sender(
-        self,
-        mut rx: mpsc::Receiver<(Outgoing, Instant)>,
-        shutdown: CancellationToken,
-    ) {
+    async fn sender(self, mut rx: mpsc::Receiver<Queued>, shutdown: CancellationToken) {
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             let first = tokio::select! {

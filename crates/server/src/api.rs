@@ -473,47 +473,6 @@ async fn ice_servers(
     Ok(Json(s.ice.document(&claims.sub, now, host)).into_response())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn with_bearer(token: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
-        );
-        h
-    }
-
-    #[test]
-    fn metrics_need_the_token_or_a_loopback_client() {
-        let lo: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        let lo6: SocketAddr = "[::1]:5000".parse().unwrap();
-        let far: SocketAddr = "203.0.113.7:5000".parse().unwrap();
-        let none = HeaderMap::new();
-        // No token configured: loopback clients only.
-        assert!(may_read_metrics("", &none, lo).is_ok());
-        assert!(may_read_metrics("", &none, lo6).is_ok());
-        let e = may_read_metrics("", &none, far)
-            .unwrap_err()
-            .into_response();
-        assert_eq!(e.status(), StatusCode::FORBIDDEN);
-        // A token configured: required from everyone, loopback included.
-        assert!(may_read_metrics("s3cret", &with_bearer("s3cret"), far).is_ok());
-        for (h, who) in [
-            (&none, lo),
-            (&with_bearer("wrong"), far),
-            (&with_bearer("s3cre"), lo),
-        ] {
-            let e = may_read_metrics("s3cret", h, who)
-                .unwrap_err()
-                .into_response();
-            assert_eq!(e.status(), StatusCode::UNAUTHORIZED);
-        }
-    }
-}
-
 /// `GET /v1/nodes` (scope `admin`): `{"self": id, "nodes": [{id, url, region, started_at, load,
 /// draining}]}`, the live nodes of the cluster, or this node alone without one.
 async fn nodes(
@@ -556,4 +515,45 @@ async fn nodes(
         )
     })?;
     Ok(Json(serde_json::json!({"self": cluster.node_id(), "nodes": nodes})).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_bearer(token: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn metrics_need_the_token_or_a_loopback_client() {
+        let lo: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let lo6: SocketAddr = "[::1]:5000".parse().unwrap();
+        let far: SocketAddr = "203.0.113.7:5000".parse().unwrap();
+        let none = HeaderMap::new();
+        // No token configured: loopback clients only.
+        assert!(may_read_metrics("", &none, lo).is_ok());
+        assert!(may_read_metrics("", &none, lo6).is_ok());
+        let e = may_read_metrics("", &none, far)
+            .unwrap_err()
+            .into_response();
+        assert_eq!(e.status(), StatusCode::FORBIDDEN);
+        // A token configured: required from everyone, loopback included.
+        assert!(may_read_metrics("s3cret", &with_bearer("s3cret"), far).is_ok());
+        for (h, who) in [
+            (&none, lo),
+            (&with_bearer("wrong"), far),
+            (&with_bearer("s3cre"), lo),
+        ] {
+            let e = may_read_metrics("s3cret", h, who)
+                .unwrap_err()
+                .into_response();
+            assert_eq!(e.status(), StatusCode::UNAUTHORIZED);
+        }
+    }
 }

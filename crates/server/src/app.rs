@@ -239,7 +239,9 @@ fn office(
     let a = &config.auth;
     let (users, label) = match cluster {
         Some(c) => (
-            Users::Shared(switchboard_cluster::SharedUsers::new(c.shared.clone())),
+            Users::Shared(Box::new(switchboard_cluster::SharedUsers::new(
+                c.shared.clone(),
+            ))),
             "cluster store (Redis)".to_string(),
         ),
         None => {

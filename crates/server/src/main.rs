@@ -212,7 +212,9 @@ fn open_users(cfg: &ConfigArg) -> anyhow::Result<Users> {
             &c.cluster,
             switchboard_cluster::ClusterMetrics::register(&mut scratch),
         )?;
-        return Ok(Users::Shared(switchboard_cluster::SharedUsers::new(shared)));
+        return Ok(Users::Shared(Box::new(
+            switchboard_cluster::SharedUsers::new(shared),
+        )));
     }
     if c.auth.database == ":memory:" {
         bail!("auth.database is \":memory:\"; users and API keys would be lost. Set auth.database to a file.");
@@ -440,13 +442,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if !c.cluster.enabled() {
                 bail!("[cluster] redis_url is not set: this configuration is a single node");
             }
-            let mut scratch = prometheus_client::registry::Registry::default();
-            let shared = switchboard_cluster::Shared::connect(
-                &c.cluster,
-                switchboard_cluster::ClusterMetrics::register(&mut scratch),
-            )?;
-            let registry = switchboard_cluster::Registry::new(shared, c.cluster.node_ttl);
-            let nodes = block_on(async move { Ok(registry.nodes().await?) })?;
+            // The Redis connection spawns its driver task: made inside the runtime.
+            let nodes = block_on(async move {
+                let mut scratch = prometheus_client::registry::Registry::default();
+                let shared = switchboard_cluster::Shared::connect(
+                    &c.cluster,
+                    switchboard_cluster::ClusterMetrics::register(&mut scratch),
+                )?;
+                let registry = switchboard_cluster::Registry::new(shared, c.cluster.node_ttl);
+                Ok(registry.nodes().await?)
+            })?;
             println!("id\turl\tregion\tsessions\trooms\tcpu%\tstate");
             for n in nodes {
                 println!(

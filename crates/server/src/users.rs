@@ -17,7 +17,7 @@ pub enum Users {
     /// One node: SQLite.
     Local(Arc<Store>),
     /// Several nodes: the cluster's Redis.
-    Shared(SharedUsers),
+    Shared(Box<SharedUsers>),
 }
 
 /// Runs a SQLite call on a blocking thread.

@@ -96,6 +96,17 @@ async fn peers_on_two_nodes_meet_relay_in_order_and_see_each_other_leave() {
     let redis = RedisServer::start();
     let (a, b) = (node(&redis, "a", ""), node(&redis, "b", ""));
     wait_for_nodes(&redis, 2).await;
+    // `switchboard nodes` lists both, from either node's configuration.
+    let cfg = a.dir.path().join("switchboard.toml");
+    let (code, out, err) =
+        common::child::run_cli(&["nodes", "--config", cfg.to_str().unwrap()], None);
+    assert_eq!(code, 0, "{err}");
+    let ids: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split('\t').next())
+        .collect();
+    assert_eq!(ids, ["a", "b"], "{out}");
     let (mut alice, peers, _) = join(&a, "alice", "r1").await;
     assert_eq!(peers["peers"], json!([]));
     let (mut bob, peers, _) = join(&b, "bob", "r1").await;
@@ -264,4 +275,83 @@ async fn a_killed_nodes_client_not_back_within_the_grace_leaves_with_node_lost()
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (_dave, peers, _) = join(&b, "dave", "call").await;
     assert_eq!(peers["peers"], json!(["bob"]), "{peers}");
+}
+
+/// A ticket with the `admin` scope for the child servers' key.
+fn admin_ticket() -> String {
+    let auth = switchboard_auth::AuthConfig {
+        keys: vec![switchboard_auth::KeyConfig {
+            kid: "k1".into(),
+            secret: Some(common::child::CHILD_SECRET.into()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let ring = switchboard_auth::KeyRing::from_config(&auth).unwrap();
+    let req = switchboard_auth::MintRequest::new("ops", [switchboard_auth::Scope::Admin]);
+    ring.mint(&req, switchboard_auth::unix_now()).unwrap().0
+}
+
+async fn get(n: &ServerProcess, path: &str, ticket: Option<&str>) -> (u16, String) {
+    let mut req = reqwest::Client::new().get(format!("http://{}{path}", n.http));
+    if let Some(t) = ticket {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn nodes_are_listed_and_the_cluster_re_forms_after_redis_restarts() {
+    let mut redis = RedisServer::start();
+    let (a, b) = (node(&redis, "a", ""), node(&redis, "b", ""));
+    wait_for_nodes(&redis, 2).await;
+    let admin = admin_ticket();
+    assert_eq!(get(&a, "/v1/nodes", None).await.0, 401);
+    let (status, body) = get(&b, "/v1/nodes", Some(&admin)).await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["self"], "b");
+    let ids: Vec<_> = v["nodes"].as_array().unwrap().iter().map(|n| n["id"].clone()).collect();
+    assert_eq!(ids, [json!("a"), json!("b")]);
+    assert_eq!(get(&a, "/readyz", None).await.0, 200);
+
+    // Two peers in a room, one per node; then Redis dies.
+    let (mut alice, _, _) = join(&a, "alice", "r").await;
+    let (_bob, _, _) = join(&b, "bob", "r").await;
+    until(&mut alice, "peer_joined").await;
+    redis.kill();
+    let t = Instant::now();
+    loop {
+        let (status, body) = get(&a, "/readyz", None).await;
+        if status == 503 {
+            assert!(body.contains("degraded"), "{body}");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "readyz still {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A session on a goes on meanwhile (pings are answered locally).
+    send_json(&mut alice, json!({"type":"ping","ts":1})).await;
+    assert_eq!(until(&mut alice, "pong").await["ts"], 1);
+    // A join that needs the cluster is refused clearly.
+    let mut carol = connect(&a, &a.ticket("carol")).await;
+    send_json(&mut carol, json!({"type":"join","room_id":"r2"})).await;
+    let m = recv(&mut carol).await;
+    assert_eq!(m["code"], "cluster_unavailable", "{m}");
+
+    // Redis comes back empty: the nodes re-form the cluster without a restart.
+    redis.restart();
+    wait_for_nodes(&redis, 2).await;
+    let t = Instant::now();
+    while get(&a, "/readyz", None).await.0 != 200 {
+        assert!(t.elapsed() < Duration::from_secs(5), "readyz not back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (mut dave, _, _) = join(&a, "dave", "after").await;
+    let (mut erin, peers, _) = join(&b, "erin", "after").await;
+    assert_eq!(peers["peers"], json!(["dave"]));
+    until(&mut dave, "peer_joined").await;
+    send_json(&mut dave, offer("erin", 1)).await;
+    assert_eq!(until(&mut erin, "offer").await["from"], "dave");
 }

@@ -806,13 +806,15 @@ impl Inner {
     async fn join_clustered(
         &self,
         conn: &Conn,
-        bus: Arc<dyn ClusterBus>,
         identity: &str,
         room_id: &str,
         claimed: Option<&str>,
         token_room: Option<&str>,
         info: JoinInfo,
     ) {
+        let Some(bus) = self.cluster.clone() else {
+            return;
+        };
         let checked = self.with_hub(|h| {
             h.check_join(conn.id, identity, room_id, claimed, token_room)?;
             h.admitting(room_id);
@@ -927,10 +929,9 @@ impl Inner {
                     _ => None,
                 };
                 info.sfu_capable = sfu_capable || info.requested_mode == Some(RoomMode::Sfu);
-                if let Some(bus) = self.cluster.clone() {
+                if self.cluster.is_some() {
                     self.join_clustered(
                         conn,
-                        bus,
                         &identity,
                         &room_id,
                         peer_id.as_deref(),

@@ -2,7 +2,9 @@
 // bookkeeping (duplicates dropped), numbering relay messages and keeping them until the server
 // confirms them, resuming a dropped session with its resume token and re-sending what the server
 // did not get, falling back to a fresh session from `getToken` when a resume is refused, and
-// closing. It hands every message to its one Room (room.js).
+// closing. With several servers (a list of URLs, and in a cluster the live nodes named by
+// `joined.nodes`) a reconnect that cannot reach one server tries the next, and resumes there.
+// It hands every message to its one Room (room.js).
 
 import { Emitter } from './emitter.js';
 import { Room } from './room.js';
@@ -35,27 +37,42 @@ export function signalUrl(url) {
 
 /**
  * Opens a signaling connection.
- * @param {string} url base URL (`https://host`) or the `wss://host/v1/signal` endpoint
+ * @param {string|string[]} url base URL (`https://host`) or the `wss://host/v1/signal` endpoint;
+ *   or several (the nodes of a cluster): the first is used, the others when it cannot be reached
  * @param {string} token a ticket with scope `webrtc`
  * @param {ConnectOptions} [options]
  * @returns {Promise<Client>}
  */
 export async function connect(url, token, options = {}) {
   const c = new Client(url, token, options);
-  await c._open({ access_token: token });
-  return c;
+  for (;;) {
+    try {
+      await c._open({ access_token: token });
+      return c;
+    } catch (e) {
+      // Another server of the list may be up; the ticket was not used on a server that
+      // could not be reached.
+      if (c.urlIndex + 1 >= c.urls.length) throw e;
+      c._nextUrl();
+    }
+  }
 }
 
 /** One signaling connection (one joined room at a time). */
 export class Client extends Emitter {
   /**
-   * @param {string} url
+   * @param {string|string[]} url
    * @param {string} token
    * @param {ConnectOptions} options
    */
   constructor(url, token, options) {
     super();
-    this.url = signalUrl(url);
+    const list = Array.isArray(url) ? url : [url];
+    if (list.length === 0) throw new Error('connect: no server URL');
+    /** Servers to try, in order. @type {URL[]} */
+    this.urls = list.map(signalUrl);
+    this.urlIndex = 0;
+    this.url = this.urls[0];
     this.token = token;
     this.options = options;
     /** @type {WebSocket|null} */
@@ -79,6 +96,37 @@ export class Client extends Emitter {
     this.reconnects = 0;
     /** @type {SignalMessage|null} */
     this.joined = null;
+  }
+
+  /** Moves on to the next server of the list (wrapping around). */
+  _nextUrl() {
+    this.urlIndex = (this.urlIndex + 1) % this.urls.length;
+    this.url = this.urls[this.urlIndex];
+  }
+
+  /**
+   * Learns the cluster's live nodes from `joined.nodes`: the current server first, then the
+   * others, then servers given to connect() that the cluster did not name.
+   * @param {unknown} nodes
+   */
+  _learnNodes(nodes) {
+    if (!Array.isArray(nodes)) return;
+    /** @type {URL[]} */
+    const next = [this.url];
+    const add = (/** @type {URL} */ u) => {
+      if (!next.some((x) => x.href === u.href)) next.push(u);
+    };
+    for (const n of nodes) {
+      if (typeof n !== 'string') continue;
+      try {
+        add(signalUrl(n));
+      } catch {
+        /* not a URL: ignored */
+      }
+    }
+    for (const u of this.urls) add(u);
+    this.urls = next;
+    this.urlIndex = 0;
   }
 
   /**
@@ -128,6 +176,7 @@ export class Client extends Emitter {
     }
     if (msg.type === 'joined') {
       this.joined = msg;
+      this._learnNodes(msg.nodes);
       this.resumeToken = msg.resume_token;
       const received = typeof msg.received === 'number' ? msg.received : 0;
       this.ready = true;
@@ -231,6 +280,15 @@ export class Client extends Emitter {
         return;
       } catch (e) {
         this.options.log?.('reconnect failed', e);
+        if (this.urls.length > 1) {
+          // This server cannot be reached: the next one is tried soon, and the backoff grows
+          // only once every server has failed.
+          this._nextUrl();
+          if (this.urlIndex !== 0) {
+            wait = 100;
+            delay = Math.max(delay / 2, 200);
+          }
+        }
       }
     }
   }

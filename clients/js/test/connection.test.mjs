@@ -314,3 +314,39 @@ test('stream() loads ./stream.js and calls the gateway on the same host over htt
   await assert.rejects(client.stream('task-1', 'payload'), /offline/);
   assert.deepEqual(calls, [['https://sb.example/inference.Inference/StreamPredict', 'Bearer tok']]);
 });
+
+test('several servers: connect skips one that cannot be reached', async () => {
+  const WS = fakeWebSocketClass();
+  const p = connect(['https://a.example', 'https://b.example'], 'tok', { WebSocket: WS });
+  WS.instances[0].refuse();
+  await settle();
+  assert.equal(WS.instances.length, 2);
+  assert.equal(WS.instances[1].url.href, 'wss://b.example/v1/signal?access_token=tok');
+  WS.instances[1].accept();
+  const client = await p;
+  assert.equal(client.url.host, 'b.example');
+});
+
+test('a cluster: joined.nodes are learned, and a resume goes to the next node when this one is down', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const { WS, client, ws } = await open();
+  ws.deliver(joined({ seq: 3, nodes: ['https://sb.example', 'https://n2.example', 'https://n3.example', 7] }));
+  assert.deepEqual(client.urls.map((u) => u.host), ['sb.example', 'n2.example', 'n3.example']);
+  ws.drop(1006);
+  await advance(t, 200);
+  assert.equal(WS.instances.length, 2);
+  assert.equal(WS.instances[1].url.host, 'sb.example', 'the same node first');
+  WS.instances[1].refuse();
+  await settle();
+  await advance(t, 99);
+  assert.equal(WS.instances.length, 2);
+  await advance(t, 1);
+  const ws3 = WS.instances[2];
+  assert.equal(ws3.url.href, 'wss://n2.example/v1/signal?resume_token=rt1&last_seq=3', 'the next node, 100 ms later');
+  ws3.accept();
+  await settle();
+  ws3.deliver({ type: 'joined', peer_id: 'me', resume_token: 'rt2', resumed: true, received: 0, seq: 4, nodes: ['https://n2.example', 'https://n3.example'] });
+  assert.equal(client.ready, true);
+  assert.deepEqual(client.urls.map((u) => u.host), ['n2.example', 'n3.example', 'sb.example']);
+  client.close();
+});

@@ -6,12 +6,13 @@
 export function signalUrl(url: string): URL;
 /**
  * Opens a signaling connection.
- * @param {string} url base URL (`https://host`) or the `wss://host/v1/signal` endpoint
+ * @param {string|string[]} url base URL (`https://host`) or the `wss://host/v1/signal` endpoint;
+ *   or several (the nodes of a cluster): the first is used, the others when it cannot be reached
  * @param {string} token a ticket with scope `webrtc`
  * @param {ConnectOptions} [options]
  * @returns {Promise<Client>}
  */
-export function connect(url: string, token: string, options?: ConnectOptions): Promise<Client>;
+export function connect(url: string | string[], token: string, options?: ConnectOptions): Promise<Client>;
 /**
  * @typedef {import('./protocol.js').SignalMessage} SignalMessage
  * @typedef {{ getToken?: () => Promise<string>, WebSocket?: typeof WebSocket,
@@ -22,11 +23,14 @@ export const MAX_OUTBOX: 1024;
 /** One signaling connection (one joined room at a time). */
 export class Client extends Emitter {
     /**
-     * @param {string} url
+     * @param {string|string[]} url
      * @param {string} token
      * @param {ConnectOptions} options
      */
-    constructor(url: string, token: string, options: ConnectOptions);
+    constructor(url: string | string[], token: string, options: ConnectOptions);
+    /** Servers to try, in order. @type {URL[]} */
+    urls: URL[];
+    urlIndex: number;
     url: URL;
     token: string;
     options: ConnectOptions;
@@ -55,6 +59,14 @@ export class Client extends Emitter {
     reconnects: number;
     /** @type {SignalMessage|null} */
     joined: SignalMessage | null;
+    /** Moves on to the next server of the list (wrapping around). */
+    _nextUrl(): void;
+    /**
+     * Learns the cluster's live nodes from `joined.nodes`: the current server first, then the
+     * others, then servers given to connect() that the cluster did not name.
+     * @param {unknown} nodes
+     */
+    _learnNodes(nodes: unknown): void;
     /**
      * @param {Record<string, string>} params
      * @returns {Promise<void>}

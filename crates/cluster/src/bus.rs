@@ -549,6 +549,20 @@ impl ClusterBus for RedisBus {
         &self.node
     }
 
+    fn node_urls(&self) -> Vec<String> {
+        let live = self.live.lock();
+        let mut urls: Vec<String> = live.nodes.get(&*self.node).cloned().into_iter().collect();
+        let mut others: Vec<&String> = live
+            .nodes
+            .iter()
+            .filter(|(id, _)| **id != *self.node)
+            .map(|(_, url)| url)
+            .collect();
+        others.sort();
+        urls.extend(others.into_iter().cloned());
+        urls
+    }
+
     fn join(
         &self,
         room: &str,

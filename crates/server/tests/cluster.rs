@@ -107,8 +107,11 @@ async fn peers_on_two_nodes_meet_relay_in_order_and_see_each_other_leave() {
         .filter_map(|l| l.split('\t').next())
         .collect();
     assert_eq!(ids, ["a", "b"], "{out}");
-    let (mut alice, peers, _) = join(&a, "alice", "r1").await;
+    let (mut alice, peers, joined) = join(&a, "alice", "r1").await;
     assert_eq!(peers["peers"], json!([]));
+    // `joined` names the live nodes, its own first: where the SDK resumes if a dies.
+    let urls = [format!("http://{}", a.http), format!("http://{}", b.http)];
+    assert_eq!(joined["nodes"], json!(urls), "{joined}");
     let (mut bob, peers, _) = join(&b, "bob", "r1").await;
     assert_eq!(peers["peers"], json!(["alice"]), "bob on b sees alice on a");
     let note = recv(&mut alice).await;
@@ -312,7 +315,12 @@ async fn nodes_are_listed_and_the_cluster_re_forms_after_redis_restarts() {
     assert_eq!(status, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["self"], "b");
-    let ids: Vec<_> = v["nodes"].as_array().unwrap().iter().map(|n| n["id"].clone()).collect();
+    let ids: Vec<_> = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].clone())
+        .collect();
     assert_eq!(ids, [json!("a"), json!("b")]);
     assert_eq!(get(&a, "/readyz", None).await.0, 200);
 
@@ -328,7 +336,10 @@ async fn nodes_are_listed_and_the_cluster_re_forms_after_redis_restarts() {
             assert!(body.contains("degraded"), "{body}");
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(5), "readyz still {status}");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "readyz still {status}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // A session on a goes on meanwhile (pings are answered locally).

@@ -108,6 +108,8 @@ pub enum Inbound {
 pub trait ClusterBus: Send + Sync + 'static {
     /// This node's id.
     fn node_id(&self) -> &str;
+    /// The live nodes' public base URLs, this node's first (for `joined.nodes`).
+    fn node_urls(&self) -> Vec<String>;
     /// Admits `identity` into `room` cluster-wide: checks the room size (`max_peers`)
     /// atomically, records the member on this node, tells the nodes of the other members.
     /// `mode` is the mode for a room this join creates; `resumed_after` is set when a session

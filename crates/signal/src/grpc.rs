@@ -149,8 +149,10 @@ pub fn to_response(m: &ServerMessage, seq: Option<u64>) -> SignalResponse {
             resumed,
             resume_grace,
             received,
+            nodes,
             ..
         } => Resp::Joined(Joined {
+            nodes: nodes.clone(),
             peer_id: peer_id.clone(),
             room_id: room_id.clone(),
             session_id: session_id.clone(),

@@ -407,6 +407,7 @@ impl Hub {
             resumed: false,
             resume_grace: self.cfg.resume_grace.as_secs(),
             received: 0,
+            nodes: info.nodes,
         };
         self.resume_tokens
             .insert(session.resume_token.clone(), identity.to_string());
@@ -498,6 +499,7 @@ impl Hub {
             resumed: true,
             resume_grace: grace,
             received: s.received,
+            nodes: info.nodes,
         };
         let replay: Vec<_> = s.ring.iter().map(|e| (e.seq, e.msg.clone())).collect();
         self.conns.insert(conn, identity.clone());

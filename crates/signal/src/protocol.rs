@@ -373,6 +373,10 @@ pub enum ServerMessage {
         /// Relay messages (offer/answer/ice_candidate/bye) the server has accepted from this
         /// session; after a resume the client re-sends the ones beyond this count.
         received: u64,
+        /// Cluster mode: the public base URLs of the live nodes, this one first; a client
+        /// whose connection drops may resume on any of them.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        nodes: Vec<String>,
     },
     /// An `auto` room outgrew mesh: members connect to the SFU from now on.
     ModeChanged {

@@ -410,6 +410,7 @@ impl Hub {
             resumed: true,
             resume_grace: self.cfg.resume_grace.as_secs(),
             received,
+            nodes: info.nodes,
         };
         self.sessions.insert(
             identity.clone(),

@@ -174,6 +174,18 @@ export class Client extends Emitter {
       if (msg.seq <= this.lastSeq) return; // already seen (never expected; defensive)
       this.lastSeq = msg.seq;
     }
+    if (msg.type === 'reconnect' && typeof msg.url === 'string') {
+      // The server is draining: the session resumes on the node it names once this socket
+      // closes.
+      try {
+        const to = signalUrl(msg.url);
+        this.urls = [to, ...this.urls.filter((u) => u.href !== to.href)];
+        this.urlIndex = 0;
+        this.url = to;
+      } catch {
+        /* not a URL: the usual reconnect applies */
+      }
+    }
     if (msg.type === 'joined') {
       this.joined = msg;
       this._learnNodes(msg.nodes);

@@ -350,3 +350,14 @@ test('a cluster: joined.nodes are learned, and a resume goes to the next node wh
   assert.deepEqual(client.urls.map((u) => u.host), ['n2.example', 'n3.example', 'sb.example']);
   client.close();
 });
+
+test('a draining server names another node: the session resumes there', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const { WS, client, ws } = await open();
+  ws.deliver(joined({ seq: 2 }));
+  ws.deliver({ type: 'reconnect', url: 'https://n2.example', reason: 'draining' });
+  ws.drop(1001);
+  await advance(t, 200);
+  assert.equal(WS.instances[1].url.href, 'wss://n2.example/v1/signal?resume_token=rt1&last_seq=2');
+  client.close();
+});

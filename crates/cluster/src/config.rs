@@ -27,6 +27,10 @@ pub struct ClusterConfig {
     /// Prefix of every Redis key this deployment writes, so several deployments can share one
     /// Redis.
     pub key_prefix: String,
+    /// On SIGTERM or `switchboard drain`, how long the node waits for its clients to resume on
+    /// other nodes before it exits (it exits sooner once none is left).
+    #[serde(with = "switchboard_auth::duration")]
+    pub drain_timeout: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -39,6 +43,7 @@ impl Default for ClusterConfig {
             heartbeat: Duration::from_secs(1),
             node_ttl: Duration::from_secs(3),
             key_prefix: "switchboard".into(),
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }

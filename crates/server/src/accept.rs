@@ -399,7 +399,7 @@ pub async fn serve(edge: Edge) {
     }
 
     state.ready.store(false, Ordering::Release);
-    let grace = state.config.http.shutdown_grace;
+    let grace = state.shutdown_grace();
     tracing::info!(grace = ?grace, "draining: health checks only on new connections; waiting for requests and sessions in flight");
     // Ask every connection to finish (HTTP/2 GOAWAY, HTTP/1.1 close after the current request).
     let connections_done = graceful.shutdown();
@@ -420,7 +420,7 @@ pub async fn serve(edge: Edge) {
             // requests are not tracked there, so completion alone does not end the drain.
             _ = &mut connections_done, if !signalled => signalled = true,
             _ = poll.tick() => {
-                if in_flight.count() == 0 && state.signaling.open_connections() == 0 {
+                if state.drained(in_flight.count()) {
                     break;
                 }
             }

@@ -38,6 +38,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/v1/token", post(mint_token))
         .route("/v1/ice-servers", get(ice_servers))
         .route("/v1/nodes", get(nodes))
+        .route("/v1/drain", post(drain))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -473,13 +474,8 @@ async fn ice_servers(
     Ok(Json(s.ice.document(&claims.sub, now, host)).into_response())
 }
 
-/// `GET /v1/nodes` (scope `admin`): `{"self": id, "nodes": [{id, url, region, started_at, load,
-/// draining}]}`, the live nodes of the cluster, or this node alone without one.
-async fn nodes(
-    State(s): State<AppState>,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
+/// The bearer ticket of an admin call, checked for scope `admin`.
+fn admin(s: &AppState, uri: &axum::http::Uri, headers: &HeaderMap) -> Result<(), ApiError> {
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -489,6 +485,34 @@ async fn nodes(
             ApiError::from(AuthError::MissingToken)
         })?;
     s.gate.check(&token, Scope::Admin, unix_now())?;
+    Ok(())
+}
+
+/// `POST /v1/drain` (scope `admin`): the node stops as on SIGTERM — it takes no new sessions,
+/// `/readyz` answers 503, and in a cluster its clients are told to resume on other nodes.
+/// `202 {"draining": true, "clients_moved": N}`.
+async fn drain(
+    State(s): State<AppState>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    admin(&s, &uri, &headers)?;
+    let moved = s.begin_shutdown();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({"draining": true, "clients_moved": moved})),
+    )
+        .into_response())
+}
+
+/// `GET /v1/nodes` (scope `admin`): `{"self": id, "nodes": [{id, url, region, started_at, load,
+/// draining}]}`, the live nodes of the cluster, or this node alone without one.
+async fn nodes(
+    State(s): State<AppState>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    admin(&s, &uri, &headers)?;
     let Some(cluster) = &s.cluster else {
         let url = format!(
             "http://{}",

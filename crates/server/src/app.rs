@@ -26,14 +26,18 @@ pub struct RunningServer {
     pub state: AppState,
     join: tokio::task::JoinHandle<()>,
     pub startup: Duration,
+    /// Stops the cluster bus once the drain is over: until then a draining node still hands
+    /// its sessions over to the nodes they resume on.
+    bus_stop: CancellationToken,
 }
 
 impl RunningServer {
     /// Begins graceful shutdown and waits until in-flight work has finished or the grace
     /// period (`http.shutdown_grace`) has passed.
     pub async fn shutdown(self) {
-        self.state.shutdown.cancel();
+        self.state.begin_shutdown();
         let _ = self.join.await;
+        self.bus_stop.cancel();
     }
 
     /// `switchboard listening http=ADDR [turn_udp=ADDR ...]`: printed once at startup.
@@ -71,6 +75,7 @@ impl RunningServer {
     /// Resolves when the server has stopped (after a shutdown began elsewhere).
     pub async fn wait(self) {
         let _ = self.join.await;
+        self.bus_stop.cancel();
     }
 }
 
@@ -134,13 +139,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         &mut registry,
         &shutdown,
     );
+    let bus_stop = CancellationToken::new();
     if let Some(bus) = &bus {
         let handle = signaling.handle();
         bus.start(
             Arc::new(move |ev| handle.inbound(ev)),
             config.limits.signal_settings(&config.sfu).resume_grace,
             config.cluster.heartbeat,
-            shutdown.clone(),
+            bus_stop.clone(),
         );
     }
     send_progress_to_signaling(&stream_gateway, &signaling, &sfu);
@@ -188,6 +194,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         state,
         join,
         startup: t0.elapsed(),
+        bus_stop,
     })
 }
 

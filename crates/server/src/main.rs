@@ -7,7 +7,7 @@ use switchboard::config::{Config, LogFormat};
 use switchboard::ice::{IceServers, TurnPorts};
 use switchboard::users::Users;
 use switchboard_auth::store::Store;
-use switchboard_auth::{turn_rest, unix_now, KeyRing, MintRequest, Scopes};
+use switchboard_auth::{turn_rest, unix_now, KeyRing, MintRequest, Scope, Scopes};
 
 #[derive(Parser)]
 #[command(
@@ -79,6 +79,17 @@ enum Cmd {
     Nodes {
         #[command(flatten)]
         cfg: ConfigArg,
+    },
+    /// Drain a running node as SIGTERM does: it takes no new sessions, tells its clients to
+    /// resume on other nodes of the cluster, and exits when none is left or after
+    /// [cluster] drain_timeout. Calls POST /v1/drain with an admin ticket minted from the
+    /// configuration's key ring.
+    Drain {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        /// The node's HTTP address (host:port); default: the configuration's http.bind.
+        #[arg(long)]
+        addr: Option<String>,
     },
 }
 
@@ -225,6 +236,27 @@ fn open_users(cfg: &ConfigArg) -> anyhow::Result<Users> {
 }
 
 /// Runs `f` on a small runtime (the user store may be Redis).
+/// `POST /v1/drain` over plain HTTP/1.1; the status and body.
+fn post_drain(addr: &str, token: &str) -> anyhow::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(
+        s,
+        "POST /v1/drain HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = String::new();
+    s.take(64 * 1024).read_to_string(&mut answer)?;
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("not an HTTP answer")?;
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok((status, body.to_string()))
+}
+
 fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -437,6 +469,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         },
+        Cmd::Drain { cfg, addr } => {
+            let c = load(&cfg)?;
+            let ring = KeyRing::from_config(&c.auth)?;
+            let req = MintRequest::new("switchboard-drain", [Scope::Admin]);
+            let (token, _) = ring.mint(&req, unix_now()).map_err(anyhow::Error::msg)?;
+            let addr = addr.unwrap_or_else(|| c.http.bind.clone());
+            let (status, body) = post_drain(&addr, &token)
+                .with_context(|| format!("cannot reach the node at {addr}"))?;
+            if status != 202 {
+                bail!("the node at {addr} answered {status}: {}", body.trim());
+            }
+            println!("{}", body.trim());
+            Ok(())
+        }
         Cmd::Nodes { cfg } => {
             let c = load(&cfg)?;
             if !c.cluster.enabled() {
@@ -485,7 +531,7 @@ async fn serve(c: Config, dev: Option<switchboard::dev::DevKeys>) -> anyhow::Res
     tokio::select! {
         _ = switchboard::app::shutdown_signal() => {
             tracing::info!("signal received");
-            shutdown.cancel();
+            server.state.begin_shutdown();
         }
         _ = shutdown.cancelled() => {}
     }

@@ -39,6 +39,50 @@ pub struct AppState {
     pub in_flight: crate::accept::InFlight,
 }
 
+impl AppState {
+    /// Begins the shutdown. In a cluster, signaling's clients are first told to move to other
+    /// nodes and their sessions wait there for their resume ([`Signaling::drain`]); the node
+    /// then exits once none is left or after `[cluster] drain_timeout`. Returns how many
+    /// clients were told to move.
+    ///
+    /// [`Signaling::drain`]: switchboard_signal::Signaling::drain
+    pub fn begin_shutdown(&self) -> usize {
+        if self.shutdown.is_cancelled() {
+            return 0;
+        }
+        if let Some(c) = &self.cluster {
+            c.set_draining(true);
+        }
+        let moved = self.signaling.drain();
+        if moved > 0 {
+            tracing::info!(
+                clients = moved,
+                "draining: clients told to resume on other nodes"
+            );
+        }
+        self.shutdown.cancel();
+        moved
+    }
+
+    /// How long a shutdown waits for requests and sessions: `http.shutdown_grace`, or in a
+    /// cluster the longer of it and `cluster.drain_timeout`.
+    pub fn shutdown_grace(&self) -> std::time::Duration {
+        let grace = self.config.http.shutdown_grace;
+        match &self.cluster {
+            Some(_) => grace.max(self.config.cluster.drain_timeout),
+            None => grace,
+        }
+    }
+
+    /// Whether what a shutdown waits for is done: no request in flight, no signaling
+    /// connection, and in a cluster no session still waiting for its resume elsewhere.
+    pub fn drained(&self, in_flight: usize) -> bool {
+        in_flight == 0
+            && self.signaling.open_connections() == 0
+            && (self.cluster.is_none() || self.signaling.handle().sessions() == 0)
+    }
+}
+
 /// The ticket office: the user and API-key store, who may try a password, and its metrics.
 pub struct Office {
     /// Users, login sessions and API keys (SQLite, or the cluster's Redis).

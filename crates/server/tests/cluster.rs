@@ -366,3 +366,76 @@ async fn nodes_are_listed_and_the_cluster_re_forms_after_redis_restarts() {
     send_json(&mut dave, offer("erin", 1)).await;
     assert_eq!(until(&mut erin, "offer").await["from"], "dave");
 }
+
+#[tokio::test]
+async fn a_draining_node_moves_its_clients_to_another_node_and_exits_once_they_left() {
+    let redis = RedisServer::start();
+    let extra = "drain_timeout = \"20s\"";
+    let (mut a, b) = (node(&redis, "a", extra), node(&redis, "b", extra));
+    wait_for_nodes(&redis, 2).await;
+    let (mut alice, _, joined) = join(&a, "alice", "call").await;
+    let (mut bob, _, _) = join(&b, "bob", "call").await;
+    until(&mut alice, "peer_joined").await;
+    send_json(&mut bob, offer("alice", 0)).await;
+    let last_seq = until(&mut alice, "offer").await["seq"].as_u64().unwrap();
+    let token = joined["resume_token"].as_str().unwrap().to_string();
+
+    // `switchboard drain` asks a to stop.
+    let cfg = a.dir.path().join("switchboard.toml");
+    let addr = a.http.to_string();
+    let (code, out, err) = common::child::run_cli(
+        &["drain", "--config", cfg.to_str().unwrap(), "--addr", &addr],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"clients_moved\":1"), "{out}");
+    let told = until(&mut alice, "reconnect").await;
+    assert_eq!(told["url"], format!("http://{}", b.http));
+    assert_eq!(told["reason"], "draining");
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match alice.next().await {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(c))) => {
+                    return c.map(|c| u16::from(c.code));
+                }
+                Some(Ok(_)) => {}
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(closed, Some(1001));
+    assert_eq!(
+        get(&a, "/readyz", None).await.0,
+        503,
+        "a is not ready while draining"
+    );
+    // bob sends while alice moves; a still holds her session.
+    send_json(&mut bob, offer("alice", 1)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let url = format!(
+        "ws://{}/v1/signal?resume_token={token}&last_seq={last_seq}",
+        b.http
+    );
+    let mut alice = tokio_tungstenite::connect_async(url).await.unwrap().0;
+    let joined = recv(&mut alice).await;
+    assert_eq!(
+        (joined["type"].clone(), joined["resumed"].clone()),
+        (json!("joined"), json!(true)),
+        "{joined}"
+    );
+    assert_eq!(
+        until(&mut alice, "offer").await["offer"]["sdp"],
+        "v=0 1",
+        "what came meanwhile follows her"
+    );
+    send_json(&mut bob, offer("alice", 2)).await;
+    assert_eq!(until(&mut alice, "offer").await["offer"]["sdp"], "v=0 2");
+    // With its last session gone, a exits well before drain_timeout.
+    let code = tokio::task::spawn_blocking(move || a.wait_exit(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "a exited after the drain");
+}

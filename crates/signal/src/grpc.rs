@@ -298,7 +298,11 @@ impl Signal for SignalService {
             }
             let how = loop {
                 let item = tokio::select! {
-                    _ = conn.kill.cancelled() => break Disconnect::Fatal,
+                    _ = conn.kill.cancelled() => {
+                        // Moved off a draining node: the session waits for its resume.
+                        let moved = matches!(*conn.close.lock(), Some((_, crate::DRAINING)));
+                        break if moved { Disconnect::Lost } else { Disconnect::Fatal };
+                    }
                     i = incoming.next() => i,
                 };
                 let req = match item {

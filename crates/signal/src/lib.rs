@@ -43,6 +43,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use hub::RoomMode;
+
+/// Close reason of connections a draining node moves to another node ([`Signaling::drain`]).
+pub const DRAINING: &str = "draining: resume on another node";
 pub use sfu::{NoSfu, SfuBridge};
 
 /// Builds the `joined` message's ICE servers for an identity: the same document as
@@ -393,6 +396,43 @@ impl Signaling {
     /// Signaling connections open now (WebSocket and gRPC).
     pub fn open_connections(&self) -> usize {
         self.inner.open_conns.lock().total
+    }
+
+    /// Cluster mode, before the node stops: tells every joined client to move
+    /// (`{"type":"reconnect","url":...,"reason":"draining"}`, the other live nodes in turn) and
+    /// closes its connection with 1001, keeping its session for a resume; the client resumes on
+    /// the named node, which takes the session over (and what it had not received). Returns how
+    /// many clients were told; 0 without a cluster or another live node.
+    pub fn drain(&self) -> usize {
+        let Some(bus) = &self.inner.cluster else {
+            return 0;
+        };
+        let others: Vec<String> = bus.node_urls().into_iter().skip(1).collect();
+        if others.is_empty() {
+            return 0;
+        }
+        let mut core = self.inner.core.lock();
+        let joined: Vec<ConnId> = core
+            .conns
+            .keys()
+            .copied()
+            .filter(|c| core.hub.identity_of(*c).is_some())
+            .collect();
+        for (i, conn) in joined.iter().enumerate() {
+            let url = &others[i % others.len()];
+            let msg = ServerMessage::Raw(serde_json::json!({
+                "type": "reconnect",
+                "url": url,
+                "reason": "draining",
+            }));
+            if let Some(link) = core.conns.get(conn) {
+                let _ = link.offer(Arc::new(msg), None, usize::MAX);
+            }
+            self.inner.metrics.close("draining");
+            self.inner
+                .kill(&mut core, *conn, hub::close::GOING_AWAY, DRAINING);
+        }
+        joined.len()
     }
 
     pub fn handle(&self) -> SignalHandle {

@@ -72,6 +72,7 @@ pub const CLOSE_REASONS: &[&str] = &[
     "replaced",
     "resumed_elsewhere",
     "shutdown",
+    "draining",
 ];
 
 impl SignalMetrics {

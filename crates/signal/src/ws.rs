@@ -199,7 +199,8 @@ async fn run(
             _ = conn.kill.cancelled() => {
                 let reason = *conn.close.lock();
                 break match reason {
-                    Some((_, "dead")) => Disconnect::Lost,
+                    // Dead, or moved off a draining node: the session waits for its resume.
+                    Some((_, "dead" | crate::DRAINING)) => Disconnect::Lost,
                     _ => Disconnect::Fatal,
                 };
             }

@@ -18,7 +18,7 @@
 //! home node, `<p>:rooms:<node>` rooms a node has members in, `<p>:sess:<identity>` session
 //! records, `<p>:tok:<resume token>` → identity. Channels: `<p>:to:<node>`.
 
-use crate::registry::Registry;
+use crate::registry::{NodeInfo, Registry};
 use crate::shared::Shared;
 use futures::future::BoxFuture;
 use futures::StreamExt;
@@ -38,8 +38,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Admits a member: `KEYS` members, info; `ARGV` identity, node, max peers, mode for a new room,
-/// room name, channel prefix, last_seq of a resume ("" for a join). Returns `{"full"}`,
-/// `{"elsewhere", home}` or `{"ok", mode, identity1, node1, ...}` (the other members).
+/// room name, channel prefix, last_seq of a resume ("" for a join), the node to serve a new SFU
+/// room. Returns `{"full"}` or `{"ok", mode, home, identity1, node1, ...}` (the other members;
+/// `home` is the node whose SFU serves the room). Placement is decided here, once: concurrent
+/// first joins on several nodes all get the same home.
 const JOIN: &str = r#"
 local id, node, max, mode = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local prev = redis.call('HGET', KEYS[1], id)
@@ -47,13 +49,12 @@ if not prev and redis.call('HLEN', KEYS[1]) >= max then return {'full'} end
 local rmode = redis.call('HGET', KEYS[2], 'mode')
 local home = redis.call('HGET', KEYS[2], 'home')
 if not rmode then
-  rmode, home = mode, node
-  redis.call('HSET', KEYS[2], 'mode', mode, 'home', node)
+  rmode, home = mode, ARGV[8]
+  redis.call('HSET', KEYS[2], 'mode', mode, 'home', home)
 end
-if rmode == 'sfu' and home ~= node then return {'elsewhere', home} end
 redis.call('HSET', KEYS[1], id, node)
 local all = redis.call('HGETALL', KEYS[1])
-local out, nodes = {'ok', rmode}, {}
+local out, nodes = {'ok', rmode, home}, {}
 for k = 1, #all, 2 do
   if all[k] ~= id then
     out[#out + 1] = all[k]
@@ -178,8 +179,8 @@ type Queued = (Outgoing, Instant);
 /// What the registry watcher knows.
 #[derive(Default)]
 struct Live {
-    /// Live nodes (this one included) and their public URLs.
-    nodes: HashMap<String, String>,
+    /// Live nodes (this one included) as they last described themselves.
+    nodes: HashMap<String, NodeInfo>,
     /// Whether the registry has been read at least once.
     known: bool,
 }
@@ -358,6 +359,27 @@ impl RedisBus {
                     .ignore();
                 "session"
             }
+            Outgoing::ToSfu {
+                node,
+                room,
+                peer,
+                msg,
+            } => {
+                let frame = json!({"k": "s", "r": room, "p": peer, "f": &*self.node, "m": msg});
+                pipe.cmd("PUBLISH")
+                    .arg(self.shared.key(&["to", &node]))
+                    .arg(frame.to_string())
+                    .ignore();
+                "sfu"
+            }
+            Outgoing::SfuLeave { node, room, peer } => {
+                let frame = json!({"k": "x", "r": room, "p": peer});
+                pipe.cmd("PUBLISH")
+                    .arg(self.shared.key(&["to", &node]))
+                    .arg(frame.to_string())
+                    .ignore();
+                "sfu_leave"
+            }
             Outgoing::Received { identity, received } => {
                 pipe.cmd("HSET")
                     .arg(self.shared.key(&["sess", &identity]))
@@ -398,6 +420,7 @@ impl RedisBus {
                                 Inbound::Joined { .. } => "join",
                                 Inbound::Left { .. } => "leave",
                                 Inbound::Notify { .. } => "notify",
+                                Inbound::ToSfu { .. } | Inbound::SfuLeave { .. } => "sfu",
                                 _ => "message",
                             };
                             self.metrics.received.get_or_create(&[("kind", kind)]).inc();
@@ -437,7 +460,8 @@ impl RedisBus {
             let Ok(nodes) = self.registry.nodes().await else {
                 continue;
             };
-            let now: HashMap<String, String> = nodes.into_iter().map(|n| (n.id, n.url)).collect();
+            let now: HashMap<String, NodeInfo> =
+                nodes.into_iter().map(|n| (n.id.clone(), n)).collect();
             let before = {
                 let mut live = self.live.lock();
                 let before = std::mem::replace(&mut live.nodes, now.clone());
@@ -508,6 +532,27 @@ impl RedisBus {
         Ok(total)
     }
 
+    /// Where a new SFU room would be served: the live, not draining node with an SFU that has
+    /// the fewest sessions (this node on a tie, or when no other is known).
+    fn sfu_home(&self) -> String {
+        let live = self.live.lock();
+        let mut best: Option<(&NodeInfo, bool)> = None;
+        for n in live.nodes.values().filter(|n| n.sfu && !n.draining) {
+            let mine = n.id == *self.node;
+            let better = match best {
+                None => true,
+                Some((b, b_mine)) => {
+                    n.load.sessions < b.load.sessions
+                        || (n.load.sessions == b.load.sessions && mine && !b_mine)
+                }
+            };
+            if better {
+                best = Some((n, mine));
+            }
+        }
+        best.map_or_else(|| self.node.to_string(), |(n, _)| n.id.clone())
+    }
+
     /// Whether `node` is live as of the last registry read (unknown yet: assume it is).
     fn is_live(&self, node: &str) -> bool {
         let live = self.live.lock();
@@ -534,6 +579,16 @@ fn parse(bytes: &[u8]) -> Option<Inbound> {
             node: s("n")?,
             resumed_after: v.get("after").and_then(Value::as_u64),
         },
+        "s" => Inbound::ToSfu {
+            room: s("r")?,
+            peer: s("p")?,
+            from: s("f")?,
+            msg: serde_json::from_value(v.get("m")?.clone()).ok()?,
+        },
+        "x" => Inbound::SfuLeave {
+            room: s("r")?,
+            peer: s("p")?,
+        },
         "l" => Inbound::Left {
             room: s("r")?,
             identity: s("i")?,
@@ -551,12 +606,17 @@ impl ClusterBus for RedisBus {
 
     fn node_urls(&self) -> Vec<String> {
         let live = self.live.lock();
-        let mut urls: Vec<String> = live.nodes.get(&*self.node).cloned().into_iter().collect();
+        let mut urls: Vec<String> = live
+            .nodes
+            .get(&*self.node)
+            .map(|n| n.url.clone())
+            .into_iter()
+            .collect();
         let mut others: Vec<&String> = live
             .nodes
             .iter()
-            .filter(|(id, _)| **id != *self.node)
-            .map(|(_, url)| url)
+            .filter(|(id, n)| **id != *self.node && !n.draining)
+            .map(|(_, n)| &n.url)
             .collect();
         others.sort();
         urls.extend(others.into_iter().cloned());
@@ -584,7 +644,8 @@ impl ClusterBus for RedisBus {
             .arg(mode.as_str())
             .arg(room)
             .arg(self.channel_prefix())
-            .arg(resumed_after.map(|n| n.to_string()).unwrap_or_default());
+            .arg(resumed_after.map(|n| n.to_string()).unwrap_or_default())
+            .arg(self.sfu_home());
         Box::pin(async move {
             let out: Vec<String> = me
                 .shared
@@ -593,23 +654,21 @@ impl ClusterBus for RedisBus {
                 .map_err(|e| ClusterJoinError::Unavailable(e.to_string()))?;
             match out.first().map(String::as_str) {
                 Some("full") => Err(ClusterJoinError::RoomFull),
-                Some("elsewhere") => {
-                    let node = out.get(1).cloned().unwrap_or_default();
-                    let url = me.live.lock().nodes.get(&node).cloned().unwrap_or_default();
-                    Err(ClusterJoinError::Elsewhere { node, url })
-                }
-                Some("ok") => {
+                Some("ok") if out.len() >= 3 => {
                     let mode = match out.get(1).map(String::as_str) {
                         Some("sfu") => RoomMode::Sfu,
                         _ => RoomMode::Mesh,
                     };
-                    let members = out[2..]
+                    let home =
+                        (mode == RoomMode::Sfu && out[2] != *me.node).then(|| out[2].clone());
+                    let members = out[3..]
                         .chunks_exact(2)
                         .map(|p| (p[0].clone(), p[1].clone()))
                         .collect();
                     Ok(ClusterView {
                         members,
                         mode: Some(mode),
+                        home,
                     })
                 }
                 _ => Err(ClusterJoinError::Unavailable(

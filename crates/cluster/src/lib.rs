@@ -147,6 +147,11 @@ impl Cluster {
         })
     }
 
+    /// Whether this node runs an SFU (SFU rooms are placed only on such nodes).
+    pub fn set_sfu(&self, sfu: bool) {
+        self.node.lock().sfu = sfu;
+    }
+
     /// Marks this node draining in its next heartbeats.
     pub fn set_draining(&self, draining: bool) {
         self.node.lock().draining = draining;

@@ -23,6 +23,9 @@ pub struct NodeInfo {
     /// The node is draining: it takes no new sessions.
     #[serde(default)]
     pub draining: bool,
+    /// The node runs an SFU, so SFU rooms may be placed on it.
+    #[serde(default)]
+    pub sfu: bool,
 }
 
 /// A node's load, as of its last heartbeat.

@@ -151,6 +151,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     }
     send_progress_to_signaling(&stream_gateway, &signaling, &sfu);
     if let Some(c) = &cluster {
+        c.set_sfu(sfu.is_some());
         let handle = signaling.handle();
         c.spawn_heartbeat(
             move || {

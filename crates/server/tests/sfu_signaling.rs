@@ -1,7 +1,11 @@
 //! SFU rooms end to end over loopback: WebSocket signaling (docs/sfu-protocol.md) drives the
-//! server's SFU, and in-process str0m peers play the browsers on real UDP sockets.
+//! server's SFU, and in-process str0m peers play the browsers on real UDP sockets. In a
+//! cluster (a real `redis-server`), an SFU room is served by one node's SFU for peers on every
+//! node.
 
 mod common;
+#[path = "../../cluster/tests/support/mod.rs"]
+mod redis_support;
 
 use switchboard_sfu::SfuMode;
 
@@ -390,4 +394,129 @@ async fn joining_and_leaving_many_times_frees_every_sfu_resource() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     s.shutdown().await;
+}
+
+/// Three nodes of one cluster, each with an SFU.
+async fn sfu_cluster(redis: &redis_support::RedisServer) -> Vec<RunningServer> {
+    let mut nodes = Vec::new();
+    for id in ["a", "b", "c"] {
+        let mut c = sfu_config(SfuMode::Sfu);
+        c.cluster.redis_url = Some(redis.url());
+        c.cluster.node_id = Some(id.into());
+        c.cluster.heartbeat = Duration::from_millis(200);
+        c.cluster.node_ttl = Duration::from_millis(600);
+        nodes.push(start(c).await);
+    }
+    // Every node has read the registry with all three (and their SFUs) in it.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    nodes
+}
+
+/// The UDP port of the host candidate in an SDP.
+fn candidate_port(sdp: &str) -> u16 {
+    sdp.lines()
+        .find(|l| l.starts_with("a=candidate:") && (l.contains(" udp ") || l.contains(" UDP ")))
+        .and_then(|l| l.split_whitespace().nth(5))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no UDP candidate in {sdp}"))
+}
+
+#[tokio::test]
+async fn an_sfu_room_is_served_by_one_node_for_peers_on_every_node() {
+    let redis = redis_support::RedisServer::start();
+    let nodes = sfu_cluster(&redis).await;
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let (mut alice, joined) = Client::connect(a, "alice", "stage").await;
+    assert_eq!(joined["mode"], "sfu");
+    alice.offer(true).await;
+    let (mut bob, joined) = Client::connect(b, "bob", "stage").await;
+    assert_eq!(joined["mode"], "sfu");
+    let (mut carol, _) = Client::connect(c, "carol", "stage").await;
+
+    // bob and carol, on other nodes, offer to "$sfu": the room's SFU on a answers, with a's
+    // media address.
+    let a_port = a.state.bound.sfu_udp.unwrap().port();
+    for viewer in [&mut bob, &mut carol] {
+        let sdp = viewer.peer.offer(false, false);
+        viewer
+            .send(json!({"type":"offer","target":"$sfu","offer":{"type":"offer","sdp":sdp}}))
+            .await;
+        let answer = viewer.wait_for("answer").await;
+        assert_eq!(answer["from"], "$sfu");
+        let sdp = answer["answer"]["sdp"].as_str().unwrap();
+        assert_eq!(candidate_port(sdp), a_port, "the SFU of a answers: {sdp}");
+        viewer.peer.accept_answer(sdp).unwrap();
+    }
+    video_reaches(&mut alice, &mut bob, 20, "bob's video from a's SFU").await;
+    video_reaches(&mut alice, &mut carol, 20, "carol's video from a's SFU").await;
+    assert!(bob.saw(|v| v["type"] == "track_added" && v["publisher"] == "alice"));
+
+    // carol leaves on c: a's SFU drops her session.
+    carol.send(json!({"type":"leave"})).await;
+    let t = Instant::now();
+    while metric(a, "switchboard_sfu_sessions").await != 2.0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "carol's SFU session not closed"
+        );
+        pump(
+            &mut [&mut alice, &mut bob],
+            &[true, false],
+            Duration::from_millis(100),
+        )
+        .await;
+    }
+    for n in [b, c] {
+        assert_eq!(
+            metric(n, "switchboard_sfu_sessions").await,
+            0.0,
+            "no SFU session elsewhere"
+        );
+    }
+}
+
+#[tokio::test]
+async fn concurrent_first_joins_on_two_nodes_place_one_sfu_room_once() {
+    let redis = redis_support::RedisServer::start();
+    let nodes = sfu_cluster(&redis).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    for round in 0..5 {
+        let room = format!("race-{round}");
+        let (xn, yn) = (format!("x{round}"), format!("y{round}"));
+        let ((mut x, _), (mut y, _)) = tokio::join!(
+            Client::connect(a, &xn, &room),
+            Client::connect(b, &yn, &room)
+        );
+        let mut ports = Vec::new();
+        for p in [&mut x, &mut y] {
+            let sdp = p.peer.offer(true, false);
+            p.send(json!({"type":"offer","target":"$sfu","offer":{"type":"offer","sdp":sdp}}))
+                .await;
+            let answer = p.wait_for("answer").await;
+            ports.push(candidate_port(answer["answer"]["sdp"].as_str().unwrap()));
+        }
+        assert_eq!(ports[0], ports[1], "one SFU serves {room}");
+    }
+}
+
+#[tokio::test]
+async fn a_new_sfu_room_goes_to_the_least_loaded_node() {
+    let redis = redis_support::RedisServer::start();
+    let nodes = sfu_cluster(&redis).await;
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    // a carries two sessions; the registry learns it with the next heartbeats.
+    let (_p, _) = Client::connect(a, "p", "busy").await;
+    let (_q, _) = Client::connect(a, "q", "busy").await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let (mut r, _) = Client::connect(a, "r", "fresh").await;
+    let sdp = r.peer.offer(true, false);
+    r.send(json!({"type":"offer","target":"$sfu","offer":{"type":"offer","sdp":sdp}}))
+        .await;
+    let answer = r.wait_for("answer").await;
+    let port = candidate_port(answer["answer"]["sdp"].as_str().unwrap());
+    let idle = [b, c].map(|n| n.state.bound.sfu_udp.unwrap().port());
+    assert!(
+        idle.contains(&port),
+        "placed on an idle node ({idle:?}), not a: {port}"
+    );
 }

@@ -5,7 +5,7 @@
 //! implements it on Redis and the server wires it when `[cluster] redis_url` is set.
 
 use crate::hub::{ClusterView, RoomMode};
-use crate::protocol::ServerMessage;
+use crate::protocol::{ClientMessage, ServerMessage};
 use futures::future::BoxFuture;
 use serde_json::Value;
 use std::sync::Arc;
@@ -15,9 +15,6 @@ use std::sync::Arc;
 pub enum ClusterJoinError {
     #[error("the room is full")]
     RoomFull,
-    /// An SFU room lives on one node; `url` is that node's public URL.
-    #[error("this SFU room is served by node {node} ({url}); connect there")]
-    Elsewhere { node: String, url: String },
     #[error("the cluster store is unavailable: {0}")]
     Unavailable(String),
 }
@@ -26,7 +23,6 @@ impl ClusterJoinError {
     pub fn code(&self) -> &'static str {
         match self {
             ClusterJoinError::RoomFull => "room_full",
-            ClusterJoinError::Elsewhere { .. } => "room_on_other_node",
             ClusterJoinError::Unavailable(_) => "cluster_unavailable",
         }
     }
@@ -71,6 +67,19 @@ pub enum Outgoing {
     },
     /// A session's relay count changed.
     Received { identity: String, received: u64 },
+    /// A message from `peer` for the SFU of `room`, which runs on `node`.
+    ToSfu {
+        node: String,
+        room: String,
+        peer: String,
+        msg: ClientMessage,
+    },
+    /// `peer` left the SFU room `room`, which runs on `node`.
+    SfuLeave {
+        node: String,
+        room: String,
+        peer: String,
+    },
 }
 
 /// What other nodes sent, for this node's sessions.
@@ -98,6 +107,15 @@ pub enum Inbound {
     },
     /// A server push for `to`.
     Notify { to: String, msg: Value },
+    /// A message for this node's SFU from `peer`, whose session is on `from`.
+    ToSfu {
+        room: String,
+        peer: String,
+        from: String,
+        msg: ClientMessage,
+    },
+    /// `peer` left this node's SFU room `room`.
+    SfuLeave { room: String, peer: String },
     /// `node` left the registry without saying goodbye (its heartbeat stopped).
     NodeLost { node: String },
     /// `node` is in the registry again.

@@ -51,6 +51,8 @@ struct Room {
     mode: RoomMode,
     /// Members whose sessions live on other nodes, by identity (cluster mode).
     remote: HashMap<String, Remote>,
+    /// An SFU room served by another node's SFU: that node (cluster mode).
+    home: Option<String>,
 }
 
 impl Room {
@@ -326,7 +328,12 @@ impl Hub {
             (None, ModePolicy::Sfu) => RoomMode::Sfu,
             (None, ModePolicy::Auto { .. }) => info.requested_mode.unwrap_or(RoomMode::Mesh),
         };
-        if mode == RoomMode::Sfu && !self.cfg.sfu_available {
+        let home = match (existing, &cluster) {
+            (Some(r), _) => r.home.clone(),
+            (None, Some(v)) => v.home.clone(),
+            (None, None) => None,
+        };
+        if mode == RoomMode::Sfu && home.is_none() && !self.cfg.sfu_available {
             return Err(JoinError::SfuUnavailable);
         }
         // `auto`: the join that takes a mesh room past `mesh_max_peers` moves it to the SFU.
@@ -382,6 +389,7 @@ impl Hub {
                 members: Vec::new(),
                 mode,
                 remote: HashMap::new(),
+                home,
             });
         let peers = room.members.clone();
         room.members.push(identity.to_string());
@@ -546,10 +554,12 @@ impl Hub {
             return;
         }
         if mode == RoomMode::Sfu {
+            let home = self.rooms.get(&room_id).and_then(|r| r.home.clone());
             self.effects.push(Effect::ToSfu {
                 room: room_id,
                 peer: from,
                 msg,
+                home,
             });
             return;
         }
@@ -673,6 +683,7 @@ impl Hub {
         room.members.retain(|m| m != identity);
         let others = room.members.clone();
         let mode = room.mode;
+        let home = room.home.clone();
         if room.local_count() == 0 && !self.pending.contains_key(&s.room) {
             // No session of this node is left in it: other nodes stop telling this one about
             // the room, so its view of their members would go stale.
@@ -688,6 +699,7 @@ impl Hub {
             self.effects.push(Effect::SfuLeave {
                 room: s.room.clone(),
                 peer: identity.to_string(),
+                home,
             });
         }
         let note = Arc::new(ServerMessage::PeerLeft {

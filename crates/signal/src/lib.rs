@@ -190,7 +190,14 @@ pub(crate) struct Inner {
     sfu: Arc<dyn SfuBridge>,
     /// Multi-node mode: the rest of the cluster.
     cluster: Option<Arc<dyn ClusterBus>>,
+    /// Cluster mode: participants of this node's SFU whose sessions are on other nodes, by
+    /// (room, identity): the node their SFU messages go back to.
+    sfu_peers: Mutex<HashMap<(String, String), String>>,
 }
+
+/// Participants of this node's SFU from other nodes that are remembered at once (the SFU's own
+/// `max_sessions` bounds how many take part).
+const MAX_REMOTE_SFU_PEERS: usize = 100_000;
 
 /// What a client is told when [`Inner::open`] refuses it with `code`.
 pub(crate) fn open_refusal_message(code: &str) -> &'static str {
@@ -282,6 +289,30 @@ impl SignalHandle {
             Inbound::Notify { to, msg } => {
                 self.inner.with_hub(|h| h.notify(&to, msg));
             }
+            Inbound::ToSfu {
+                room,
+                peer,
+                from,
+                msg,
+            } => {
+                if !self.inner.sfu.available() {
+                    return;
+                }
+                let key = (room, peer);
+                {
+                    let mut peers = self.inner.sfu_peers.lock();
+                    if peers.len() >= MAX_REMOTE_SFU_PEERS && !peers.contains_key(&key) {
+                        return;
+                    }
+                    peers.insert(key.clone(), from);
+                }
+                self.inner.sfu.handle(&key.0, &key.1, msg);
+            }
+            Inbound::SfuLeave { room, peer } => {
+                let key = (room, peer);
+                self.inner.sfu_peers.lock().remove(&key);
+                self.inner.sfu.leave(&key.0, &key.1);
+            }
             Inbound::NodeLost { node } => {
                 self.inner.with_hub(|h| h.node_lost(&node, Instant::now()))
             }
@@ -290,9 +321,25 @@ impl SignalHandle {
     }
 
     /// For the SFU: sends `msg` (e.g. an offer or candidate from the SFU) to `peer` in `room`.
+    /// In a cluster, a peer whose session is on another node is reached there.
     pub fn send_to_peer(&self, room: &str, peer: &str, msg: Value) -> bool {
-        self.inner
-            .with_hub(|h| h.send_to_peer(room, peer, ServerMessage::Raw(msg)))
+        let key = (room.to_string(), peer.to_string());
+        let remote = self.inner.sfu_peers.lock().get(&key).cloned();
+        match (remote, &self.inner.cluster) {
+            (Some(node), Some(bus)) => {
+                self.inner.metrics.cluster_forwarded.inc();
+                bus.send(Outgoing::Forward {
+                    node,
+                    room: key.0,
+                    to: key.1,
+                    msg: Arc::new(ServerMessage::Raw(msg)),
+                });
+                true
+            }
+            _ => self
+                .inner
+                .with_hub(|h| h.send_to_peer(room, peer, ServerMessage::Raw(msg))),
+        }
     }
 
     /// Rooms and sessions on this node now.
@@ -369,6 +416,7 @@ impl Signaling {
             next_conn: AtomicU64::new(1),
             sfu,
             cluster,
+            sfu_peers: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&inner);
         tokio::spawn(async move {
@@ -550,8 +598,42 @@ impl Inner {
                         });
                         self.kill(core, conn, code, reason);
                     }
-                    Effect::ToSfu { room, peer, msg } => self.sfu.handle(&room, &peer, msg),
-                    Effect::SfuLeave { room, peer } => self.sfu.leave(&room, &peer),
+                    Effect::ToSfu {
+                        room,
+                        peer,
+                        msg,
+                        home: None,
+                    } => self.sfu.handle(&room, &peer, msg),
+                    Effect::SfuLeave {
+                        room,
+                        peer,
+                        home: None,
+                    } => self.sfu.leave(&room, &peer),
+                    // The room's SFU runs on another node of the cluster.
+                    Effect::ToSfu {
+                        room,
+                        peer,
+                        msg,
+                        home: Some(node),
+                    } => {
+                        if let Some(bus) = &self.cluster {
+                            bus.send(Outgoing::ToSfu {
+                                node,
+                                room,
+                                peer,
+                                msg,
+                            });
+                        }
+                    }
+                    Effect::SfuLeave {
+                        room,
+                        peer,
+                        home: Some(node),
+                    } => {
+                        if let Some(bus) = &self.cluster {
+                            bus.send(Outgoing::SfuLeave { node, room, peer });
+                        }
+                    }
                     Effect::Forward {
                         node,
                         room,
@@ -893,10 +975,7 @@ impl Inner {
             // Admitted, but the connection ended meanwhile (or the hub refused): the
             // membership the cluster recorded ends too.
             Err((code, message)) => {
-                if code != "room_full"
-                    && code != "room_on_other_node"
-                    && code != "cluster_unavailable"
-                {
+                if code != "room_full" && code != "cluster_unavailable" {
                     bus.send(Outgoing::Leave {
                         room: room_id.to_string(),
                         identity: identity.to_string(),

@@ -59,7 +59,6 @@ pub const ERROR_CODES: &[&str] = &[
     "too_many_connections",
     "server_full",
     "unauthorized",
-    "room_on_other_node",
     "cluster_unavailable",
 ];
 

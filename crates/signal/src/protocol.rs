@@ -89,8 +89,8 @@ struct RelayProbe<'a> {
     candidate: Option<Box<RawValue>>,
 }
 
-/// A message from a client.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// A message from a client. Serialized as it was received (to carry it to another node).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMessage {
     /// `{"type":"join","room_id":R}`; `peer_id`, if sent, must equal the token's `sub`.

@@ -20,6 +20,8 @@ pub struct ClusterView {
     pub members: Vec<(String, String)>,
     /// The room's mode as the cluster holds it (set by the join that created the room).
     pub mode: Option<RoomMode>,
+    /// An SFU room served by another node: that node's id (`None`: this node's SFU).
+    pub home: Option<String>,
 }
 
 /// A member of a room whose session is on another node.
@@ -88,6 +90,7 @@ impl Hub {
                 members: Vec::new(),
                 mode: view.mode.unwrap_or(RoomMode::Mesh),
                 remote: HashMap::new(),
+                home: view.home.clone(),
             });
         for (id, node) in &view.members {
             if sessions.get(id).is_some_and(|s| s.room == room_id) {
@@ -162,6 +165,7 @@ impl Hub {
                     members: Vec::new(),
                     mode: RoomMode::Mesh,
                     remote: HashMap::new(),
+                    home: None,
                 },
             );
         }
@@ -386,6 +390,7 @@ impl Hub {
             members: Vec::new(),
             mode,
             remote: HashMap::new(),
+            home: view.home.clone(),
         });
         let known = room.remote.remove(&identity).is_some() || room.members.contains(&identity);
         if !room.members.contains(&identity) {
@@ -494,6 +499,7 @@ mod tests {
                 .map(|(i, n)| (i.to_string(), n.to_string()))
                 .collect(),
             mode: Some(RoomMode::Mesh),
+            home: None,
         }
     }
 

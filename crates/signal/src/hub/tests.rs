@@ -177,7 +177,8 @@ fn auto_rooms_move_to_the_sfu_past_mesh_max_peers() {
     let eff = h.drain();
     assert!(eff.contains(&Effect::SfuLeave {
         room: "r".into(),
-        peer: "c".into()
+        peer: "c".into(),
+        home: None,
     }));
     assert_eq!(join(&mut h, 4, "d", "r")[1].1["mode"], "sfu");
 }

@@ -36,14 +36,20 @@ pub enum Effect {
         code: u16,
         reason: &'static str,
     },
-    /// A peer in an SFU-mode room sent something the SFU must handle.
+    /// A peer in an SFU-mode room sent something the SFU must handle; `home` is the node whose
+    /// SFU serves the room when it is not this one (cluster mode).
     ToSfu {
         room: String,
         peer: String,
         msg: ClientMessage,
+        home: Option<String>,
     },
-    /// A peer left an SFU-mode room.
-    SfuLeave { room: String, peer: String },
+    /// A peer left an SFU-mode room (served by `home`, when not this node).
+    SfuLeave {
+        room: String,
+        peer: String,
+        home: Option<String>,
+    },
     /// Cluster mode: carry `msg` to `to`, a member of `room` whose session is on `node`.
     Forward {
         node: String,

@@ -19,6 +19,9 @@ import { SFU_ID } from './protocol.js';
 /** Relay messages kept for re-sending, and SFU messages held while the socket is down. */
 export const MAX_OUTBOX = 1024;
 
+/** Ids (`mid`) of relayed messages remembered per sender, to drop ones sent again. */
+export const MAX_MIDS_PER_PEER = 1024;
+
 /** The signaling message types relayed to a peer: numbered and kept until confirmed. */
 const RELAY_TYPES = ['offer', 'answer', 'ice_candidate', 'bye'];
 
@@ -96,6 +99,30 @@ export class Client extends Emitter {
     this.reconnects = 0;
     /** @type {SignalMessage|null} */
     this.joined = null;
+    /** Recent `mid`s per sender. @type {Map<string, Set<string>>} */
+    this.mids = new Map();
+  }
+
+  /**
+   * Whether a relayed message was seen already. In a cluster, messages forwarded to a node
+   * just before it died are sent again where the session resumes, with the same `mid`.
+   * @param {string} from
+   * @param {string} mid
+   * @returns {boolean}
+   */
+  _seenMid(from, mid) {
+    let seen = this.mids.get(from);
+    if (!seen) {
+      seen = new Set();
+      this.mids.set(from, seen);
+    }
+    if (seen.has(mid)) return true;
+    seen.add(mid);
+    if (seen.size > MAX_MIDS_PER_PEER) {
+      const oldest = seen.values().next().value;
+      if (oldest !== undefined) seen.delete(oldest);
+    }
+    return false;
   }
 
   /** Moves on to the next server of the list (wrapping around). */
@@ -174,6 +201,8 @@ export class Client extends Emitter {
       if (msg.seq <= this.lastSeq) return; // already seen (never expected; defensive)
       this.lastSeq = msg.seq;
     }
+    if (typeof msg.mid === 'string' && typeof msg.from === 'string' && this._seenMid(msg.from, msg.mid)) return;
+    if (msg.type === 'peer_left' && typeof msg.peer_id === 'string') this.mids.delete(msg.peer_id);
     if (msg.type === 'reconnect' && typeof msg.url === 'string') {
       // The server is draining: the session resumes on the node it names once this socket
       // closes.

@@ -361,3 +361,17 @@ test('a draining server names another node: the session resumes there', async (t
   assert.equal(WS.instances[1].url.href, 'wss://n2.example/v1/signal?resume_token=rt1&last_seq=2');
   client.close();
 });
+
+test('a message sent again after a failover (same mid from the same peer) is dropped', async () => {
+  const { client, ws } = await open();
+  const got = [];
+  client.on('signal', (m) => got.push(m.offer?.sdp ?? m.type));
+  ws.deliver(joined());
+  ws.deliver({ type: 'offer', from: 'bob', mid: 'n1~x.7', offer: { sdp: 'a' }, seq: 2 });
+  ws.deliver({ type: 'offer', from: 'bob', mid: 'n1~x.7', offer: { sdp: 'a' }, seq: 3 });
+  ws.deliver({ type: 'offer', from: 'carol', mid: 'n1~x.7', offer: { sdp: 'b' }, seq: 4 });
+  ws.deliver({ type: 'offer', from: 'bob', mid: 'n1~x.8', offer: { sdp: 'c' }, seq: 5 });
+  ws.deliver({ type: 'offer', from: 'bob', offer: { sdp: 'd' }, seq: 6 });
+  assert.deepEqual(got, ['joined', 'a', 'b', 'c', 'd']);
+  assert.equal(client.lastSeq, 6);
+});

@@ -195,6 +195,8 @@ pub struct RedisBus {
     rx: Arc<Mutex<Option<mpsc::Receiver<Queued>>>>,
     live: Arc<Mutex<Live>>,
     metrics: BusMetrics,
+    /// Makes message ids unique across nodes and restarts: `<node>~<start ms, base 36>`.
+    mid_prefix: Arc<str>,
 }
 
 impl RedisBus {
@@ -208,6 +210,7 @@ impl RedisBus {
             rx: Arc::new(Mutex::new(Some(rx))),
             live: Arc::new(Mutex::new(Live::default())),
             metrics: BusMetrics::register(metrics),
+            mid_prefix: format!("{node}~{}", base36(start_ms())).into(),
         }
     }
 
@@ -283,9 +286,17 @@ impl RedisBus {
                 room,
                 to,
                 msg,
+                mid,
             } => {
+                let id = match mid {
+                    Some(n) => format!(
+                        r#","id":{}"#,
+                        Value::String(format!("{}.{n}", self.mid_prefix))
+                    ),
+                    None => String::new(),
+                };
                 let frame = format!(
-                    r#"{{"k":"m","r":{},"t":{},"m":{}}}"#,
+                    r#"{{"k":"m","r":{},"t":{}{id},"m":{}}}"#,
                     Value::String(room),
                     Value::String(to),
                     msg.to_json(None)
@@ -560,6 +571,26 @@ impl RedisBus {
     }
 }
 
+fn start_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn base36(mut n: u64) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
+}
+
 fn parse(bytes: &[u8]) -> Option<Inbound> {
     let v: Value = serde_json::from_slice(bytes).ok()?;
     let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
@@ -568,6 +599,7 @@ fn parse(bytes: &[u8]) -> Option<Inbound> {
             room: s("r")?,
             to: s("t")?,
             msg: v.get("m")?.clone(),
+            id: s("id"),
         },
         "n" => Inbound::Notify {
             to: s("t")?,
@@ -602,6 +634,10 @@ fn parse(bytes: &[u8]) -> Option<Inbound> {
 impl ClusterBus for RedisBus {
     fn node_id(&self) -> &str {
         &self.node
+    }
+
+    fn mid_prefix(&self) -> String {
+        self.mid_prefix.to_string()
     }
 
     fn node_urls(&self) -> Vec<String> {

@@ -344,8 +344,14 @@ fn signaling(
         Some(b) => Arc::new(b.clone()),
         None => Arc::new(switchboard_signal::NoSfu),
     };
+    let mut settings = config.limits.signal_settings(&config.sfu);
+    if config.cluster.enabled() {
+        // A node's death is noticed within node_ttl and one heartbeat; what was forwarded to it
+        // in that time is kept to be sent again where its clients resume.
+        settings.forward_retention = 2 * (config.cluster.node_ttl + config.cluster.heartbeat);
+    }
     let signaling = switchboard_signal::Signaling::with_parts(
-        config.limits.signal_settings(&config.sfu),
+        settings,
         gate.clone(),
         provider,
         registry,

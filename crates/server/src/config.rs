@@ -146,6 +146,7 @@ impl LimitsConfig {
             resume_buffer: self.signal_resume_buffer,
             resume_buffer_bytes: self.signal_resume_buffer_bytes,
             resume_total_bytes: self.signal_resume_total_bytes,
+            forward_retention: std::time::Duration::ZERO,
             mode: match sfu.mode {
                 switchboard_sfu::SfuMode::Mesh => switchboard_signal::hub::ModePolicy::Mesh,
                 switchboard_sfu::SfuMode::Sfu => switchboard_signal::hub::ModePolicy::Sfu,

@@ -42,12 +42,14 @@ pub struct SessionRecord {
 /// What signaling sends to the rest of the cluster, in the order it happened.
 #[derive(Debug, Clone)]
 pub enum Outgoing {
-    /// A relay message (or server push) for `to`, whose session is on `node`.
+    /// A relay message (or server push) for `to`, whose session is on `node`; `mid` is the
+    /// message's id on this node when it may be sent again after a failover.
     Forward {
         node: String,
         room: String,
         to: String,
         msg: Arc<ServerMessage>,
+        mid: Option<u64>,
     },
     /// A server push for `to`, whose session is on `node`, outside any room.
     Notify {
@@ -99,11 +101,13 @@ pub enum Inbound {
         node: String,
         reason: Option<String>,
     },
-    /// A message for `to` in `room` (already in the shape the client receives).
+    /// A message for `to` in `room` (already in the shape the client receives); `id`, when
+    /// set, is given to the client as `mid` (unique per sending node, the same when sent again).
     Message {
         room: String,
         to: String,
         msg: Value,
+        id: Option<String>,
     },
     /// A server push for `to`.
     Notify { to: String, msg: Value },
@@ -128,6 +132,8 @@ pub trait ClusterBus: Send + Sync + 'static {
     fn node_id(&self) -> &str;
     /// The live nodes' public base URLs, this node's first (for `joined.nodes`).
     fn node_urls(&self) -> Vec<String>;
+    /// What makes this node's message ids unique in the cluster (ids are `<prefix>.<n>`).
+    fn mid_prefix(&self) -> String;
     /// Admits `identity` into `room` cluster-wide: checks the room size (`max_peers`)
     /// atomically, records the member on this node, tells the nodes of the other members.
     /// `mode` is the mode for a room this join creates; `resumed_after` is set when a session

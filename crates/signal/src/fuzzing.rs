@@ -211,6 +211,8 @@ pub fn exercise_hub(data: &[u8]) -> HubReach {
         mode: ModePolicy::Auto { mesh_max_peers: 2 },
         sfu_available: true,
         clustered: false,
+        forward_retention: Duration::ZERO,
+        mid_prefix: String::new(),
     };
     let mut hub = Hub::new(cfg);
     let mut now = Instant::now();

@@ -101,6 +101,10 @@ pub struct Hub {
     received_dirty: std::collections::HashSet<String>,
     /// Cluster mode: rooms a session of this node is being admitted to, with a count.
     pending: HashMap<String, usize>,
+    /// Cluster mode: id of the next message forwarded to another node.
+    next_mid: u64,
+    /// The time of the last [`Hub::tick`] (the hub has no clock of its own).
+    clock: Option<Instant>,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -125,6 +129,8 @@ impl Hub {
             overflowed_while_detached: 0,
             received_dirty: Default::default(),
             pending: HashMap::new(),
+            next_mid: 1,
+            clock: None,
         }
     }
 
@@ -649,6 +655,7 @@ impl Hub {
             self.end_session(&id);
         }
         self.expire_remote(now);
+        self.prune_recent(now);
     }
 
     /// Pushes a server-originated message to `identity`'s session (kept for resume).

@@ -87,6 +87,9 @@ pub struct SignalSettings {
     pub resume_total_bytes: usize,
     /// How rooms pick their mode (`[sfu] mode` and `mesh_max_peers`).
     pub mode: ModePolicy,
+    /// Cluster mode: how long messages forwarded to other nodes are kept to be sent again should
+    /// that node turn out dead (at least the time the cluster takes to notice a death).
+    pub forward_retention: Duration,
 }
 
 impl Default for SignalSettings {
@@ -107,6 +110,7 @@ impl Default for SignalSettings {
             resume_buffer_bytes: 1024 * 1024,
             resume_total_bytes: 256 * 1024 * 1024,
             mode: ModePolicy::Auto { mesh_max_peers: 4 },
+            forward_retention: Duration::ZERO,
         }
     }
 }
@@ -278,7 +282,15 @@ impl SignalHandle {
             } => self
                 .inner
                 .with_hub(|h| h.remote_left(&room, &identity, &node, reason.as_deref())),
-            Inbound::Message { room, to, msg } => {
+            Inbound::Message {
+                room,
+                to,
+                mut msg,
+                id,
+            } => {
+                if let (Some(id), Some(obj)) = (id, msg.as_object_mut()) {
+                    obj.insert("mid".into(), Value::String(id));
+                }
                 let delivered = self
                     .inner
                     .with_hub(|h| h.remote_message(&room, &to, ServerMessage::Raw(msg)));
@@ -333,6 +345,7 @@ impl SignalHandle {
                     room: key.0,
                     to: key.1,
                     msg: Arc::new(ServerMessage::Raw(msg)),
+                    mid: None,
                 });
                 true
             }
@@ -398,6 +411,8 @@ impl Signaling {
             mode: settings.mode,
             sfu_available: sfu.available(),
             clustered: cluster.is_some(),
+            forward_retention: settings.forward_retention,
+            mid_prefix: cluster.as_ref().map(|c| c.mid_prefix()).unwrap_or_default(),
         });
         let jps = settings.joins_per_second_per_ip.max(1);
         let inner = Arc::new(Inner {
@@ -419,16 +434,26 @@ impl Signaling {
             sfu_peers: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&inner);
+        // Housekeeping every second; in a cluster, sessions' relay counts are recorded every
+        // 100 ms, so a session resumed on another node after its node died re-sends at most
+        // the last 100 ms of relay messages (which its peers may then get twice).
+        let clustered = inner.cluster.is_some();
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(1));
+            let step = if clustered { 100 } else { 1000 };
+            let mut every = tokio::time::interval(Duration::from_millis(step));
+            let mut n: u64 = 0;
             loop {
                 tokio::select! {
                     _ = every.tick() => {},
                     _ = shutdown.cancelled() => break,
                 }
                 let Some(inner) = weak.upgrade() else { break };
+                let housekeeping = n.is_multiple_of(1000 / step);
+                n += 1;
                 let received = inner.with_hub(|h| {
-                    h.tick(Instant::now());
+                    if housekeeping {
+                        h.tick(Instant::now());
+                    }
                     h.take_received()
                 });
                 if let Some(bus) = &inner.cluster {
@@ -639,6 +664,7 @@ impl Inner {
                         room,
                         to,
                         msg,
+                        mid,
                     } => {
                         if let Some(bus) = &self.cluster {
                             self.metrics.cluster_forwarded.inc();
@@ -647,6 +673,7 @@ impl Inner {
                                 room,
                                 to,
                                 msg,
+                                mid,
                             });
                         }
                     }

@@ -9,6 +9,11 @@
 //! messages to them are held here (bounded like a resume buffer), and if the member resumes on
 //! another node the held messages follow it there, in order. Not back within the grace, it
 //! leaves its rooms with `peer_left{reason:"node_lost"}`.
+//!
+//! Messages forwarded in the last `forward_retention` before a node is found dead may have died
+//! with it. Each forwarded message carries an id (`mid`, unique per sending node) and is kept
+//! that long; when the member resumes elsewhere they are sent again, and the client drops the
+//! ones it already has by `mid` (the SDK does).
 
 use super::*;
 use std::collections::VecDeque;
@@ -29,9 +34,13 @@ pub(super) struct Remote {
     node: String,
     /// Set while its node is missing from the registry.
     lost_since: Option<Instant>,
-    /// Messages for it while lost, in order.
-    held: VecDeque<Arc<ServerMessage>>,
+    /// Messages for it while lost, in order, with their ids.
+    held: VecDeque<(u64, Arc<ServerMessage>)>,
     held_bytes: usize,
+    /// Messages forwarded within `forward_retention` (stamped with the hub's last tick), sent
+    /// again should its node turn out dead.
+    recent: VecDeque<(Instant, u64, Arc<ServerMessage>)>,
+    recent_bytes: usize,
 }
 
 impl Remote {
@@ -41,7 +50,19 @@ impl Remote {
             lost_since: None,
             held: VecDeque::new(),
             held_bytes: 0,
+            recent: VecDeque::new(),
+            recent_bytes: 0,
         }
+    }
+
+    /// Everything to send after a move: what was forwarded recently (it may have died with the
+    /// old node), then what was held.
+    fn take_all(&mut self) -> Vec<(u64, Arc<ServerMessage>)> {
+        let mut out: Vec<_> = self.recent.drain(..).map(|(_, id, m)| (id, m)).collect();
+        out.extend(self.held.drain(..));
+        self.recent_bytes = 0;
+        self.held_bytes = 0;
+        out
     }
 }
 
@@ -119,16 +140,31 @@ impl Hub {
         else {
             return false;
         };
+        let mid = self.next_mid;
+        self.next_mid += 1;
+        let bytes = msg.approx_bytes();
         if r.lost_since.is_none() {
+            if !self.cfg.forward_retention.is_zero() {
+                if let Some(now) = self.clock {
+                    r.recent_bytes += bytes;
+                    r.recent.push_back((now, mid, msg.clone()));
+                    while r.recent.len() > max_len || r.recent_bytes > max_bytes {
+                        match r.recent.pop_front() {
+                            Some((_, _, m)) => r.recent_bytes -= m.approx_bytes(),
+                            None => break,
+                        }
+                    }
+                }
+            }
             self.effects.push(Effect::Forward {
                 node: r.node.clone(),
                 room: room_id.to_string(),
                 to: to.to_string(),
                 msg,
+                mid: Some(mid),
             });
             return true;
         }
-        let bytes = msg.approx_bytes();
         if r.held.len() >= max_len || (r.held_bytes > 0 && r.held_bytes + bytes > max_bytes) {
             // Holding more would lose messages: for this room the peer is gone, and its
             // senders are told so rather than losing messages in silence.
@@ -136,8 +172,31 @@ impl Hub {
             return true;
         }
         r.held_bytes += bytes;
-        r.held.push_back(msg);
+        r.held.push_back((mid, msg));
         true
+    }
+
+    /// Drops retained messages older than `forward_retention`; `now` is the hub's clock from
+    /// here on (messages are stamped with it).
+    pub(super) fn prune_recent(&mut self, now: Instant) {
+        self.clock = Some(now);
+        let keep = self.cfg.forward_retention;
+        for room in self.rooms.values_mut() {
+            for r in room.remote.values_mut() {
+                if r.lost_since.is_some() {
+                    continue;
+                }
+                while r
+                    .recent
+                    .front()
+                    .is_some_and(|(t, _, _)| now.duration_since(*t) > keep)
+                {
+                    if let Some((_, _, m)) = r.recent.pop_front() {
+                        r.recent_bytes -= m.approx_bytes();
+                    }
+                }
+            }
+        }
     }
 
     /// The cluster announced that `identity` joined `room_id` on `node`, or resumed there
@@ -173,17 +232,25 @@ impl Hub {
             return;
         };
         if let Some(r) = room.remote.get_mut(identity) {
-            // It moved (resumed on another node) or was announced again.
+            // It moved (resumed on another node) or was announced again. Moved: what was sent
+            // to the old node recently may have died with it and goes again (the client drops
+            // what it has by `mid`), then what was held.
+            let moved = r.node != node;
             r.node = node.to_string();
             r.lost_since = None;
-            let held: Vec<_> = r.held.drain(..).collect();
-            r.held_bytes = 0;
-            for msg in held {
+            let out = if moved {
+                r.take_all()
+            } else {
+                r.held_bytes = 0;
+                r.held.drain(..).collect()
+            };
+            for (mid, msg) in out {
                 self.effects.push(Effect::Forward {
                     node: node.to_string(),
                     room: room_id.to_string(),
                     to: identity.to_string(),
                     msg,
+                    mid: Some(mid),
                 });
             }
             return;
@@ -254,17 +321,18 @@ impl Hub {
                     out.extend(
                         r.held
                             .drain(..)
-                            .map(|msg| (room_id.clone(), id.clone(), msg)),
+                            .map(|(mid, msg)| (room_id.clone(), id.clone(), mid, msg)),
                     );
                 }
             }
         }
-        for (room, to, msg) in out {
+        for (room, to, mid, msg) in out {
             self.effects.push(Effect::Forward {
                 node: node.to_string(),
                 room,
                 to,
                 msg,
+                mid: Some(mid),
             });
         }
     }
@@ -328,6 +396,7 @@ impl Hub {
                     room: s.room.clone(),
                     to: identity.to_string(),
                     msg: e.msg.clone(),
+                    mid: None,
                 });
             }
         }
@@ -392,7 +461,11 @@ impl Hub {
             remote: HashMap::new(),
             home: view.home.clone(),
         });
-        let known = room.remote.remove(&identity).is_some() || room.members.contains(&identity);
+        // Messages this node forwarded or held for the member while it was elsewhere are now
+        // its own to deliver (the ones it may have had already carry their `mid`).
+        let was_remote = room.remote.remove(&identity);
+        let known = was_remote.is_some() || room.members.contains(&identity);
+        let pending = was_remote.map(|mut r| r.take_all()).unwrap_or_default();
         if !room.members.contains(&identity) {
             room.members.push(identity.clone());
         }
@@ -434,6 +507,10 @@ impl Hub {
         self.resume_tokens.insert(resume_token, identity.clone());
         self.conns.insert(conn, identity.clone());
         self.reply(conn, joined);
+        for (mid, msg) in pending {
+            let msg = self.with_mid(&msg, mid);
+            self.deliver(&identity, msg);
+        }
         if !known {
             let note = Arc::new(ServerMessage::PeerJoined {
                 peer_id: identity.clone(),
@@ -444,6 +521,19 @@ impl Hub {
         }
         self.announce_session(&identity);
         Ok(())
+    }
+
+    /// `msg` as the client receives it from another node: with `"mid":"<prefix>.<mid>"`.
+    fn with_mid(&self, msg: &ServerMessage, mid: u64) -> Arc<ServerMessage> {
+        let mut v: Value = serde_json::from_str(&msg.to_json(None)).unwrap_or(Value::Null);
+        match v.as_object_mut() {
+            Some(obj) => {
+                let id = format!("{}.{mid}", self.cfg.mid_prefix);
+                obj.insert("mid".into(), Value::String(id));
+                Arc::new(ServerMessage::Raw(v))
+            }
+            None => Arc::new(msg.clone()),
+        }
     }
 
     /// Cluster mode: asks the driver to record `identity`'s session (for a resume on another
@@ -632,6 +722,72 @@ mod tests {
         assert_eq!(to, [("n3", json!("7")), ("n3", json!("8"))]);
         h.message(1, offer("b", 9));
         assert_eq!(out(&mut h).forwarded[0].0, "n3");
+    }
+
+    #[test]
+    fn messages_forwarded_just_before_a_node_died_go_again_with_their_ids() {
+        let mut h = Hub::new(HubConfig {
+            clustered: true,
+            forward_retention: Duration::from_secs(8),
+            ..Default::default()
+        });
+        let t0 = Instant::now();
+        h.tick(t0);
+        join(&mut h, 1, "a", &[("b", "n2")]);
+        h.message(1, offer("b", 1));
+        h.tick(t0 + Duration::from_secs(5));
+        h.message(1, offer("b", 2));
+        h.tick(t0 + Duration::from_secs(10)); // offer 1 is older than the retention
+        let first: Vec<_> = h
+            .drain()
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::Forward { mid, .. } => mid,
+                _ => None,
+            })
+            .collect();
+        assert_eq!(first.len(), 2);
+        // n2 dies unnoticed; offer 3 goes to it too, then the death is noticed: offer 4 is held.
+        h.message(1, offer("b", 3));
+        h.node_lost("n2", t0 + Duration::from_secs(11));
+        h.message(1, offer("b", 4));
+        out(&mut h);
+        h.remote_joined("r", "b", "n3", Some(7));
+        let again: Vec<_> = h
+            .drain()
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::Forward { node, msg, mid, .. } => {
+                    let v: Value = serde_json::from_str(&msg.to_json(None)).unwrap();
+                    Some((node, v["offer"]["sdp"].clone(), mid))
+                }
+                _ => None,
+            })
+            .collect();
+        let sdps: Vec<_> = again
+            .iter()
+            .map(|(n, s, _)| (n.as_str(), s.clone()))
+            .collect();
+        assert_eq!(
+            sdps,
+            [("n3", json!("2")), ("n3", json!("3")), ("n3", json!("4"))]
+        );
+        assert_eq!(again[0].2, Some(first[1]), "sent again with the same id");
+
+        // A node that was only late gets what was held, not the retained messages again.
+        let mut h = Hub::new(HubConfig {
+            clustered: true,
+            forward_retention: Duration::from_secs(8),
+            ..Default::default()
+        });
+        h.tick(t0);
+        join(&mut h, 1, "a", &[("b", "n2")]);
+        h.message(1, offer("b", 1));
+        h.node_lost("n2", t0);
+        h.message(1, offer("b", 2));
+        out(&mut h);
+        h.node_back("n2");
+        assert_eq!(out(&mut h).forwarded.len(), 1);
     }
 
     #[test]

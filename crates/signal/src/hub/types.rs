@@ -51,11 +51,14 @@ pub enum Effect {
         home: Option<String>,
     },
     /// Cluster mode: carry `msg` to `to`, a member of `room` whose session is on `node`.
+    /// `mid` identifies a relay message on this node (sent again after a failover; the client
+    /// drops duplicates by it).
     Forward {
         node: String,
         room: String,
         to: String,
         msg: Arc<ServerMessage>,
+        mid: Option<u64>,
     },
     /// Cluster mode: a session of this node left `room`; its membership ends cluster-wide.
     ClusterLeave { room: String, identity: String },
@@ -113,6 +116,11 @@ pub struct HubConfig {
     pub sfu_available: bool,
     /// Cluster mode: rooms may have members on other nodes.
     pub clustered: bool,
+    /// Cluster mode: how long messages forwarded to another node are kept to be sent again if
+    /// that node turns out dead (its death is noticed this long after it happens at most).
+    pub forward_retention: Duration,
+    /// Cluster mode: what makes this node's message ids (`mid`) unique in the cluster.
+    pub mid_prefix: String,
 }
 
 impl Default for HubConfig {
@@ -126,6 +134,8 @@ impl Default for HubConfig {
             mode: ModePolicy::Auto { mesh_max_peers: 4 },
             sfu_available: false,
             clustered: false,
+            forward_retention: Duration::ZERO,
+            mid_prefix: String::new(),
         }
     }
 }

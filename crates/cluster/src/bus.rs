@@ -103,6 +103,17 @@ end
 return #gone
 "#;
 
+/// Moves an SFU room off a dead node: `KEYS` info; `ARGV` dead node, proposed node. Returns the
+/// room's node afterwards (nil when the room no longer exists).
+const REHOME: &str = r#"
+local home = redis.call('HGET', KEYS[1], 'home')
+if home == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'home', ARGV[2])
+  return ARGV[2]
+end
+return home
+"#;
+
 /// Messages waiting for the sender task; past this the newest are refused and counted.
 const QUEUE: usize = 65_536;
 /// Most messages in one pipeline.
@@ -123,6 +134,8 @@ struct BusMetrics {
     failovers: Counter,
     /// Sessions of dead nodes resumed here.
     adopted: Counter,
+    /// SFU rooms this node found served by a dead node and moved (or found moved).
+    sfu_rooms_moved: Counter,
     /// Time from a batch being queued to Redis acknowledging it.
     publish_seconds: Histogram,
 }
@@ -135,6 +148,7 @@ impl BusMetrics {
             dropped: Counter::default(),
             failovers: Counter::default(),
             adopted: Counter::default(),
+            sfu_rooms_moved: Counter::default(),
             publish_seconds: Histogram::new([
                 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.5,
             ]),
@@ -163,6 +177,11 @@ impl BusMetrics {
             "cluster_sessions_adopted",
             "Sessions of dead nodes resumed on this node",
             m.adopted.clone(),
+        );
+        r.register(
+            "cluster_sfu_rooms_moved",
+            "SFU rooms whose node died, moved to another node's SFU",
+            m.sfu_rooms_moved.clone(),
         );
         r.register(
             "cluster_publish_seconds",
@@ -747,6 +766,24 @@ impl ClusterBus for RedisBus {
                 session_id: rec.get("sid")?.clone(),
                 received: rec.get("rcv").and_then(|r| r.parse().ok()).unwrap_or(0),
             })
+        })
+    }
+
+    fn rehome(&self, room: &str, dead: &str) -> BoxFuture<'static, Option<String>> {
+        let (_, info) = self.room_keys(room);
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(REHOME)
+            .arg(1)
+            .arg(info)
+            .arg(dead)
+            .arg(self.sfu_home());
+        let me = self.clone();
+        Box::pin(async move {
+            let home: Option<String> = me.shared.call("rehome", cmd).await.ok()?;
+            if home.is_some() {
+                me.metrics.sfu_rooms_moved.inc();
+            }
+            home
         })
     }
 

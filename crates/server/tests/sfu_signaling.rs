@@ -520,3 +520,42 @@ async fn a_new_sfu_room_goes_to_the_least_loaded_node() {
         "placed on an idle node ({idle:?}), not a: {port}"
     );
 }
+
+#[tokio::test]
+async fn an_sfu_room_whose_node_stops_moves_to_another_node_and_media_comes_back() {
+    let redis = redis_support::RedisServer::start();
+    let mut nodes = sfu_cluster(&redis).await;
+    let c = nodes.pop().unwrap();
+    let b = nodes.pop().unwrap();
+    let a = nodes.pop().unwrap();
+    // The room is created on a (a's SFU serves it); alice publishes from b, bob watches from c.
+    let (_host, _) = Client::connect(&a, "host", "show").await;
+    let (mut alice, _) = Client::connect(&b, "alice", "show").await;
+    alice.offer(true).await;
+    let (mut bob, _) = Client::connect(&c, "bob", "show").await;
+    bob.offer(false).await;
+    video_reaches(&mut alice, &mut bob, 10, "bob's video through a's SFU").await;
+
+    // a goes away. b and c notice, move the room to one of them, and tell their clients to
+    // start a new SFU session, which they do (as the SDK does) with new peers.
+    let stopped = Instant::now();
+    // (Its drain waits for the host to move, which this test's host never does.)
+    let stopping = tokio::spawn(a.shutdown());
+    for p in [&mut alice, &mut bob] {
+        // a's SFU may say `shutdown` first; the move is `node_lost`.
+        while p.wait_for("sfu_closed").await["reason"] != "node_lost" {}
+    }
+    let noticed = stopped.elapsed();
+    alice.peer = Peer::bind(IpAddr::V4(Ipv4Addr::LOCALHOST)).await.unwrap();
+    bob.peer = Peer::bind(IpAddr::V4(Ipv4Addr::LOCALHOST)).await.unwrap();
+    alice.offer(true).await;
+    bob.offer(false).await;
+    video_reaches(&mut alice, &mut bob, 10, "bob's video after the move").await;
+    let back = stopped.elapsed();
+    println!("SFU room moved: clients told after {noticed:?}, video back after {back:?}");
+    assert!(back < Duration::from_secs(5), "SFU media back in {back:?}");
+    let total =
+        metric(&b, "switchboard_sfu_sessions").await + metric(&c, "switchboard_sfu_sessions").await;
+    assert_eq!(total, 2.0, "one SFU, on b or c, serves alice and bob");
+    stopping.abort();
+}

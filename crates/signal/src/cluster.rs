@@ -148,6 +148,9 @@ pub trait ClusterBus: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<ClusterView, ClusterJoinError>>;
     /// The recorded session a resume token belongs to, when the node that held it is gone.
     fn orphaned_session(&self, resume_token: &str) -> BoxFuture<'static, Option<SessionRecord>>;
+    /// Moves the SFU room `room` off `dead` (its SFU's node, which died) to the least loaded
+    /// live node with an SFU, unless another node did so first; the room's node now.
+    fn rehome(&self, room: &str, dead: &str) -> BoxFuture<'static, Option<String>>;
     /// The node holding `identity`'s session, if another node holds one.
     fn locate(&self, identity: &str) -> BoxFuture<'static, Option<String>>;
     /// Queues `out` for the cluster; delivery keeps the order of calls.

@@ -326,7 +326,23 @@ impl SignalHandle {
                 self.inner.sfu.leave(&key.0, &key.1);
             }
             Inbound::NodeLost { node } => {
-                self.inner.with_hub(|h| h.node_lost(&node, Instant::now()))
+                let rooms = self.inner.with_hub(|h| {
+                    h.node_lost(&node, Instant::now());
+                    h.rooms_served_by(&node)
+                });
+                // SFU rooms served by the dead node move to another node's SFU.
+                if let (Some(bus), false) = (self.inner.cluster.clone(), rooms.is_empty()) {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        for room in rooms {
+                            let Some(home) = bus.rehome(&room, &node).await else {
+                                continue;
+                            };
+                            let home = (home != bus.node_id()).then_some(home);
+                            me.inner.with_hub(|h| h.rehomed(&room, home));
+                        }
+                    });
+                }
             }
             Inbound::NodeBack { node } => self.inner.with_hub(|h| h.node_back(&node)),
         }

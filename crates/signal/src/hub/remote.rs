@@ -553,6 +553,39 @@ impl Hub {
         }
     }
 
+    /// SFU rooms with sessions here whose SFU runs on `node`.
+    pub fn rooms_served_by(&self, node: &str) -> Vec<String> {
+        self.rooms
+            .iter()
+            .filter(|(_, r)| r.home.as_deref() == Some(node))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// The SFU room `room_id` is served by another node's SFU now (`home`; `None`: this
+    /// node's): its sessions here lost their SFU session and are told to start a new one
+    /// (`sfu_closed`, reason `node_lost`), which the SDK does at once, republishing its tracks.
+    pub fn rehomed(&mut self, room_id: &str, home: Option<String>) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        room.home = home;
+        let locals: Vec<String> = room
+            .members
+            .iter()
+            .filter(|m| !room.remote.contains_key(*m))
+            .cloned()
+            .collect();
+        let note = Arc::new(ServerMessage::Raw(serde_json::json!({
+            "type": "sfu_closed",
+            "from": "$sfu",
+            "reason": "node_lost",
+        })));
+        for m in locals {
+            self.deliver(&m, note.clone());
+        }
+    }
+
     /// Sessions whose relay count (`received`) changed since the last call, for the
     /// cluster's session records: `(identity, resume token, received)`.
     pub fn take_received(&mut self) -> Vec<(String, String, u64)> {

@@ -10,50 +10,20 @@ source "$(dirname "$0")/../lib.sh"
 SECRET="cluster-e2e-secret-0123456789abcdef"
 
 # One Redis for the cluster; no persistence. Stopped with everything else on exit.
-REDIS_PORT=$(free_port)
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
-  >"$WORK/redis.log" 2>&1 &
-track_pid $!
-for _ in $(seq 1 100); do
-  redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && break
-  sleep 0.05
-done
-redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG || { cat "$WORK/redis.log"; fail "redis-server did not start"; }
+redis_start
 echo "redis-server on 127.0.0.1:$REDIS_PORT"
 
 # HTTP ports: joined.nodes lists the other nodes sorted by URL, and the SDK tries the nodes the
 # cluster named before the extra ones given to connect(). Node 3 gets the port whose URL sorts
 # first, so page A's next node after node 1 is node 3 (it is also in page A's own list).
-P1=$(free_port)
-while :; do P2=$(free_port); [ "$P2" != "$P1" ] && break; done
-while :; do P3=$(free_port); [ "$P3" != "$P1" ] && [ "$P3" != "$P2" ] && break; done
+read -r P1 P2 P3 <<<"$(free_ports 3)"
 if [[ "http://127.0.0.1:$P2" < "http://127.0.0.1:$P3" ]]; then tmp=$P2; P2=$P3; P3=$tmp; fi
 
 # node_config FILE NODE_ID PORT: mesh rooms, no TURN, the shared key and Redis, fast failure
 # detection (heartbeat 200 ms, gone after 600 ms), 15 s resume grace.
 node_config() {
-  cat >"$1" <<TOML
-[http]
-bind = "127.0.0.1:$3"
-shutdown_grace = "2s"
-[auth]
-database = ":memory:"
-[[auth.keys]]
-kid = "k1"
-secret = "$SECRET"
-[turn]
-enabled = false
-[sfu]
-mode = "mesh"
-bind_ip = "127.0.0.1"
-udp_port = 0
-tcp_port = 0
-[cluster]
-redis_url = "redis://127.0.0.1:$REDIS_PORT/"
-node_id = "$2"
-advertise_url = "http://127.0.0.1:$3"
-heartbeat = "200ms"
-node_ttl = "600ms"
+  cluster_node_config "$1" "$2" "$3" "$SECRET" mesh
+  cat >>"$1" <<TOML
 [limits]
 signal_resume_grace = "15s"
 TOML
@@ -74,15 +44,8 @@ done
 # (It stays in the list lib.sh stops on exit.)
 disown "${PIDS[1]}"
 
-# Every node has heartbeated into the registry.
-for _ in $(seq 1 100); do
-  n=$("$SB_BIN" nodes --config "$WORK/node1.toml" 2>/dev/null | tail -n +2 | grep -c . || true)
-  [ "$n" -ge 3 ] && break
-  sleep 0.1
-done
-[ "$n" -ge 3 ] || { "$SB_BIN" nodes --config "$WORK/node1.toml"; fail "the cluster did not list 3 nodes"; }
-# One more heartbeat so every node has read the full registry.
-sleep 0.5
+# Every node has heartbeated into the registry and read it.
+cluster_wait_nodes "$WORK/node1.toml" 3
 pass "three nodes in the cluster"
 
 # Single-use tickets (any room), minted with the shared key.

@@ -27,6 +27,7 @@ fn bench(c: &mut Criterion) {
         room: Some("room-42".into()),
         scope: [Scope::Webrtc, Scope::Grpc].into_iter().collect(),
         ttl: None,
+        region: None,
     };
     let now = switchboard_auth::unix_now();
     let mut g = c.benchmark_group("tickets");

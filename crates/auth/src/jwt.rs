@@ -21,6 +21,8 @@ pub mod claim_limits {
     pub const MAX_AUD_VALUES: usize = 8;
     /// Entries of `scope` (array elements or space-separated names, known or not).
     pub const MAX_SCOPE_ENTRIES: usize = 16;
+    /// `region`: a location label, as `[cluster] region`.
+    pub const MAX_REGION_BYTES: usize = 64;
 
     /// The limit on `claim`, in words, for error messages.
     pub fn describe(claim: &str) -> String {
@@ -31,6 +33,7 @@ pub mod claim_limits {
             "iss" => format!("at most {MAX_ISS_BYTES} bytes"),
             "aud" => format!("at most {MAX_AUD_VALUES} values of at most {MAX_AUD_BYTES} bytes"),
             "scope" => format!("at most {MAX_SCOPE_ENTRIES} entries"),
+            "region" => format!("at most {MAX_REGION_BYTES} bytes"),
             _ => "over its limit".into(),
         }
     }
@@ -258,6 +261,10 @@ pub struct Claims {
     /// Absent: any room.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub room: Option<String>,
+    /// Where the holder would like its media served (a node's `[cluster] region`): an SFU
+    /// room it creates goes to a node of that region when one is live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 impl Claims {
@@ -287,6 +294,8 @@ pub struct MintRequest {
     pub scope: Scopes,
     /// None: the configured default TTL.
     pub ttl: Option<std::time::Duration>,
+    /// See [`Claims::region`].
+    pub region: Option<String>,
 }
 
 impl MintRequest {
@@ -297,6 +306,7 @@ impl MintRequest {
             room: None,
             scope: scope.into_iter().collect(),
             ttl: None,
+            region: None,
         }
     }
 }

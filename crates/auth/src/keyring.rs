@@ -6,8 +6,8 @@
 use crate::config::{AuthConfig, KeyConfig};
 use crate::error::{AuthError, ConfigError};
 use crate::jwt::claim_limits::{
-    MAX_AUD_BYTES, MAX_AUD_VALUES, MAX_ISS_BYTES, MAX_JTI_BYTES, MAX_ROOM_BYTES, MAX_SCOPE_ENTRIES,
-    MAX_SUB_BYTES,
+    MAX_AUD_BYTES, MAX_AUD_VALUES, MAX_ISS_BYTES, MAX_JTI_BYTES, MAX_REGION_BYTES, MAX_ROOM_BYTES,
+    MAX_SCOPE_ENTRIES, MAX_SUB_BYTES,
 };
 use crate::jwt::{Audience, Claims, CountedScopes, Header, MintRequest};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -101,6 +101,7 @@ struct RawClaims {
     #[serde(default)]
     scope: CountedScopes,
     room: Option<String>,
+    region: Option<String>,
 }
 
 /// A claim that must be present and not empty, and at most `max` bytes long.
@@ -389,6 +390,11 @@ impl KeyRing {
                 return Err(format!("room must be 1 to {MAX_ROOM_BYTES} bytes"));
             }
         }
+        if let Some(region) = &req.region {
+            if region.is_empty() || region.len() > MAX_REGION_BYTES {
+                return Err(format!("region must be 1 to {MAX_REGION_BYTES} bytes"));
+            }
+        }
         let claims = Claims {
             iss: self.issuer.clone(),
             sub: req.identity.clone(),
@@ -399,6 +405,7 @@ impl KeyRing {
             nbf: None,
             scope: req.scope,
             room: req.room.clone(),
+            region: req.region.clone(),
         };
         Ok((self.sign_claims(&claims), claims))
     }
@@ -520,6 +527,13 @@ impl KeyRing {
         if raw.room.as_ref().is_some_and(|r| r.len() > MAX_ROOM_BYTES) {
             return Err(AuthError::ClaimTooLarge("room"));
         }
+        if raw
+            .region
+            .as_ref()
+            .is_some_and(|r| r.len() > MAX_REGION_BYTES)
+        {
+            return Err(AuthError::ClaimTooLarge("region"));
+        }
         if raw.scope.entries > MAX_SCOPE_ENTRIES {
             return Err(AuthError::ClaimTooLarge("scope"));
         }
@@ -533,6 +547,7 @@ impl KeyRing {
             nbf,
             scope: raw.scope.scopes,
             room: raw.room,
+            region: raw.region,
         })
     }
 }

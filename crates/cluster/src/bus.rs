@@ -563,11 +563,20 @@ impl RedisBus {
     }
 
     /// Where a new SFU room would be served: the live, not draining node with an SFU that has
-    /// the fewest sessions (this node on a tie, or when no other is known).
-    fn sfu_home(&self) -> String {
+    /// the fewest sessions (this node on a tie, or when no other is known); among the nodes of
+    /// `region` when one of them qualifies.
+    fn sfu_home(&self, region: Option<&str>) -> String {
         let live = self.live.lock();
+        let able = |n: &&NodeInfo| n.sfu && !n.draining;
+        let in_region = |n: &&NodeInfo| region.is_none_or(|r| n.region == r);
+        let regional = live.nodes.values().filter(able).any(|n| in_region(&n));
         let mut best: Option<(&NodeInfo, bool)> = None;
-        for n in live.nodes.values().filter(|n| n.sfu && !n.draining) {
+        for n in live
+            .nodes
+            .values()
+            .filter(able)
+            .filter(|n| !regional || in_region(n))
+        {
             let mine = n.id == *self.node;
             let better = match best {
                 None => true,
@@ -685,6 +694,7 @@ impl ClusterBus for RedisBus {
         mode: RoomMode,
         max_peers: usize,
         resumed_after: Option<u64>,
+        region: Option<&str>,
     ) -> BoxFuture<'static, Result<ClusterView, ClusterJoinError>> {
         let (m, i) = self.room_keys(room);
         let me = self.clone();
@@ -700,7 +710,7 @@ impl ClusterBus for RedisBus {
             .arg(room)
             .arg(self.channel_prefix())
             .arg(resumed_after.map(|n| n.to_string()).unwrap_or_default())
-            .arg(self.sfu_home());
+            .arg(self.sfu_home(region));
         Box::pin(async move {
             let out: Vec<String> = me
                 .shared
@@ -776,7 +786,7 @@ impl ClusterBus for RedisBus {
             .arg(1)
             .arg(info)
             .arg(dead)
-            .arg(self.sfu_home());
+            .arg(self.sfu_home(None));
         let me = self.clone();
         Box::pin(async move {
             let home: Option<String> = me.shared.call("rehome", cmd).await.ok()?;

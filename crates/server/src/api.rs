@@ -319,6 +319,8 @@ struct TokenBody {
     ttl: Option<TtlField>,
     /// API keys mint for any identity; a logged-in user only for itself.
     identity: Option<String>,
+    /// Where SFU rooms this ticket creates should be served (a node's `[cluster] region`).
+    region: Option<String>,
 }
 
 /// Who is asking for a ticket, and what it may grant.
@@ -432,6 +434,7 @@ async fn mint_token(
         room: b.room,
         scope: requested,
         ttl,
+        region: b.region,
     };
     let now = unix_now();
     let (token, claims) = s

@@ -111,6 +111,9 @@ enum TokenCmd {
         /// Lifetime, at most auth.max_token_ttl.
         #[arg(long)]
         ttl: Option<String>,
+        /// Where SFU rooms this ticket creates should be served: a node's [cluster] region.
+        #[arg(long)]
+        region: Option<String>,
     },
     /// Verify a ticket against the key ring and print its claims.
     Verify {
@@ -329,6 +332,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     room,
                     scope,
                     ttl,
+                    region,
                 },
         } => {
             let c = load(&cfg)?;
@@ -342,6 +346,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 room,
                 scope: Scopes::parse_list(&scope).map_err(anyhow::Error::msg)?,
                 ttl,
+                region,
             };
             let (token, _) = ring.mint(&req, unix_now()).map_err(anyhow::Error::msg)?;
             println!("{token}");

@@ -46,6 +46,16 @@ impl Client {
         }
     }
 
+    /// A client signed in with `ticket`, not in a room yet.
+    async fn open_with(s: &RunningServer, name: &str, ticket: &str) -> Client {
+        Client {
+            name: name.into(),
+            ws: connect_ws(s.http_addr, ticket).await,
+            peer: Peer::bind(IpAddr::V4(Ipv4Addr::LOCALHOST)).await.unwrap(),
+            got: Vec::new(),
+        }
+    }
+
     /// A client in `room` as an SFU-capable peer, and its `joined` message.
     async fn connect(s: &RunningServer, name: &str, room: &str) -> (Client, Value) {
         let mut c = Client::open(s, name).await;
@@ -398,9 +408,18 @@ async fn joining_and_leaving_many_times_frees_every_sfu_resource() {
 
 /// Three nodes of one cluster, each with an SFU.
 async fn sfu_cluster(redis: &redis_support::RedisServer) -> Vec<RunningServer> {
+    sfu_cluster_in(redis, ["", "", ""]).await
+}
+
+/// Three nodes of one cluster, each with an SFU, in `regions`.
+async fn sfu_cluster_in(
+    redis: &redis_support::RedisServer,
+    regions: [&str; 3],
+) -> Vec<RunningServer> {
     let mut nodes = Vec::new();
-    for id in ["a", "b", "c"] {
+    for (id, region) in ["a", "b", "c"].into_iter().zip(regions) {
         let mut c = sfu_config(SfuMode::Sfu);
+        c.cluster.region = region.into();
         c.cluster.redis_url = Some(redis.url());
         c.cluster.node_id = Some(id.into());
         c.cluster.heartbeat = Duration::from_millis(200);
@@ -558,4 +577,35 @@ async fn an_sfu_room_whose_node_stops_moves_to_another_node_and_media_comes_back
         metric(&b, "switchboard_sfu_sessions").await + metric(&c, "switchboard_sfu_sessions").await;
     assert_eq!(total, 2.0, "one SFU, on b or c, serves alice and bob");
     stopping.abort();
+}
+
+#[tokio::test]
+async fn a_ticket_naming_a_region_gets_its_sfu_room_served_there() {
+    let redis = redis_support::RedisServer::start();
+    let nodes = sfu_cluster_in(&redis, ["eu", "us", "eu"]).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut req = switchboard_auth::MintRequest::new("dana", [Scope::Webrtc]);
+    req.region = Some("us".into());
+    let ticket = a
+        .state
+        .gate
+        .keyring
+        .mint(&req, switchboard_auth::unix_now())
+        .unwrap()
+        .0;
+    // dana connects to a (eu) and creates the room: it is served in us, by b.
+    let mut dana = Client::open_with(a, "dana", &ticket).await;
+    dana.send(json!({"type":"join","room_id":"us-room","sfu_capable":true}))
+        .await;
+    dana.wait_for("joined").await;
+    let sdp = dana.peer.offer(true, false);
+    dana.send(json!({"type":"offer","target":"$sfu","offer":{"type":"offer","sdp":sdp}}))
+        .await;
+    let answer = dana.wait_for("answer").await;
+    let port = candidate_port(answer["answer"]["sdp"].as_str().unwrap());
+    assert_eq!(
+        port,
+        b.state.bound.sfu_udp.unwrap().port(),
+        "served by b, in us"
+    );
 }

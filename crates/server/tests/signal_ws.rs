@@ -20,6 +20,7 @@ fn token_at(s: &RunningServer, id: &str, room: Option<&str>, scopes: &[Scope], n
         room: room.map(Into::into),
         scope: scopes.iter().copied().collect(),
         ttl: None,
+        region: None,
     };
     s.state.gate.keyring.mint(&req, now).unwrap().0
 }

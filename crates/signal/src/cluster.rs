@@ -137,7 +137,8 @@ pub trait ClusterBus: Send + Sync + 'static {
     /// Admits `identity` into `room` cluster-wide: checks the room size (`max_peers`)
     /// atomically, records the member on this node, tells the nodes of the other members.
     /// `mode` is the mode for a room this join creates; `resumed_after` is set when a session
-    /// resumes here (the client's `last_seq`).
+    /// resumes here (the client's `last_seq`); an SFU room this join creates is placed in
+    /// `region` when a node of it is live.
     fn join(
         &self,
         room: &str,
@@ -145,6 +146,7 @@ pub trait ClusterBus: Send + Sync + 'static {
         mode: RoomMode,
         max_peers: usize,
         resumed_after: Option<u64>,
+        region: Option<&str>,
     ) -> BoxFuture<'static, Result<ClusterView, ClusterJoinError>>;
     /// The recorded session a resume token belongs to, when the node that held it is gone.
     fn orphaned_session(&self, resume_token: &str) -> BoxFuture<'static, Option<SessionRecord>>;

@@ -220,6 +220,7 @@ impl Signal for SignalService {
             Caller {
                 identity: None,
                 room: None,
+                region: None,
                 host: None,
             }
         } else {
@@ -236,6 +237,7 @@ impl Signal for SignalService {
                 Ok(c) => Caller {
                     identity: Some(c.sub),
                     room: c.room,
+                    region: c.region,
                     host: None,
                 },
                 Err(e) => {

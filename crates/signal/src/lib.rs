@@ -565,6 +565,8 @@ impl Conn {
 pub(crate) struct Caller {
     pub identity: Option<String>,
     pub room: Option<String>,
+    /// The ticket's `region`: where SFU rooms this caller creates should be served.
+    pub region: Option<String>,
     /// The host the client used to reach the server (HTTP `Host`), if known.
     pub host: Option<String>,
 }
@@ -927,6 +929,7 @@ impl Inner {
                 RoomMode::Mesh,
                 self.settings.max_room_peers,
                 Some(last_seq),
+                None,
             )
             .await;
         let mut core = self.core.lock();
@@ -979,9 +982,11 @@ impl Inner {
         identity: &str,
         room_id: &str,
         claimed: Option<&str>,
-        token_room: Option<&str>,
+        caller: &Caller,
         info: JoinInfo,
     ) {
+        let token_room = caller.room.as_deref();
+        let region = caller.region.as_deref();
         let Some(bus) = self.cluster.clone() else {
             return;
         };
@@ -999,7 +1004,14 @@ impl Inner {
             ModePolicy::Auto { .. } => info.requested_mode.unwrap_or(RoomMode::Mesh),
         };
         let admitted = bus
-            .join(room_id, identity, mode, self.settings.max_room_peers, None)
+            .join(
+                room_id,
+                identity,
+                mode,
+                self.settings.max_room_peers,
+                None,
+                region,
+            )
             .await;
         let mut core = self.core.lock();
         core.hub.admitted(room_id);
@@ -1102,7 +1114,7 @@ impl Inner {
                         &identity,
                         &room_id,
                         peer_id.as_deref(),
-                        st.caller.room.as_deref(),
+                        &st.caller.clone(),
                         info,
                     )
                     .await;

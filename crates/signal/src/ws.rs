@@ -124,6 +124,7 @@ async fn upgrade(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         None => Caller {
             identity: None,
             room: None,
+            region: None,
             host,
         },
         Some(c) => {
@@ -137,6 +138,7 @@ async fn upgrade(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             Caller {
                 identity: Some(c.sub),
                 room: c.room,
+                region: c.region,
                 host,
             }
         }

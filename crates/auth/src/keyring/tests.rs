@@ -26,6 +26,7 @@ fn req() -> MintRequest {
         room: Some("r1".into()),
         scope: [Scope::Webrtc].into_iter().collect(),
         ttl: None,
+        region: None,
     }
 }
 
@@ -258,6 +259,7 @@ fn claims_at(iat: Option<u64>, exp: u64) -> Claims {
         nbf: None,
         scope: [Scope::Webrtc].into_iter().collect(),
         room: None,
+        region: None,
     }
 }
 
@@ -405,7 +407,9 @@ fn oversized_claims_are_refused_with_claim_too_large() {
     );
     let many_scope_words = format!(r#","scope":"{}webrtc""#, "x ".repeat(MAX_SCOPE_ENTRIES));
     let long_room = format!(r#","room":"{}""#, big(MAX_ROOM_BYTES + 1));
+    let long_region = format!(r#","region":"{}""#, big(MAX_REGION_BYTES + 1));
     for (p, claim) in [
+        (payload("u", "j", iss, aud, &long_region), "region"),
         (payload(&big(5000), "j", iss, aud, ""), "sub"),
         (payload(&big(MAX_SUB_BYTES + 1), "j", iss, aud, ""), "sub"),
         (payload("u", &big(MAX_JTI_BYTES + 1), iss, aud, ""), "jti"),
@@ -455,8 +459,14 @@ fn minting_refuses_what_verification_would() {
     q.room = Some(String::new());
     assert!(r.mint(&q, NOW).unwrap_err().contains("room"));
     q.room = Some("r".repeat(MAX_ROOM_BYTES));
+    q.region = Some("e".repeat(MAX_REGION_BYTES + 1));
+    assert!(r.mint(&q, NOW).unwrap_err().contains("region"));
+    q.region = Some("eu-west".into());
     let (tok, _) = r.mint(&q, NOW).unwrap();
-    assert!(r.verify(&tok, NOW).is_ok());
+    assert_eq!(
+        r.verify(&tok, NOW).unwrap().region.as_deref(),
+        Some("eu-west")
+    );
     // An issuer or audience the server would refuse on its own tickets is a config error.
     let e = KeyRing::from_config(&AuthConfig {
         keys: vec![hs("k1", SECRET)],

@@ -32,7 +32,9 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use switchboard_signal::cluster::{ClusterBus, ClusterJoinError, Inbound, Outgoing, SessionRecord};
+use switchboard_signal::cluster::{
+    ClusterBus, ClusterJoinError, Inbound, JoinSpec, Outgoing, SessionRecord,
+};
 use switchboard_signal::hub::{ClusterView, RoomMode};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -429,6 +431,7 @@ impl RedisBus {
         stop: CancellationToken,
     ) {
         let channel = self.shared.key(&["to", &self.node]);
+        let mut first = true;
         while !stop.is_cancelled() {
             let connected = tokio::time::timeout(Duration::from_secs(2), async {
                 let mut ps = self.shared.client().get_async_pubsub().await?;
@@ -438,6 +441,13 @@ impl RedisBus {
             .await;
             match connected {
                 Ok(Ok(ps)) => {
+                    if !first {
+                        // What was announced while the subscription was down is lost, and
+                        // Redis may have restarted empty: register and re-read.
+                        tracing::info!("cluster subscription back; resynchronizing rooms");
+                        inbound(Inbound::Resync);
+                    }
+                    first = false;
                     let mut stream = ps.into_on_message();
                     loop {
                         let msg = tokio::select! {
@@ -689,28 +699,31 @@ impl ClusterBus for RedisBus {
 
     fn join(
         &self,
-        room: &str,
-        identity: &str,
-        mode: RoomMode,
-        max_peers: usize,
-        resumed_after: Option<u64>,
-        region: Option<&str>,
+        spec: JoinSpec<'_>,
     ) -> BoxFuture<'static, Result<ClusterView, ClusterJoinError>> {
-        let (m, i) = self.room_keys(room);
+        let (m, i) = self.room_keys(spec.room);
         let me = self.clone();
+        let home = match spec.home {
+            Some(h) => h.to_string(),
+            None => self.sfu_home(spec.region),
+        };
         let mut join = redis::cmd("EVAL");
         join.arg(JOIN)
             .arg(2)
             .arg(m)
             .arg(i)
-            .arg(identity)
+            .arg(spec.identity)
             .arg(&*self.node)
-            .arg(max_peers)
-            .arg(mode.as_str())
-            .arg(room)
+            .arg(spec.max_peers.min(i64::MAX as usize))
+            .arg(spec.mode.as_str())
+            .arg(spec.room)
             .arg(self.channel_prefix())
-            .arg(resumed_after.map(|n| n.to_string()).unwrap_or_default())
-            .arg(self.sfu_home(region));
+            .arg(
+                spec.resumed_after
+                    .map(|n| n.to_string())
+                    .unwrap_or_default(),
+            )
+            .arg(home);
         Box::pin(async move {
             let out: Vec<String> = me
                 .shared

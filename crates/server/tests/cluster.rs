@@ -385,6 +385,15 @@ async fn nodes_are_listed_and_the_cluster_re_forms_after_redis_restarts() {
         assert!(t.elapsed() < Duration::from_secs(5), "readyz not back");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The rooms in progress are known again: a newcomer to alice and bob's room sees both, and
+    // they see it.
+    let (mut frank, peers, _) = join(&b, "frank", "r").await;
+    let mut seen = peers["peers"].as_array().unwrap().clone();
+    seen.sort_by_key(|v| v.to_string());
+    assert_eq!(seen, [json!("alice"), json!("bob")], "{peers}");
+    assert_eq!(until(&mut alice, "peer_joined").await["peer_id"], "frank");
+    send_json(&mut frank, offer("alice", 9)).await;
+    assert_eq!(until(&mut alice, "offer").await["from"], "frank");
     let (mut dave, _, _) = join(&a, "dave", "after").await;
     let (mut erin, peers, _) = join(&b, "erin", "after").await;
     assert_eq!(peers["peers"], json!(["dave"]));

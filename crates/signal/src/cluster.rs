@@ -120,10 +120,30 @@ pub enum Inbound {
     },
     /// `peer` left this node's SFU room `room`.
     SfuLeave { room: String, peer: String },
+    /// Announcements may have been missed (the cluster connection was lost and is back): the
+    /// node registers its sessions again and re-reads their rooms.
+    Resync,
     /// `node` left the registry without saying goodbye (its heartbeat stopped).
     NodeLost { node: String },
     /// `node` is in the registry again.
     NodeBack { node: String },
+}
+
+/// A join (or resume, or re-registration) for [`ClusterBus::join`].
+#[derive(Debug, Clone, Copy)]
+pub struct JoinSpec<'a> {
+    pub room: &'a str,
+    pub identity: &'a str,
+    /// The mode of a room this join creates.
+    pub mode: RoomMode,
+    /// The room size limit.
+    pub max_peers: usize,
+    /// Set when a session resumes here: the client's `last_seq`.
+    pub resumed_after: Option<u64>,
+    /// An SFU room this join creates goes to a node of this region when one is live.
+    pub region: Option<&'a str>,
+    /// An SFU room this join creates (again, after Redis lost it) is served by this node.
+    pub home: Option<&'a str>,
 }
 
 /// What signaling needs from the cluster.
@@ -134,20 +154,10 @@ pub trait ClusterBus: Send + Sync + 'static {
     fn node_urls(&self) -> Vec<String>;
     /// What makes this node's message ids unique in the cluster (ids are `<prefix>.<n>`).
     fn mid_prefix(&self) -> String;
-    /// Admits `identity` into `room` cluster-wide: checks the room size (`max_peers`)
-    /// atomically, records the member on this node, tells the nodes of the other members.
-    /// `mode` is the mode for a room this join creates; `resumed_after` is set when a session
-    /// resumes here (the client's `last_seq`); an SFU room this join creates is placed in
-    /// `region` when a node of it is live.
-    fn join(
-        &self,
-        room: &str,
-        identity: &str,
-        mode: RoomMode,
-        max_peers: usize,
-        resumed_after: Option<u64>,
-        region: Option<&str>,
-    ) -> BoxFuture<'static, Result<ClusterView, ClusterJoinError>>;
+    /// Admits a member cluster-wide: checks the room size atomically, records the member on
+    /// this node, tells the nodes of the other members.
+    fn join(&self, spec: JoinSpec<'_>)
+        -> BoxFuture<'static, Result<ClusterView, ClusterJoinError>>;
     /// The recorded session a resume token belongs to, when the node that held it is gone.
     fn orphaned_session(&self, resume_token: &str) -> BoxFuture<'static, Option<SessionRecord>>;
     /// Moves the SFU room `room` off `dead` (its SFU's node, which died) to the least loaded

@@ -26,7 +26,7 @@ mod ring;
 pub mod sfu;
 pub mod ws;
 
-use cluster::{ClusterBus, Inbound, Outgoing};
+use cluster::{ClusterBus, Inbound, JoinSpec, Outgoing};
 use hub::{ConnId, Disconnect, Effect, Hub, HubConfig, JoinError, JoinInfo, ModePolicy};
 use metrics::SignalMetrics;
 use parking_lot::Mutex;
@@ -263,6 +263,32 @@ impl SignalHandle {
         n
     }
 
+    /// Registers every session of this node with the cluster again and reconciles its view of
+    /// their rooms (after the cluster connection was lost: Redis may have restarted empty, and
+    /// announcements sent meanwhile were missed).
+    async fn resync(&self, bus: Arc<dyn ClusterBus>) {
+        let sessions = self.inner.with_hub(|h| {
+            h.announce_all();
+            h.local_sessions()
+        });
+        let me = bus.node_id().to_string();
+        for (identity, room, mode, home) in sessions {
+            let home = home.unwrap_or_else(|| me.clone());
+            let spec = JoinSpec {
+                room: &room,
+                identity: &identity,
+                mode,
+                max_peers: usize::MAX,
+                resumed_after: None,
+                region: None,
+                home: Some(&home),
+            };
+            if let Ok(view) = bus.join(spec).await {
+                self.inner.with_hub(|h| h.sync_room(&room, view));
+            }
+        }
+    }
+
     /// What other nodes of the cluster sent this one.
     pub fn inbound(&self, ev: Inbound) {
         match ev {
@@ -319,6 +345,13 @@ impl SignalHandle {
                     peers.insert(key.clone(), from);
                 }
                 self.inner.sfu.handle(&key.0, &key.1, msg);
+            }
+            Inbound::Resync => {
+                let Some(bus) = self.inner.cluster.clone() else {
+                    return;
+                };
+                let me = self.clone();
+                tokio::spawn(async move { me.resync(bus).await });
             }
             Inbound::SfuLeave { room, peer } => {
                 let key = (room, peer);
@@ -923,14 +956,15 @@ impl Inner {
         let info = self.ice_info(&rec.identity, st.caller.host.as_deref());
         self.with_hub(|h| h.admitting(&rec.room));
         let admitted = bus
-            .join(
-                &rec.room,
-                &rec.identity,
-                RoomMode::Mesh,
-                self.settings.max_room_peers,
-                Some(last_seq),
-                None,
-            )
+            .join(JoinSpec {
+                room: &rec.room,
+                identity: &rec.identity,
+                mode: RoomMode::Mesh,
+                max_peers: self.settings.max_room_peers,
+                resumed_after: Some(last_seq),
+                region: None,
+                home: None,
+            })
             .await;
         let mut core = self.core.lock();
         core.hub.admitted(&rec.room);
@@ -1004,14 +1038,15 @@ impl Inner {
             ModePolicy::Auto { .. } => info.requested_mode.unwrap_or(RoomMode::Mesh),
         };
         let admitted = bus
-            .join(
-                room_id,
+            .join(JoinSpec {
+                room: room_id,
                 identity,
                 mode,
-                self.settings.max_room_peers,
-                None,
+                max_peers: self.settings.max_room_peers,
+                resumed_after: None,
                 region,
-            )
+                home: None,
+            })
             .await;
         let mut core = self.core.lock();
         core.hub.admitted(room_id);

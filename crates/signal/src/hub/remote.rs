@@ -553,6 +553,54 @@ impl Hub {
         }
     }
 
+    /// This node's sessions: `(identity, room, room mode, node serving the room's SFU when not
+    /// this one)`.
+    pub fn local_sessions(&self) -> Vec<(String, String, RoomMode, Option<String>)> {
+        self.sessions
+            .iter()
+            .map(|(id, s)| {
+                let room = self.rooms.get(&s.room);
+                (
+                    id.clone(),
+                    s.room.clone(),
+                    room.map_or(RoomMode::Mesh, |r| r.mode),
+                    room.and_then(|r| r.home.clone()),
+                )
+            })
+            .collect()
+    }
+
+    /// Asks the driver to record every session of this node again.
+    pub fn announce_all(&mut self) {
+        let ids: Vec<String> = self.sessions.keys().cloned().collect();
+        for id in ids {
+            self.announce_session(&id);
+        }
+    }
+
+    /// Reconciles this node's view of `room_id`'s members on other nodes with the cluster's:
+    /// members it did not know join (`peer_joined`), members gone leave (`peer_left`).
+    pub fn sync_room(&mut self, room_id: &str, view: ClusterView) {
+        let Some(room) = self.rooms.get(room_id) else {
+            return;
+        };
+        let gone: Vec<String> = room
+            .remote
+            .keys()
+            .filter(|id| !view.members.iter().any(|(m, _)| m == *id))
+            .cloned()
+            .collect();
+        for id in gone {
+            self.remote_gone(room_id, &id, None);
+        }
+        for (id, node) in &view.members {
+            if self.sessions.get(id).is_some_and(|s| s.room == room_id) {
+                continue;
+            }
+            self.remote_joined(room_id, id, node, None);
+        }
+    }
+
     /// SFU rooms with sessions here whose SFU runs on `node`.
     pub fn rooms_served_by(&self, node: &str) -> Vec<String> {
         self.rooms
@@ -821,6 +869,34 @@ mod tests {
         out(&mut h);
         h.node_back("n2");
         assert_eq!(out(&mut h).forwarded.len(), 1);
+    }
+
+    #[test]
+    fn a_resync_reconciles_the_members_on_other_nodes() {
+        let mut h = hub();
+        join(&mut h, 1, "a", &[("b", "n2"), ("c", "n3")]);
+        // The cluster now says: c is gone, d joined meanwhile, b is where it was.
+        h.sync_room("r", view(&[("b", "n2"), ("d", "n4")]));
+        let o = out(&mut h);
+        let seen: Vec<_> = o
+            .delivered
+            .iter()
+            .map(|(_, v)| {
+                (
+                    v["type"].as_str().unwrap().to_string(),
+                    v["peer_id"].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("peer_left".into(), json!("c")),
+                ("peer_joined".into(), json!("d"))
+            ]
+        );
+        assert_eq!(h.members("r"), ["b", "a", "d"]);
+        assert_eq!(h.local_sessions().len(), 1);
     }
 
     #[test]

@@ -580,7 +580,18 @@ impl Hub {
 
     /// Reconciles this node's view of `room_id`'s members on other nodes with the cluster's:
     /// members it did not know join (`peer_joined`), members gone leave (`peer_left`).
+    ///
+    /// An SFU room the cluster now has served by another node (it moved while this node could
+    /// not reach the cluster: this node's lease on it, its registry entry, had expired) is
+    /// handed over: [`Hub::rehomed`].
     pub fn sync_room(&mut self, room_id: &str, view: ClusterView) {
+        let Some(room) = self.rooms.get(room_id) else {
+            return;
+        };
+        if room.mode == RoomMode::Sfu && view.mode == Some(RoomMode::Sfu) && room.home != view.home
+        {
+            self.rehomed(room_id, view.home.clone());
+        }
         let Some(room) = self.rooms.get(room_id) else {
             return;
         };
@@ -613,10 +624,21 @@ impl Hub {
     /// The SFU room `room_id` is served by another node's SFU now (`home`; `None`: this
     /// node's): its sessions here lost their SFU session and are told to start a new one
     /// (`sfu_closed`, reason `node_lost`), which the SDK does at once, republishing its tracks.
+    /// When the room moves away from this node's SFU, that SFU stops serving it: every
+    /// participant's session there ends.
     pub fn rehomed(&mut self, room_id: &str, home: Option<String>) {
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
+        if room.home.is_none() && home.is_some() && room.mode == RoomMode::Sfu {
+            for m in &room.members {
+                self.effects.push(Effect::SfuLeave {
+                    room: room_id.to_string(),
+                    peer: m.clone(),
+                    home: None,
+                });
+            }
+        }
         room.home = home;
         let locals: Vec<String> = room
             .members
@@ -680,6 +702,18 @@ mod tests {
         delivered: Vec<(ConnId, Value)>,
         forwarded: Vec<(String, String, Value)>,
         left: Vec<String>,
+    }
+
+    fn sent_json(effects: &[Effect]) -> Vec<(ConnId, Value)> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Deliver { conn, msg, seq } => {
+                    Some((*conn, serde_json::from_str(&msg.to_json(*seq)).unwrap()))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     fn out(h: &mut Hub) -> Out {
@@ -897,6 +931,62 @@ mod tests {
         );
         assert_eq!(h.members("r"), ["b", "a", "d"]);
         assert_eq!(h.local_sessions().len(), 1);
+    }
+
+    #[test]
+    fn an_sfu_room_found_moved_after_a_lost_lease_is_handed_over() {
+        let mut h = Hub::new(HubConfig {
+            clustered: true,
+            sfu_available: true,
+            mode: ModePolicy::Sfu,
+            ..Default::default()
+        });
+        let sfu = |home: Option<&str>, members: &[(&str, &str)]| ClusterView {
+            mode: Some(RoomMode::Sfu),
+            home: home.map(Into::into),
+            ..view(members)
+        };
+        h.join_checked(
+            1,
+            "a",
+            "r",
+            JoinInfo::default(),
+            Some(sfu(None, &[("b", "n2")])),
+        )
+        .unwrap();
+        h.drain();
+        // While this node was cut off, the room moved to n3's SFU.
+        h.sync_room("r", sfu(Some("n3"), &[("b", "n2")]));
+        let eff = h.drain();
+        let left: Vec<_> = eff
+            .iter()
+            .filter_map(|e| match e {
+                Effect::SfuLeave {
+                    peer, home: None, ..
+                } => Some(peer.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(left, ["b", "a"], "this node's SFU stops serving the room");
+        let told = sent_json(&eff);
+        assert_eq!(
+            told,
+            [(
+                1,
+                json!({"type":"sfu_closed","from":"$sfu","reason":"node_lost","seq":1})
+            )]
+        );
+        // From now on a's SFU messages go to n3.
+        h.message(
+            1,
+            ClientMessage::Bye {
+                target: "$sfu".into(),
+            },
+        );
+        assert!(h
+            .drain()
+            .iter()
+            .any(|e| matches!(e, Effect::ToSfu { home: Some(n), .. } if n == "n3")));
     }
 
     #[test]

@@ -140,6 +140,8 @@ struct BusMetrics {
     sfu_rooms_moved: Counter,
     /// Time from a batch being queued to Redis acknowledging it.
     publish_seconds: Histogram,
+    /// Time from a relayed message's publication on its node to its arrival here.
+    pubsub_lag_seconds: Histogram,
 }
 
 impl BusMetrics {
@@ -151,6 +153,9 @@ impl BusMetrics {
             failovers: Counter::default(),
             adopted: Counter::default(),
             sfu_rooms_moved: Counter::default(),
+            pubsub_lag_seconds: Histogram::new([
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 2.0,
+            ]),
             publish_seconds: Histogram::new([
                 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.5,
             ]),
@@ -184,6 +189,12 @@ impl BusMetrics {
             "cluster_sfu_rooms_moved",
             "SFU rooms whose node died, moved to another node's SFU",
             m.sfu_rooms_moved.clone(),
+        );
+        r.register(
+            "cluster_pubsub_lag_seconds",
+            "Time from a relayed message's publication on another node to its arrival here \
+             (millisecond clocks of both nodes)",
+            m.pubsub_lag_seconds.clone(),
         );
         r.register(
             "cluster_publish_seconds",
@@ -317,7 +328,8 @@ impl RedisBus {
                     None => String::new(),
                 };
                 let frame = format!(
-                    r#"{{"k":"m","r":{},"t":{}{id},"m":{}}}"#,
+                    r#"{{"k":"m","ts":{},"r":{},"t":{}{id},"m":{}}}"#,
+                    start_ms(),
                     Value::String(room),
                     Value::String(to),
                     msg.to_json(None)
@@ -455,7 +467,11 @@ impl RedisBus {
                             _ = stop.cancelled() => return,
                         };
                         let Some(msg) = msg else { break };
-                        if let Some(ev) = parse(msg.get_payload_bytes()) {
+                        let bytes = msg.get_payload_bytes();
+                        if let Some(lag) = lag_seconds(bytes) {
+                            self.metrics.pubsub_lag_seconds.observe(lag);
+                        }
+                        if let Some(ev) = parse(bytes) {
                             let kind = match &ev {
                                 Inbound::Joined { .. } => "join",
                                 Inbound::Left { .. } => "leave",
@@ -627,6 +643,15 @@ fn base36(mut n: u64) -> String {
     }
     out.reverse();
     String::from_utf8(out).unwrap_or_default()
+}
+
+/// Time since a relayed message was published (its `ts`, the sender's clock), from the start of
+/// the frame alone: `{"k":"m","ts":N,...`.
+fn lag_seconds(bytes: &[u8]) -> Option<f64> {
+    let rest = bytes.strip_prefix(br#"{"k":"m","ts":"#)?;
+    let end = rest.iter().position(|b| !b.is_ascii_digit())?;
+    let sent: u64 = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
+    Some(start_ms().saturating_sub(sent) as f64 / 1000.0)
 }
 
 fn parse(bytes: &[u8]) -> Option<Inbound> {

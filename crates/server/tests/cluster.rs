@@ -141,6 +141,18 @@ async fn peers_on_two_nodes_meet_relay_in_order_and_see_each_other_leave() {
         assert_eq!(m["offer"]["sdp"], format!("v=0 {i}"), "in order");
         assert_eq!(m["seq"], i as u64 + 1, "numbered on bob's node");
     }
+    // The crossing is counted on both sides.
+    let sent = metric(
+        &a,
+        "switchboard_cluster_messages_sent_total{kind=\"message\"}",
+    )
+    .await;
+    let lag = metric(&b, "switchboard_cluster_pubsub_lag_seconds_count").await;
+    assert!(
+        sent >= 200.0 && lag >= 200.0,
+        "sent {sent}, lag samples {lag}"
+    );
+    assert_eq!(metric(&a, "switchboard_cluster_nodes").await, 2.0);
     send_json(
         &mut bob,
         json!({"type":"answer","target":"alice","answer":{"type":"answer","sdp":"x"}}),
@@ -319,6 +331,14 @@ fn admin_ticket() -> String {
     let ring = switchboard_auth::KeyRing::from_config(&auth).unwrap();
     let req = switchboard_auth::MintRequest::new("ops", [switchboard_auth::Scope::Admin]);
     ring.mint(&req, switchboard_auth::unix_now()).unwrap().0
+}
+
+/// A series' value on `n`'s `/metrics` (0 when absent).
+async fn metric(n: &ServerProcess, series: &str) -> f64 {
+    let (_, text) = get(n, "/metrics", None).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 async fn get(n: &ServerProcess, path: &str, ticket: Option<&str>) -> (u16, String) {

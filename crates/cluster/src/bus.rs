@@ -23,9 +23,6 @@ use crate::shared::Shared;
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use parking_lot::Mutex;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry as Metrics;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -39,82 +36,13 @@ use switchboard_signal::hub::{ClusterView, RoomMode};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Admits a member: `KEYS` members, info; `ARGV` identity, node, max peers, mode for a new room,
-/// room name, channel prefix, last_seq of a resume ("" for a join), the node to serve a new SFU
-/// room. Returns `{"full"}` or `{"ok", mode, home, identity1, node1, ...}` (the other members;
-/// `home` is the node whose SFU serves the room). Placement is decided here, once: concurrent
-/// first joins on several nodes all get the same home.
-const JOIN: &str = r#"
-local id, node, max, mode = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local prev = redis.call('HGET', KEYS[1], id)
-if not prev and redis.call('HLEN', KEYS[1]) >= max then return {'full'} end
-local rmode = redis.call('HGET', KEYS[2], 'mode')
-local home = redis.call('HGET', KEYS[2], 'home')
-if not rmode then
-  rmode, home = mode, ARGV[8]
-  redis.call('HSET', KEYS[2], 'mode', mode, 'home', home)
-end
-redis.call('HSET', KEYS[1], id, node)
-local all = redis.call('HGETALL', KEYS[1])
-local out, nodes = {'ok', rmode, home}, {}
-for k = 1, #all, 2 do
-  if all[k] ~= id then
-    out[#out + 1] = all[k]
-    out[#out + 1] = all[k + 1]
-    if all[k + 1] ~= node then nodes[all[k + 1]] = true end
-  end
-end
-if prev and prev ~= node then nodes[prev] = true end
-local note = {k = 'j', r = ARGV[5], i = id, n = node}
-if ARGV[7] ~= '' then note.after = tonumber(ARGV[7]) end
-local msg = cjson.encode(note)
-for n, _ in pairs(nodes) do redis.call('PUBLISH', ARGV[6] .. n, msg) end
-return out
-"#;
+mod metrics;
+mod scripts;
+mod wire;
 
-/// Ends a membership if it is still `node`'s: `KEYS` members, info; `ARGV` identity, node, room,
-/// channel prefix, reason ("" or "node_lost"). Returns 1 when it ended one.
-const LEAVE: &str = r#"
-if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
-redis.call('HDEL', KEYS[1], ARGV[1])
-local rest = redis.call('HVALS', KEYS[1])
-if #rest == 0 then redis.call('DEL', KEYS[2]) end
-local nodes = {}
-for _, n in ipairs(rest) do if n ~= ARGV[2] then nodes[n] = true end end
-local note = {k = 'l', r = ARGV[3], i = ARGV[1], n = ARGV[2]}
-if ARGV[5] ~= '' then note.why = ARGV[5] end
-local msg = cjson.encode(note)
-for n, _ in pairs(nodes) do redis.call('PUBLISH', ARGV[4] .. n, msg) end
-return 1
-"#;
-
-/// Ends every membership of a dead node in one room: `KEYS` members, info; `ARGV` dead node,
-/// room, channel prefix. Returns how many it ended.
-const REAP: &str = r#"
-local all = redis.call('HGETALL', KEYS[1])
-local gone, nodes = {}, {}
-for k = 1, #all, 2 do
-  if all[k + 1] == ARGV[1] then gone[#gone + 1] = all[k] else nodes[all[k + 1]] = true end
-end
-for _, id in ipairs(gone) do redis.call('HDEL', KEYS[1], id) end
-if redis.call('HLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end
-for _, id in ipairs(gone) do
-  local msg = cjson.encode({k = 'l', r = ARGV[2], i = id, n = ARGV[1], why = 'node_lost'})
-  for n, _ in pairs(nodes) do redis.call('PUBLISH', ARGV[3] .. n, msg) end
-end
-return #gone
-"#;
-
-/// Moves an SFU room off a dead node: `KEYS` info; `ARGV` dead node, proposed node. Returns the
-/// room's node afterwards (nil when the room no longer exists).
-const REHOME: &str = r#"
-local home = redis.call('HGET', KEYS[1], 'home')
-if home == ARGV[1] then
-  redis.call('HSET', KEYS[1], 'home', ARGV[2])
-  return ARGV[2]
-end
-return home
-"#;
+use metrics::BusMetrics;
+use scripts::{JOIN, LEAVE, REAP, REHOME};
+use wire::{base36, lag_seconds, parse, start_ms};
 
 /// Messages waiting for the sender task; past this the newest are refused and counted.
 const QUEUE: usize = 65_536;
@@ -122,88 +50,6 @@ const QUEUE: usize = 65_536;
 const BATCH: usize = 512;
 /// How long session records outlive their last update.
 const SESSION_TTL_SECS: u64 = 24 * 3600;
-
-/// The bus's `/metrics` series.
-#[derive(Clone)]
-struct BusMetrics {
-    /// Messages published to other nodes, by kind.
-    sent: Family<[(&'static str, &'static str); 1], Counter>,
-    /// Messages received from other nodes, by kind.
-    received: Family<[(&'static str, &'static str); 1], Counter>,
-    /// Messages that could not be handed to Redis (queue full or Redis unreachable).
-    dropped: Counter,
-    /// Nodes seen leaving the registry without saying goodbye.
-    failovers: Counter,
-    /// Sessions of dead nodes resumed here.
-    adopted: Counter,
-    /// SFU rooms this node found served by a dead node and moved (or found moved).
-    sfu_rooms_moved: Counter,
-    /// Time from a batch being queued to Redis acknowledging it.
-    publish_seconds: Histogram,
-    /// Time from a relayed message's publication on its node to its arrival here.
-    pubsub_lag_seconds: Histogram,
-}
-
-impl BusMetrics {
-    fn register(r: &mut Metrics) -> BusMetrics {
-        let m = BusMetrics {
-            sent: Family::default(),
-            received: Family::default(),
-            dropped: Counter::default(),
-            failovers: Counter::default(),
-            adopted: Counter::default(),
-            sfu_rooms_moved: Counter::default(),
-            pubsub_lag_seconds: Histogram::new([
-                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 2.0,
-            ]),
-            publish_seconds: Histogram::new([
-                0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.5,
-            ]),
-        };
-        r.register(
-            "cluster_messages_sent",
-            "Messages sent to other nodes, by kind",
-            m.sent.clone(),
-        );
-        r.register(
-            "cluster_messages_received",
-            "Messages received from other nodes, by kind",
-            m.received.clone(),
-        );
-        r.register(
-            "cluster_messages_dropped",
-            "Messages for other nodes that could not be handed to Redis",
-            m.dropped.clone(),
-        );
-        r.register(
-            "cluster_failovers",
-            "Nodes that left the registry without saying goodbye",
-            m.failovers.clone(),
-        );
-        r.register(
-            "cluster_sessions_adopted",
-            "Sessions of dead nodes resumed on this node",
-            m.adopted.clone(),
-        );
-        r.register(
-            "cluster_sfu_rooms_moved",
-            "SFU rooms whose node died, moved to another node's SFU",
-            m.sfu_rooms_moved.clone(),
-        );
-        r.register(
-            "cluster_pubsub_lag_seconds",
-            "Time from a relayed message's publication on another node to its arrival here \
-             (millisecond clocks of both nodes)",
-            m.pubsub_lag_seconds.clone(),
-        );
-        r.register(
-            "cluster_publish_seconds",
-            "Time from queueing a batch for other nodes to Redis acknowledging it",
-            m.publish_seconds.clone(),
-        );
-        m
-    }
-}
 
 /// An outgoing message with the time it was queued.
 type Queued = (Outgoing, Instant);
@@ -623,75 +469,6 @@ impl RedisBus {
         let live = self.live.lock();
         !live.known || live.nodes.contains_key(node)
     }
-}
-
-fn start_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn base36(mut n: u64) -> String {
-    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut out = Vec::new();
-    loop {
-        out.push(DIGITS[(n % 36) as usize]);
-        n /= 36;
-        if n == 0 {
-            break;
-        }
-    }
-    out.reverse();
-    String::from_utf8(out).unwrap_or_default()
-}
-
-/// Time since a relayed message was published (its `ts`, the sender's clock), from the start of
-/// the frame alone: `{"k":"m","ts":N,...`.
-fn lag_seconds(bytes: &[u8]) -> Option<f64> {
-    let rest = bytes.strip_prefix(br#"{"k":"m","ts":"#)?;
-    let end = rest.iter().position(|b| !b.is_ascii_digit())?;
-    let sent: u64 = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
-    Some(start_ms().saturating_sub(sent) as f64 / 1000.0)
-}
-
-fn parse(bytes: &[u8]) -> Option<Inbound> {
-    let v: Value = serde_json::from_slice(bytes).ok()?;
-    let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-    Some(match v.get("k")?.as_str()? {
-        "m" => Inbound::Message {
-            room: s("r")?,
-            to: s("t")?,
-            msg: v.get("m")?.clone(),
-            id: s("id"),
-        },
-        "n" => Inbound::Notify {
-            to: s("t")?,
-            msg: v.get("m")?.clone(),
-        },
-        "j" => Inbound::Joined {
-            room: s("r")?,
-            identity: s("i")?,
-            node: s("n")?,
-            resumed_after: v.get("after").and_then(Value::as_u64),
-        },
-        "s" => Inbound::ToSfu {
-            room: s("r")?,
-            peer: s("p")?,
-            from: s("f")?,
-            msg: serde_json::from_value(v.get("m")?.clone()).ok()?,
-        },
-        "x" => Inbound::SfuLeave {
-            room: s("r")?,
-            peer: s("p")?,
-        },
-        "l" => Inbound::Left {
-            room: s("r")?,
-            identity: s("i")?,
-            node: s("n")?,
-            reason: s("why"),
-        },
-        _ => return None,
-    })
 }
 
 impl ClusterBus for RedisBus {

@@ -1,0 +1,73 @@
+//! The frames nodes publish to each other's channel, and the ids of relayed messages.
+
+use serde_json::Value;
+use switchboard_signal::cluster::Inbound;
+
+pub(super) fn start_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+pub(super) fn base36(mut n: u64) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Time since a relayed message was published (its `ts`, the sender's clock), from the start of
+/// the frame alone: `{"k":"m","ts":N,...`.
+pub(super) fn lag_seconds(bytes: &[u8]) -> Option<f64> {
+    let rest = bytes.strip_prefix(br#"{"k":"m","ts":"#)?;
+    let end = rest.iter().position(|b| !b.is_ascii_digit())?;
+    let sent: u64 = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
+    Some(start_ms().saturating_sub(sent) as f64 / 1000.0)
+}
+
+pub(super) fn parse(bytes: &[u8]) -> Option<Inbound> {
+    let v: Value = serde_json::from_slice(bytes).ok()?;
+    let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+    Some(match v.get("k")?.as_str()? {
+        "m" => Inbound::Message {
+            room: s("r")?,
+            to: s("t")?,
+            msg: v.get("m")?.clone(),
+            id: s("id"),
+        },
+        "n" => Inbound::Notify {
+            to: s("t")?,
+            msg: v.get("m")?.clone(),
+        },
+        "j" => Inbound::Joined {
+            room: s("r")?,
+            identity: s("i")?,
+            node: s("n")?,
+            resumed_after: v.get("after").and_then(Value::as_u64),
+        },
+        "s" => Inbound::ToSfu {
+            room: s("r")?,
+            peer: s("p")?,
+            from: s("f")?,
+            msg: serde_json::from_value(v.get("m")?.clone()).ok()?,
+        },
+        "x" => Inbound::SfuLeave {
+            room: s("r")?,
+            peer: s("p")?,
+        },
+        "l" => Inbound::Left {
+            room: s("r")?,
+            identity: s("i")?,
+            node: s("n")?,
+            reason: s("why"),
+        },
+        _ => return None,
+    })
+}

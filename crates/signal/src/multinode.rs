@@ -1,0 +1,311 @@
+//! Signaling's side of multi-node mode: what other nodes send ([`SignalHandle::inbound`]), joins
+//! and resumes the cluster must admit first, moving sessions off a draining node, and
+//! re-registering with the cluster after its connection comes back.
+
+use crate::cluster::{self, ClusterBus, Inbound, JoinSpec, Outgoing};
+use crate::hub::{self, JoinError, JoinInfo, ModePolicy, RoomMode};
+use crate::protocol::ServerMessage;
+use crate::{Caller, Conn, ConnId, ConnState, Inner, SignalHandle, Signaling, DRAINING};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Participants of this node's SFU from other nodes that are remembered at once (the SFU's own
+/// `max_sessions` bounds how many take part).
+const MAX_REMOTE_SFU_PEERS: usize = 100_000;
+
+impl SignalHandle {
+    /// Registers every session of this node with the cluster again and reconciles its view of
+    /// their rooms (after the cluster connection was lost: Redis may have restarted empty, and
+    /// announcements sent meanwhile were missed).
+    pub(crate) async fn resync(&self, bus: Arc<dyn ClusterBus>) {
+        let sessions = self.inner.with_hub(|h| {
+            h.announce_all();
+            h.local_sessions()
+        });
+        let me = bus.node_id().to_string();
+        for (identity, room, mode, home) in sessions {
+            let home = home.unwrap_or_else(|| me.clone());
+            let spec = JoinSpec {
+                room: &room,
+                identity: &identity,
+                mode,
+                max_peers: usize::MAX,
+                resumed_after: None,
+                region: None,
+                home: Some(&home),
+            };
+            if let Ok(view) = bus.join(spec).await {
+                self.inner.with_hub(|h| h.sync_room(&room, view));
+            }
+        }
+    }
+
+    /// What other nodes of the cluster sent this one.
+    pub fn inbound(&self, ev: Inbound) {
+        match ev {
+            Inbound::Joined {
+                room,
+                identity,
+                node,
+                resumed_after,
+            } => self
+                .inner
+                .with_hub(|h| h.remote_joined(&room, &identity, &node, resumed_after)),
+            Inbound::Left {
+                room,
+                identity,
+                node,
+                reason,
+            } => self
+                .inner
+                .with_hub(|h| h.remote_left(&room, &identity, &node, reason.as_deref())),
+            Inbound::Message {
+                room,
+                to,
+                mut msg,
+                id,
+            } => {
+                if let (Some(id), Some(obj)) = (id, msg.as_object_mut()) {
+                    obj.insert("mid".into(), Value::String(id));
+                }
+                let delivered = self
+                    .inner
+                    .with_hub(|h| h.remote_message(&room, &to, ServerMessage::Raw(msg)));
+                if !delivered {
+                    self.inner.metrics.cluster_undeliverable.inc();
+                }
+            }
+            Inbound::Notify { to, msg } => {
+                self.inner.with_hub(|h| h.notify(&to, msg));
+            }
+            Inbound::ToSfu {
+                room,
+                peer,
+                from,
+                msg,
+            } => {
+                if !self.inner.sfu.available() {
+                    return;
+                }
+                let key = (room, peer);
+                {
+                    let mut peers = self.inner.sfu_peers.lock();
+                    if peers.len() >= MAX_REMOTE_SFU_PEERS && !peers.contains_key(&key) {
+                        return;
+                    }
+                    peers.insert(key.clone(), from);
+                }
+                self.inner.sfu.handle(&key.0, &key.1, msg);
+            }
+            Inbound::Resync => {
+                let Some(bus) = self.inner.cluster.clone() else {
+                    return;
+                };
+                let me = self.clone();
+                tokio::spawn(async move { me.resync(bus).await });
+            }
+            Inbound::SfuLeave { room, peer } => {
+                let key = (room, peer);
+                self.inner.sfu_peers.lock().remove(&key);
+                self.inner.sfu.leave(&key.0, &key.1);
+            }
+            Inbound::NodeLost { node } => {
+                let rooms = self.inner.with_hub(|h| {
+                    h.node_lost(&node, Instant::now());
+                    h.rooms_served_by(&node)
+                });
+                // SFU rooms served by the dead node move to another node's SFU.
+                if let (Some(bus), false) = (self.inner.cluster.clone(), rooms.is_empty()) {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        for room in rooms {
+                            let Some(home) = bus.rehome(&room, &node).await else {
+                                continue;
+                            };
+                            let home = (home != bus.node_id()).then_some(home);
+                            me.inner.with_hub(|h| h.rehomed(&room, home));
+                        }
+                    });
+                }
+            }
+            Inbound::NodeBack { node } => self.inner.with_hub(|h| h.node_back(&node)),
+        }
+    }
+}
+
+impl Signaling {
+    /// Cluster mode, before the node stops: tells every joined client to move
+    /// (`{"type":"reconnect","url":...,"reason":"draining"}`, the other live nodes in turn) and
+    /// closes its connection with 1001, keeping its session for a resume; the client resumes on
+    /// the named node, which takes the session over (and what it had not received). Returns how
+    /// many clients were told; 0 without a cluster or another live node.
+    pub fn drain(&self) -> usize {
+        let Some(bus) = &self.inner.cluster else {
+            return 0;
+        };
+        let others: Vec<String> = bus.node_urls().into_iter().skip(1).collect();
+        if others.is_empty() {
+            return 0;
+        }
+        let mut core = self.inner.core.lock();
+        let joined: Vec<ConnId> = core
+            .conns
+            .keys()
+            .copied()
+            .filter(|c| core.hub.identity_of(*c).is_some())
+            .collect();
+        for (i, conn) in joined.iter().enumerate() {
+            let url = &others[i % others.len()];
+            let msg = ServerMessage::Raw(serde_json::json!({
+                "type": "reconnect",
+                "url": url,
+                "reason": "draining",
+            }));
+            if let Some(link) = core.conns.get(conn) {
+                let _ = link.offer(Arc::new(msg), None, usize::MAX);
+            }
+            self.inner.metrics.close("draining");
+            self.inner
+                .kill(&mut core, *conn, hub::close::GOING_AWAY, DRAINING);
+        }
+        joined.len()
+    }
+}
+
+impl Inner {
+    /// Resumes on this node a session whose node died: the cluster moves its membership here
+    /// (the other nodes forward to it from now on), then the hub continues it.
+    pub(crate) async fn adopt(
+        &self,
+        conn: &Conn,
+        st: &mut ConnState,
+        bus: Arc<dyn ClusterBus>,
+        rec: cluster::SessionRecord,
+        last_seq: u64,
+    ) -> bool {
+        let info = self.ice_info(&rec.identity, st.caller.host.as_deref());
+        self.with_hub(|h| h.admitting(&rec.room));
+        let admitted = bus
+            .join(JoinSpec {
+                room: &rec.room,
+                identity: &rec.identity,
+                mode: RoomMode::Mesh,
+                max_peers: self.settings.max_room_peers,
+                resumed_after: Some(last_seq),
+                region: None,
+                home: None,
+            })
+            .await;
+        let mut core = self.core.lock();
+        core.hub.admitted(&rec.room);
+        let r = match admitted {
+            Ok(view) if core.conns.contains_key(&conn.id) => {
+                let session = hub::Adopted {
+                    identity: rec.identity.clone(),
+                    room: rec.room.clone(),
+                    session_id: rec.session_id.clone(),
+                };
+                core.hub
+                    .adopt(conn.id, session, last_seq, rec.received, info, view)
+                    .map_err(|e| (e.code(), e.to_string()))
+            }
+            Ok(_) => Err(("closed", String::new())),
+            Err(e) => Err((e.code(), e.to_string())),
+        };
+        self.metrics
+            .resumes
+            .get_or_create(&[("result", if r.is_ok() { "adopted" } else { "adopt_failed" })])
+            .inc();
+        match r {
+            Ok(()) => {
+                st.caller.identity = Some(rec.identity);
+                self.apply(&mut core);
+                true
+            }
+            Err((code, message)) => {
+                self.apply(&mut core);
+                drop(core);
+                if code == "closed" {
+                    bus.send(Outgoing::Leave {
+                        room: rec.room,
+                        identity: rec.identity,
+                    });
+                } else {
+                    self.send_error(conn.id, code, message);
+                }
+                false
+            }
+        }
+    }
+
+    /// A join in cluster mode: the cluster admits it (room size, cluster-wide), then the hub
+    /// joins it with the room's members on other nodes.
+    pub(crate) async fn join_clustered(
+        &self,
+        conn: &Conn,
+        identity: &str,
+        room_id: &str,
+        claimed: Option<&str>,
+        caller: &Caller,
+        info: JoinInfo,
+    ) {
+        let token_room = caller.room.as_deref();
+        let region = caller.region.as_deref();
+        let Some(bus) = self.cluster.clone() else {
+            return;
+        };
+        let checked = self.with_hub(|h| {
+            h.check_join(conn.id, identity, room_id, claimed, token_room)?;
+            h.admitting(room_id);
+            Ok::<_, JoinError>(())
+        });
+        if let Err(e) = checked {
+            return self.send_join_error(conn.id, e);
+        }
+        let mode = match self.settings.mode {
+            ModePolicy::Mesh => RoomMode::Mesh,
+            ModePolicy::Sfu => RoomMode::Sfu,
+            ModePolicy::Auto { .. } => info.requested_mode.unwrap_or(RoomMode::Mesh),
+        };
+        let admitted = bus
+            .join(JoinSpec {
+                room: room_id,
+                identity,
+                mode,
+                max_peers: self.settings.max_room_peers,
+                resumed_after: None,
+                region,
+                home: None,
+            })
+            .await;
+        let mut core = self.core.lock();
+        core.hub.admitted(room_id);
+        let r = match admitted {
+            Ok(view) if core.conns.contains_key(&conn.id) => core
+                .hub
+                .join_checked(conn.id, identity, room_id, info, Some(view))
+                .map_err(|e| (e.code(), e.to_string())),
+            Ok(_) => Err(("closed", String::new())),
+            Err(e) => Err((e.code(), e.to_string())),
+        };
+        self.apply(&mut core);
+        drop(core);
+        match r {
+            Ok(()) => {}
+            // Admitted, but the connection ended meanwhile (or the hub refused): the
+            // membership the cluster recorded ends too.
+            Err((code, message)) => {
+                if code != "room_full" && code != "cluster_unavailable" {
+                    bus.send(Outgoing::Leave {
+                        room: room_id.to_string(),
+                        identity: identity.to_string(),
+                    });
+                }
+                if code != "closed" {
+                    self.send_error(conn.id, code, message);
+                }
+            }
+        }
+    }
+}

@@ -80,6 +80,16 @@ pub fn sha256_hex(s: &str) -> String {
 }
 
 /// `bytes` random bytes, base64url: session cookies, API key ids and secrets.
+/// A new API key for `name` (1–128 bytes): `(id, secret)`, whatever store keeps it.
+pub fn new_api_key(name: &str) -> Result<(String, String), StoreError> {
+    if name.is_empty() || name.len() > 128 {
+        return Err(StoreError::Invalid(
+            "API key name must be 1-128 characters".into(),
+        ));
+    }
+    Ok((format!("sbk_{}", random_token(9)), random_token(32)))
+}
+
 pub fn random_token(bytes: usize) -> String {
     let v: Vec<u8> = (0..bytes).map(|_| rand::random::<u8>()).collect();
     URL_SAFE_NO_PAD.encode(v)
@@ -305,13 +315,7 @@ impl Store {
         scopes: Scopes,
         now: u64,
     ) -> Result<(String, String), StoreError> {
-        if name.is_empty() || name.len() > 128 {
-            return Err(StoreError::Invalid(
-                "API key name must be 1-128 characters".into(),
-            ));
-        }
-        let id = format!("sbk_{}", random_token(9));
-        let secret = random_token(32);
+        let (id, secret) = new_api_key(name)?;
         self.conn.lock().execute(
             "INSERT INTO api_keys (id, secret_sha256, name, scopes, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![id, sha256_hex(&secret), name, scopes.to_list(), now as i64],

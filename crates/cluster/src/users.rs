@@ -13,7 +13,9 @@
 use crate::shared::{ClusterError, Shared};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
-use switchboard_auth::store::{random_token, sha256_hex, valid_username, ApiKey, StoreError, User};
+use switchboard_auth::store::{
+    new_api_key, random_token, sha256_hex, valid_username, ApiKey, StoreError, User,
+};
 use switchboard_auth::Scopes;
 
 #[derive(Serialize, Deserialize)]
@@ -262,13 +264,7 @@ impl SharedUsers {
         scopes: Scopes,
         now: u64,
     ) -> Result<(String, String), StoreError> {
-        if name.is_empty() || name.len() > 128 {
-            return Err(StoreError::Invalid(
-                "API key name must be 1-128 characters".into(),
-            ));
-        }
-        let id = format!("sbk_{}", random_token(9));
-        let secret = random_token(32);
+        let (id, secret) = new_api_key(name)?;
         let rec = serde_json::to_string(&KeyRecord {
             secret_sha256: sha256_hex(&secret),
             name: name.to_string(),

@@ -463,22 +463,21 @@ async fn ice_servers(
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let token =
-        switchboard_auth::presented::ticket(authorization, uri.query()).ok_or_else(|| {
-            s.gate.count_failure(&AuthError::MissingToken);
-            ApiError::from(AuthError::MissingToken)
-        })?;
     let now = unix_now();
-    let claims = s.gate.check(&token, Scope::Webrtc, now)?;
+    let claims = presented(&s, &uri, &headers, Scope::Webrtc, now)?;
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     Ok(Json(s.ice.document(&claims.sub, now, host)).into_response())
 }
 
-/// The bearer ticket of an admin call, checked for scope `admin`.
-fn admin(s: &AppState, uri: &axum::http::Uri, headers: &HeaderMap) -> Result<(), ApiError> {
+/// The ticket a request presents (`Authorization: Bearer` or `?access_token=`), checked for
+/// `scope`; a missing one is counted and refused like a bad one.
+fn presented(
+    s: &AppState,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    scope: Scope,
+    now: u64,
+) -> Result<switchboard_auth::Claims, ApiError> {
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -487,8 +486,12 @@ fn admin(s: &AppState, uri: &axum::http::Uri, headers: &HeaderMap) -> Result<(),
             s.gate.count_failure(&AuthError::MissingToken);
             ApiError::from(AuthError::MissingToken)
         })?;
-    s.gate.check(&token, Scope::Admin, unix_now())?;
-    Ok(())
+    Ok(s.gate.check(&token, scope, now)?)
+}
+
+/// The bearer ticket of an admin call, checked for scope `admin`.
+fn admin(s: &AppState, uri: &axum::http::Uri, headers: &HeaderMap) -> Result<(), ApiError> {
+    presented(s, uri, headers, Scope::Admin, unix_now()).map(|_| ())
 }
 
 /// `POST /v1/drain` (scope `admin`): the node stops as on SIGTERM — it takes no new sessions,

@@ -402,15 +402,25 @@ async fn nodes_are_listed_and_the_cluster_re_forms_after_redis_restarts() {
     wait_for_nodes(&redis, 2).await;
     let t = Instant::now();
     while get(&a, "/readyz", None).await.0 != 200 {
-        assert!(t.elapsed() < Duration::from_secs(5), "readyz not back");
+        assert!(t.elapsed() < Duration::from_secs(10), "readyz not back");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The rooms in progress are known again: a newcomer to alice and bob's room sees both, and
     // they see it.
-    let (mut frank, peers, _) = join(&b, "frank", "r").await;
-    let mut seen = peers["peers"].as_array().unwrap().clone();
-    seen.sort_by_key(|v| v.to_string());
-    assert_eq!(seen, [json!("alice"), json!("bob")], "{peers}");
+    // (Each node re-registers its sessions once its subscription is back: on a loaded machine
+    // that may take a moment after the registry is whole again.)
+    let t = Instant::now();
+    let mut frank = loop {
+        let (mut frank, peers, _) = join(&b, "frank", "r").await;
+        let mut seen = peers["peers"].as_array().unwrap().clone();
+        seen.sort_by_key(|v| v.to_string());
+        if seen == [json!("alice"), json!("bob")] {
+            break frank;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{peers}");
+        send_json(&mut frank, json!({"type":"leave"})).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert_eq!(until(&mut alice, "peer_joined").await["peer_id"], "frank");
     send_json(&mut frank, offer("alice", 9)).await;
     assert_eq!(until(&mut alice, "offer").await["from"], "frank");

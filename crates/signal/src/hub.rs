@@ -60,6 +60,15 @@ impl Room {
     fn local_count(&self) -> usize {
         self.members.len() - self.remote.len()
     }
+
+    /// The members with a session on this node, in join order.
+    fn locals(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|m| !self.remote.contains_key(*m))
+            .cloned()
+            .collect()
+    }
 }
 
 /// Counters the driver exports.

@@ -264,12 +264,7 @@ impl Hub {
             return;
         }
         room.members.push(identity.to_string());
-        let locals: Vec<String> = room
-            .members
-            .iter()
-            .filter(|m| !room.remote.contains_key(*m))
-            .cloned()
-            .collect();
+        let locals = room.locals();
         let note = Arc::new(ServerMessage::PeerJoined {
             peer_id: identity.to_string(),
         });
@@ -364,12 +359,7 @@ impl Hub {
             return;
         }
         room.members.retain(|m| m != identity);
-        let locals: Vec<String> = room
-            .members
-            .iter()
-            .filter(|m| !room.remote.contains_key(*m))
-            .cloned()
-            .collect();
+        let locals = room.locals();
         if locals.is_empty() && !self.pending.contains_key(room_id) {
             self.rooms.remove(room_id);
         }
@@ -640,12 +630,7 @@ impl Hub {
             }
         }
         room.home = home;
-        let locals: Vec<String> = room
-            .members
-            .iter()
-            .filter(|m| !room.remote.contains_key(*m))
-            .cloned()
-            .collect();
+        let locals = room.locals();
         let note = Arc::new(ServerMessage::Raw(serde_json::json!({
             "type": "sfu_closed",
             "from": "$sfu",

@@ -304,6 +304,13 @@ impl RedisBus {
                         // Redis may have restarted empty: register and re-read.
                         tracing::info!("cluster subscription back; resynchronizing rooms");
                         inbound(Inbound::Resync);
+                        // Members missing from the cluster's lists are gone only once every
+                        // node had time to register its sessions again.
+                        let (inbound, settle) = (inbound.clone(), self.settle());
+                        tokio::spawn(async move {
+                            tokio::time::sleep(settle).await;
+                            inbound(Inbound::Reconcile);
+                        });
                     }
                     first = false;
                     let mut stream = ps.into_on_message();
@@ -464,6 +471,13 @@ impl RedisBus {
         best.map_or_else(|| self.node.to_string(), |(n, _)| n.id.clone())
     }
 
+    /// How long after its subscription came back a node waits before it drops members the
+    /// cluster no longer lists: every other node reconnects and registers its sessions again
+    /// within a few heartbeats.
+    fn settle(&self) -> Duration {
+        self.registry.ttl() + Duration::from_millis(500)
+    }
+
     /// Whether `node` is live as of the last registry read (unknown yet: assume it is).
     fn is_live(&self, node: &str) -> bool {
         let live = self.live.lock();
@@ -609,6 +623,19 @@ impl ClusterBus for RedisBus {
                 me.metrics.sfu_rooms_moved.inc();
             }
             home
+        })
+    }
+
+    fn members(&self, room: &str) -> BoxFuture<'static, Option<Vec<(String, String)>>> {
+        let (m, _) = self.room_keys(room);
+        let me = self.clone();
+        Box::pin(async move {
+            let all: HashMap<String, String> = me
+                .shared
+                .call("members", redis::cmd("HGETALL").arg(m).clone())
+                .await
+                .ok()?;
+            Some(all.into_iter().collect())
         })
     }
 

@@ -50,6 +50,11 @@ impl Registry {
         Registry { shared, ttl }
     }
 
+    /// How long an entry lives without renewal.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     /// Writes (or renews) `node`'s entry.
     pub async fn beat(&self, node: &NodeInfo, now_ms: u64) -> Result<(), ClusterError> {
         let json = serde_json::to_string(node).map_err(|e| ClusterError::Corrupt(e.to_string()))?;

@@ -121,8 +121,11 @@ pub enum Inbound {
     /// `peer` left this node's SFU room `room`.
     SfuLeave { room: String, peer: String },
     /// Announcements may have been missed (the cluster connection was lost and is back): the
-    /// node registers its sessions again and re-reads their rooms.
+    /// node registers its sessions again and learns their rooms' members.
     Resync,
+    /// Sent a while after [`Inbound::Resync`], once every node had time to register again:
+    /// members the cluster no longer lists have left.
+    Reconcile,
     /// `node` left the registry without saying goodbye (its heartbeat stopped).
     NodeLost { node: String },
     /// `node` is in the registry again.
@@ -163,6 +166,8 @@ pub trait ClusterBus: Send + Sync + 'static {
     /// Moves the SFU room `room` off `dead` (its SFU's node, which died) to the least loaded
     /// live node with an SFU, unless another node did so first; the room's node now.
     fn rehome(&self, room: &str, dead: &str) -> BoxFuture<'static, Option<String>>;
+    /// The members of `room` and their nodes, as the cluster lists them.
+    fn members(&self, room: &str) -> BoxFuture<'static, Option<Vec<(String, String)>>>;
     /// The node holding `identity`'s session, if another node holds one.
     fn locate(&self, identity: &str) -> BoxFuture<'static, Option<String>>;
     /// Queues `out` for the cluster; delivery keeps the order of calls.

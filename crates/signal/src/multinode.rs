@@ -98,6 +98,27 @@ impl SignalHandle {
                 }
                 self.inner.sfu.handle(&key.0, &key.1, msg);
             }
+            Inbound::Reconcile => {
+                let Some(bus) = self.inner.cluster.clone() else {
+                    return;
+                };
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let mut rooms: Vec<String> = me
+                        .inner
+                        .with_hub(|h| h.local_sessions())
+                        .into_iter()
+                        .map(|s| s.1)
+                        .collect();
+                    rooms.sort();
+                    rooms.dedup();
+                    for room in rooms {
+                        if let Some(members) = bus.members(&room).await {
+                            me.inner.with_hub(|h| h.drop_missing(&room, &members));
+                        }
+                    }
+                });
+            }
             Inbound::Resync => {
                 let Some(bus) = self.inner.cluster.clone() else {
                     return;

@@ -568,8 +568,10 @@ impl Hub {
         }
     }
 
-    /// Reconciles this node's view of `room_id`'s members on other nodes with the cluster's:
-    /// members it did not know join (`peer_joined`), members gone leave (`peer_left`).
+    /// Adds to this node's view of `room_id` the members on other nodes it did not know
+    /// (`peer_joined`) and their current nodes. (Members it knows that the cluster does not
+    /// list are left to [`Hub::drop_missing`]: right after Redis restarted empty, the other
+    /// nodes have not registered their sessions again yet.)
     ///
     /// An SFU room the cluster now has served by another node (it moved while this node could
     /// not reach the cluster: this node's lease on it, its registry entry, had expired) is
@@ -582,23 +584,29 @@ impl Hub {
         {
             self.rehomed(room_id, view.home.clone());
         }
+        for (id, node) in &view.members {
+            if self.sessions.get(id).is_some_and(|s| s.room == room_id) {
+                continue;
+            }
+            self.remote_joined(room_id, id, node, None);
+        }
+    }
+
+    /// Members on other nodes of `room_id` that the cluster no longer lists (`members`, read
+    /// once every node had time to register its sessions again) left while this node was not
+    /// listening: `peer_left`.
+    pub fn drop_missing(&mut self, room_id: &str, members: &[(String, String)]) {
         let Some(room) = self.rooms.get(room_id) else {
             return;
         };
         let gone: Vec<String> = room
             .remote
             .keys()
-            .filter(|id| !view.members.iter().any(|(m, _)| m == *id))
+            .filter(|id| !members.iter().any(|(m, _)| m == *id))
             .cloned()
             .collect();
         for id in gone {
             self.remote_gone(room_id, &id, None);
-        }
-        for (id, node) in &view.members {
-            if self.sessions.get(id).is_some_and(|s| s.room == room_id) {
-                continue;
-            }
-            self.remote_joined(room_id, id, node, None);
         }
     }
 

@@ -7,3 +7,24 @@ while True:
     u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)
     try: u.bind(("127.0.0.1",p)); print(p); break
     except OSError: pass'; }
+
+# Cores busy on the whole machine over 2 s (from /proc/stat).
+busy_cores() {
+  local a b
+  a=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat); sleep 2
+  b=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat)
+  echo "$a $b" | awk '{ printf "%.2f", ($3-$1) / (($3-$1)+($4-$2)) * '"$(nproc)"' }'
+}
+
+# Waits (up to QUIET_WAIT s, default 600) until fewer than QUIET (default 0.3) cores are busy:
+# on a shared machine other work would otherwise land in the middle of a run.
+wait_quiet() {
+  local QUIET=${QUIET:-0.3} QUIET_WAIT=${QUIET_WAIT:-600}
+  local t0=$SECONDS b
+  while :; do
+    b=$(busy_cores)
+    if awk "BEGIN{exit !($b < $QUIET)}" || [ $((SECONDS - t0)) -ge "$QUIET_WAIT" ]; then
+      echo "# machine: $b cores busy before the run (waited $((SECONDS - t0)) s)"; return
+    fi
+  done
+}

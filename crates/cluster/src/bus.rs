@@ -555,8 +555,11 @@ impl ClusterBus for RedisBus {
                     };
                     let home =
                         (mode == RoomMode::Sfu && out[2] != *me.node).then(|| out[2].clone());
+                    // Members on this node are this node's own sessions (or being admitted
+                    // here right now): never remote.
                     let members = out[3..]
                         .chunks_exact(2)
+                        .filter(|p| p[1] != *me.node)
                         .map(|p| (p[0].clone(), p[1].clone()))
                         .collect();
                     Ok(ClusterView {

@@ -91,7 +91,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let shutdown = CancellationToken::new();
     let mut registry = new_registry();
 
-    let listener = TcpListener::bind(&config.http.bind)
+    let listener = bind_http(&config.http.bind)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on http.bind {}: {e}", config.http.bind))?;
     let http_addr = listener.local_addr()?;
@@ -197,6 +197,27 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         startup: t0.elapsed(),
         bus_stop,
     })
+}
+
+/// Pending connections the HTTP listener queues before accepting them. The operating system's
+/// default (128 with tokio's `bind`) overflows when hundreds of clients reconnect at once, as
+/// they do to the nodes that take over from a dead one; an overflowed SYN waits a second for
+/// its retransmission.
+const HTTP_BACKLOG: u32 = 4096;
+
+/// Binds the HTTP listener with [`HTTP_BACKLOG`].
+async fn bind_http(bind: &str) -> std::io::Result<TcpListener> {
+    let addr = tokio::net::lookup_host(bind).await?.next().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to bind")
+    })?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(HTTP_BACKLOG)
 }
 
 /// This node's membership of the cluster, when `[cluster] redis_url` is set.

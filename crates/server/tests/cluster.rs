@@ -518,3 +518,61 @@ async fn a_draining_node_moves_its_clients_to_another_node_and_exits_once_they_l
         .unwrap();
     assert_eq!(code, Some(0), "a exited after the drain");
 }
+
+/// Joins `n` rooms at once, peer `x{i}` on `first` and `y{i}` on `second`; then every peer must
+/// know its partner (from `room_peers` or a `peer_joined`) and reach it.
+async fn concurrent_pairs(
+    first: &ServerProcess,
+    second: &ServerProcess,
+    n: usize,
+) -> Vec<(Ws, Ws)> {
+    let joins = (0..n).map(|i| async move {
+        let room = format!("pair-{i}");
+        let (x, y) = (format!("x{i}"), format!("y{i}"));
+        let (a, b) = tokio::join!(join(first, &x, &room), join(second, &y, &room));
+        (a, b, x, y)
+    });
+    let mut pairs = Vec::new();
+    for (a, b, x, y) in futures::future::join_all(joins).await {
+        let (mut wa, pa, _) = a;
+        let (mut wb, pb, _) = b;
+        for (ws, peers, other) in [(&mut wa, &pa, &y), (&mut wb, &pb, &x)] {
+            if peers["peers"] != json!([other]) {
+                let m = until(ws, "peer_joined").await;
+                assert_eq!(&m["peer_id"], other, "{peers} then {m}");
+            }
+        }
+        send_json(&mut wa, offer(&y, 1)).await;
+        assert_eq!(until(&mut wb, "offer").await["from"], json!(x));
+        send_json(&mut wb, offer(&x, 2)).await;
+        assert_eq!(until(&mut wa, "offer").await["from"], json!(y));
+        pairs.push((wa, wb));
+    }
+    pairs
+}
+
+#[tokio::test]
+async fn concurrent_joins_on_two_nodes_all_meet_and_same_node_relays_stay_off_redis() {
+    let redis = RedisServer::start();
+    // All test clients share one address: lift the per-address join rate.
+    let extra = "[limits]\nsignal_joins_per_second_per_ip = 10000";
+    let (a, b) = (node(&redis, "a", extra), node(&redis, "b", extra));
+    wait_for_nodes(&redis, 2).await;
+    let _across = concurrent_pairs(&a, &b, 40).await;
+    // Pairs on one node: their relays never go through Redis.
+    let before = metric(
+        &a,
+        "switchboard_cluster_messages_sent_total{kind=\"message\"}",
+    )
+    .await;
+    let _local = concurrent_pairs(&a, &a, 40).await;
+    let after = metric(
+        &a,
+        "switchboard_cluster_messages_sent_total{kind=\"message\"}",
+    )
+    .await;
+    assert_eq!(
+        after, before,
+        "relays between peers on one node were published"
+    );
+}

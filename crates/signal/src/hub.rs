@@ -406,6 +406,10 @@ impl Hub {
                 remote: HashMap::new(),
                 home,
             });
+        // A member announced as remote is in fact this session (never expected: defensive).
+        if room.remote.remove(identity).is_some() {
+            room.members.retain(|m| m != identity);
+        }
         let peers = room.members.clone();
         room.members.push(identity.to_string());
         let session = Session {

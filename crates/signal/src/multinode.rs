@@ -219,7 +219,6 @@ impl Inner {
             })
             .await;
         let mut core = self.core.lock();
-        core.hub.admitted(&rec.room);
         let r = match admitted {
             Ok(view) if core.conns.contains_key(&conn.id) => {
                 let session = hub::Adopted {
@@ -234,6 +233,7 @@ impl Inner {
             Ok(_) => Err(("closed", String::new())),
             Err(e) => Err((e.code(), e.to_string())),
         };
+        core.hub.admitted(&rec.room);
         self.metrics
             .resumes
             .get_or_create(&[("result", if r.is_ok() { "adopted" } else { "adopt_failed" })])
@@ -301,7 +301,6 @@ impl Inner {
             })
             .await;
         let mut core = self.core.lock();
-        core.hub.admitted(room_id);
         let r = match admitted {
             Ok(view) if core.conns.contains_key(&conn.id) => core
                 .hub
@@ -310,6 +309,9 @@ impl Inner {
             Ok(_) => Err(("closed", String::new())),
             Err(e) => Err((e.code(), e.to_string())),
         };
+        // Only now: until the session is in the room, announcements for the room are kept
+        // (the room would otherwise be dropped as having no session here).
+        core.hub.admitted(room_id);
         self.apply(&mut core);
         drop(core);
         match r {

@@ -19,7 +19,7 @@ import { SFU_ID } from './protocol.js';
 /** Relay messages kept for re-sending, and SFU messages held while the socket is down. */
 export const MAX_OUTBOX = 1024;
 
-/** Ids (`mid`) of relayed messages remembered per sender, to drop ones sent again. */
+/** Ids (`relay_id`) of relayed messages remembered per sender, to drop ones sent again. */
 export const MAX_MIDS_PER_PEER = 1024;
 
 /** The signaling message types relayed to a peer: numbered and kept until confirmed. */
@@ -99,13 +99,13 @@ export class Client extends Emitter {
     this.reconnects = 0;
     /** @type {SignalMessage|null} */
     this.joined = null;
-    /** Recent `mid`s per sender. @type {Map<string, Set<string>>} */
+    /** Recent `relay_id`s per sender. @type {Map<string, Set<string>>} */
     this.mids = new Map();
   }
 
   /**
    * Whether a relayed message was seen already. In a cluster, messages forwarded to a node
-   * just before it died are sent again where the session resumes, with the same `mid`.
+   * just before it died are sent again where the session resumes, with the same `relay_id`.
    * @param {string} from
    * @param {string} mid
    * @returns {boolean}
@@ -201,7 +201,7 @@ export class Client extends Emitter {
       if (msg.seq <= this.lastSeq) return; // already seen (never expected; defensive)
       this.lastSeq = msg.seq;
     }
-    if (typeof msg.mid === 'string' && typeof msg.from === 'string' && this._seenMid(msg.from, msg.mid)) return;
+    if (typeof msg.relay_id === 'string' && typeof msg.from === 'string' && this._seenMid(msg.from, msg.relay_id)) return;
     if (msg.type === 'peer_left' && typeof msg.peer_id === 'string') this.mids.delete(msg.peer_id);
     if (msg.type === 'reconnect' && typeof msg.url === 'string') {
       // The server is draining: the session resumes on the node it names once this socket

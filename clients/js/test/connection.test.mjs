@@ -362,16 +362,19 @@ test('a draining server names another node: the session resumes there', async (t
   client.close();
 });
 
-test('a message sent again after a failover (same mid from the same peer) is dropped', async () => {
+test('a message sent again after a failover (same relay_id from the same peer) is dropped', async () => {
   const { client, ws } = await open();
   const got = [];
   client.on('signal', (m) => got.push(m.offer?.sdp ?? m.type));
   ws.deliver(joined());
-  ws.deliver({ type: 'offer', from: 'bob', mid: 'n1~x.7', offer: { sdp: 'a' }, seq: 2 });
-  ws.deliver({ type: 'offer', from: 'bob', mid: 'n1~x.7', offer: { sdp: 'a' }, seq: 3 });
-  ws.deliver({ type: 'offer', from: 'carol', mid: 'n1~x.7', offer: { sdp: 'b' }, seq: 4 });
-  ws.deliver({ type: 'offer', from: 'bob', mid: 'n1~x.8', offer: { sdp: 'c' }, seq: 5 });
+  ws.deliver({ type: 'offer', from: 'bob', relay_id: 'n1~x.7', offer: { sdp: 'a' }, seq: 2 });
+  ws.deliver({ type: 'offer', from: 'bob', relay_id: 'n1~x.7', offer: { sdp: 'a' }, seq: 3 });
+  ws.deliver({ type: 'offer', from: 'carol', relay_id: 'n1~x.7', offer: { sdp: 'b' }, seq: 4 });
+  ws.deliver({ type: 'offer', from: 'bob', relay_id: 'n1~x.8', offer: { sdp: 'c' }, seq: 5 });
   ws.deliver({ type: 'offer', from: 'bob', offer: { sdp: 'd' }, seq: 6 });
-  assert.deepEqual(got, ['joined', 'a', 'b', 'c', 'd']);
-  assert.equal(client.lastSeq, 6);
+  // The SFU's track messages carry a media `mid`, repeated on purpose: never dropped.
+  ws.deliver({ type: 'track_added', from: '$sfu', mid: '1', publisher: 'bob', seq: 7 });
+  ws.deliver({ type: 'track_ended', from: '$sfu', mid: '1', seq: 8 });
+  assert.deepEqual(got, ['joined', 'a', 'b', 'c', 'd', 'track_added', 'track_ended']);
+  assert.equal(client.lastSeq, 8);
 });

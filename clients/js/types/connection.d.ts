@@ -20,7 +20,7 @@ export function connect(url: string | string[], token: string, options?: Connect
  */
 /** Relay messages kept for re-sending, and SFU messages held while the socket is down. */
 export const MAX_OUTBOX: 1024;
-/** Ids (`mid`) of relayed messages remembered per sender, to drop ones sent again. */
+/** Ids (`relay_id`) of relayed messages remembered per sender, to drop ones sent again. */
 export const MAX_MIDS_PER_PEER: 1024;
 /** One signaling connection (one joined room at a time). */
 export class Client extends Emitter {
@@ -61,11 +61,11 @@ export class Client extends Emitter {
     reconnects: number;
     /** @type {SignalMessage|null} */
     joined: SignalMessage | null;
-    /** Recent `mid`s per sender. @type {Map<string, Set<string>>} */
+    /** Recent `relay_id`s per sender. @type {Map<string, Set<string>>} */
     mids: Map<string, Set<string>>;
     /**
      * Whether a relayed message was seen already. In a cluster, messages forwarded to a node
-     * just before it died are sent again where the session resumes, with the same `mid`.
+     * just before it died are sent again where the session resumes, with the same `relay_id`.
      * @param {string} from
      * @param {string} mid
      * @returns {boolean}

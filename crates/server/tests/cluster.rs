@@ -52,12 +52,12 @@ async fn until(ws: &mut Ws, kind: &str) -> Value {
     }
 }
 
-/// Like [`until`], skipping messages whose `mid` is in `seen` (sent again after a failover or
-/// a drain, as the SDK drops them); records the `mid` of what it returns.
+/// Like [`until`], skipping messages whose `relay_id` is in `seen` (sent again after a failover or
+/// a drain, as the SDK drops them); records the `relay_id` of what it returns.
 async fn until_new(ws: &mut Ws, kind: &str, seen: &mut std::collections::HashSet<String>) -> Value {
     loop {
         let m = until(ws, kind).await;
-        match m["mid"].as_str() {
+        match m["relay_id"].as_str() {
             Some(mid) if !seen.insert(mid.to_string()) => continue,
             _ => return m,
         }
@@ -250,15 +250,15 @@ async fn a_killed_nodes_client_resumes_on_another_node_and_gets_what_was_sent_me
     assert_eq!(joined["resumed"], true);
     let back = killed.elapsed();
     // Everything bob sent arrives, in order; what may have reached a before it died comes
-    // again with the same `mid` (the SDK drops those), so count distinct ids.
+    // again with the same `relay_id` (the SDK drops those), so count distinct ids.
     let mut got = Vec::new();
     let mut mids = std::collections::HashSet::new();
     while got.len() < 5 {
         let m = until(&mut alice, "offer").await;
         assert!(m["seq"].as_u64().unwrap() > last_seq);
-        let mid = m["mid"]
+        let mid = m["relay_id"]
             .as_str()
-            .expect("forwarded messages carry a mid")
+            .expect("forwarded messages carry a relay_id")
             .to_string();
         if mids.insert(mid) {
             got.push(m["offer"]["sdp"].as_str().unwrap().to_string());

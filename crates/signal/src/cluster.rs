@@ -102,7 +102,7 @@ pub enum Inbound {
         reason: Option<String>,
     },
     /// A message for `to` in `room` (already in the shape the client receives); `id`, when
-    /// set, is given to the client as `mid` (unique per sending node, the same when sent again).
+    /// set, is given to the client as `relay_id` (unique per sending node, the same when sent again).
     Message {
         room: String,
         to: String,

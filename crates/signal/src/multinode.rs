@@ -67,7 +67,7 @@ impl SignalHandle {
                 id,
             } => {
                 if let (Some(id), Some(obj)) = (id, msg.as_object_mut()) {
-                    obj.insert("mid".into(), Value::String(id));
+                    obj.insert("relay_id".into(), Value::String(id));
                 }
                 let delivered = self
                     .inner

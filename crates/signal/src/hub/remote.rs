@@ -11,9 +11,9 @@
 //! leaves its rooms with `peer_left{reason:"node_lost"}`.
 //!
 //! Messages forwarded in the last `forward_retention` before a node is found dead may have died
-//! with it. Each forwarded message carries an id (`mid`, unique per sending node) and is kept
+//! with it. Each forwarded message carries an id (`relay_id`, unique per sending node) and is kept
 //! that long; when the member resumes elsewhere they are sent again, and the client drops the
-//! ones it already has by `mid` (the SDK does).
+//! ones it already has by `relay_id` (the SDK does).
 
 use super::*;
 use std::collections::VecDeque;
@@ -234,7 +234,7 @@ impl Hub {
         if let Some(r) = room.remote.get_mut(identity) {
             // It moved (resumed on another node) or was announced again. Moved: what was sent
             // to the old node recently may have died with it and goes again (the client drops
-            // what it has by `mid`), then what was held.
+            // what it has by `relay_id`), then what was held.
             let moved = r.node != node;
             r.node = node.to_string();
             r.lost_since = None;
@@ -452,7 +452,7 @@ impl Hub {
             home: view.home.clone(),
         });
         // Messages this node forwarded or held for the member while it was elsewhere are now
-        // its own to deliver (the ones it may have had already carry their `mid`).
+        // its own to deliver (the ones it may have had already carry their `relay_id`).
         let was_remote = room.remote.remove(&identity);
         let known = was_remote.is_some() || room.members.contains(&identity);
         let pending = was_remote.map(|mut r| r.take_all()).unwrap_or_default();
@@ -513,13 +513,13 @@ impl Hub {
         Ok(())
     }
 
-    /// `msg` as the client receives it from another node: with `"mid":"<prefix>.<mid>"`.
+    /// `msg` as the client receives it from another node: with `"relay_id":"<prefix>.<mid>"`.
     fn with_mid(&self, msg: &ServerMessage, mid: u64) -> Arc<ServerMessage> {
         let mut v: Value = serde_json::from_str(&msg.to_json(None)).unwrap_or(Value::Null);
         match v.as_object_mut() {
             Some(obj) => {
                 let id = format!("{}.{mid}", self.cfg.mid_prefix);
-                obj.insert("mid".into(), Value::String(id));
+                obj.insert("relay_id".into(), Value::String(id));
                 Arc::new(ServerMessage::Raw(v))
             }
             None => Arc::new(msg.clone()),

@@ -110,6 +110,8 @@ pub struct Hub {
     received_dirty: std::collections::HashSet<String>,
     /// Cluster mode: rooms a session of this node is being admitted to, with a count.
     pending: HashMap<String, usize>,
+    /// Cluster mode: messages from other nodes for sessions being admitted, by (room, identity).
+    early: HashMap<(String, String), Vec<Arc<ServerMessage>>>,
     /// Cluster mode: id of the next message forwarded to another node.
     next_mid: u64,
     /// The time of the last [`Hub::tick`] (the hub has no clock of its own).
@@ -138,6 +140,7 @@ impl Hub {
             overflowed_while_detached: 0,
             received_dirty: Default::default(),
             pending: HashMap::new(),
+            early: HashMap::new(),
             next_mid: 1,
             clock: None,
         }

@@ -83,10 +83,23 @@ impl Hub {
 
     /// The admission started by [`Hub::admitting`] is over (joined or refused).
     pub fn admitted(&mut self, room_id: &str) {
+        // Messages that arrived for sessions admitted meanwhile: theirs now, in order.
+        let arrived: Vec<(String, String)> = self
+            .early
+            .keys()
+            .filter(|(r, to)| r == room_id && self.sessions.get(to).is_some_and(|s| s.room == *r))
+            .cloned()
+            .collect();
+        for key in arrived {
+            for msg in self.early.remove(&key).unwrap_or_default() {
+                self.deliver(&key.1, msg);
+            }
+        }
         if let Some(n) = self.pending.get_mut(room_id) {
             *n -= 1;
             if *n == 0 {
                 self.pending.remove(room_id);
+                self.early.retain(|(r, _), _| r != room_id);
                 if self
                     .rooms
                     .get(room_id)
@@ -288,9 +301,24 @@ impl Hub {
 
     /// A message another node relays to `to`, a session of this node in `room_id`. False when
     /// no such session is here (it left, or moved on).
+    ///
+    /// A message for a session still being admitted here (a resume moving it from a dead node:
+    /// the other nodes may forward to it as soon as the cluster records the move) is kept until
+    /// the admission ends, bounded like a resume buffer.
     pub fn remote_message(&mut self, room_id: &str, to: &str, msg: ServerMessage) -> bool {
         if self.sessions.get(to).is_none_or(|s| s.room != room_id) {
-            return false;
+            if !self.pending.contains_key(room_id) {
+                return false;
+            }
+            let early = self
+                .early
+                .entry((room_id.to_string(), to.to_string()))
+                .or_default();
+            if early.len() >= self.cfg.resume_buffer.max(1) {
+                return false;
+            }
+            early.push(Arc::new(msg));
+            return true;
         }
         self.deliver(to, Arc::new(msg))
     }

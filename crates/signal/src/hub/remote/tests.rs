@@ -393,3 +393,26 @@ fn an_adopted_session_continues_its_sequence_and_its_room_sees_no_change() {
     assert!(o.delivered.is_empty() && o.left.is_empty(), "{o:?}");
     assert_eq!(h.members("r"), ["b", "a"]);
 }
+
+#[test]
+fn messages_for_a_session_still_being_adopted_wait_for_it() {
+    let mut h = hub();
+    h.admitting("r");
+    // The other node learned of the move first and already forwards.
+    let offer = json!({"type":"offer","offer":{"sdp":"early"},"from":"a","relay_id":"n1~x.1"});
+    assert!(h.remote_message("r", "b", ServerMessage::Raw(offer)));
+    let session = Adopted {
+        identity: "b".into(),
+        room: "r".into(),
+        session_id: "s1".into(),
+    };
+    h.adopt(2, session, 9, 0, JoinInfo::default(), view(&[("a", "n1")]))
+        .unwrap();
+    h.admitted("r");
+    let o = out(&mut h);
+    let kinds: Vec<_> = o.delivered.iter().map(|(_, v)| v["type"].clone()).collect();
+    assert_eq!(kinds, [json!("joined"), json!("offer")]);
+    assert_eq!(o.delivered[1].1["seq"], 10);
+    // Nobody being admitted: no keeping.
+    assert!(!h.remote_message("r2", "z", ServerMessage::Raw(json!({"type":"x"}))));
+}

@@ -113,6 +113,16 @@ impl Hub {
 
     /// Adds the members the cluster reported for `room_id` to this node's view of it.
     pub(super) fn merge_remote(&mut self, room_id: &str, view: &ClusterView) {
+        // The cluster decides a room's mode and SFU home. A room this node first heard of
+        // from another node's announcement (during its own admission) only guessed them.
+        if let Some(room) = self.rooms.get_mut(room_id) {
+            if let Some(mode) = view.mode {
+                room.mode = mode;
+            }
+            if view.home.is_some() {
+                room.home.clone_from(&view.home);
+            }
+        }
         if view.members.is_empty() {
             return;
         }

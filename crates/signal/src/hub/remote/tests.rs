@@ -146,6 +146,31 @@ fn announcements_during_admission_are_kept_for_the_joiner() {
 }
 
 #[test]
+fn a_room_first_heard_of_during_admission_takes_the_clusters_mode_and_home() {
+    // The other node's first join is announced before this node's own admission returns;
+    // the room the announcement created here must not keep a guessed mode.
+    let mut h = hub();
+    h.admitting("r");
+    h.remote_joined("r", "b", "n2", None);
+    let v = ClusterView {
+        mode: Some(RoomMode::Sfu),
+        home: Some("n2".into()),
+        ..view(&[("b", "n2")])
+    };
+    h.join_checked(1, "a", "r", JoinInfo::default(), Some(v))
+        .unwrap();
+    h.admitted("r");
+    let o = out(&mut h);
+    let joined = o
+        .delivered
+        .iter()
+        .find(|(_, m)| m["type"] == "joined")
+        .unwrap();
+    assert_eq!(joined.1["mode"], "sfu");
+    assert_eq!(h.rooms["r"].home.as_deref(), Some("n2"));
+}
+
+#[test]
 fn messages_to_a_lost_node_are_held_and_follow_the_member_where_it_resumes() {
     let mut h = hub();
     join(&mut h, 1, "a", &[("b", "n2")]);

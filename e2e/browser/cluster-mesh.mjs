@@ -196,8 +196,10 @@ const A = await openPage(browser, N1_URL, allPages);
 const B = await openPage(browser, N2_URL, allPages);
 const a = await sdkJoin(A, [N1_URL, N3_URL], TICKET_A);
 check(a.peerId === 'alice' && nodeOf(a.url) === 'node 1', `A joined as ${a.peerId} on ${nodeOf(a.url)}`);
-check(Array.isArray(a.nodes) && a.nodes.length === 3 && host(a.nodes[0]) === host(N1_URL) &&
-  [N2_URL, N3_URL].every((u) => a.nodes.some((n) => host(n) === host(u))), `joined.nodes names the three nodes, node 1 first (${a.nodes})`);
+check(Array.isArray(a.nodes) && a.nodes.length === 3 && host(a.nodes[0].url) === host(N1_URL) &&
+  a.nodes.every((n) => typeof n.id === 'string' && n.id !== '') &&
+  [N2_URL, N3_URL].every((u) => a.nodes.some((n) => host(n.url) === host(u))),
+  `joined.nodes names the three nodes, node 1 first (${JSON.stringify(a.nodes)})`);
 check(nodeOf(a.urls[1]) === 'node 3', `A's SDK will try node 3 next (${a.urls.map(nodeOf).join(', ')})`);
 const b = await sdkJoin(B, [N2_URL], TICKET_B);
 check(b.peerId === 'bob' && nodeOf(b.url) === 'node 2', `B joined as ${b.peerId} on ${nodeOf(b.url)}`);

@@ -132,8 +132,8 @@ export class Client extends Emitter {
   }
 
   /**
-   * Learns the cluster's live nodes from `joined.nodes`: the current server first, then the
-   * others, then servers given to connect() that the cluster did not name.
+   * Learns the cluster's live nodes from `joined.nodes` (`[{id, url}]`): the current server
+   * first, then the others, then servers given to connect() that the cluster did not name.
    * @param {unknown} nodes
    */
   _learnNodes(nodes) {
@@ -144,9 +144,10 @@ export class Client extends Emitter {
       if (!next.some((x) => x.href === u.href)) next.push(u);
     };
     for (const n of nodes) {
-      if (typeof n !== 'string') continue;
+      const url = n !== null && typeof n === 'object' ? /** @type {{url?: unknown}} */ (n).url : undefined;
+      if (typeof url !== 'string') continue;
       try {
-        add(signalUrl(n));
+        add(signalUrl(url));
       } catch {
         /* not a URL: ignored */
       }

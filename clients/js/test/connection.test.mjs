@@ -330,7 +330,15 @@ test('several servers: connect skips one that cannot be reached', async () => {
 test('a cluster: joined.nodes are learned, and a resume goes to the next node when this one is down', async (t) => {
   t.mock.timers.enable({ apis: ['setTimeout'] });
   const { WS, client, ws } = await open();
-  ws.deliver(joined({ seq: 3, nodes: ['https://sb.example', 'https://n2.example', 'https://n3.example', 7] }));
+  ws.deliver(joined({ seq: 3, nodes: [
+    { id: 'a', url: 'https://sb.example' },
+    { id: 'b', url: 'https://n2.example' },
+    { id: 'c', url: 'https://n3.example' },
+    7,
+    { id: 'd' },
+    null,
+    'https://not-a-node-object.example',
+  ] }));
   assert.deepEqual(client.urls.map((u) => u.host), ['sb.example', 'n2.example', 'n3.example']);
   ws.drop(1006);
   await advance(t, 200);
@@ -345,7 +353,7 @@ test('a cluster: joined.nodes are learned, and a resume goes to the next node wh
   assert.equal(ws3.url.href, 'wss://n2.example/v1/signal?resume_token=rt1&last_seq=3', 'the next node, 100 ms later');
   ws3.accept();
   await settle();
-  ws3.deliver({ type: 'joined', peer_id: 'me', resume_token: 'rt2', resumed: true, received: 0, seq: 4, nodes: ['https://n2.example', 'https://n3.example'] });
+  ws3.deliver({ type: 'joined', peer_id: 'me', resume_token: 'rt2', resumed: true, received: 0, seq: 4, nodes: [{ id: 'b', url: 'https://n2.example' }, { id: 'c', url: 'https://n3.example' }] });
   assert.equal(client.ready, true);
   assert.deepEqual(client.urls.map((u) => u.host), ['n2.example', 'n3.example', 'sb.example']);
   client.close();
@@ -355,7 +363,7 @@ test('a draining server names another node: the session resumes there', async (t
   t.mock.timers.enable({ apis: ['setTimeout'] });
   const { WS, client, ws } = await open();
   ws.deliver(joined({ seq: 2 }));
-  ws.deliver({ type: 'reconnect', url: 'https://n2.example', reason: 'draining' });
+  ws.deliver({ type: 'reconnect', url: 'https://n2.example', reason: 'drain' });
   ws.drop(1001);
   await advance(t, 200);
   assert.equal(WS.instances[1].url.href, 'wss://n2.example/v1/signal?resume_token=rt1&last_seq=2');

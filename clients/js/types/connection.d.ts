@@ -74,8 +74,8 @@ export class Client extends Emitter {
     /** Moves on to the next server of the list (wrapping around). */
     _nextUrl(): void;
     /**
-     * Learns the cluster's live nodes from `joined.nodes`: the current server first, then the
-     * others, then servers given to connect() that the cluster did not name.
+     * Learns the cluster's live nodes from `joined.nodes` (`[{id, url}]`): the current server
+     * first, then the others, then servers given to connect() that the cluster did not name.
      * @param {unknown} nodes
      */
     _learnNodes(nodes: unknown): void;

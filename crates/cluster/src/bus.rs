@@ -33,6 +33,7 @@ use switchboard_signal::cluster::{
     ClusterBus, ClusterJoinError, Inbound, JoinSpec, Outgoing, SessionRecord,
 };
 use switchboard_signal::hub::{ClusterView, RoomMode};
+use switchboard_signal::protocol::NodeRef;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -494,23 +495,27 @@ impl ClusterBus for RedisBus {
         self.mid_prefix.to_string()
     }
 
-    fn node_urls(&self) -> Vec<String> {
+    fn nodes(&self) -> Vec<NodeRef> {
         let live = self.live.lock();
-        let mut urls: Vec<String> = live
+        let node_ref = |(id, n): (&String, &NodeInfo)| NodeRef {
+            id: id.clone(),
+            url: n.url.clone(),
+        };
+        let mut nodes: Vec<NodeRef> = live
             .nodes
-            .get(&*self.node)
-            .map(|n| n.url.clone())
+            .get_key_value(&*self.node)
+            .map(node_ref)
             .into_iter()
             .collect();
-        let mut others: Vec<&String> = live
+        let mut others: Vec<NodeRef> = live
             .nodes
             .iter()
             .filter(|(id, n)| **id != *self.node && !n.draining)
-            .map(|(_, n)| &n.url)
+            .map(node_ref)
             .collect();
-        others.sort();
-        urls.extend(others.into_iter().cloned());
-        urls
+        others.sort_by(|a, b| a.url.cmp(&b.url));
+        nodes.extend(others);
+        nodes
     }
 
     fn join(

@@ -122,8 +122,11 @@ async fn peers_on_two_nodes_meet_relay_in_order_and_see_each_other_leave() {
     let (mut alice, peers, joined) = join(&a, "alice", "r1").await;
     assert_eq!(peers["peers"], json!([]));
     // `joined` names the live nodes, its own first: where the SDK resumes if a dies.
-    let urls = [format!("http://{}", a.http), format!("http://{}", b.http)];
-    assert_eq!(joined["nodes"], json!(urls), "{joined}");
+    let nodes = json!([
+        {"id": "a", "url": format!("http://{}", a.http)},
+        {"id": "b", "url": format!("http://{}", b.http)},
+    ]);
+    assert_eq!(joined["nodes"], nodes, "{joined}");
     let (mut bob, peers, _) = join(&b, "bob", "r1").await;
     assert_eq!(peers["peers"], json!(["alice"]), "bob on b sees alice on a");
     let note = recv(&mut alice).await;
@@ -467,7 +470,7 @@ async fn a_draining_node_moves_its_clients_to_another_node_and_exits_once_they_l
     assert!(out.contains("\"clients_moved\":1"), "{out}");
     let told = until(&mut alice, "reconnect").await;
     assert_eq!(told["url"], format!("http://{}", b.http));
-    assert_eq!(told["reason"], "draining");
+    assert_eq!(told["reason"], "drain");
     let closed = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             match alice.next().await {

@@ -5,7 +5,7 @@
 //! implements it on Redis and the server wires it when `[cluster] redis_url` is set.
 
 use crate::hub::{ClusterView, RoomMode};
-use crate::protocol::{ClientMessage, ServerMessage};
+use crate::protocol::{ClientMessage, NodeRef, ServerMessage};
 use futures::future::BoxFuture;
 use serde_json::Value;
 use std::sync::Arc;
@@ -153,8 +153,8 @@ pub struct JoinSpec<'a> {
 pub trait ClusterBus: Send + Sync + 'static {
     /// This node's id.
     fn node_id(&self) -> &str;
-    /// The live nodes' public base URLs, this node's first (for `joined.nodes`).
-    fn node_urls(&self) -> Vec<String>;
+    /// The live nodes that take sessions, this node first (for `joined.nodes`).
+    fn nodes(&self) -> Vec<NodeRef>;
     /// What makes this node's message ids unique in the cluster (ids are `<prefix>.<n>`).
     fn mid_prefix(&self) -> String;
     /// Admits a member cluster-wide: checks the room size atomically, records the member on

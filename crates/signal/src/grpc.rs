@@ -152,7 +152,13 @@ pub fn to_response(m: &ServerMessage, seq: Option<u64>) -> SignalResponse {
             nodes,
             ..
         } => Resp::Joined(Joined {
-            nodes: nodes.clone(),
+            nodes: nodes
+                .iter()
+                .map(|n| Node {
+                    id: n.id.clone(),
+                    url: n.url.clone(),
+                })
+                .collect(),
             peer_id: peer_id.clone(),
             room_id: room_id.clone(),
             session_id: session_id.clone(),
@@ -343,5 +349,43 @@ impl Signal for SignalService {
         Ok(Response::new(
             Box::pin(ReceiverStream::new(out_rx)) as RespStream
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::NodeRef;
+
+    #[test]
+    fn joined_names_the_live_nodes_with_their_ids_and_urls() {
+        let m = ServerMessage::Joined {
+            peer_id: "p".into(),
+            room_id: "r".into(),
+            session_id: "s".into(),
+            resume_token: "t".into(),
+            ice_servers: json!([]),
+            ice_ttl: 0,
+            mode: "mesh".into(),
+            resumed: false,
+            resume_grace: 15,
+            received: 0,
+            nodes: vec![NodeRef {
+                id: "a".into(),
+                url: "http://a:7880".into(),
+            }],
+        };
+        let Some(Resp::Joined(j)) = to_response(&m, None).msg else {
+            panic!("not joined");
+        };
+        assert_eq!(
+            j.nodes,
+            [Node {
+                id: "a".into(),
+                url: "http://a:7880".into()
+            }]
+        );
+        let ws: Value = serde_json::from_str(&m.to_json(None)).unwrap();
+        assert_eq!(ws["nodes"], json!([{"id": "a", "url": "http://a:7880"}]));
     }
 }

@@ -157,7 +157,7 @@ impl SignalHandle {
 
 impl Signaling {
     /// Cluster mode, before the node stops: tells every joined client to move
-    /// (`{"type":"reconnect","url":...,"reason":"draining"}`, the other live nodes in turn) and
+    /// (`{"type":"reconnect","url":...,"reason":"drain"}`, the other live nodes in turn) and
     /// closes its connection with 1001, keeping its session for a resume; the client resumes on
     /// the named node, which takes the session over (and what it had not received). Returns how
     /// many clients were told; 0 without a cluster or another live node.
@@ -165,7 +165,7 @@ impl Signaling {
         let Some(bus) = &self.inner.cluster else {
             return 0;
         };
-        let others: Vec<String> = bus.node_urls().into_iter().skip(1).collect();
+        let others: Vec<String> = bus.nodes().into_iter().skip(1).map(|n| n.url).collect();
         if others.is_empty() {
             return 0;
         }
@@ -181,7 +181,7 @@ impl Signaling {
             let msg = ServerMessage::Raw(serde_json::json!({
                 "type": "reconnect",
                 "url": url,
-                "reason": "draining",
+                "reason": "drain",
             }));
             if let Some(link) = core.conns.get(conn) {
                 let _ = link.offer(Arc::new(msg), None, usize::MAX);

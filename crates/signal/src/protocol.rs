@@ -314,6 +314,13 @@ impl ClientMessage {
     }
 }
 
+/// A live node of the cluster as `joined.nodes` names it: its id and public base URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeRef {
+    pub id: String,
+    pub url: String,
+}
+
 /// A message the server sends. Serialized with `"type"` as the tag, in exactly the reference
 /// server's shapes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -373,10 +380,10 @@ pub enum ServerMessage {
         /// Relay messages (offer/answer/ice_candidate/bye) the server has accepted from this
         /// session; after a resume the client re-sends the ones beyond this count.
         received: u64,
-        /// Cluster mode: the public base URLs of the live nodes, this one first; a client
-        /// whose connection drops may resume on any of them.
+        /// Cluster mode: the live nodes, this one first; a client whose connection drops may
+        /// resume on any of them.
         #[serde(skip_serializing_if = "Vec::is_empty")]
-        nodes: Vec<String>,
+        nodes: Vec<NodeRef>,
     },
     /// An `auto` room outgrew mesh: members connect to the SFU from now on.
     ModeChanged {

@@ -19,11 +19,7 @@ impl Inner {
             ice_ttl: doc.get("ttl").and_then(Value::as_u64).unwrap_or(0),
             requested_mode: None,
             sfu_capable: false,
-            nodes: self
-                .cluster
-                .as_ref()
-                .map(|c| c.node_urls())
-                .unwrap_or_default(),
+            nodes: self.cluster.as_ref().map(|c| c.nodes()).unwrap_or_default(),
         }
     }
 

@@ -167,7 +167,7 @@ async fn read_all(stream: &mut Stream, state: &Mutex<Victim>, stop: &AtomicBool)
     }
 }
 
-/// `http://host:port` from `joined.nodes` as the signaling endpoint on that node.
+/// A `url` (`http://host:port`) from `joined.nodes` as the signaling endpoint on that node.
 fn signal_url(base: &str) -> String {
     let base = base.trim_end_matches('/');
     let ws = if let Some(rest) = base.strip_prefix("https://") {
@@ -408,7 +408,7 @@ async fn main() -> anyhow::Result<()> {
         let urls: Vec<String> = match joined["nodes"].as_array() {
             Some(nodes) if !nodes.is_empty() => nodes
                 .iter()
-                .filter_map(Value::as_str)
+                .filter_map(|n| n["url"].as_str())
                 .map(signal_url)
                 .collect(),
             _ => args.url.clone(),

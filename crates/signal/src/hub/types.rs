@@ -196,6 +196,6 @@ pub struct JoinInfo {
     /// moves to the SFU only when every member can, so mesh-only clients (such as the reference
     /// WebRTCClient) keep working.
     pub sfu_capable: bool,
-    /// Cluster mode: the live nodes' public base URLs for `joined.nodes`.
-    pub nodes: Vec<String>,
+    /// Cluster mode: the live nodes for `joined.nodes`.
+    pub nodes: Vec<crate::protocol::NodeRef>,
 }

@@ -472,6 +472,15 @@ impl RedisBus {
         best.map_or_else(|| self.node.to_string(), |(n, _)| n.id.clone())
     }
 
+    /// Whether a live, not draining node runs an SFU (an `auto` room can move to one).
+    fn sfu_live(&self) -> bool {
+        self.live
+            .lock()
+            .nodes
+            .values()
+            .any(|n| n.sfu && !n.draining)
+    }
+
     /// How long after its subscription came back a node waits before it drops members the
     /// cluster no longer lists: every other node reconnects and registers its sessions again
     /// within a few heartbeats.
@@ -544,7 +553,16 @@ impl ClusterBus for RedisBus {
                     .map(|n| n.to_string())
                     .unwrap_or_default(),
             )
-            .arg(home);
+            .arg(home)
+            .arg(match spec.sfu_capable {
+                Some(true) => "1",
+                Some(false) => "0",
+                None => "",
+            })
+            .arg(match spec.auto_sfu_at {
+                Some(n) if self.sfu_live() => n.to_string(),
+                _ => String::new(),
+            });
         Box::pin(async move {
             let out: Vec<String> = me
                 .shared

@@ -416,10 +416,24 @@ async fn sfu_cluster_in(
     redis: &redis_support::RedisServer,
     regions: [&str; 3],
 ) -> Vec<RunningServer> {
+    cluster_of(
+        redis,
+        regions.map(|r| {
+            let mut c = sfu_config(SfuMode::Sfu);
+            c.cluster.region = r.into();
+            c
+        }),
+    )
+    .await
+}
+
+/// Three nodes "a", "b", "c" of one cluster with these configurations.
+async fn cluster_of(
+    redis: &redis_support::RedisServer,
+    configs: [switchboard::Config; 3],
+) -> Vec<RunningServer> {
     let mut nodes = Vec::new();
-    for (id, region) in ["a", "b", "c"].into_iter().zip(regions) {
-        let mut c = sfu_config(SfuMode::Sfu);
-        c.cluster.region = region.into();
+    for (id, mut c) in ["a", "b", "c"].into_iter().zip(configs) {
         c.cluster.redis_url = Some(redis.url());
         c.cluster.node_id = Some(id.into());
         c.cluster.heartbeat = Duration::from_millis(200);
@@ -516,6 +530,63 @@ async fn concurrent_first_joins_on_two_nodes_place_one_sfu_room_once() {
         }
         assert_eq!(ports[0], ports[1], "one SFU serves {room}");
     }
+}
+
+#[tokio::test]
+async fn an_auto_room_spanning_nodes_moves_to_one_sfu_when_it_outgrows_mesh() {
+    let redis = redis_support::RedisServer::start();
+    let auto = || {
+        let mut c = sfu_config(SfuMode::Auto);
+        c.sfu.mesh_max_peers = 2;
+        c
+    };
+    let nodes = cluster_of(&redis, [auto(), auto(), auto()]).await;
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let (mut alice, joined) = Client::connect(a, "alice", "grow").await;
+    assert_eq!(joined["mode"], "mesh");
+    let (mut bob, joined) = Client::connect(b, "bob", "grow").await;
+    assert_eq!(joined["mode"], "mesh", "two members fit the mesh");
+    alice.wait_for("peer_joined").await;
+    // The third member, on a third node, takes the room past mesh_max_peers: every member,
+    // wherever it is, hears mode_changed before that join.
+    let (mut carol, joined) = Client::connect(c, "carol", "grow").await;
+    assert_eq!(joined["mode"], "sfu", "{joined}");
+    for p in [&mut alice, &mut bob] {
+        let changed = p.wait_for("mode_changed").await;
+        assert_eq!(changed["mode"], "sfu");
+        assert_eq!(p.wait_for("peer_joined").await["peer_id"], "carol");
+    }
+    // One SFU serves the room for all three; video goes through it across nodes.
+    alice.offer(true).await;
+    bob.offer(false).await;
+    carol.offer(false).await;
+    video_reaches(
+        &mut alice,
+        &mut carol,
+        5,
+        "alice's video to carol via the SFU",
+    )
+    .await;
+    let ports: Vec<u16> = [&alice, &bob, &carol]
+        .iter()
+        .map(|p| {
+            let answer = p.got.iter().rev().find(|m| m["type"] == "answer").unwrap();
+            candidate_port(answer["answer"]["sdp"].as_str().unwrap())
+        })
+        .collect();
+    assert!(ports.windows(2).all(|w| w[0] == w[1]), "one SFU: {ports:?}");
+
+    // A member that cannot use an SFU (no sfu_capable, like the reference WebRTCClient)
+    // keeps its room mesh, whichever node it is on.
+    let mut old = Client::open(b, "old").await;
+    old.send(json!({"type":"join","room_id":"keep"})).await;
+    old.wait_for("joined").await;
+    let (_d, _) = Client::connect(a, "dave", "keep").await;
+    let (_e, joined) = Client::connect(c, "erin", "keep").await;
+    assert_eq!(joined["mode"], "mesh", "{joined}");
+    old.wait_for("peer_joined").await;
+    old.wait_for("peer_joined").await;
+    assert!(!old.got.iter().any(|m| m["type"] == "mode_changed"));
 }
 
 #[tokio::test]

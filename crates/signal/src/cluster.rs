@@ -126,6 +126,12 @@ pub enum Inbound {
     /// Sent a while after [`Inbound::Resync`], once every node had time to register again:
     /// members the cluster no longer lists have left.
     Reconcile,
+    /// A join on `node` moved the mesh room `room` to the SFU of `home` (`auto` rooms).
+    ModeChanged {
+        room: String,
+        mode: RoomMode,
+        home: String,
+    },
     /// `node` left the registry without saying goodbye (its heartbeat stopped).
     NodeLost { node: String },
     /// `node` is in the registry again.
@@ -147,6 +153,12 @@ pub struct JoinSpec<'a> {
     pub region: Option<&'a str>,
     /// An SFU room this join creates (again, after Redis lost it) is served by this node.
     pub home: Option<&'a str>,
+    /// Whether the member can use an SFU room (`join.sfu_capable`); `None` keeps what the
+    /// cluster recorded for it (a resume, a re-registration).
+    pub sfu_capable: Option<bool>,
+    /// `auto` rooms: a mesh room that already has this many members moves to the SFU on this
+    /// join, when the joiner and every member can use one and a live node runs an SFU.
+    pub auto_sfu_at: Option<usize>,
 }
 
 /// What signaling needs from the cluster.

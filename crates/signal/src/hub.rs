@@ -27,7 +27,7 @@ use std::time::Instant;
 mod remote;
 mod types;
 use remote::Remote;
-pub use remote::{Adopted, ClusterView};
+pub use remote::{Adopted, ClusterView, LocalSession};
 pub use types::*;
 
 struct Session {
@@ -357,8 +357,8 @@ impl Hub {
         // `auto`: the join that takes a mesh room past `mesh_max_peers` moves it to the SFU.
         // Members already in it hear `mode_changed` before `peer_joined`.
         let mode = match self.cfg.mode {
-            // In a cluster an `auto` room stays as it was created: its members may sit on
-            // several nodes, and an SFU room lives on one.
+            // In a cluster the join script decides (its members may sit on several nodes, and
+            // an SFU room lives on one): the view says so, see `Hub::room_mode`.
             ModePolicy::Auto { mesh_max_peers }
                 if mode == RoomMode::Mesh
                     && cluster.is_none()

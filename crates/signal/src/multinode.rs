@@ -24,19 +24,22 @@ impl SignalHandle {
             h.local_sessions()
         });
         let me = bus.node_id().to_string();
-        for (identity, room, mode, home) in sessions {
-            let home = home.unwrap_or_else(|| me.clone());
+        for s in sessions {
+            let (room, identity) = (&s.room, &s.identity);
+            let home = s.home.unwrap_or_else(|| me.clone());
             let spec = JoinSpec {
-                room: &room,
-                identity: &identity,
-                mode,
+                room,
+                identity,
+                mode: s.mode,
                 max_peers: usize::MAX,
                 resumed_after: None,
                 region: None,
                 home: Some(&home),
+                sfu_capable: Some(s.sfu_capable),
+                auto_sfu_at: None,
             };
             if let Ok(view) = bus.join(spec).await {
-                self.inner.with_hub(|h| h.sync_room(&room, view));
+                self.inner.with_hub(|h| h.sync_room(room, view));
             }
         }
     }
@@ -108,7 +111,7 @@ impl SignalHandle {
                         .inner
                         .with_hub(|h| h.local_sessions())
                         .into_iter()
-                        .map(|s| s.1)
+                        .map(|s| s.room)
                         .collect();
                     rooms.sort();
                     rooms.dedup();
@@ -151,6 +154,15 @@ impl SignalHandle {
                 }
             }
             Inbound::NodeBack { node } => self.inner.with_hub(|h| h.node_back(&node)),
+            Inbound::ModeChanged { room, mode, home } => {
+                let mine = self
+                    .inner
+                    .cluster
+                    .as_ref()
+                    .is_some_and(|b| b.node_id() == home);
+                let home = (!mine).then_some(home);
+                self.inner.with_hub(|h| h.room_mode(&room, mode, home));
+            }
         }
     }
 }
@@ -216,6 +228,8 @@ impl Inner {
                 resumed_after: Some(last_seq),
                 region: None,
                 home: None,
+                sfu_capable: None,
+                auto_sfu_at: None,
             })
             .await;
         let mut core = self.core.lock();
@@ -284,10 +298,13 @@ impl Inner {
         if let Err(e) = checked {
             return self.send_join_error(conn.id, e);
         }
-        let mode = match self.settings.mode {
-            ModePolicy::Mesh => RoomMode::Mesh,
-            ModePolicy::Sfu => RoomMode::Sfu,
-            ModePolicy::Auto { .. } => info.requested_mode.unwrap_or(RoomMode::Mesh),
+        let (mode, auto_sfu_at) = match self.settings.mode {
+            ModePolicy::Mesh => (RoomMode::Mesh, None),
+            ModePolicy::Sfu => (RoomMode::Sfu, None),
+            ModePolicy::Auto { mesh_max_peers } => (
+                info.requested_mode.unwrap_or(RoomMode::Mesh),
+                Some(mesh_max_peers),
+            ),
         };
         let admitted = bus
             .join(JoinSpec {
@@ -298,6 +315,8 @@ impl Inner {
                 resumed_after: None,
                 region,
                 home: None,
+                sfu_capable: Some(info.sfu_capable),
+                auto_sfu_at,
             })
             .await;
         let mut core = self.core.lock();

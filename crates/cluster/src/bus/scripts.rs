@@ -3,9 +3,15 @@
 
 /// Admits a member: `KEYS` members, info; `ARGV` identity, node, max peers, mode for a new room,
 /// room name, channel prefix, last_seq of a resume ("" for a join), the node to serve a new SFU
-/// room. Returns `{"full"}` or `{"ok", mode, home, identity1, node1, ...}` (the other members;
-/// `home` is the node whose SFU serves the room). Placement is decided here, once: concurrent
-/// first joins on several nodes all get the same home.
+/// room, whether the member can use an SFU ("1"/"0", "" keeps what is recorded), and for `auto`
+/// rooms the member count at which a mesh room moves to the SFU ("" never). Returns `{"full"}`
+/// or `{"ok", mode, home, identity1, node1, ...}` (the other members; `home` is the node whose
+/// SFU serves the room). Placement and the move to the SFU are decided here, once: concurrent
+/// first joins on several nodes all get the same home, and a move is announced (`k = "o"`) to
+/// the other members' nodes before the join that caused it.
+///
+/// The info hash holds the room's `mode`, `home`, and `c:<identity>` = "1" for each member that
+/// can use an SFU.
 pub(super) const JOIN: &str = r#"
 local id, node, max, mode = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local prev = redis.call('HGET', KEYS[1], id)
@@ -15,6 +21,25 @@ local home = redis.call('HGET', KEYS[2], 'home')
 if not rmode then
   rmode, home = mode, ARGV[8]
   redis.call('HSET', KEYS[2], 'mode', mode, 'home', home)
+end
+local moved = false
+if rmode == 'mesh' and not prev and ARGV[10] ~= '' and ARGV[9] == '1' then
+  local ids = redis.call('HKEYS', KEYS[1])
+  if #ids >= tonumber(ARGV[10]) then
+    moved = true
+    for _, m in ipairs(ids) do
+      if redis.call('HGET', KEYS[2], 'c:' .. m) ~= '1' then moved = false break end
+    end
+  end
+  if moved then
+    rmode, home = 'sfu', ARGV[8]
+    redis.call('HSET', KEYS[2], 'mode', rmode, 'home', home)
+  end
+end
+if ARGV[9] == '1' then
+  redis.call('HSET', KEYS[2], 'c:' .. id, '1')
+elseif ARGV[9] == '0' then
+  redis.call('HDEL', KEYS[2], 'c:' .. id)
 end
 redis.call('HSET', KEYS[1], id, node)
 local all = redis.call('HGETALL', KEYS[1])
@@ -30,7 +55,11 @@ if prev and prev ~= node then nodes[prev] = true end
 local note = {k = 'j', r = ARGV[5], i = id, n = node}
 if ARGV[7] ~= '' then note.after = tonumber(ARGV[7]) end
 local msg = cjson.encode(note)
-for n, _ in pairs(nodes) do redis.call('PUBLISH', ARGV[6] .. n, msg) end
+local move = cjson.encode({k = 'o', r = ARGV[5], mode = rmode, h = home})
+for n, _ in pairs(nodes) do
+  if moved then redis.call('PUBLISH', ARGV[6] .. n, move) end
+  redis.call('PUBLISH', ARGV[6] .. n, msg)
+end
 return out
 "#;
 
@@ -39,6 +68,7 @@ return out
 pub(super) const LEAVE: &str = r#"
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], 'c:' .. ARGV[1])
 local rest = redis.call('HVALS', KEYS[1])
 if #rest == 0 then redis.call('DEL', KEYS[2]) end
 local nodes = {}
@@ -58,7 +88,10 @@ local gone, nodes = {}, {}
 for k = 1, #all, 2 do
   if all[k + 1] == ARGV[1] then gone[#gone + 1] = all[k] else nodes[all[k + 1]] = true end
 end
-for _, id in ipairs(gone) do redis.call('HDEL', KEYS[1], id) end
+for _, id in ipairs(gone) do
+  redis.call('HDEL', KEYS[1], id)
+  redis.call('HDEL', KEYS[2], 'c:' .. id)
+end
 if redis.call('HLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end
 for _, id in ipairs(gone) do
   local msg = cjson.encode({k = 'l', r = ARGV[2], i = id, n = ARGV[1], why = 'node_lost'})

@@ -2,6 +2,7 @@
 
 use serde_json::Value;
 use switchboard_signal::cluster::Inbound;
+use switchboard_signal::hub::RoomMode;
 
 pub(super) fn start_ms() -> u64 {
     std::time::SystemTime::now()
@@ -62,6 +63,14 @@ pub(super) fn parse(bytes: &[u8]) -> Option<Inbound> {
             room: s("r")?,
             peer: s("p")?,
         },
+        "o" => Inbound::ModeChanged {
+            room: s("r")?,
+            mode: match v.get("mode")?.as_str()? {
+                "sfu" => RoomMode::Sfu,
+                _ => RoomMode::Mesh,
+            },
+            home: s("h")?,
+        },
         "l" => Inbound::Left {
             room: s("r")?,
             identity: s("i")?,
@@ -70,4 +79,28 @@ pub(super) fn parse(bytes: &[u8]) -> Option<Inbound> {
         },
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_move_to_the_sfu_is_read_and_malformed_frames_are_not() {
+        let ev = parse(br#"{"k":"o","r":"room","mode":"sfu","h":"n2"}"#);
+        assert!(
+            matches!(&ev, Some(Inbound::ModeChanged { room, mode: RoomMode::Sfu, home })
+                if room == "room" && home == "n2"),
+            "{ev:?}"
+        );
+        for bad in [
+            &br#"{"k":"o","r":"room","mode":"sfu"}"#[..],
+            br#"{"k":"o","r":"room","h":"n2"}"#,
+            br#"{"k":"o","r":7,"mode":"sfu","h":"n2"}"#,
+            br#"{"k":"?"}"#,
+            b"not json",
+        ] {
+            assert!(parse(bad).is_none(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
 }

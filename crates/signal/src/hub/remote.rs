@@ -67,6 +67,17 @@ impl Remote {
 }
 
 /// A session that another node now holds: what it hands over with it.
+/// A session of this node as the cluster records it again after its connection came back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalSession {
+    pub identity: String,
+    pub room: String,
+    pub mode: RoomMode,
+    /// The node serving the room's SFU; `None`: this one (or a mesh room).
+    pub home: Option<String>,
+    pub sfu_capable: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Adopted {
     pub identity: String,
@@ -113,15 +124,8 @@ impl Hub {
 
     /// Adds the members the cluster reported for `room_id` to this node's view of it.
     pub(super) fn merge_remote(&mut self, room_id: &str, view: &ClusterView) {
-        // The cluster decides a room's mode and SFU home. A room this node first heard of
-        // from another node's announcement (during its own admission) only guessed them.
-        if let Some(room) = self.rooms.get_mut(room_id) {
-            if let Some(mode) = view.mode {
-                room.mode = mode;
-            }
-            if view.home.is_some() {
-                room.home.clone_from(&view.home);
-            }
+        if let Some(mode) = view.mode {
+            self.room_mode(room_id, mode, view.home.clone());
         }
         if view.members.is_empty() {
             return;
@@ -581,19 +585,19 @@ impl Hub {
         }
     }
 
-    /// This node's sessions: `(identity, room, room mode, node serving the room's SFU when not
-    /// this one)`.
-    pub fn local_sessions(&self) -> Vec<(String, String, RoomMode, Option<String>)> {
+    /// This node's sessions, with their rooms' mode and SFU node.
+    pub fn local_sessions(&self) -> Vec<LocalSession> {
         self.sessions
             .iter()
             .map(|(id, s)| {
                 let room = self.rooms.get(&s.room);
-                (
-                    id.clone(),
-                    s.room.clone(),
-                    room.map_or(RoomMode::Mesh, |r| r.mode),
-                    room.and_then(|r| r.home.clone()),
-                )
+                LocalSession {
+                    identity: id.clone(),
+                    room: s.room.clone(),
+                    mode: room.map_or(RoomMode::Mesh, |r| r.mode),
+                    home: room.and_then(|r| r.home.clone()),
+                    sfu_capable: s.sfu_capable,
+                }
             })
             .collect()
     }
@@ -615,12 +619,11 @@ impl Hub {
     /// not reach the cluster: this node's lease on it, its registry entry, had expired) is
     /// handed over: [`Hub::rehomed`].
     pub fn sync_room(&mut self, room_id: &str, view: ClusterView) {
-        let Some(room) = self.rooms.get(room_id) else {
+        if !self.rooms.contains_key(room_id) {
             return;
-        };
-        if room.mode == RoomMode::Sfu && view.mode == Some(RoomMode::Sfu) && room.home != view.home
-        {
-            self.rehomed(room_id, view.home.clone());
+        }
+        if let Some(mode) = view.mode {
+            self.room_mode(room_id, mode, view.home.clone());
         }
         for (id, node) in &view.members {
             if self.sessions.get(id).is_some_and(|s| s.room == room_id) {
@@ -655,6 +658,29 @@ impl Hub {
             .filter(|(_, r)| r.home.as_deref() == Some(node))
             .map(|(id, _)| id.clone())
             .collect()
+    }
+
+    /// The cluster's mode for `room_id` and, for an SFU room, the node whose SFU serves it
+    /// (`None`: this one). The cluster decides both: a room this node first heard of from
+    /// another node's announcement only guessed them, and an `auto` room moves to the SFU on
+    /// the join (on any node) that takes it past `mesh_max_peers`; its members here then hear
+    /// `mode_changed` (before that joiner's `peer_joined`). A room never moves back to mesh.
+    pub fn room_mode(&mut self, room_id: &str, mode: RoomMode, home: Option<String>) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        match (room.mode, mode) {
+            (RoomMode::Mesh, RoomMode::Sfu) => {
+                room.mode = RoomMode::Sfu;
+                room.home = home;
+                let note = Arc::new(ServerMessage::ModeChanged { mode: "sfu".into() });
+                for m in room.locals() {
+                    self.deliver(&m, note.clone());
+                }
+            }
+            (RoomMode::Sfu, RoomMode::Sfu) if room.home != home => self.rehomed(room_id, home),
+            _ => {}
+        }
     }
 
     /// The SFU room `room_id` is served by another node's SFU now (`home`; `None`: this

@@ -171,6 +171,50 @@ fn a_room_first_heard_of_during_admission_takes_the_clusters_mode_and_home() {
 }
 
 #[test]
+fn an_auto_room_the_cluster_moves_to_the_sfu_tells_its_members_here_first() {
+    let mut h = hub();
+    join(&mut h, 1, "a", &[("b", "n2")]);
+    // A join on this node that the cluster admitted as the one moving the room to n2's SFU:
+    // a hears mode_changed, then c joining; c joins an SFU room served by n2.
+    let v = ClusterView {
+        mode: Some(RoomMode::Sfu),
+        home: Some("n2".into()),
+        ..view(&[("b", "n2")])
+    };
+    h.join_checked(2, "c", "r", JoinInfo::default(), Some(v))
+        .unwrap();
+    let o = out(&mut h);
+    let to_a: Vec<&Value> = o
+        .delivered
+        .iter()
+        .filter(|(c, _)| *c == 1)
+        .map(|(_, m)| m)
+        .collect();
+    assert_eq!(to_a[0]["type"], "mode_changed", "{to_a:?}");
+    assert_eq!(to_a[0]["mode"], "sfu");
+    assert_eq!(to_a[1]["type"], "peer_joined");
+    let joined = o
+        .delivered
+        .iter()
+        .find(|(c, m)| *c == 2 && m["type"] == "joined")
+        .unwrap();
+    assert_eq!(joined.1["mode"], "sfu");
+    assert_eq!(h.rooms["r"].home.as_deref(), Some("n2"));
+
+    // A move decided by a join on another node arrives as the room's new mode: told once.
+    let mut h = hub();
+    join(&mut h, 1, "a", &[("b", "n2")]);
+    h.room_mode("r", RoomMode::Sfu, None);
+    h.room_mode("r", RoomMode::Sfu, None);
+    h.room_mode("r", RoomMode::Mesh, None);
+    let o = out(&mut h);
+    let kinds: Vec<&Value> = o.delivered.iter().map(|(_, m)| &m["type"]).collect();
+    assert_eq!(kinds, [&json!("mode_changed")]);
+    assert_eq!(h.rooms["r"].mode, RoomMode::Sfu);
+    assert_eq!(h.rooms["r"].home, None, "served by this node's SFU");
+}
+
+#[test]
 fn messages_to_a_lost_node_are_held_and_follow_the_member_where_it_resumes() {
     let mut h = hub();
     join(&mut h, 1, "a", &[("b", "n2")]);

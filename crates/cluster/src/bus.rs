@@ -280,7 +280,7 @@ impl RedisBus {
                 "received"
             }
         };
-        self.metrics.sent.get_or_create(&[("kind", kind)]).inc();
+        self.metrics.count_sent(kind);
     }
 
     /// Reads this node's channel; reconnects (and resubscribes) by itself.
@@ -333,7 +333,7 @@ impl RedisBus {
                                 Inbound::ToSfu { .. } | Inbound::SfuLeave { .. } => "sfu",
                                 _ => "message",
                             };
-                            self.metrics.received.get_or_create(&[("kind", kind)]).inc();
+                            self.metrics.count_received(kind);
                             inbound(ev);
                         }
                     }

@@ -101,13 +101,12 @@ pub enum Inbound {
         node: String,
         reason: Option<String>,
     },
-    /// A message for `to` in `room` (already in the shape the client receives); `id`, when
-    /// set, is given to the client as `relay_id` (unique per sending node, the same when sent again).
+    /// A message for `to` in `room`; one the sending node may send again after a failover is
+    /// a [`ServerMessage::Relayed`] (the client gets its `relay_id`).
     Message {
         room: String,
         to: String,
-        msg: Value,
-        id: Option<String>,
+        msg: ServerMessage,
     },
     /// A server push for `to`.
     Notify { to: String, msg: Value },

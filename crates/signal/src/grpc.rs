@@ -108,6 +108,10 @@ fn sdp(v: &Value) -> SessionDescription {
 
 /// A server message as a gRPC response.
 pub fn to_response(m: &ServerMessage, seq: Option<u64>) -> SignalResponse {
+    // gRPC has no field for a relayed message's id: the message itself goes.
+    if let ServerMessage::Relayed { msg, .. } = m {
+        return to_response(msg, seq);
+    }
     let msg = match m {
         ServerMessage::RoomPeers { peers } => Resp::RoomPeers(RoomPeers {
             peers: peers.clone(),
@@ -171,6 +175,7 @@ pub fn to_response(m: &ServerMessage, seq: Option<u64>) -> SignalResponse {
         }),
         ServerMessage::Raw(v) => Resp::Json(v.to_string()),
         m @ ServerMessage::ModeChanged { .. } => Resp::Json(m.to_json(None)),
+        ServerMessage::Relayed { msg, .. } => return to_response(msg, seq),
     };
     SignalResponse {
         msg: Some(msg),
@@ -387,5 +392,16 @@ mod tests {
         );
         let ws: Value = serde_json::from_str(&m.to_json(None)).unwrap();
         assert_eq!(ws["nodes"], json!([{"id": "a", "url": "http://a:7880"}]));
+    }
+
+    #[test]
+    fn a_message_relayed_by_another_node_reaches_grpc_clients_typed() {
+        let m = ServerMessage::Relayed {
+            relay_id: "n1.1".into(),
+            msg: Box::new(ServerMessage::Bye { from: "bob".into() }),
+        };
+        let r = to_response(&m, Some(4));
+        assert_eq!(r.seq, 4);
+        assert!(matches!(r.msg, Some(Resp::Bye(ByeFrom { from })) if from == "bob"));
     }
 }

@@ -6,7 +6,6 @@ use crate::cluster::{self, ClusterBus, Inbound, JoinSpec, Outgoing};
 use crate::hub::{self, JoinError, JoinInfo, ModePolicy, RoomMode};
 use crate::protocol::ServerMessage;
 use crate::{Caller, Conn, ConnId, ConnState, Inner, SignalHandle, Signaling, DRAINING};
-use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -63,18 +62,8 @@ impl SignalHandle {
             } => self
                 .inner
                 .with_hub(|h| h.remote_left(&room, &identity, &node, reason.as_deref())),
-            Inbound::Message {
-                room,
-                to,
-                mut msg,
-                id,
-            } => {
-                if let (Some(id), Some(obj)) = (id, msg.as_object_mut()) {
-                    obj.insert("relay_id".into(), Value::String(id));
-                }
-                let delivered = self
-                    .inner
-                    .with_hub(|h| h.remote_message(&room, &to, ServerMessage::Raw(msg)));
+            Inbound::Message { room, to, msg } => {
+                let delivered = self.inner.with_hub(|h| h.remote_message(&room, &to, msg));
                 if !delivered {
                     self.inner.metrics.cluster_undeliverable.inc();
                 }

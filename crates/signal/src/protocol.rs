@@ -389,13 +389,63 @@ pub enum ServerMessage {
     ModeChanged {
         mode: String,
     },
+    /// A message relayed from another node of the cluster, sent to the client with
+    /// `"relay_id"` (unique per sending node, the same when sent again after a failover).
+    #[serde(skip)]
+    Relayed {
+        relay_id: String,
+        msg: Box<ServerMessage>,
+    },
     /// Any other server-originated message (e.g. `stream_progress` pushed via `notify`); must be
     /// a JSON object with a string `type`.
     #[serde(untagged)]
     Raw(Value),
 }
 
+/// The relay messages' fields, read from another node's frame without building a tree (their
+/// payloads stay text, as on a single node).
+#[derive(Deserialize)]
+struct RelayedBody {
+    #[serde(rename = "type")]
+    kind: String,
+    from: Option<String>,
+    offer: Option<Box<RawValue>>,
+    answer: Option<Box<RawValue>>,
+    candidate: Option<Box<RawValue>>,
+}
+
 impl ServerMessage {
+    /// A message another node relayed (its JSON text, as that node would send it to a client):
+    /// `offer`, `answer`, `ice_candidate` and `bye` become the typed messages (cheap: their
+    /// payloads stay text; gRPC clients get them typed), anything else a [`ServerMessage::Raw`].
+    /// `None` when the text is not a JSON object with a string `type`.
+    pub fn from_relayed_json(text: &str) -> Option<ServerMessage> {
+        if let Ok(b) = serde_json::from_str::<RelayedBody>(text) {
+            let typed = match (b.kind.as_str(), b.from) {
+                ("offer", Some(from)) => b.offer.map(|p| ServerMessage::Offer {
+                    offer: Payload(p),
+                    from,
+                }),
+                ("answer", Some(from)) => b.answer.map(|p| ServerMessage::Answer {
+                    answer: Payload(p),
+                    from,
+                }),
+                ("ice_candidate", Some(from)) => b.candidate.map(|p| ServerMessage::IceCandidate {
+                    candidate: Payload(p),
+                    from,
+                }),
+                ("bye", Some(from)) => Some(ServerMessage::Bye { from }),
+                _ => None,
+            };
+            if let Some(m) = typed {
+                return Some(m);
+            }
+        }
+        let v: Value = serde_json::from_str(text).ok()?;
+        v.get("type")?.as_str()?;
+        Some(ServerMessage::Raw(v))
+    }
+
     pub fn error(code: impl Into<String>, message: impl Into<String>) -> Self {
         ServerMessage::Error {
             code: code.into(),
@@ -439,6 +489,7 @@ impl ServerMessage {
                 }
                 ServerMessage::ModeChanged { mode } => mode.len(),
                 ServerMessage::Raw(v) => json_len(v),
+                ServerMessage::Relayed { relay_id, msg } => relay_id.len() + msg.approx_bytes(),
             }
     }
 
@@ -446,6 +497,16 @@ impl ServerMessage {
     pub fn to_json(&self, seq: Option<u64>) -> String {
         let mut s = match self {
             ServerMessage::Raw(v) => v.to_string(),
+            ServerMessage::Relayed { relay_id, msg } => {
+                let mut s = msg.to_json(None);
+                if s.ends_with('}') && s.len() > 2 {
+                    s.pop();
+                    s.push_str(",\"relay_id\":");
+                    s.push_str(&Value::String(relay_id.clone()).to_string());
+                    s.push('}');
+                }
+                s
+            }
             other => serde_json::to_string(other).unwrap_or_else(|_| {
                 r#"{"type":"error","code":"internal","message":"unserializable"}"#.into()
             }),
@@ -678,5 +739,53 @@ mod tests {
             n += 1;
         }
         assert!(n > 0, "empty corpus");
+    }
+
+    #[test]
+    fn messages_relayed_by_another_node_are_read_typed_and_sent_with_their_relay_id() {
+        let offer = ServerMessage::Offer {
+            offer: json!({"type": "offer", "sdp": "v=0\r\n"}).into(),
+            from: "alice".into(),
+        };
+        let cases = [
+            offer.clone(),
+            ServerMessage::Answer {
+                answer: json!({"type": "answer", "sdp": "v=0"}).into(),
+                from: "bob".into(),
+            },
+            ServerMessage::IceCandidate {
+                candidate: json!({"candidate": "c", "sdpMid": "0"}).into(),
+                from: "bob".into(),
+            },
+            ServerMessage::Bye { from: "bob".into() },
+        ];
+        for m in cases {
+            assert_eq!(ServerMessage::from_relayed_json(&m.to_json(None)), Some(m));
+        }
+        // Anything else stays a tree; what is not a typed object is refused.
+        let push = json!({"type": "stream_progress", "n": 1});
+        assert_eq!(
+            ServerMessage::from_relayed_json(&push.to_string()),
+            Some(ServerMessage::Raw(push))
+        );
+        assert_eq!(
+            ServerMessage::from_relayed_json(r#"{"type":"offer","from":"x"}"#),
+            Some(ServerMessage::Raw(json!({"type": "offer", "from": "x"})))
+        );
+        for bad in ["[1]", "{}", r#"{"type":7}"#, "nope", ""] {
+            assert_eq!(ServerMessage::from_relayed_json(bad), None, "{bad}");
+        }
+
+        let relayed = ServerMessage::Relayed {
+            relay_id: "n1~k2.7".into(),
+            msg: Box::new(offer),
+        };
+        let v: Value = serde_json::from_str(&relayed.to_json(Some(9))).unwrap();
+        assert_eq!(
+            v,
+            json!({"type": "offer", "from": "alice", "offer": {"type": "offer", "sdp": "v=0\r\n"},
+                   "relay_id": "n1~k2.7", "seq": 9})
+        );
+        assert!(relayed.approx_bytes() > "n1~k2.7".len() + "alice".len());
     }
 }

@@ -12,6 +12,10 @@ pub(super) struct BusMetrics {
     pub(super) sent: Family<[(&'static str, &'static str); 1], Counter>,
     /// Messages received from other nodes, by kind.
     pub(super) received: Family<[(&'static str, &'static str); 1], Counter>,
+    /// `sent` and `received` for kind "message" (relays), looked up once: they count every
+    /// relayed message.
+    sent_messages: Counter,
+    received_messages: Counter,
     /// Messages that could not be handed to Redis (queue full or Redis unreachable).
     pub(super) dropped: Counter,
     /// Nodes seen leaving the registry without saying goodbye.
@@ -27,10 +31,34 @@ pub(super) struct BusMetrics {
 }
 
 impl BusMetrics {
+    /// Counts a message of `kind` published to another node.
+    pub(super) fn count_sent(&self, kind: &'static str) {
+        match kind {
+            "message" => self.sent_messages.inc(),
+            _ => self.sent.get_or_create(&[("kind", kind)]).inc(),
+        };
+    }
+
+    /// Counts a message of `kind` received from another node.
+    pub(super) fn count_received(&self, kind: &'static str) {
+        match kind {
+            "message" => self.received_messages.inc(),
+            _ => self.received.get_or_create(&[("kind", kind)]).inc(),
+        };
+    }
+
     pub(super) fn register(r: &mut Metrics) -> BusMetrics {
+        let (sent, received) = (
+            Family::<[(&'static str, &'static str); 1], Counter>::default(),
+            Family::<[(&'static str, &'static str); 1], Counter>::default(),
+        );
+        let sent_messages = sent.get_or_create(&[("kind", "message")]).clone();
+        let received_messages = received.get_or_create(&[("kind", "message")]).clone();
         let m = BusMetrics {
-            sent: Family::default(),
-            received: Family::default(),
+            sent_messages,
+            received_messages,
+            sent,
+            received,
             dropped: Counter::default(),
             failovers: Counter::default(),
             adopted: Counter::default(),

@@ -1,8 +1,11 @@
 //! The frames nodes publish to each other's channel, and the ids of relayed messages.
 
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use switchboard_signal::cluster::Inbound;
 use switchboard_signal::hub::RoomMode;
+use switchboard_signal::protocol::ServerMessage;
 
 pub(super) fn start_ms() -> u64 {
     std::time::SystemTime::now()
@@ -33,16 +36,37 @@ pub(super) fn lag_seconds(bytes: &[u8]) -> Option<f64> {
     Some(start_ms().saturating_sub(sent) as f64 / 1000.0)
 }
 
+/// A relayed message's frame (`k` = "m"), read without building a tree of the message.
+#[derive(Deserialize)]
+struct RelayFrame<'a> {
+    r: String,
+    t: String,
+    id: Option<String>,
+    #[serde(borrow)]
+    m: &'a RawValue,
+}
+
 pub(super) fn parse(bytes: &[u8]) -> Option<Inbound> {
+    if bytes.starts_with(br#"{"k":"m","#) {
+        // The hot path: relays between nodes.
+        let f: RelayFrame = serde_json::from_slice(bytes).ok()?;
+        let msg = ServerMessage::from_relayed_json(f.m.get())?;
+        let msg = match f.id {
+            Some(relay_id) => ServerMessage::Relayed {
+                relay_id,
+                msg: Box::new(msg),
+            },
+            None => msg,
+        };
+        return Some(Inbound::Message {
+            room: f.r,
+            to: f.t,
+            msg,
+        });
+    }
     let v: Value = serde_json::from_slice(bytes).ok()?;
     let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
     Some(match v.get("k")?.as_str()? {
-        "m" => Inbound::Message {
-            room: s("r")?,
-            to: s("t")?,
-            msg: v.get("m")?.clone(),
-            id: s("id"),
-        },
         "n" => Inbound::Notify {
             to: s("t")?,
             msg: v.get("m")?.clone(),
@@ -102,5 +126,30 @@ mod tests {
         ] {
             assert!(parse(bad).is_none(), "{}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn a_relayed_frame_is_read_typed_with_its_relay_id() {
+        let frame = br#"{"k":"m","ts":1,"r":"room","t":"bob","id":"n1~x.3","m":{"type":"answer","from":"alice","answer":{"type":"answer","sdp":"v=0"}}}"#;
+        let Some(Inbound::Message { room, to, msg }) = parse(frame) else {
+            panic!("not a message");
+        };
+        assert_eq!((room.as_str(), to.as_str()), ("room", "bob"));
+        let ServerMessage::Relayed { relay_id, msg } = msg else {
+            panic!("no relay id: {msg:?}");
+        };
+        assert_eq!(relay_id, "n1~x.3");
+        assert!(matches!(*msg, ServerMessage::Answer { ref from, .. } if from == "alice"));
+        // Without an id, as sent; a broken frame is dropped.
+        let plain = br#"{"k":"m","ts":1,"r":"room","t":"bob","m":{"type":"bye","from":"alice"}}"#;
+        assert!(matches!(
+            parse(plain),
+            Some(Inbound::Message {
+                msg: ServerMessage::Bye { .. },
+                ..
+            })
+        ));
+        assert!(parse(br#"{"k":"m","ts":1,"r":"room","m":{"type":"bye","from":"a"}}"#).is_none());
+        assert!(parse(br#"{"k":"m","ts":1,"r":"room","t":"b","m":[1]}"#).is_none());
     }
 }

@@ -557,15 +557,10 @@ impl Hub {
 
     /// `msg` as the client receives it from another node: with `"relay_id":"<prefix>.<mid>"`.
     fn with_mid(&self, msg: &ServerMessage, mid: u64) -> Arc<ServerMessage> {
-        let mut v: Value = serde_json::from_str(&msg.to_json(None)).unwrap_or(Value::Null);
-        match v.as_object_mut() {
-            Some(obj) => {
-                let id = format!("{}.{mid}", self.cfg.mid_prefix);
-                obj.insert("relay_id".into(), Value::String(id));
-                Arc::new(ServerMessage::Raw(v))
-            }
-            None => Arc::new(msg.clone()),
-        }
+        Arc::new(ServerMessage::Relayed {
+            relay_id: format!("{}.{mid}", self.cfg.mid_prefix),
+            msg: Box::new(msg.clone()),
+        })
     }
 
     /// Cluster mode: asks the driver to record `identity`'s session (for a resume on another

@@ -46,30 +46,7 @@ for run in $(seq "$RUNS"); do
   URLS=(); NODE_PIDS=()
   for i in 1 2 3; do
     port=$(free_port)
-    cat >"$WORK/n$i.toml" <<TOML
-[http]
-bind = "127.0.0.1:$port"
-[auth]
-database = ":memory:"
-[[auth.keys]]
-kid = "k1"
-secret = "$SECRET"
-[turn]
-enabled = false
-[limits]
-# All clients come from one address here; in production they come from many.
-signal_connections_per_ip = 50000
-signal_joins_per_second_per_ip = 100000
-signal_messages_per_second = 10000
-[sfu]
-mode = "mesh"
-[log]
-level = "warn"
-[cluster]
-redis_url = "redis://127.0.0.1:$REDIS_PORT/"
-node_id = "n$i"
-advertise_url = "http://127.0.0.1:$port"
-TOML
+    bench_config "$WORK/n$i.toml" "127.0.0.1:$port" "$REDIS_PORT" "n$i"
     "$BIN" serve --config "$WORK/n$i.toml" >"$WORK/n$i.log" 2>&1 &
     NODE_PIDS+=($!); PIDS+=($!)
     disown $! # its SIGKILL comes from signal-failover; no job notice for it

@@ -57,33 +57,10 @@ start_redis() {
 # start_node NAME [cluster]: a node on a free port; NODE_PID, NODE_ADDR.
 start_node() {
   local name=$1 port; port=$(free_port)
-  cat >"$WORK/$name.toml" <<TOML
-[http]
-bind = "127.0.0.1:$port"
-[auth]
-database = ":memory:"
-[[auth.keys]]
-kid = "k1"
-secret = "$SECRET"
-[turn]
-enabled = false
-[limits]
-signal_connections_per_ip = 50000
-signal_joins_per_second_per_ip = 100000
-signal_messages_per_second = 10000
-signal_max_room_peers = 100
-[sfu]
-mode = "mesh"
-[log]
-level = "warn"
-TOML
   if [ "${2:-}" = cluster ]; then
-    cat >>"$WORK/$name.toml" <<TOML
-[cluster]
-redis_url = "redis://127.0.0.1:$REDIS_PORT/"
-node_id = "$name"
-advertise_url = "http://127.0.0.1:$port"
-TOML
+    bench_config "$WORK/$name.toml" "127.0.0.1:$port" "$REDIS_PORT" "$name"
+  else
+    bench_config "$WORK/$name.toml" "127.0.0.1:$port"
   fi
   "$BIN" serve --config "$WORK/$name.toml" >"$WORK/$name.log" 2>&1 &
   NODE_PID=$!; PIDS+=("$NODE_PID")

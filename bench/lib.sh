@@ -28,3 +28,39 @@ wait_quiet() {
     fi
   done
 }
+
+# bench_config FILE BIND [REDIS_PORT NODE_ID]: a signaling benchmark node's configuration (auth
+# key `k1` with $SECRET, no TURN, mesh rooms, limits that let one load generator's address open
+# every client). With REDIS_PORT and NODE_ID it is a cluster node advertising http://BIND.
+bench_config() {
+  local file=$1 bind=$2
+  cat >"$file" <<TOML
+[http]
+bind = "$bind"
+[auth]
+database = ":memory:"
+[[auth.keys]]
+kid = "k1"
+secret = "$SECRET"
+[turn]
+enabled = false
+[limits]
+# All clients come from one address here; in production they come from many.
+signal_connections_per_ip = 50000
+signal_joins_per_second_per_ip = 100000
+signal_messages_per_second = 10000
+signal_max_room_peers = 100
+[sfu]
+mode = "mesh"
+[log]
+level = "warn"
+TOML
+  if [ -n "${3:-}" ]; then
+    cat >>"$file" <<TOML
+[cluster]
+redis_url = "redis://127.0.0.1:$3/"
+node_id = "$4"
+advertise_url = "http://$bind"
+TOML
+  fi
+}

@@ -9,6 +9,7 @@
 # generator on CPU 1, as if on separate machines, so neither preempts the other).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 BIN=${BIN:-target/release/switchboard}
 LOAD=target/release/signal-load
 PY=${PY:-.venv/bin/python}
@@ -28,26 +29,7 @@ trap cleanup EXIT
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 start_switchboard() {
-  cat >"$WORK/sb.toml" <<TOML
-[http]
-bind = "127.0.0.1:0"
-[auth]
-database = ":memory:"
-[[auth.keys]]
-kid = "k1"
-secret = "$SECRET"
-[turn]
-enabled = false
-[limits]
-signal_connections_per_ip = 50000
-signal_joins_per_second_per_ip = 100000
-signal_messages_per_second = 10000
-signal_max_room_peers = 100
-[sfu]
-mode = "mesh"
-[log]
-level = "warn"
-TOML
+  bench_config "$WORK/sb.toml" "127.0.0.1:0"
   "${SRV_PIN[@]}" "$BIN" serve --config "$WORK/sb.toml" >"$WORK/sb.log" 2>&1 &
   SB_PID=$!; PIDS+=("$SB_PID")
   for _ in $(seq 100); do grep -q '^switchboard listening' "$WORK/sb.log" && break; sleep 0.05; done

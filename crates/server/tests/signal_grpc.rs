@@ -2,6 +2,8 @@
 //! peers, on loopback, with a tonic client over h2c.
 
 mod common;
+#[path = "../../cluster/tests/support/mod.rs"]
+mod redis_support;
 
 use common::ws::{connect_ws, next_json, send_json, Ws};
 use common::*;
@@ -191,6 +193,86 @@ async fn grpc_and_websocket_peers_exchange_offers_in_one_room() {
         (Some("peer_left"), Some("gina"))
     );
     s.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_grpc_peer_and_a_websocket_peer_on_two_nodes_exchange_typed_messages() {
+    let redis = redis_support::RedisServer::start();
+    let node = |id: &str| {
+        let mut c = test_config();
+        c.cluster.redis_url = Some(redis.url());
+        c.cluster.node_id = Some(id.into());
+        c.cluster.heartbeat = Duration::from_millis(200);
+        c.cluster.node_ttl = Duration::from_millis(600);
+        c
+    };
+    let (a, b) = (start(node("a")).await, start(node("b")).await);
+    // Both nodes have read the registry with both in it.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+
+    let (gtx, mut grx) = grpc(&b, &token(&b, "gina")).await.unwrap();
+    join(&gtx, "span").await;
+    assert!(matches!(next(&mut grx).await, Resp::RoomPeers(p) if p.peers.is_empty()));
+    match next(&mut grx).await {
+        Resp::Joined(j) => {
+            let ids: Vec<&str> = j.nodes.iter().map(|n| n.id.as_str()).collect();
+            assert_eq!(ids, ["b", "a"], "this node first: {:?}", j.nodes);
+            assert!(j.nodes.iter().all(|n| n.url.starts_with("http://")));
+        }
+        other => panic!("{other:?}"),
+    }
+    let (mut ws, peers, _) = ws_peer(&a, "wes", "span").await;
+    assert_eq!(peers["peers"], json!(["gina"]), "wes on a sees gina on b");
+    assert!(matches!(next(&mut grx).await, Resp::PeerJoined(p) if p.peer_id == "wes"));
+
+    // WebSocket on a → gRPC on b: the relayed messages arrive typed, as on one node.
+    send_json(
+        &mut ws,
+        json!({"type":"offer","target":"gina","offer":{"type":"offer","sdp":"v=0 ws"}}),
+    )
+    .await;
+    send_json(
+        &mut ws,
+        json!({"type":"ice_candidate","target":"gina","candidate":{"candidate":"c1","sdpMid":"0"}}),
+    )
+    .await;
+    send_json(&mut ws, json!({"type":"bye","target":"gina"})).await;
+    match next(&mut grx).await {
+        Resp::Offer(o) => {
+            assert_eq!(o.from, "wes");
+            let d = o.offer.unwrap();
+            assert_eq!((d.r#type.as_str(), d.sdp.as_str()), ("offer", "v=0 ws"));
+        }
+        other => panic!("{other:?}"),
+    }
+    match next(&mut grx).await {
+        Resp::IceCandidate(c) => {
+            assert_eq!(c.from, "wes");
+            let v: Value = serde_json::from_str(&c.candidate_json).unwrap();
+            assert_eq!(v, json!({"candidate":"c1","sdpMid":"0"}));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(next(&mut grx).await, Resp::Bye(b) if b.from == "wes"));
+
+    // gRPC on b → WebSocket on a: the answer arrives with the id it was relayed under.
+    let answer = description("answer", "v=0 ans");
+    let target = "wes".to_string();
+    send(&gtx, Req::Answer(Answer { target, answer })).await;
+    let m = recv(&mut ws).await;
+    assert_eq!(
+        (m["type"].as_str(), m["from"].as_str()),
+        (Some("answer"), Some("gina"))
+    );
+    assert_eq!(m["answer"], json!({"type":"answer","sdp":"v=0 ans"}));
+    assert!(
+        m["relay_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("b~")),
+        "{m}"
+    );
+    assert!(m["seq"].as_u64().is_some(), "{m}");
+    // (No shutdown: in a cluster it would first wait for wes to move to another node.)
 }
 
 #[tokio::test]

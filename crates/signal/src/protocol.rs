@@ -412,13 +412,16 @@ struct RelayedBody {
     offer: Option<Box<RawValue>>,
     answer: Option<Box<RawValue>>,
     candidate: Option<Box<RawValue>>,
+    relay_id: Option<String>,
 }
 
 impl ServerMessage {
     /// A message another node relayed (its JSON text, as that node would send it to a client):
     /// `offer`, `answer`, `ice_candidate` and `bye` become the typed messages (cheap: their
     /// payloads stay text; gRPC clients get them typed), anything else a [`ServerMessage::Raw`].
-    /// `None` when the text is not a JSON object with a string `type`.
+    /// A `relay_id` it carries (it had crossed nodes before, and a node hands it on with the
+    /// session it was held for) stays with it. `None` when the text is not a JSON object with a
+    /// string `type`.
     pub fn from_relayed_json(text: &str) -> Option<ServerMessage> {
         if let Ok(b) = serde_json::from_str::<RelayedBody>(text) {
             let typed = match (b.kind.as_str(), b.from) {
@@ -438,7 +441,13 @@ impl ServerMessage {
                 _ => None,
             };
             if let Some(m) = typed {
-                return Some(m);
+                return Some(match b.relay_id {
+                    Some(relay_id) => ServerMessage::Relayed {
+                        relay_id,
+                        msg: Box::new(m),
+                    },
+                    None => m,
+                });
             }
         }
         let v: Value = serde_json::from_str(text).ok()?;
@@ -787,5 +796,11 @@ mod tests {
                    "relay_id": "n1~k2.7", "seq": 9})
         );
         assert!(relayed.approx_bytes() > "n1~k2.7".len() + "alice".len());
+        // Handed on again (a node passing a held message to where its session moved): the
+        // message keeps its id.
+        assert_eq!(
+            ServerMessage::from_relayed_json(&relayed.to_json(None)),
+            Some(relayed)
+        );
     }
 }

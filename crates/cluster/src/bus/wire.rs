@@ -51,12 +51,16 @@ pub(super) fn parse(bytes: &[u8]) -> Option<Inbound> {
         // The hot path: relays between nodes.
         let f: RelayFrame = serde_json::from_slice(bytes).ok()?;
         let msg = ServerMessage::from_relayed_json(f.m.get())?;
-        let msg = match f.id {
-            Some(relay_id) => ServerMessage::Relayed {
+        // A message that already carries a `relay_id` keeps it: copies of one message must
+        // keep one id whichever node sends them, or clients cannot drop the copies.
+        let msg = match (f.id, msg) {
+            (_, m @ ServerMessage::Relayed { .. }) => m,
+            (_, ServerMessage::Raw(v)) if v.get("relay_id").is_some() => ServerMessage::Raw(v),
+            (Some(relay_id), m) => ServerMessage::Relayed {
                 relay_id,
-                msg: Box::new(msg),
+                msg: Box::new(m),
             },
-            None => msg,
+            (None, m) => m,
         };
         return Some(Inbound::Message {
             room: f.r,
@@ -149,6 +153,18 @@ mod tests {
                 ..
             })
         ));
+        // A message that crossed nodes before keeps its first id, with or without a new one.
+        for frame in [
+            &br#"{"k":"m","ts":1,"r":"room","t":"bob","m":{"type":"bye","from":"alice","relay_id":"n1~x.3"}}"#[..],
+            br#"{"k":"m","ts":1,"r":"room","t":"bob","id":"n2~y.9","m":{"type":"bye","from":"alice","relay_id":"n1~x.3"}}"#,
+            br#"{"k":"m","ts":1,"r":"room","t":"bob","id":"n2~y.9","m":{"type":"stream_progress","relay_id":"n1~x.3"}}"#,
+        ] {
+            let Some(Inbound::Message { msg, .. }) = parse(frame) else {
+                panic!("not a message");
+            };
+            let v: Value = serde_json::from_str(&msg.to_json(None)).unwrap();
+            assert_eq!(v["relay_id"], "n1~x.3", "{v}");
+        }
         assert!(parse(br#"{"k":"m","ts":1,"r":"room","m":{"type":"bye","from":"a"}}"#).is_none());
         assert!(parse(br#"{"k":"m","ts":1,"r":"room","t":"b","m":[1]}"#).is_none());
     }

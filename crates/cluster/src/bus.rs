@@ -219,6 +219,7 @@ impl RedisBus {
                 session_id,
                 resume_token,
                 received,
+                sfu_capable,
             } => {
                 let key = self.shared.key(&["sess", &identity]);
                 pipe.cmd("HSET")
@@ -233,6 +234,8 @@ impl RedisBus {
                     .arg(&resume_token)
                     .arg("rcv")
                     .arg(received)
+                    .arg("cap")
+                    .arg(u8::from(sfu_capable))
                     .ignore()
                     .cmd("EXPIRE")
                     .arg(&key)
@@ -630,6 +633,7 @@ impl ClusterBus for RedisBus {
                 room: rec.get("room")?.clone(),
                 session_id: rec.get("sid")?.clone(),
                 received: rec.get("rcv").and_then(|r| r.parse().ok()).unwrap_or(0),
+                sfu_capable: rec.get("cap").is_some_and(|c| c == "1"),
             })
         })
     }

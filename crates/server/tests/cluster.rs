@@ -210,6 +210,25 @@ async fn a_ticket_used_on_one_node_is_refused_on_another_and_room_size_holds_clu
     );
 }
 
+/// A field of `identity`'s session record in Redis, once it is there (within 2 s).
+async fn session_field(redis: &RedisServer, identity: &str, field: &str) -> Option<String> {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let t = Instant::now();
+    loop {
+        let v: Option<String> = redis::cmd("HGET")
+            .arg(format!("switchboard:sess:{identity}"))
+            .arg(field)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        if v.is_some() || t.elapsed() > Duration::from_secs(2) {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_killed_nodes_client_resumes_on_another_node_and_gets_what_was_sent_meanwhile() {
     let redis = RedisServer::start();
@@ -223,6 +242,23 @@ async fn a_killed_nodes_client_resumes_on_another_node_and_gets_what_was_sent_me
     let (mut alice, _, joined) = join(&a, "alice", "call").await;
     let (mut bob, _, _) = join(&b, "bob", "call").await;
     until(&mut alice, "peer_joined").await;
+    // The session record keeps whether the client can use an SFU room: a resume on another
+    // node carries it on (for `auto` rooms).
+    let mut carol = connect(&b, &b.ticket("carol")).await;
+    send_json(
+        &mut carol,
+        json!({"type":"join","room_id":"other","sfu_capable":true}),
+    )
+    .await;
+    until(&mut carol, "joined").await;
+    assert_eq!(
+        session_field(&redis, "alice", "cap").await.as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        session_field(&redis, "carol", "cap").await.as_deref(),
+        Some("1")
+    );
     send_json(&mut bob, offer("alice", 0)).await;
     let first = until(&mut alice, "offer").await;
     let last_seq = first["seq"].as_u64().unwrap();

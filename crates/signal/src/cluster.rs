@@ -37,6 +37,8 @@ pub struct SessionRecord {
     pub session_id: String,
     /// Relay messages accepted from the client, as last recorded.
     pub received: u64,
+    /// The client said it can use an SFU room (`join.sfu_capable`).
+    pub sfu_capable: bool,
 }
 
 /// What signaling sends to the rest of the cluster, in the order it happened.
@@ -66,6 +68,7 @@ pub enum Outgoing {
         session_id: String,
         resume_token: String,
         received: u64,
+        sfu_capable: bool,
     },
     /// A session's relay count changed.
     Received { identity: String, received: u64 },

@@ -582,6 +582,7 @@ impl Inner {
                         session_id,
                         resume_token,
                         received,
+                        sfu_capable,
                     } => {
                         if let Some(bus) = &self.cluster {
                             bus.send(Outgoing::Session {
@@ -590,6 +591,7 @@ impl Inner {
                                 session_id,
                                 resume_token,
                                 received,
+                                sfu_capable,
                             });
                         }
                     }

@@ -206,7 +206,8 @@ impl Inner {
         rec: cluster::SessionRecord,
         last_seq: u64,
     ) -> bool {
-        let info = self.ice_info(&rec.identity, st.caller.host.as_deref());
+        let mut info = self.ice_info(&rec.identity, st.caller.host.as_deref());
+        info.sfu_capable = rec.sfu_capable;
         self.with_hub(|h| h.admitting(&rec.room));
         let admitted = bus
             .join(JoinSpec {

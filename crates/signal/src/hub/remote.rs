@@ -576,6 +576,7 @@ impl Hub {
                 session_id: s.session_id.clone(),
                 resume_token: s.resume_token.clone(),
                 received: s.received,
+                sfu_capable: s.sfu_capable,
             });
         }
     }

@@ -70,6 +70,7 @@ pub enum Effect {
         session_id: String,
         resume_token: String,
         received: u64,
+        sfu_capable: bool,
     },
 }
 

@@ -45,8 +45,12 @@ fn sent_json(effects: &[Effect]) -> Vec<(ConnId, Value)> {
 }
 
 fn out(h: &mut Hub) -> Out {
+    out_of(h.drain())
+}
+
+fn out_of(effects: Vec<Effect>) -> Out {
     let mut o = Out::default();
-    for e in h.drain() {
+    for e in effects {
         match e {
             Effect::Deliver { conn, msg, seq } => o
                 .delivered
@@ -438,9 +442,26 @@ fn an_adopted_session_continues_its_sequence_and_its_room_sees_no_change() {
         room: "r".into(),
         session_id: "s1".into(),
     };
-    h.adopt(2, session, 41, 5, JoinInfo::default(), view(&[("a", "n9")]))
+    // What the cluster recorded of the session (its SFU capability) goes on with it.
+    let info = JoinInfo {
+        sfu_capable: true,
+        ..Default::default()
+    };
+    h.adopt(2, session, 41, 5, info, view(&[("a", "n9")]))
         .unwrap();
-    let o = out(&mut h);
+    let effects = h.drain();
+    let recorded = effects.iter().find_map(|e| match e {
+        Effect::ClusterSession {
+            identity,
+            sfu_capable,
+            ..
+        } if identity == "b" => Some(*sfu_capable),
+        _ => None,
+    });
+    assert_eq!(recorded, Some(true));
+    let b = h.local_sessions().into_iter().find(|s| s.identity == "b");
+    assert!(b.is_some_and(|s| s.sfu_capable));
+    let o = out_of(effects);
     assert_eq!(o.delivered.len(), 1, "only b's joined: {o:?}");
     let joined = &o.delivered[0].1;
     assert_eq!(

@@ -93,6 +93,37 @@ async fn ws_peer(s: &RunningServer, id: &str, room: &str) -> (Ws, Value, Value) 
     (ws, peers, joined)
 }
 
+/// WebSocket peer "wes" sends an offer and an ICE candidate to gRPC peer "gina": they arrive
+/// typed, in order.
+async fn offer_and_candidate_reach_grpc(ws: &mut Ws, grx: &mut tonic::Streaming<SignalResponse>) {
+    send_json(
+        ws,
+        json!({"type":"offer","target":"gina","offer":{"type":"offer","sdp":"v=0 ws"}}),
+    )
+    .await;
+    send_json(
+        ws,
+        json!({"type":"ice_candidate","target":"gina","candidate":{"candidate":"c1","sdpMid":"0"}}),
+    )
+    .await;
+    match next(grx).await {
+        Resp::Offer(o) => {
+            assert_eq!(o.from, "wes");
+            let d = o.offer.unwrap();
+            assert_eq!((d.r#type.as_str(), d.sdp.as_str()), ("offer", "v=0 ws"));
+        }
+        other => panic!("{other:?}"),
+    }
+    match next(grx).await {
+        Resp::IceCandidate(c) => {
+            assert_eq!(c.from, "wes");
+            let v: Value = serde_json::from_str(&c.candidate_json).unwrap();
+            assert_eq!(v, json!({"candidate":"c1","sdpMid":"0"}));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn grpc_and_websocket_peers_exchange_offers_in_one_room() {
     let s = start(test_config()).await;
@@ -113,31 +144,7 @@ async fn grpc_and_websocket_peers_exchange_offers_in_one_room() {
     assert!(matches!(next(&mut grx).await, Resp::PeerJoined(p) if p.peer_id == "wes"));
 
     // WebSocket → gRPC: offer and candidate.
-    send_json(
-        &mut ws,
-        json!({"type":"offer","target":"gina","offer":{"type":"offer","sdp":"v=0 ws"}}),
-    )
-    .await;
-    send_json(
-        &mut ws,
-        json!({"type":"ice_candidate","target":"gina","candidate":{"candidate":"c1","sdpMid":"0"}}),
-    )
-    .await;
-    match next(&mut grx).await {
-        Resp::Offer(o) => {
-            assert_eq!(o.from, "wes");
-            let d = o.offer.unwrap();
-            assert_eq!((d.r#type.as_str(), d.sdp.as_str()), ("offer", "v=0 ws"));
-        }
-        other => panic!("{other:?}"),
-    }
-    match next(&mut grx).await {
-        Resp::IceCandidate(c) => {
-            let v: Value = serde_json::from_str(&c.candidate_json).unwrap();
-            assert_eq!(v, json!({"candidate":"c1","sdpMid":"0"}));
-        }
-        other => panic!("{other:?}"),
-    }
+    offer_and_candidate_reach_grpc(&mut ws, &mut grx).await;
     // gRPC → WebSocket: offer, answer, candidate.
     let target = || "wes".to_string();
     let offer = description("offer", "v=0 grpc");
@@ -226,33 +233,8 @@ async fn a_grpc_peer_and_a_websocket_peer_on_two_nodes_exchange_typed_messages()
     assert!(matches!(next(&mut grx).await, Resp::PeerJoined(p) if p.peer_id == "wes"));
 
     // WebSocket on a → gRPC on b: the relayed messages arrive typed, as on one node.
-    send_json(
-        &mut ws,
-        json!({"type":"offer","target":"gina","offer":{"type":"offer","sdp":"v=0 ws"}}),
-    )
-    .await;
-    send_json(
-        &mut ws,
-        json!({"type":"ice_candidate","target":"gina","candidate":{"candidate":"c1","sdpMid":"0"}}),
-    )
-    .await;
+    offer_and_candidate_reach_grpc(&mut ws, &mut grx).await;
     send_json(&mut ws, json!({"type":"bye","target":"gina"})).await;
-    match next(&mut grx).await {
-        Resp::Offer(o) => {
-            assert_eq!(o.from, "wes");
-            let d = o.offer.unwrap();
-            assert_eq!((d.r#type.as_str(), d.sdp.as_str()), ("offer", "v=0 ws"));
-        }
-        other => panic!("{other:?}"),
-    }
-    match next(&mut grx).await {
-        Resp::IceCandidate(c) => {
-            assert_eq!(c.from, "wes");
-            let v: Value = serde_json::from_str(&c.candidate_json).unwrap();
-            assert_eq!(v, json!({"candidate":"c1","sdpMid":"0"}));
-        }
-        other => panic!("{other:?}"),
-    }
     assert!(matches!(next(&mut grx).await, Resp::Bye(b) if b.from == "wes"));
 
     // gRPC on b → WebSocket on a: the answer arrives with the id it was relayed under.

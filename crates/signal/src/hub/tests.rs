@@ -13,7 +13,7 @@ fn hub() -> Hub {
 }
 
 /// (conn, json) of every delivery, for assertions.
-fn sent(effects: &[Effect]) -> Vec<(ConnId, Value)> {
+pub(super) fn sent(effects: &[Effect]) -> Vec<(ConnId, Value)> {
     effects
         .iter()
         .filter_map(|e| match e {

@@ -32,18 +32,6 @@ struct Out {
     left: Vec<String>,
 }
 
-fn sent_json(effects: &[Effect]) -> Vec<(ConnId, Value)> {
-    effects
-        .iter()
-        .filter_map(|e| match e {
-            Effect::Deliver { conn, msg, seq } => {
-                Some((*conn, serde_json::from_str(&msg.to_json(*seq)).unwrap()))
-            }
-            _ => None,
-        })
-        .collect()
-}
-
 fn out(h: &mut Hub) -> Out {
     out_of(h.drain())
 }
@@ -373,7 +361,7 @@ fn an_sfu_room_found_moved_after_a_lost_lease_is_handed_over() {
         })
         .collect();
     assert_eq!(left, ["b", "a"], "this node's SFU stops serving the room");
-    let told = sent_json(&eff);
+    let told = crate::hub::tests::sent(&eff);
     assert_eq!(
         told,
         [(
